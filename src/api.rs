@@ -1,0 +1,1 @@
+//! The `BlobBackupInstance` custom resource: spec, status, conditions and their schema.

@@ -1,0 +1,1 @@
+//! The Kubernetes controller: reconciles `BlobBackupInstance` resources against Azure.

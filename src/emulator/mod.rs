@@ -1,0 +1,1 @@
+//! A local emulator of the Azure Data Protection endpoints the operator uses.
