@@ -1,0 +1,101 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "bbo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name of the release's resources. */}}
+{{- define "bbo.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bbo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bbo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "bbo.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "bbo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: blob-backup-operator
+{{- end -}}
+
+{{- define "bbo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "bbo.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bbo.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Whether the pods use AKS workload identity (the webhook mutates pods with the label). */}}
+{{- define "bbo.workloadIdentity" -}}
+{{- if and (not .Values.embeddedVault) (eq .Values.azure.auth "workload-identity") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret mounted as a credential file for the auth modes that read one, as JSON
+({secret, key, file, flag}), or "{}". One volume serves both modes: only one is active.
+*/}}
+{{- define "bbo.credentialFile" -}}
+{{- $azure := .Values.azure -}}
+{{- if .Values.embeddedVault -}}
+{}
+{{- else if eq $azure.auth "client-secret" -}}
+{{- $secret := required "azure.clientSecret.existingSecret is required when azure.auth is client-secret: create a Secret holding the client secret and name it here" $azure.clientSecret.existingSecret -}}
+{{- dict "secret" $secret "key" $azure.clientSecret.key "file" "client-secret" "flag" "--client-secret-file" | toJson -}}
+{{- else if eq $azure.auth "static-token" -}}
+{{- $secret := required "azure.staticToken.existingSecret is required when azure.auth is static-token: create a Secret holding the token and name it here" $azure.staticToken.existingSecret -}}
+{{- dict "secret" $secret "key" $azure.staticToken.key "file" "token" "flag" "--token-file" | toJson -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{- define "bbo.credentialDir" -}}/var/run/secrets/blob-backup-operator/azure{{- end -}}
+
+{{/* Refuse values that would give a broken or unsafe install, with a message that says why. */}}
+{{- define "bbo.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail (printf "replicaCount is %d but leaderElection.enabled is false: replicas without leader election would reconcile the same BlobBackupInstances at once. Set leaderElection.enabled=true or replicaCount=1." (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if and (not .Values.embeddedVault) (eq .Values.azure.auth "client-secret") -}}
+{{- if or (not .Values.azure.clientId) (not .Values.azure.tenantId) -}}
+{{- fail "azure.clientId and azure.tenantId are required when azure.auth is client-secret" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor selects the metrics Service" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The rules on the operator's own resources and on events, cluster-wide or in watchNamespace. */}}
+{{- define "bbo.rules" -}}
+- apiGroups: ["dataprotection.blobbackup.io"]
+  resources: ["blobbackupinstances"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["dataprotection.blobbackup.io"]
+  resources: ["blobbackupinstances/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["dataprotection.blobbackup.io"]
+  resources: ["blobbackupinstances/finalizers"]
+  verbs: ["update"]
+# The events recorder creates events and aggregates repeats by patching them.
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
