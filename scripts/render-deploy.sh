@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Renders deploy/operator.yaml, the plain manifests, from the Helm chart's default values, and
+# Renders deploy/operator.yaml, the plain manifests, from the Helm chart's default values;
 # refreshes the chart's copy of the CRD (charts/blob-backup-operator/files/crd.yaml) from
-# crds/blobbackupinstances.yaml, since Helm cannot read files outside the chart.
-# tests/chart_render.rs fails when either is stale: run this after changing the chart or crds/.
+# crds/blobbackupinstances.yaml, since Helm cannot read files outside the chart; and writes
+# deploy/argocd/argocd-cm-patch.yaml around deploy/argocd/health.lua.
+# The tests fail when any of them is stale: run this after changing the chart, crds/ or health.lua.
 #
 # Usage: scripts/render-deploy.sh [OUTPUT]   (OUTPUT: where to write the manifests instead of
-# deploy/operator.yaml; the chart's CRD copy is then left alone. The tests use it.)
+# deploy/operator.yaml; the other files are then left alone. The tests use it.)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +24,22 @@ output="${1:-}"
 if [[ -z "${output}" ]]; then
   output="${repo_root}/deploy/operator.yaml"
   cp "${repo_root}/crds/blobbackupinstances.yaml" "${chart}/files/crd.yaml"
+  {
+    cat <<'HEADER'
+# Argo CD health check for BlobBackupInstance: merge into the argocd-cm ConfigMap, e.g.
+#   kubectl -n argocd patch configmap argocd-cm --patch-file deploy/argocd/argocd-cm-patch.yaml
+# Generated from deploy/argocd/health.lua by scripts/render-deploy.sh; do not edit.
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: argocd-cm
+  namespace: argocd
+data:
+  resource.customizations.health.dataprotection.blobbackup.io_BlobBackupInstance: |
+HEADER
+    # Indent non-empty lines only: a block scalar keeps its empty lines without trailing spaces.
+    sed -e 's/^\(.\)/    \1/' "${repo_root}/deploy/argocd/health.lua"
+  } > "${repo_root}/deploy/argocd/argocd-cm-patch.yaml"
 fi
 
 rendered="$("${helm}" template "${release}" "${chart}" --namespace "${namespace}" --set crds.install=false)"
