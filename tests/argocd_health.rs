@@ -89,7 +89,12 @@ fn every_testdata_file_is_a_case() {
         .collect();
     let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join("testdata"))
         .expect("testdata")
-        .map(|entry| format!("testdata/{}", entry.expect("entry").file_name().to_string_lossy()))
+        .map(|entry| {
+            format!(
+                "testdata/{}",
+                entry.expect("entry").file_name().to_string_lossy()
+            )
+        })
         .collect();
     assert_eq!(files, cases, "testdata/ and health_test.yaml disagree");
 }
