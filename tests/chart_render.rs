@@ -508,3 +508,38 @@ fn deploy_manifests_are_the_default_render() {
         "the CRD is applied from crds/, not from deploy/operator.yaml"
     );
 }
+
+#[test]
+fn static_token_is_a_read_only_file() {
+    let docs = render_ok(&[
+        "--set",
+        "azure.auth=static-token,azure.staticToken.existingSecret=emulator-token",
+        "--set",
+        "azure.armEndpoint=http://127.0.0.1:8090",
+    ]);
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"],
+        json!([{"key": "token", "path": "token"}])
+    );
+    assert!(args(&docs).contains(&format!("--token-file={CREDENTIAL_DIR}/token")));
+    assert_eq!(container(&docs)["volumeMounts"][0]["readOnly"], true);
+}
+
+#[test]
+fn embedded_vault_drops_azure_settings_and_extras_are_appended() {
+    let docs = render_ok(&[
+        "--set",
+        "embeddedVault=true,replicaCount=1,azure.clientId=ignored",
+        "--set-json",
+        r#"extraArgs=["--some-new-flag=1"]"#,
+        "--set-json",
+        r#"extraEnv=[{"name":"RUST_LOG","value":"debug"}]"#,
+    ]);
+    let args = args(&docs);
+    assert_eq!(args[..2], ["run", "--embedded-vault"]);
+    assert!(!args.iter().any(|arg| arg.starts_with("--azure-auth")));
+    assert_eq!(args.last().map(String::as_str), Some("--some-new-flag=1"));
+    assert_eq!(env(&docs, "RUST_LOG").expect("extra env")["value"], "debug");
+    assert!(pod_labels(&docs)["azure.workload.identity/use"].is_null());
+    assert!(one(&docs, "ServiceAccount")["metadata"]["annotations"].is_null());
+}

@@ -38,6 +38,12 @@ app.kubernetes.io/part-of: blob-backup-operator
 {{- end -}}
 {{- end -}}
 
+{{- define "bbo.subjects" -}}
+- kind: ServiceAccount
+  name: {{ include "bbo.serviceAccountName" . }}
+  namespace: {{ .Release.Namespace }}
+{{- end -}}
+
 {{- define "bbo.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
