@@ -1,12 +1,12 @@
 -- Argo CD health check for dataprotection.blobbackup.io/BlobBackupInstance.
 -- Reads the kstatus conditions the operator writes: Ready, Reconciling, Stalled.
 -- Lua 5.1 only (Argo CD runs gopher-lua).
-local hs = {}
+local function health(status, message)
+  return { status = status, message = message }
+end
 
 local function progressing(message)
-  hs.status = "Progressing"
-  hs.message = message
-  return hs
+  return health("Progressing", message)
 end
 
 local generation = obj.metadata.generation
@@ -51,9 +51,7 @@ end
 -- A person must act, also when that blocks a deletion.
 local stalled = condition("Stalled")
 if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = describe(stalled, "Stalled")
-  return hs
+  return health("Degraded", describe(stalled, "Stalled"))
 end
 
 if deleting then
@@ -67,9 +65,7 @@ end
 
 local ready = condition("Ready")
 if ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = describe(ready, "Ready")
-  return hs
+  return health("Healthy", describe(ready, "Ready"))
 end
 if ready ~= nil then
   return progressing(describe(ready, "Not ready"))
