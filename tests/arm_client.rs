@@ -2,6 +2,9 @@
 //! long-running-operation shape, Retry-After, throttling, server errors, bad bodies, dropped
 //! connections, paging, and poll URLs on foreign hosts (refused with no request made).
 
+// ArmError's contract layout is ~180 bytes; see src/arm/mod.rs.
+#![allow(clippy::result_large_err)]
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
