@@ -787,6 +787,20 @@ async fn poll_shapes() {
         (&result, reply(200), OperationStatus::Succeeded),
         (&result, reply(204), OperationStatus::Succeeded),
         (&junk, reply(204), OperationStatus::Succeeded),
+        (
+            &junk,
+            reply(202).json(&json!({"status": "Running"})),
+            OperationStatus::InProgress {
+                raw: "Running".into(),
+            },
+        ),
+        (
+            &junk,
+            reply(202).json(&json!({"status": "Succeeded"})),
+            OperationStatus::InProgress {
+                raw: "Accepted".into(),
+            },
+        ),
     ];
     for (url, r, expected) in cases {
         mock.push(r);

@@ -322,15 +322,14 @@ impl ArmClient {
         let body = ValidateForBackupRequest {
             backup_instance: instance.clone(),
         };
-        let response = self
-            .send(
-                ops::VALIDATE_FOR_BACKUP,
-                Method::POST,
-                self.url(&segments)?,
-                Some(&body),
-            )
-            .await?;
-        lro_start(&response, Body::Ignored)
+        self.start(
+            ops::VALIDATE_FOR_BACKUP,
+            Method::POST,
+            &segments,
+            Some(&body),
+            Body::Ignored,
+        )
+        .await
     }
 
     /// PUT the backup instance (`{"properties": instance}`): 200 done with the resource, 201
@@ -344,15 +343,14 @@ impl ArmClient {
             properties: Some(instance.clone()),
             ..BackupInstanceResource::default()
         };
-        let response = self
-            .send(
-                ops::CREATE_OR_UPDATE,
-                Method::PUT,
-                self.url(&id.path_segments())?,
-                Some(&body),
-            )
-            .await?;
-        lro_start(&response, Body::Resource)
+        self.start(
+            ops::CREATE_OR_UPDATE,
+            Method::PUT,
+            &id.path_segments(),
+            Some(&body),
+            Body::Resource,
+        )
+        .await
     }
 
     /// GET the backup instance; `None` when Azure answers 404.
@@ -446,10 +444,23 @@ impl ArmClient {
     ) -> Result<LroStart<()>, ArmError> {
         let mut segments = id.path_segments();
         segments.push(action);
+        self.start(operation, Method::POST, &segments, body, Body::Ignored)
+            .await
+    }
+
+    /// Sends a call that starts a long-running operation and reads how it started.
+    async fn start<B: Serialize, T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+        mode: Body,
+    ) -> Result<LroStart<T>, ArmError> {
         let response = self
-            .send(operation, Method::POST, self.url(&segments)?, body)
+            .send(operation, method, self.url(segments)?, body)
             .await?;
-        lro_start(&response, Body::Ignored)
+        lro_start(&response, mode)
     }
 
     /// GET a poll URL (`Azure-AsyncOperation` or `Location`), used exactly as given. The URL
@@ -464,10 +475,12 @@ impl ArmClient {
         let response = self.send::<()>(operation, Method::GET, url, None).await?;
         let retry_after = retry_after_from_headers(&response.headers, SystemTime::now());
         let status = match response.status {
+            // 202 means still running; a body's status is kept only if it says so too.
             202 => {
                 let raw = serde_json::from_slice::<OperationResource>(&response.body)
                     .ok()
                     .and_then(|doc| doc.status)
+                    .filter(|s| !OperationStatus::from_azure(s, None).is_terminal())
                     .unwrap_or_else(|| "Accepted".to_string());
                 OperationStatus::InProgress { raw }
             }

@@ -264,54 +264,77 @@ macro_rules! arm_id_traits {
     };
 }
 
-/// A Backup vault (`Microsoft.DataProtection/backupVaults`).
-#[derive(Debug, Clone)]
-pub struct VaultId {
-    subscription: String,
-    resource_group: String,
-    name: String,
+/// The ID types made of a subscription, a resource group and a name (vaults, accounts).
+macro_rules! scoped_id {
+    ($(#[$doc:meta])* $ty:ident, $template:expr, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $ty {
+            subscription: String,
+            resource_group: String,
+            name: String,
+        }
+
+        impl $ty {
+            #[doc = concat!("Parses a ", $what, " ID; fixed segments in any casing.")]
+            pub fn parse(input: &str) -> Result<Self, IdError> {
+                let names = $template.parse(input)?;
+                Ok(Self::from_names(&names))
+            }
+
+            fn from_names(names: &[&str]) -> Self {
+                let name = |i: usize| names.get(i).copied().unwrap_or_default().to_string();
+                Self {
+                    subscription: name(0),
+                    resource_group: name(1),
+                    name: name(2),
+                }
+            }
+
+            fn names(&self) -> Vec<&str> {
+                vec![&self.subscription, &self.resource_group, &self.name]
+            }
+
+            /// The subscription ID.
+            pub fn subscription(&self) -> &str {
+                &self.subscription
+            }
+
+            #[doc = concat!("The ", $what, "'s resource group.")]
+            pub fn resource_group(&self) -> &str {
+                &self.resource_group
+            }
+
+            #[doc = concat!("The ", $what, "'s name.")]
+            pub fn name(&self) -> &str {
+                &self.name
+            }
+        }
+
+        arm_id_traits!($ty, $template);
+    };
 }
 
-impl VaultId {
-    /// Parses a vault ID; fixed segments in any casing.
-    pub fn parse(input: &str) -> Result<Self, IdError> {
-        let names = VAULT.parse(input)?;
-        Ok(Self::from_names(&names))
-    }
+scoped_id!(
+    /// A Backup vault (`Microsoft.DataProtection/backupVaults`).
+    VaultId,
+    VAULT,
+    "vault"
+);
 
+scoped_id!(
+    /// A storage account (`Microsoft.Storage/storageAccounts`).
+    StorageAccountId,
+    ACCOUNT,
+    "storage account"
+);
+
+impl VaultId {
     /// Builds a vault ID from its parts (checked as `parse` checks them).
     pub fn new(subscription: &str, resource_group: &str, name: &str) -> Result<Self, IdError> {
         Self::parse(&format!(
             "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.DataProtection/backupVaults/{name}"
         ))
-    }
-
-    fn from_names(names: &[&str]) -> Self {
-        let name = |i: usize| names.get(i).copied().unwrap_or_default().to_string();
-        Self {
-            subscription: name(0),
-            resource_group: name(1),
-            name: name(2),
-        }
-    }
-
-    fn names(&self) -> Vec<&str> {
-        vec![&self.subscription, &self.resource_group, &self.name]
-    }
-
-    /// The subscription ID.
-    pub fn subscription(&self) -> &str {
-        &self.subscription
-    }
-
-    /// The vault's resource group.
-    pub fn resource_group(&self) -> &str {
-        &self.resource_group
-    }
-
-    /// The vault's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The ID of the vault's backup policy `name` (taken verbatim).
@@ -330,8 +353,6 @@ impl VaultId {
         }
     }
 }
-
-arm_id_traits!(VaultId, VAULT);
 
 /// A backup policy of a Backup vault (`.../backupVaults/{vault}/backupPolicies/{policy}`).
 #[derive(Debug, Clone)]
@@ -383,48 +404,6 @@ macro_rules! vault_child {
 
 vault_child!(PolicyId, POLICY);
 vault_child!(BackupInstanceId, INSTANCE);
-
-/// A storage account (`Microsoft.Storage/storageAccounts`).
-#[derive(Debug, Clone)]
-pub struct StorageAccountId {
-    subscription: String,
-    resource_group: String,
-    name: String,
-}
-
-impl StorageAccountId {
-    /// Parses a storage account ID; fixed segments in any casing.
-    pub fn parse(input: &str) -> Result<Self, IdError> {
-        let names = ACCOUNT.parse(input)?;
-        let name = |i: usize| names.get(i).copied().unwrap_or_default().to_string();
-        Ok(Self {
-            subscription: name(0),
-            resource_group: name(1),
-            name: name(2),
-        })
-    }
-
-    fn names(&self) -> Vec<&str> {
-        vec![&self.subscription, &self.resource_group, &self.name]
-    }
-
-    /// The subscription ID.
-    pub fn subscription(&self) -> &str {
-        &self.subscription
-    }
-
-    /// The account's resource group.
-    pub fn resource_group(&self) -> &str {
-        &self.resource_group
-    }
-
-    /// The account's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-arm_id_traits!(StorageAccountId, ACCOUNT);
 
 #[cfg(test)]
 mod tests {

@@ -229,10 +229,10 @@ impl BackupInstance {
 
 /// A data source (`Datasource`), also the shape of a data source set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Datasource {
     /// e.g. `Microsoft.Storage/storageAccounts/blobServices`.
     #[serde(
-        rename = "datasourceType",
         default,
         skip_serializing_if = "Option::is_none",
         alias = "datasourcetype",
@@ -240,12 +240,7 @@ pub struct Datasource {
     )]
     pub datasource_type: Option<String>,
     /// `Datasource` or `DatasourceSet`.
-    #[serde(
-        rename = "objectType",
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "objecttype"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "objecttype")]
     pub object_type: Option<String>,
     /// The ARM ID of the resource.
     #[serde(
@@ -257,7 +252,6 @@ pub struct Datasource {
     pub resource_id: String,
     /// The resource's region.
     #[serde(
-        rename = "resourceLocation",
         default,
         skip_serializing_if = "Option::is_none",
         alias = "resourcelocation"
@@ -265,7 +259,6 @@ pub struct Datasource {
     pub resource_location: Option<String>,
     /// The resource's name.
     #[serde(
-        rename = "resourceName",
         default,
         skip_serializing_if = "Option::is_none",
         alias = "resourcename"
@@ -273,7 +266,6 @@ pub struct Datasource {
     pub resource_name: Option<String>,
     /// The resource's type, e.g. `Microsoft.Storage/storageAccounts`.
     #[serde(
-        rename = "resourceType",
         default,
         skip_serializing_if = "Option::is_none",
         alias = "resourcetype"
@@ -281,7 +273,6 @@ pub struct Datasource {
     pub resource_type: Option<String>,
     /// The resource's URI.
     #[serde(
-        rename = "resourceUri",
         default,
         skip_serializing_if = "Option::is_none",
         alias = "resourceuri",
@@ -289,11 +280,7 @@ pub struct Datasource {
     )]
     pub resource_uri: Option<String>,
     /// Data-source specific properties (unused for blobs; kept as sent).
-    #[serde(
-        rename = "resourceProperties",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_properties: Option<Value>,
 }
 
