@@ -3,7 +3,6 @@
 //! connections, paging, and poll URLs on foreign hosts (refused with no request made).
 
 // ArmError's contract layout is ~180 bytes; see src/arm/mod.rs.
-#![allow(clippy::result_large_err)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

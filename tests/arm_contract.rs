@@ -424,7 +424,7 @@ fn article_bodies_parse_into_models_errors_and_states() {
     let error = ArmError::Azure {
         operation: "BackupInstances_ValidateForBackup",
         status: 400,
-        detail,
+        detail: Box::new(detail),
         request_id: None,
         correlation_id: Some("f36eb67a-8932-42a8-8aba-c5ee2443aa2e".into()),
         retry_after: None,

@@ -221,7 +221,7 @@ impl Response {
         ArmError::Azure {
             operation: self.operation,
             status: self.status,
-            detail,
+            detail: Box::new(detail),
             request_id: self.request_id(),
             correlation_id: header_value(&self.headers, "x-ms-correlation-request-id")
                 .map(str::to_string),

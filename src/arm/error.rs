@@ -139,7 +139,8 @@ pub enum ArmError {
         /// The HTTP status.
         status: u16,
         /// What Azure said.
-        detail: AzureErrorDetail,
+        // Boxed so `Result<_, ArmError>` stays small on the happy path (clippy::result_large_err).
+        detail: Box<AzureErrorDetail>,
         /// `x-ms-request-id`.
         request_id: Option<String>,
         /// `x-ms-correlation-request-id`.

@@ -6,10 +6,6 @@
 //!   returned as data ([`LroStart`], [`OperationHandle`]) and polled one step at a time.
 //! - [`auth`]: token sources.
 
-// ArmError's variants are fixed by the team contract (AzureErrorDetail and the request ids
-// inline, ~180 bytes); errors are rare next to a network round trip, so boxing buys nothing.
-#![allow(clippy::result_large_err)]
-
 pub mod auth;
 pub mod client;
 pub mod error;
