@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::TelemetryError;
 use crate::arm::RequestObserver;
@@ -170,6 +170,23 @@ impl BoundedReasons {
     }
 }
 
+/// Registers `metric` (the registry keeps a handle sharing its values) and returns it.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// [`register`] with the `_seconds` unit suffix.
+fn register_seconds<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
+}
+
 // A panic elsewhere while holding the lock leaves plain counters behind; keep using them.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -220,120 +237,114 @@ impl Metrics {
     /// Creates the registry with every series registered. Gauges whose label values are known
     /// up front start at 0, so dashboards see them before the first resource arrives.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("bbo");
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "reconcile",
-            "Reconciles of BlobBackupInstance resources, by result",
-            reconciles.clone(),
-        );
-        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Failed reconciles, by the reason the controller reports",
-            reconcile_errors.clone(),
-        );
-        // 5ms .. ~41s: a reconcile is a few ARM calls, never a wait for an operation to finish.
-        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
-        registry.register_with_unit(
-            "reconcile_duration",
-            "Time spent in one reconcile",
-            Unit::Seconds,
-            reconcile_duration.clone(),
-        );
-        let azure_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "azure_requests",
-            "HTTP requests to Azure Resource Manager, by operationId and status code (or network)",
-            azure_requests.clone(),
-        );
-        let azure_request_duration: HistogramFamily<OperationLabels> =
-            Family::new_with_constructor(azure_request_histogram);
-        registry.register_with_unit(
-            "azure_request_duration",
-            "Duration of HTTP requests to Azure Resource Manager, by operationId",
-            Unit::Seconds,
-            azure_request_duration.clone(),
-        );
-        let operations_in_flight = Family::<ActionLabels, Gauge>::default();
-        registry.register(
-            "operations_in_flight",
-            "Long-running Azure operations being tracked, by action",
-            operations_in_flight.clone(),
-        );
-        let throttling_waits = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            "throttling_waits",
-            "Reconciles deferred because Azure throttled a request (429 Retry-After)",
-            throttling_waits.clone(),
-        );
-        let instances = Family::<ProtectionLabels, Gauge>::default();
-        registry.register(
-            "instances",
-            "BlobBackupInstance resources, by Azure protection status",
-            instances.clone(),
-        );
-        let instances_ready = Family::<ReadyLabels, Gauge>::default();
-        registry.register(
-            "instances_ready",
-            "BlobBackupInstance resources, by their Ready condition",
-            instances_ready.clone(),
-        );
-        let status_writes = Counter::default();
-        registry.register(
-            "status_writes",
-            "Status updates written to the Kubernetes API",
-            status_writes.clone(),
-        );
-        let events = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "events",
-            "Kubernetes Events published, by reason",
-            events.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the leader lease (or leader election is off)",
-            leader.clone(),
-        );
+        let mut r = Registry::with_prefix("bbo");
+        let inner = Inner {
+            reconciles: register(
+                &mut r,
+                "reconcile",
+                "Reconciles of BlobBackupInstance resources, by result",
+                Family::default(),
+            ),
+            reconcile_errors: register(
+                &mut r,
+                "reconcile_errors",
+                "Failed reconciles, by the reason the controller reports",
+                Family::default(),
+            ),
+            // 5ms .. ~41s: a reconcile is a few ARM calls, never a wait for an operation.
+            reconcile_duration: register_seconds(
+                &mut r,
+                "reconcile_duration",
+                "Time spent in one reconcile",
+                Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            ),
+            azure_requests: register(
+                &mut r,
+                "azure_requests",
+                "HTTP requests to Azure Resource Manager, by operationId and status code (or network)",
+                Family::default(),
+            ),
+            azure_request_duration: register_seconds(
+                &mut r,
+                "azure_request_duration",
+                "Duration of HTTP requests to Azure Resource Manager, by operationId",
+                Family::new_with_constructor(azure_request_histogram as fn() -> Histogram),
+            ),
+            operations_in_flight: register(
+                &mut r,
+                "operations_in_flight",
+                "Long-running Azure operations being tracked, by action",
+                Family::default(),
+            ),
+            throttling_waits: register(
+                &mut r,
+                "throttling_waits",
+                "Reconciles deferred because Azure throttled a request (429 Retry-After)",
+                Family::default(),
+            ),
+            instances: register(
+                &mut r,
+                "instances",
+                "BlobBackupInstance resources, by Azure protection status",
+                Family::default(),
+            ),
+            instances_ready: register(
+                &mut r,
+                "instances_ready",
+                "BlobBackupInstance resources, by their Ready condition",
+                Family::default(),
+            ),
+            status_writes: register(
+                &mut r,
+                "status_writes",
+                "Status updates written to the Kubernetes API",
+                Counter::default(),
+            ),
+            events: register(
+                &mut r,
+                "events",
+                "Kubernetes Events published, by reason",
+                Family::default(),
+            ),
+            leader: register(
+                &mut r,
+                "leader",
+                "1 while this replica holds the leader lease (or leader election is off)",
+                Gauge::default(),
+            ),
+            error_reasons: BoundedReasons::default(),
+            event_reasons: BoundedReasons::default(),
+            tracked: Mutex::new(HashMap::new()),
+            // Last: every field above registered itself in it.
+            registry: r,
+        };
 
         for result in ["success", "error"] {
-            reconciles.get_or_create(&ResultLabels { result }).inc_by(0);
+            inner
+                .reconciles
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
         }
         for action in Action::ALL {
-            operations_in_flight
+            inner
+                .operations_in_flight
                 .get_or_create(&ActionLabels { action })
                 .set(0);
         }
         for protection_status in PROTECTION_STATUSES.into_iter().chain([UNKNOWN, OTHER]) {
-            instances
+            inner
+                .instances
                 .get_or_create(&ProtectionLabels { protection_status })
                 .set(0);
         }
         for ready in [true, false] {
-            instances_ready.get_or_create(&ReadyLabels { ready }).set(0);
+            inner
+                .instances_ready
+                .get_or_create(&ReadyLabels { ready })
+                .set(0);
         }
-
         Self {
-            inner: Arc::new(Inner {
-                registry,
-                reconciles,
-                reconcile_errors,
-                reconcile_duration,
-                azure_requests,
-                azure_request_duration,
-                operations_in_flight,
-                throttling_waits,
-                instances,
-                instances_ready,
-                status_writes,
-                events,
-                leader,
-                error_reasons: BoundedReasons::default(),
-                event_reasons: BoundedReasons::default(),
-                tracked: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
