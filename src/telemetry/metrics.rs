@@ -1,0 +1,551 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry, Unit};
+
+use super::TelemetryError;
+use crate::arm::RequestObserver;
+
+/// Label value used for anything outside a bounded set.
+const OTHER: &str = "Other";
+/// Protection status label of a resource Azure has not reported a status for (yet).
+const UNKNOWN: &str = "Unknown";
+/// Azure's `protectionStatus.status` values (the spec's `Status` enum plus the two values real
+/// services return, `NotProtected` and `ProtectionError`); anything else is counted as `Other`.
+const PROTECTION_STATUSES: [&str; 8] = [
+    "ConfiguringProtection",
+    "ConfiguringProtectionFailed",
+    "ProtectionConfigured",
+    "ProtectionStopped",
+    "ProtectionError",
+    "NotProtected",
+    "SoftDeleting",
+    "SoftDeleted",
+];
+/// Distinct reasons kept per series before new ones are folded into `Other`.
+const MAX_REASONS: usize = 64;
+/// Longest reason accepted as a label value.
+const MAX_REASON_LEN: usize = 64;
+
+/// A long-running Azure operation the controller tracks in a resource's status.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Action {
+    Validate,
+    Create,
+    Update,
+    Delete,
+    StopProtection,
+    Sync,
+}
+
+impl Action {
+    /// Every action, in label order.
+    pub const ALL: [Action; 6] = [
+        Action::Validate,
+        Action::Create,
+        Action::Update,
+        Action::Delete,
+        Action::StopProtection,
+        Action::Sync,
+    ];
+}
+
+/// Text format of the `/metrics` response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpositionFormat {
+    /// OpenMetrics 1.0.0 (what Prometheus asks for first).
+    OpenMetrics,
+    /// Prometheus text 0.0.4 (for clients that do not ask for OpenMetrics, such as `curl`).
+    PrometheusText,
+}
+
+impl ExpositionFormat {
+    /// The format to answer a scrape with, from its `Accept` header.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        // Prometheus lists OpenMetrics first and text/plain as a fallback; a media-range match
+        // is enough since we only offer these two.
+        let wants_openmetrics = accept.is_some_and(|a| {
+            a.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants_openmetrics {
+            Self::OpenMetrics
+        } else {
+            Self::PrometheusText
+        }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::PrometheusText => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: Action,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtectionLabels {
+    protection_status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    ready: bool,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn azure_request_histogram() -> Histogram {
+    // 10ms .. ~41s: ARM answers in tens to hundreds of milliseconds, slow ones take seconds.
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
+/// What the instance gauges last counted for one resource.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct InstanceState {
+    protection_status: &'static str,
+    ready: bool,
+}
+
+/// Admits CamelCase reasons as label values, at most [`MAX_REASONS`] distinct ones.
+#[derive(Default)]
+struct BoundedReasons(Mutex<HashSet<String>>);
+
+impl BoundedReasons {
+    fn admit(&self, reason: &str) -> String {
+        let well_formed = reason.len() <= MAX_REASON_LEN
+            && reason.starts_with(|c: char| c.is_ascii_uppercase())
+            && reason.chars().all(|c| c.is_ascii_alphanumeric());
+        if !well_formed {
+            return OTHER.to_owned();
+        }
+        let mut seen = lock(&self.0);
+        if seen.contains(reason) || seen.len() < MAX_REASONS {
+            seen.insert(reason.to_owned());
+            reason.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+}
+
+/// Registers `metric` (the registry keeps a handle sharing its values) and returns it.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// [`register`] with the `_seconds` unit suffix.
+fn register_seconds<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
+}
+
+// A panic elsewhere while holding the lock leaves plain counters behind; keep using them.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Inner {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    reconcile_duration: Histogram,
+    azure_requests: Family<RequestLabels, Counter>,
+    azure_request_duration: HistogramFamily<OperationLabels>,
+    operations_in_flight: Family<ActionLabels, Gauge>,
+    throttling_waits: Family<OperationLabels, Counter>,
+    instances: Family<ProtectionLabels, Gauge>,
+    instances_ready: Family<ReadyLabels, Gauge>,
+    status_writes: Counter,
+    events: Family<ReasonLabels, Counter>,
+    leader: Gauge,
+    error_reasons: BoundedReasons,
+    event_reasons: BoundedReasons,
+    tracked: Mutex<HashMap<String, InstanceState>>,
+}
+
+/// The operator's Prometheus metrics (cheap to clone; clones share the series).
+///
+/// Label values are bounded: operation names, HTTP status codes, actions, CamelCase reasons
+/// (at most 64 distinct per series, then `Other`) and Azure protection statuses (a known list,
+/// then `Other`). They never carry resource names or error text.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates the registry with every series registered. Gauges whose label values are known
+    /// up front start at 0, so dashboards see them before the first resource arrives.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("bbo");
+        let inner = Inner {
+            reconciles: register(
+                &mut r,
+                "reconcile",
+                "Reconciles of BlobBackupInstance resources, by result",
+                Family::default(),
+            ),
+            reconcile_errors: register(
+                &mut r,
+                "reconcile_errors",
+                "Failed reconciles, by the reason the controller reports",
+                Family::default(),
+            ),
+            // 5ms .. ~41s: a reconcile is a few ARM calls, never a wait for an operation.
+            reconcile_duration: register_seconds(
+                &mut r,
+                "reconcile_duration",
+                "Time spent in one reconcile",
+                Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            ),
+            azure_requests: register(
+                &mut r,
+                "azure_requests",
+                "HTTP requests to Azure Resource Manager, by operationId and status code (or network)",
+                Family::default(),
+            ),
+            azure_request_duration: register_seconds(
+                &mut r,
+                "azure_request_duration",
+                "Duration of HTTP requests to Azure Resource Manager, by operationId",
+                Family::new_with_constructor(azure_request_histogram as fn() -> Histogram),
+            ),
+            operations_in_flight: register(
+                &mut r,
+                "operations_in_flight",
+                "Long-running Azure operations being tracked, by action",
+                Family::default(),
+            ),
+            throttling_waits: register(
+                &mut r,
+                "throttling_waits",
+                "Reconciles deferred because Azure throttled a request (429 Retry-After)",
+                Family::default(),
+            ),
+            instances: register(
+                &mut r,
+                "instances",
+                "BlobBackupInstance resources, by Azure protection status",
+                Family::default(),
+            ),
+            instances_ready: register(
+                &mut r,
+                "instances_ready",
+                "BlobBackupInstance resources, by their Ready condition",
+                Family::default(),
+            ),
+            status_writes: register(
+                &mut r,
+                "status_writes",
+                "Status updates written to the Kubernetes API",
+                Counter::default(),
+            ),
+            events: register(
+                &mut r,
+                "events",
+                "Kubernetes Events published, by reason",
+                Family::default(),
+            ),
+            leader: register(
+                &mut r,
+                "leader",
+                "1 while this replica holds the leader lease (or leader election is off)",
+                Gauge::default(),
+            ),
+            error_reasons: BoundedReasons::default(),
+            event_reasons: BoundedReasons::default(),
+            tracked: Mutex::new(HashMap::new()),
+            // Last: every field above registered itself in it.
+            registry: r,
+        };
+
+        for result in ["success", "error"] {
+            inner
+                .reconciles
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        for action in Action::ALL {
+            inner
+                .operations_in_flight
+                .get_or_create(&ActionLabels { action })
+                .set(0);
+        }
+        for protection_status in PROTECTION_STATUSES.into_iter().chain([UNKNOWN, OTHER]) {
+            inner
+                .instances
+                .get_or_create(&ProtectionLabels { protection_status })
+                .set(0);
+        }
+        for ready in [true, false] {
+            inner
+                .instances_ready
+                .get_or_create(&ReadyLabels { ready })
+                .set(0);
+        }
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Records one finished reconcile: `bbo_reconcile_total{result="success"|"error"}`, its
+    /// duration, and for a failure `bbo_reconcile_errors_total{reason}` where `reason` is a
+    /// CamelCase reason such as a condition reason (anything else is counted as `Other`).
+    pub fn record_reconcile(&self, elapsed: Duration, error_reason: Option<&str>) {
+        let result = if error_reason.is_some() {
+            "error"
+        } else {
+            "success"
+        };
+        self.inner
+            .reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.inner.reconcile_duration.observe(elapsed.as_secs_f64());
+        if let Some(reason) = error_reason {
+            let reason = self.inner.error_reasons.admit(reason);
+            self.inner
+                .reconcile_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+    }
+
+    /// Sets `bbo_operations_in_flight{action}` to the number of operations of that kind.
+    pub fn set_operations_in_flight(&self, action: Action, count: i64) {
+        self.inner
+            .operations_in_flight
+            .get_or_create(&ActionLabels { action })
+            .set(count);
+    }
+
+    /// Counts a reconcile deferred by a 429 `Retry-After` on `operation` (an Azure operationId).
+    pub fn record_throttling_wait(&self, operation: &'static str) {
+        self.inner
+            .throttling_waits
+            .get_or_create(&OperationLabels { operation })
+            .inc();
+    }
+
+    /// Records what a resource looks like now (`key` identifies it, for example
+    /// `namespace/name`; it never becomes a label). `protection_status` is Azure's
+    /// `protectionStatus.status` (any casing; `None` before Azure reports one).
+    pub fn observe_instance(&self, key: &str, protection_status: Option<&str>, ready: bool) {
+        let new = InstanceState {
+            protection_status: protection_status_label(protection_status),
+            ready,
+        };
+        let mut tracked = lock(&self.inner.tracked);
+        let old = tracked.insert(key.to_owned(), new);
+        if old != Some(new) {
+            if let Some(old) = old {
+                self.count_instance(old, -1);
+            }
+            self.count_instance(new, 1);
+        }
+    }
+
+    /// Forgets a resource that was deleted, so it no longer counts in the instance gauges.
+    pub fn forget_instance(&self, key: &str) {
+        let mut tracked = lock(&self.inner.tracked);
+        if let Some(old) = tracked.remove(key) {
+            self.count_instance(old, -1);
+        }
+    }
+
+    fn count_instance(&self, state: InstanceState, delta: i64) {
+        let protection_status = state.protection_status;
+        self.inner
+            .instances
+            .get_or_create(&ProtectionLabels { protection_status })
+            .inc_by(delta);
+        self.inner
+            .instances_ready
+            .get_or_create(&ReadyLabels { ready: state.ready })
+            .inc_by(delta);
+    }
+
+    /// Counts a status update written to the Kubernetes API.
+    pub fn record_status_write(&self) {
+        self.inner.status_writes.inc();
+    }
+
+    /// Counts a Kubernetes Event published with `reason` (CamelCase; else counted as `Other`).
+    pub fn record_event(&self, reason: &str) {
+        let reason = self.inner.event_reasons.admit(reason);
+        self.inner
+            .events
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Sets `bbo_leader` to 1 while this replica leads, 0 otherwise.
+    pub fn set_leader(&self, leading: bool) {
+        self.inner.leader.set(i64::from(leading));
+    }
+
+    /// Encodes every series in the given text format.
+    pub fn encode(&self, format: ExpositionFormat) -> Result<String, TelemetryError> {
+        let mut out = String::new();
+        match format {
+            ExpositionFormat::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)?;
+            }
+            ExpositionFormat::PrometheusText => {
+                prometheus_client::encoding::prometheus_text::encode(
+                    &mut out,
+                    &self.inner.registry,
+                )?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn observe(&self, operation: &'static str, status: Option<u16>, elapsed: Duration) {
+        let code = status.map_or_else(|| "network".to_owned(), |s| s.to_string());
+        self.inner
+            .azure_requests
+            .get_or_create(&RequestLabels { operation, code })
+            .inc();
+        self.inner
+            .azure_request_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Azure's status as a bounded label: a known value in its canonical casing, else `Other`.
+fn protection_status_label(status: Option<&str>) -> &'static str {
+    let Some(status) = status.map(str::trim) else {
+        return UNKNOWN;
+    };
+    PROTECTION_STATUSES
+        .into_iter()
+        .find(|known| known.eq_ignore_ascii_case(status))
+        .unwrap_or(OTHER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protection_status_is_bounded_and_canonical() {
+        assert_eq!(
+            protection_status_label(Some("protectionconfigured")),
+            "ProtectionConfigured"
+        );
+        assert_eq!(
+            protection_status_label(Some(" ProtectionError ")),
+            "ProtectionError"
+        );
+        assert_eq!(protection_status_label(Some("BrandNewState")), "Other");
+        assert_eq!(protection_status_label(Some("")), "Other");
+        assert_eq!(protection_status_label(None), "Unknown");
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let reasons = BoundedReasons::default();
+        assert_eq!(
+            reasons.admit("UserErrorMissingRequiredPermissions"),
+            "UserErrorMissingRequiredPermissions"
+        );
+        assert_eq!(reasons.admit("contains spaces and text"), "Other");
+        assert_eq!(reasons.admit("lowerCamel"), "Other");
+        assert_eq!(reasons.admit(&"A".repeat(MAX_REASON_LEN + 1)), "Other");
+        for i in 0..MAX_REASONS * 2 {
+            reasons.admit(&format!("Reason{i}"));
+        }
+        assert_eq!(lock(&reasons.0).len(), MAX_REASONS);
+        assert_eq!(reasons.admit("Reason1000"), "Other");
+        assert_eq!(
+            reasons.admit("UserErrorMissingRequiredPermissions"),
+            "UserErrorMissingRequiredPermissions",
+            "a reason seen before keeps its label"
+        );
+    }
+
+    #[test]
+    fn negotiation() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(
+            ExpositionFormat::negotiate(Some(prometheus)),
+            ExpositionFormat::OpenMetrics
+        );
+        assert_eq!(
+            ExpositionFormat::negotiate(Some("*/*")),
+            ExpositionFormat::PrometheusText
+        );
+        assert_eq!(
+            ExpositionFormat::negotiate(Some("application/openmetrics-text; q=0, text/plain")),
+            ExpositionFormat::PrometheusText
+        );
+        assert_eq!(
+            ExpositionFormat::negotiate(None),
+            ExpositionFormat::PrometheusText
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! The metrics exposition and the `/metrics`, `/healthz`, `/readyz` endpoints over real HTTP.
+
+use std::time::Duration;
+
+use blob_backup_operator::arm::RequestObserver;
+use blob_backup_operator::telemetry::{Action, ExpositionFormat, HealthState, Metrics, Role};
+
+fn openmetrics(metrics: &Metrics) -> String {
+    metrics.encode(ExpositionFormat::OpenMetrics).unwrap()
+}
+
+/// The value of the sample line that starts with `series` (name and labels, exactly).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}
+
+#[test]
+fn recorded_values_appear_with_their_labels() {
+    let m = Metrics::new();
+    m.record_reconcile(Duration::from_millis(30), None);
+    m.record_reconcile(Duration::from_millis(40), None);
+    m.record_reconcile(Duration::from_millis(50), Some("AlreadyProtected"));
+    m.observe(
+        "BackupInstances_CreateOrUpdate",
+        Some(201),
+        Duration::from_millis(120),
+    );
+    m.observe("BackupInstances_Get", Some(429), Duration::from_millis(5));
+    m.observe("BackupInstances_Get", None, Duration::from_secs(3));
+    m.observe("BackupInstances_Get", Some(429), Duration::from_millis(7));
+    m.set_operations_in_flight(Action::Create, 3);
+    m.set_operations_in_flight(Action::StopProtection, 1);
+    m.record_throttling_wait("BackupInstances_Get");
+    m.record_status_write();
+    m.record_status_write();
+    m.record_event("Protected");
+    m.set_leader(true);
+
+    let text = openmetrics(&m);
+    let expect = [
+        (r#"bbo_reconcile_total{result="success"}"#, 2.0),
+        (r#"bbo_reconcile_total{result="error"}"#, 1.0),
+        (
+            r#"bbo_reconcile_errors_total{reason="AlreadyProtected"}"#,
+            1.0,
+        ),
+        ("bbo_reconcile_duration_seconds_count", 3.0),
+        ("bbo_reconcile_duration_seconds_sum", 0.12),
+        (
+            r#"bbo_azure_requests_total{operation="BackupInstances_CreateOrUpdate",code="201"}"#,
+            1.0,
+        ),
+        (
+            r#"bbo_azure_requests_total{operation="BackupInstances_Get",code="429"}"#,
+            2.0,
+        ),
+        (
+            r#"bbo_azure_requests_total{operation="BackupInstances_Get",code="network"}"#,
+            1.0,
+        ),
+        (
+            r#"bbo_azure_request_duration_seconds_count{operation="BackupInstances_Get"}"#,
+            3.0,
+        ),
+        (
+            r#"bbo_azure_request_duration_seconds_bucket{le="0.01",operation="BackupInstances_Get"}"#,
+            2.0,
+        ),
+        (r#"bbo_operations_in_flight{action="Create"}"#, 3.0),
+        (r#"bbo_operations_in_flight{action="StopProtection"}"#, 1.0),
+        (r#"bbo_operations_in_flight{action="Delete"}"#, 0.0),
+        (
+            r#"bbo_throttling_waits_total{operation="BackupInstances_Get"}"#,
+            1.0,
+        ),
+        ("bbo_status_writes_total", 2.0),
+        (r#"bbo_events_total{reason="Protected"}"#, 1.0),
+        ("bbo_leader", 1.0),
+    ];
+    for (series, value) in expect {
+        let got = sample(&text, series).unwrap_or_else(|| panic!("{series} missing in\n{text}"));
+        assert!((got - value).abs() < 1e-9, "{series} = {got}, want {value}");
+    }
+    assert!(text.contains("# TYPE bbo_reconcile_duration_seconds histogram"));
+    assert!(text.ends_with("# EOF\n"));
+
+    // The same registry in the Prometheus 0.0.4 text format.
+    let plain = m.encode(ExpositionFormat::PrometheusText).unwrap();
+    assert_eq!(
+        sample(&plain, r#"bbo_reconcile_total{result="success"}"#),
+        Some(2.0)
+    );
+    assert!(
+        plain.contains("# TYPE bbo_reconcile_total counter"),
+        "{plain}"
+    );
+    assert!(!plain.contains("# EOF"));
+}
+
+#[test]
+fn instance_gauges_follow_each_resource_and_stay_bounded() {
+    let m = Metrics::new();
+    let status = |text: &str, s: &str| {
+        sample(
+            text,
+            &format!(r#"bbo_instances{{protection_status="{s}"}}"#),
+        )
+        .unwrap()
+    };
+    let ready = |text: &str, r: bool| {
+        sample(text, &format!(r#"bbo_instances_ready{{ready="{r}"}}"#)).unwrap()
+    };
+
+    let text = openmetrics(&m);
+    assert_eq!(
+        status(&text, "ProtectionConfigured"),
+        0.0,
+        "known statuses start at 0"
+    );
+    assert_eq!(ready(&text, true), 0.0);
+
+    m.observe_instance("ns/a", None, false);
+    m.observe_instance("ns/b", Some("configuringprotection"), false);
+    m.observe_instance("ns/c", Some("ProtectionConfigured"), true);
+    let text = openmetrics(&m);
+    assert_eq!(status(&text, "Unknown"), 1.0);
+    assert_eq!(
+        status(&text, "ConfiguringProtection"),
+        1.0,
+        "casing is normalised"
+    );
+    assert_eq!(status(&text, "ProtectionConfigured"), 1.0);
+    assert_eq!((ready(&text, true), ready(&text, false)), (1.0, 2.0));
+
+    // Moves between statuses, repeats are idempotent, deletion forgets.
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true);
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true);
+    m.observe_instance("ns/b", Some("ProtectionConfigured"), true);
+    m.forget_instance("ns/c");
+    m.forget_instance("ns/never-seen");
+    let text = openmetrics(&m);
+    assert_eq!(status(&text, "Unknown"), 0.0);
+    assert_eq!(status(&text, "ConfiguringProtection"), 0.0);
+    assert_eq!(status(&text, "ProtectionConfigured"), 2.0);
+    assert_eq!((ready(&text, true), ready(&text, false)), (2.0, 0.0));
+
+    // Statuses Azure may invent, and free-form reasons, never become new label values.
+    for i in 0..50 {
+        m.observe_instance(
+            &format!("ns/x{i}"),
+            Some(&format!("Weird State {i}")),
+            false,
+        );
+        m.record_reconcile(Duration::ZERO, Some(&format!("error text {i}: failed")));
+    }
+    let text = openmetrics(&m);
+    assert_eq!(status(&text, "Other"), 50.0);
+    assert_eq!(
+        sample(&text, r#"bbo_reconcile_errors_total{reason="Other"}"#),
+        Some(50.0)
+    );
+    let instance_series = text
+        .lines()
+        .filter(|l| l.starts_with("bbo_instances{"))
+        .count();
+    assert_eq!(instance_series, 10, "8 known statuses + Unknown + Other");
+    assert!(!text.contains("ns/"), "resource keys never become labels");
+}
+
+async fn get(client: &reqwest::Client, url: String, accept: Option<&str>) -> (u16, String, String) {
+    let mut request = client.get(url);
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn endpoints_over_http() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Metrics::new();
+    let health = HealthState::new(Duration::from_millis(500));
+    metrics.record_status_write();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(blob_backup_operator::telemetry::serve_on(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+
+    let prometheus_accept =
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+    let (code, ctype, body) =
+        get(&client, format!("{base}/metrics"), Some(prometheus_accept)).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        ctype,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(sample(&body, "bbo_status_writes_total"), Some(1.0));
+    assert!(body.ends_with("# EOF\n"));
+
+    let (code, ctype, body) = get(&client, format!("{base}/metrics"), None).await;
+    assert_eq!(code, 200);
+    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(sample(&body, "bbo_status_writes_total"), Some(1.0));
+
+    // Liveness: heartbeats keep it up, silence takes it down.
+    health.heartbeat();
+    assert_eq!(get(&client, format!("{base}/healthz"), None).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(get(&client, format!("{base}/healthz"), None).await.0, 503);
+    health.heartbeat();
+    assert_eq!(get(&client, format!("{base}/healthz"), None).await.0, 200);
+
+    // Readiness: starting no, standby yes, leader once watching.
+    let readyz = || get(&client, format!("{base}/readyz"), None);
+    let (code, _, body) = readyz().await;
+    assert_eq!(code, 503);
+    assert!(body.contains("starting"), "{body}");
+    health.set_role(Role::Standby);
+    assert_eq!(readyz().await.0, 200);
+    health.set_role(Role::Leader);
+    assert_eq!(readyz().await.0, 503);
+    health.set_watching(true);
+    assert_eq!(readyz().await.0, 200);
+
+    assert_eq!(get(&client, format!("{base}/nope"), None).await.0, 404);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops on shutdown")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn serve_reports_a_taken_address() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = blob_backup_operator::telemetry::serve(
+        addr,
+        Metrics::new(),
+        HealthState::default(),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
