@@ -1,1 +1,3 @@
 //! Azure Resource Manager client for `Microsoft.DataProtection` backup instances.
+
+pub mod ids;
