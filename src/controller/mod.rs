@@ -1,1 +1,3 @@
 //! The Kubernetes controller: reconciles `BlobBackupInstance` resources against Azure.
+
+pub mod decide;
