@@ -809,7 +809,8 @@ fn validation_failures() {
     )
     .action("Put Create")
     .cond(VALIDATED, True, Reason::ValidationSucceeded)
-    .health(False, Reason::Creating);
+    // Stalled until Azure accepts the PUT: the backoff clock keeps running should it fail.
+    .health(False, Reason::MissingPermissions);
 }
 
 #[test]
@@ -1040,11 +1041,20 @@ fn spec_changes() {
     stalled.metadata.generation = Some(2);
     row(
         "new generation while Stalled: retry at once",
-        stalled,
+        stalled.clone(),
         Observation::None,
     )
     .action("GetInstance")
+    .writes(false)
     .requeue(secs(1));
+    let r = row(
+        "the new generation counts as observed once the conditions speak for it",
+        stalled,
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .health(False, Reason::Validating);
+    assert_eq!(r.status().observed_generation, Some(2));
 
     let mut in_flight = with_status(
         False,
@@ -1095,12 +1105,12 @@ fn drift_and_protection_errors() {
     .requeue(secs(10));
 
     row(
-        "protection error seen before: ask Azure to re-sync after the backoff",
+        "protection error seen before: ask Azure to re-sync after the backoff, still Stalled",
         with_status(False, Reason::ProtectionError, None),
         found(broken.clone()),
     )
     .action(&format!("Sync {}", instance_id()))
-    .health(False, Reason::Syncing);
+    .health(False, Reason::ProtectionError);
 
     row(
         "sync accepted",
@@ -1479,15 +1489,18 @@ fn last_transition_time_moves_only_when_status_flips() {
 /// Drives decide like the controller: applies statuses and finalizer changes, answers actions.
 struct World {
     obj: BlobBackupInstance,
+    now: Timestamp,
     status_writes: usize,
     calls: Vec<String>,
+    events: Vec<Reason>,
 }
 
 impl World {
     fn reconcile(&mut self, answer: &mut dyn FnMut(&Action) -> Observation) -> Requeue {
         let mut observation = Observation::None;
         for _ in 0..8 {
-            let d = decide(&self.obj, &observation, now(), &Settings::default());
+            let d = decide(&self.obj, &observation, self.now, &Settings::default());
+            self.events.extend(d.events.iter().map(|e| e.reason));
             if let Some(status) = d.status {
                 self.status_writes += 1;
                 self.obj.status = Some(status);
@@ -1519,8 +1532,10 @@ fn whole_create_and_delete_flow_is_minimal() {
     fresh.metadata.finalizers = None;
     let mut world = World {
         obj: fresh,
+        now: now(),
         status_writes: 0,
         calls: Vec::new(),
+        events: Vec::new(),
     };
     let mut azure_answers = |action: &Action| match action {
         Action::GetInstance(_) => Observation::Instance(None),
@@ -1607,4 +1622,170 @@ fn reasons_are_camel_case_and_unique() {
         assert!(seen.insert(s), "{s} twice");
     }
     assert!(Reason::ALL.len() >= 30);
+}
+
+#[test]
+fn stalled_retries_back_off_and_recover_by_themselves() {
+    let mut world = World {
+        obj: bbi(),
+        now: now(),
+        status_writes: 0,
+        calls: Vec::new(),
+        events: Vec::new(),
+    };
+    let validated_at_once = |action: &Action| match action {
+        Action::GetInstance(_) => Observation::Instance(None),
+        Action::Validate(_) => Observation::Started {
+            action: OperationAction::Validate,
+            poll: None,
+        },
+        _ => panic!("unexpected {action:?}"),
+    };
+    // validateForBackup "succeeds" at once here only to reach PUT, which Azure refuses.
+    let mut answer = |action: &Action| match action {
+        Action::Put { .. } => failed(
+            AzureCall::Start(OperationAction::Create),
+            ErrorClass::NeedsPerson,
+            403,
+            "LinkedAuthorizationFailed",
+            None,
+        ),
+        other => validated_at_once(other),
+    };
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let requeue = world.reconcile(&mut answer);
+        let Requeue::After(wait) = requeue else {
+            panic!("{requeue:?}")
+        };
+        waits.push(wait.as_secs());
+        world.now += jiff::SignedDuration::try_from(wait).unwrap();
+        let status = world.obj.status.clone().unwrap();
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STALLED)
+            .unwrap();
+        assert_eq!(
+            (stalled.status, stalled.reason.as_str()),
+            (True, "AccessDenied")
+        );
+    }
+    assert_eq!(waits, [10, 10, 20, 40, 80, 120, 120]);
+    assert_eq!(
+        world.events,
+        [Reason::Validating, Reason::AccessDenied],
+        "one Warning, not one per retry"
+    );
+    let op = world
+        .obj
+        .status
+        .as_ref()
+        .unwrap()
+        .operation
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (op.action, op.status),
+        (OperationAction::Create, OperationPhase::Failed)
+    );
+
+    // The person grants access: the next retry goes through without any edit.
+    let mut granted = |action: &Action| match action {
+        Action::GetInstance(_) => Observation::Instance(None),
+        Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    world.reconcile(&mut granted);
+    let mut granted = |action: &Action| match action {
+        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Put { .. } => started(OperationAction::Create, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    world.reconcile(&mut granted);
+    let status = world.obj.status.clone().unwrap();
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED)
+        .unwrap();
+    assert_eq!(
+        (stalled.status, stalled.reason.as_str()),
+        (False, "Creating")
+    );
+}
+
+#[test]
+fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
+    let stalled = after(
+        validating(),
+        &[polled(PolledStatus::Failed(missing_permission()))],
+    );
+    row(
+        "retrying validation: no write yet",
+        stalled.clone(),
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .writes(false)
+    .health(False, Reason::MissingPermissions);
+    row(
+        "retry accepted: the operation is recorded, Stalled stays, no event",
+        stalled.clone(),
+        started(OperationAction::Validate, Some(10)),
+    )
+    .operation(OperationAction::Validate, OperationPhase::InProgress)
+    .health(False, Reason::MissingPermissions)
+    .cond(VALIDATED, False, Reason::MissingPermissions)
+    .events(&[]);
+    let mut edited = stalled;
+    edited.metadata.generation = Some(2);
+    row(
+        "after an edit the retry shows progress",
+        edited,
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .health(False, Reason::Validating);
+
+    let mut synced = with_status(
+        False,
+        Reason::ProtectionError,
+        Some(op(OperationAction::Sync, OperationPhase::Succeeded)),
+    );
+    synced.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
+    synced
+        .status
+        .as_mut()
+        .unwrap()
+        .operation
+        .as_mut()
+        .unwrap()
+        .end_time = Some(Time(now() - jiff::SignedDuration::from_secs(5)));
+    let mut broken = instance("ProtectionError");
+    broken.protection_error = Some(azure("UserErrorX", "still broken", &[]));
+    row(
+        "synced 5s ago, stalled for 60s: not yet",
+        synced.clone(),
+        found(broken.clone()),
+    )
+    .action("None")
+    .health(False, Reason::ProtectionError)
+    .events(&[])
+    .requeue(secs(60));
+    synced
+        .status
+        .as_mut()
+        .unwrap()
+        .operation
+        .as_mut()
+        .unwrap()
+        .end_time = Some(Time(now() - jiff::SignedDuration::from_secs(90)));
+    row(
+        "synced 90s ago: sync again, still Stalled",
+        synced,
+        found(broken),
+    )
+    .action("Sync")
+    .health(False, Reason::ProtectionError);
 }

@@ -382,7 +382,7 @@ reasons! {
     /// Azure's error. Fix what it says; the finalizer stays until Azure confirms.
     DeletionFailed,
     /// Condition and event. Azure answered something the operator cannot read. Report it with
-    /// the message (it has the request ids).
+    /// the message and the request ids in the operator's log.
     UnexpectedAzureResponse,
 }
 
@@ -522,6 +522,8 @@ struct Step<'a> {
     old: Option<&'a BlobBackupInstanceStatus>,
     status: BlobBackupInstanceStatus,
     events: Vec<EventSpec>,
+    /// Whether this step judged Ready/Reconciling/Stalled for the current generation.
+    health_set: bool,
 }
 
 impl<'a> Step<'a> {
@@ -536,6 +538,7 @@ impl<'a> Step<'a> {
             old,
             status: old.cloned().unwrap_or_default(),
             events: Vec::new(),
+            health_set: false,
         }
     }
 
@@ -603,6 +606,7 @@ impl<'a> Step<'a> {
         self.condition(condition_type::READY, ready, reason, message);
         self.condition(condition_type::RECONCILING, reconciling, reason, message);
         self.condition(condition_type::STALLED, stalled, reason, message);
+        self.health_set = true;
     }
 
     fn set_validated(&mut self, status: ConditionStatus, reason: Reason, message: &str) {
@@ -635,7 +639,11 @@ impl<'a> Step<'a> {
         if self.status.conditions.is_empty() {
             self.set_health(Health::Initializing, Reason::Initializing, "Reconciling");
         }
-        self.status.observed_generation = self.obj.metadata.generation;
+        // A new generation counts as observed once the conditions speak for it, or kstatus
+        // readers would take the old Ready=True for the new spec.
+        if self.health_set {
+            self.status.observed_generation = self.obj.metadata.generation;
+        }
         let status = status_changed(self.old, &self.status).then_some(self.status);
         Decision {
             action,
@@ -801,9 +809,22 @@ impl<'a> Step<'a> {
         next: Action,
         requeue: Requeue,
     ) -> Decision {
-        let (reason, message) = progress_message(mode, action);
-        self.set_health(Health::Progressing, reason, &message);
+        if !self.retrying() {
+            let (reason, message) = progress_message(mode, action);
+            self.set_health(Health::Progressing, reason, &message);
+        }
         self.finish(next, requeue)
+    }
+
+    /// Whether this step retries, on its backoff, what left this generation Stalled. A retry
+    /// keeps the Stalled conditions (and their lastTransitionTime, the backoff's clock) until
+    /// Azure accepts a write or reports progress: until then a person still has to act.
+    fn retrying(&self) -> bool {
+        self.old_condition(condition_type::STALLED)
+            .is_some_and(|c| {
+                c.status == ConditionStatus::True
+                    && c.observed_generation == self.obj.metadata.generation
+            })
     }
 
     fn on_instance(mut self, mode: &Mode, instance: Option<&ObservedInstance>) -> Decision {
@@ -854,7 +875,7 @@ impl<'a> Step<'a> {
             };
         }
 
-        if self.status.backup_instance_id.is_none() {
+        if self.status.backup_instance_id.is_none() && matches!(mode, Mode::Apply(_)) {
             let note = format!("Adopted the existing backup instance {}", mode.instance());
             self.event(EventType::Normal, Reason::Adopted, &note);
         }
@@ -961,8 +982,17 @@ impl<'a> Step<'a> {
             let requeue = Requeue::After(self.settings.stalled_retry_max);
             return self.finish(Action::None, requeue);
         }
-        if self.old_ready_reason_is(Reason::ProtectionError) {
-            // Seen before and a backoff has passed: the person may have fixed it; ask Azure.
+        // Seen before, and a backoff has passed since the last sync: the person may have fixed
+        // the cause, so ask Azure to retry.
+        let last_sync_ended = self
+            .status
+            .operation
+            .as_ref()
+            .filter(|op| op.action == OperationAction::Sync)
+            .and_then(|op| op.end_time.as_ref())
+            .and_then(|end| Duration::try_from(self.now.duration_since(end.0)).ok());
+        let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
+        if self.was_stalled() && self.old_ready_reason_is(Reason::ProtectionError) && sync_due {
             return self.start(&Mode::Apply(target), Action::Sync(target.instance.clone()));
         }
         self.stalled(Reason::ProtectionError, &message)
@@ -975,8 +1005,14 @@ impl<'a> Step<'a> {
         poll: Option<&PollHandle>,
     ) -> Decision {
         let (reason, note) = progress_message(mode, action);
-        self.event(EventType::Normal, reason, &note);
-        if action == OperationAction::Validate {
+        // Validation and sync can still fail in the operation; an accepted write is progress.
+        let write = !matches!(action, OperationAction::Validate | OperationAction::Sync);
+        let retrying = self.retrying() && !write;
+        if !retrying {
+            // A retry while Stalled says nothing new: the Warning when it stalled said it.
+            self.event(EventType::Normal, reason, &note);
+        }
+        if action == OperationAction::Validate && !retrying {
             self.set_validated(
                 ConditionStatus::Unknown,
                 Reason::Validating,
@@ -994,6 +1030,9 @@ impl<'a> Step<'a> {
         match poll {
             Some(handle) => {
                 let requeue = Requeue::After(self.clamp_retry(handle.retry_after));
+                if write {
+                    self.set_health(Health::Progressing, reason, &note);
+                }
                 self.progressing_for(mode, action, Action::None, requeue)
             }
             None => self.succeeded(mode, action),
@@ -1109,6 +1148,10 @@ impl<'a> Step<'a> {
                 self.finish(Action::None, requeue)
             }
             ErrorClass::Bug => {
+                // A poll answer we cannot read says nothing about the operation: keep polling it.
+                if call != AzureCall::Poll {
+                    self.record_failure(call, &error.azure);
+                }
                 let message = format!(
                     "Azure answered something the operator cannot read: {}",
                     azure_text(&error.azure)
@@ -1130,14 +1173,8 @@ impl<'a> Step<'a> {
                 if let Some(s) = status {
                     message.push_str(&format!(" (HTTP {s})"));
                 }
-                if call == AzureCall::Poll {
-                    // Azure no longer knows the operation: record it as failed, start over later.
-                    if let Some(op) = self.status.operation.as_mut() {
-                        op.status = OperationPhase::Failed;
-                        op.end_time = Some(Time(self.now));
-                        op.error = Some(operation_error(&error.azure));
-                    }
-                }
+                // On a poll: Azure no longer knows the operation; start over after the backoff.
+                self.record_failure(call, &error.azure);
                 if call == AzureCall::Start(OperationAction::Validate) {
                     self.set_validated(ConditionStatus::False, reason, &message);
                     return self.stalled_with_event(reason, Reason::ValidationFailed, &message);
@@ -1146,6 +1183,32 @@ impl<'a> Step<'a> {
                     return self.stalled(Reason::DeletionFailed, &message);
                 }
                 self.stalled(reason, &message)
+            }
+        }
+    }
+
+    /// Records a call that failed for good as the last operation, so status shows it and a
+    /// retry of the same operation keeps the Stalled clock running.
+    fn record_failure(&mut self, call: AzureCall, error: &AzureErrorInfo) {
+        let now = Time(self.now);
+        match call {
+            AzureCall::Get => {}
+            AzureCall::Poll => {
+                if let Some(op) = self.status.operation.as_mut() {
+                    op.status = OperationPhase::Failed;
+                    op.end_time = Some(now);
+                    op.error = Some(operation_error(error));
+                }
+            }
+            AzureCall::Start(action) => {
+                self.status.operation = Some(AzureOperation {
+                    action,
+                    status: OperationPhase::Failed,
+                    poll_url: None,
+                    start_time: Some(now.clone()),
+                    end_time: Some(now),
+                    error: Some(operation_error(error)),
+                });
             }
         }
     }
