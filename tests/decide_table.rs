@@ -168,6 +168,11 @@ fn creating() -> BlobBackupInstance {
     )
 }
 
+/// Ready=False for `reason`, with `action` in `phase` as the last operation.
+fn at(reason: Reason, action: OperationAction, phase: OperationPhase) -> BlobBackupInstance {
+    with_status(False, reason, Some(op(action, phase)))
+}
+
 /// A resource whose instance we created and saw Ready.
 fn ready() -> BlobBackupInstance {
     after(
@@ -497,10 +502,10 @@ fn create_flow_rows() {
 
     row(
         "restart after validation: PUT without validating again",
-        with_status(
-            False,
+        at(
             Reason::Creating,
-            Some(op(OperationAction::Validate, OperationPhase::Succeeded)),
+            OperationAction::Validate,
+            OperationPhase::Succeeded,
         ),
         Observation::None,
     )
@@ -508,10 +513,10 @@ fn create_flow_rows() {
 
     row(
         "create accepted: track it",
-        with_status(
-            False,
+        at(
             Reason::Creating,
-            Some(op(OperationAction::Validate, OperationPhase::Succeeded)),
+            OperationAction::Validate,
+            OperationPhase::Succeeded,
         ),
         started(OperationAction::Create, Some(60)),
     )
@@ -540,10 +545,10 @@ fn create_flow_rows() {
     .operation(OperationAction::Create, OperationPhase::Succeeded)
     .events(&[Reason::Creating]);
 
-    let mut created = with_status(
-        False,
+    let mut created = at(
         Reason::Creating,
-        Some(op(OperationAction::Create, OperationPhase::Succeeded)),
+        OperationAction::Create,
+        OperationPhase::Succeeded,
     );
     created.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
     row(
@@ -754,10 +759,10 @@ fn validation_failures() {
     .health(False, Reason::AzureResourceNotFound)
     .cond(VALIDATED, False, Reason::AzureResourceNotFound);
 
-    let mut still = with_status(
-        False,
+    let mut still = at(
         Reason::MissingPermissions,
-        Some(op(OperationAction::Validate, OperationPhase::Failed)),
+        OperationAction::Validate,
+        OperationPhase::Failed,
     );
     row(
         "still stalled on retry: GET again, no new event",
@@ -797,10 +802,10 @@ fn validation_failures() {
     )
     .requeue(secs(45));
 
-    let granted = with_status(
-        False,
+    let granted = at(
         Reason::MissingPermissions,
-        Some(op(OperationAction::Validate, OperationPhase::InProgress)),
+        OperationAction::Validate,
+        OperationPhase::InProgress,
     );
     row(
         "permission granted: validation succeeds by itself",
@@ -876,10 +881,10 @@ fn operation_outcomes_and_transient_trouble() {
 
     row(
         "429 on PUT",
-        with_status(
-            False,
+        at(
             Reason::Creating,
-            Some(op(OperationAction::Validate, OperationPhase::Succeeded)),
+            OperationAction::Validate,
+            OperationPhase::Succeeded,
         ),
         failed(
             AzureCall::Start(OperationAction::Create),
@@ -1033,10 +1038,10 @@ fn spec_changes() {
     .health(False, Reason::ConfiguringProtection)
     .message_has(READY, "policy change to BlobVaulted-Policy");
 
-    let mut stalled = with_status(
-        False,
+    let mut stalled = at(
         Reason::MissingPermissions,
-        Some(op(OperationAction::Validate, OperationPhase::Failed)),
+        OperationAction::Validate,
+        OperationPhase::Failed,
     );
     stalled.metadata.generation = Some(2);
     row(
@@ -1056,10 +1061,10 @@ fn spec_changes() {
     .health(False, Reason::Validating);
     assert_eq!(r.status().observed_generation, Some(2));
 
-    let mut in_flight = with_status(
-        False,
+    let mut in_flight = at(
         Reason::Creating,
-        Some(op(OperationAction::Create, OperationPhase::InProgress)),
+        OperationAction::Create,
+        OperationPhase::InProgress,
     );
     in_flight.spec.policy.name = Some("BlobVaulted-Policy".into());
     in_flight.metadata.generation = Some(2);
@@ -1122,10 +1127,10 @@ fn drift_and_protection_errors() {
 
     row(
         "sync done: GET",
-        with_status(
-            False,
+        at(
             Reason::Syncing,
-            Some(op(OperationAction::Sync, OperationPhase::InProgress)),
+            OperationAction::Sync,
+            OperationPhase::InProgress,
         ),
         polled(PolledStatus::Succeeded),
     )
@@ -1225,10 +1230,10 @@ fn deletion() {
     .requeue(secs(30));
     let deleting_op = || {
         deleting(
-            with_status(
-                False,
+            at(
                 Reason::Deleting,
-                Some(op(OperationAction::Delete, OperationPhase::InProgress)),
+                OperationAction::Delete,
+                OperationPhase::InProgress,
             ),
             DeletionPolicy::Delete,
         )
@@ -1315,10 +1320,10 @@ fn deletion() {
     row(
         "restart after Azure confirmed: remove the finalizer",
         deleting(
-            with_status(
-                False,
+            at(
                 Reason::Deleting,
-                Some(op(OperationAction::Delete, OperationPhase::Succeeded)),
+                OperationAction::Delete,
+                OperationPhase::Succeeded,
             ),
             DeletionPolicy::Delete,
         ),
@@ -1397,10 +1402,10 @@ fn deletion() {
         .writes(false)
         .requeue(Requeue::AwaitChange);
 
-    let creating = with_status(
-        False,
+    let creating = at(
         Reason::Creating,
-        Some(op(OperationAction::Create, OperationPhase::InProgress)),
+        OperationAction::Create,
+        OperationPhase::InProgress,
     );
     row(
         "deleted while creating: let the PUT finish",
@@ -1408,10 +1413,10 @@ fn deletion() {
         Observation::None,
     )
     .action("Poll");
-    let validating = with_status(
-        False,
+    let validating = at(
         Reason::Validating,
-        Some(op(OperationAction::Validate, OperationPhase::InProgress)),
+        OperationAction::Validate,
+        OperationPhase::InProgress,
     );
     row(
         "deleted while validating: validation writes nothing, abandon it",
@@ -1443,10 +1448,10 @@ fn deletion() {
 fn last_transition_time_moves_only_when_status_flips() {
     let r = row(
         "reason changes, status stays False",
-        with_status(
-            False,
+        at(
             Reason::Validating,
-            Some(op(OperationAction::Validate, OperationPhase::InProgress)),
+            OperationAction::Validate,
+            OperationPhase::InProgress,
         ),
         polled(PolledStatus::Succeeded),
     );
@@ -1461,10 +1466,10 @@ fn last_transition_time_moves_only_when_status_flips() {
         ("Creating", Time(t0()))
     );
 
-    let mut created = with_status(
-        False,
+    let mut created = at(
         Reason::ConfiguringProtection,
-        Some(op(OperationAction::Create, OperationPhase::Succeeded)),
+        OperationAction::Create,
+        OperationPhase::Succeeded,
     );
     created.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
     let s = row(
@@ -1748,10 +1753,10 @@ fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
     .action("Validate")
     .health(False, Reason::Validating);
 
-    let mut synced = with_status(
-        False,
+    let mut synced = at(
         Reason::ProtectionError,
-        Some(op(OperationAction::Sync, OperationPhase::Succeeded)),
+        OperationAction::Sync,
+        OperationPhase::Succeeded,
     );
     synced.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
     synced

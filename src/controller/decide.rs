@@ -22,6 +22,10 @@
 //! }
 //! ```
 //!
+//! `Decision::status` is `Some` only when something changed; the controller may write each one
+//! or only the last of a reconcile (fewer writes; a crash then repeats at most one Azure call,
+//! which the next GET reconciles).
+//!
 //! Everything the next step depends on is in the status (the operation in flight with its poll
 //! URL, the conditions), so a restarted controller resumes where the last one stopped. The
 //! controller must not reconcile on its own status writes (filter watch events by generation,
@@ -172,6 +176,8 @@ pub struct ObservedError {
     /// The HTTP status, when there was a response.
     pub http_status: Option<u16>,
     pub retry_after: Option<Duration>,
+    /// Azure's error; for network, token and decode failures the controller puts the error's
+    /// text (with Azure's request ids) into `message` and leaves `code` empty.
     pub azure: AzureErrorInfo,
 }
 
