@@ -1,1 +1,732 @@
 //! The `BlobBackupInstance` custom resource: spec, status, conditions and their schema.
+//!
+//! Doc comments on the types below become the CRD's descriptions (`kubectl explain`), so they
+//! are written for the people who apply these resources.
+
+use std::sync::LazyLock;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use regex::Regex;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::arm::ids::{BackupInstanceId, PolicyId, StorageAccountId, VaultId};
+
+/// The API group of the custom resource.
+pub const GROUP: &str = "dataprotection.blobbackup.io";
+/// The finalizer the controller puts on a resource before its first Azure write.
+pub const FINALIZER: &str = "dataprotection.blobbackup.io/finalizer";
+
+/// Condition types written to `status.conditions`.
+pub mod condition_type {
+    /// True when Azure reports `ProtectionConfigured` for the current spec.
+    pub const READY: &str = "Ready";
+    /// The last `validateForBackup` result.
+    pub const VALIDATED: &str = "Validated";
+    /// True while work is in flight (kstatus, abnormal-true).
+    pub const RECONCILING: &str = "Reconciling";
+    /// True only when a person must act (kstatus, abnormal-true).
+    pub const STALLED: &str = "Stalled";
+}
+
+// Limits the schema enforces; `validate` enforces the same ones.
+const MAX_ID_LEN: usize = 400;
+const MAX_NAME_LEN: usize = 100;
+const MAX_LOCATION_LEN: usize = 64;
+const MAX_CONTAINERS: usize = 100;
+const CONTAINER_MIN_LEN: usize = 3;
+const CONTAINER_MAX_LEN: usize = 63;
+/// Longest `status.backupInstanceName`: keeps the CEL cost of comparing it bounded.
+const MAX_STATUS_NAME_LEN: usize = 2 * MAX_NAME_LEN;
+
+/// Spells every ASCII letter of `literal` as `[Xx]` and escapes the rest, so a pattern matches
+/// ARM's case-insensitive segments. Character classes mean the same in ECMA 262, in RE2 (which
+/// the apiserver uses) and in Rust's `regex`, unlike a `(?i)` flag.
+fn case_insensitive(literal: &str) -> String {
+    literal
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+            } else {
+                regex::escape(&c.to_string())
+            }
+        })
+        .collect()
+}
+
+const SUBSCRIPTION: &str =
+    "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}";
+const RESOURCE_GROUP: &str = r"[-A-Za-z0-9_.()]{1,90}";
+// Azure's own pattern for vault names (2 to 50 characters).
+const VAULT_NAME: &str = "[A-Za-z][-A-Za-z0-9]{0,48}[A-Za-z0-9]";
+// Policy and instance names have no published pattern: letters, digits, '-', '_' and '.' keep
+// them safe as URL path segments.
+const RESOURCE_NAME: &str = "[A-Za-z0-9][-A-Za-z0-9_.]*";
+const ACCOUNT_NAME: &str = "[a-z0-9]{3,24}";
+
+fn vault_id_body() -> String {
+    format!(
+        "/{}/{SUBSCRIPTION}/{}/{RESOURCE_GROUP}/{}/{}/{}/{VAULT_NAME}",
+        case_insensitive("subscriptions"),
+        case_insensitive("resourceGroups"),
+        case_insensitive("providers"),
+        case_insensitive("Microsoft.DataProtection"),
+        case_insensitive("backupVaults"),
+    )
+}
+
+/// The schema pattern of `spec.vault.id`.
+pub fn vault_id_pattern() -> String {
+    format!("^{}$", vault_id_body())
+}
+
+/// The schema pattern of `spec.policy.id`.
+pub fn policy_id_pattern() -> String {
+    format!(
+        "^{}/{}/{RESOURCE_NAME}$",
+        vault_id_body(),
+        case_insensitive("backupPolicies")
+    )
+}
+
+/// The schema pattern of `spec.storageAccount.id`.
+pub fn storage_account_id_pattern() -> String {
+    format!(
+        "^/{}/{SUBSCRIPTION}/{}/{RESOURCE_GROUP}/{}/{}/{}/{ACCOUNT_NAME}$",
+        case_insensitive("subscriptions"),
+        case_insensitive("resourceGroups"),
+        case_insensitive("providers"),
+        case_insensitive("Microsoft.Storage"),
+        case_insensitive("storageAccounts"),
+    )
+}
+
+/// The schema pattern of policy and backup instance names.
+pub fn resource_name_pattern() -> String {
+    format!("^{RESOURCE_NAME}$")
+}
+
+/// The schema pattern of `spec.storageAccount.location`.
+pub fn location_pattern() -> String {
+    "^[a-z][a-z0-9]*$".to_owned()
+}
+
+/// The schema pattern of a blob container name (Azure's rules: lowercase letters, digits and
+/// single hyphens, starting and ending with a letter or digit).
+pub fn container_name_pattern() -> String {
+    "^[a-z0-9](-?[a-z0-9])*$".to_owned()
+}
+
+/// The desired protection of one storage account's blobs.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dataprotection.blobbackup.io",
+    version = "v1alpha1",
+    kind = "BlobBackupInstance",
+    plural = "blobbackupinstances",
+    shortname = "bbi",
+    category = "azure",
+    category = "backup",
+    namespaced,
+    status = "BlobBackupInstanceStatus",
+    derive = "PartialEq",
+    doc = "Protects the blobs of an Azure storage account in an Azure Backup vault with a backup policy (Microsoft.DataProtection backup instance).",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether Azure reports the account protected as specified"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the resource is or is not Ready"),
+    printcolumn(name = "Protection", type_ = "string", json_path = ".status.protectionStatus", description = "Azure's protection status of the backup instance"),
+    printcolumn(name = "Operation", type_ = "string", json_path = ".status.operation.action", description = "The Azure operation in flight, or the last one"),
+    printcolumn(name = "OpStatus", type_ = "string", json_path = ".status.operation.status", description = "The status of that Azure operation"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Vault", type_ = "string", json_path = ".spec.vault.id", priority = 1, description = "The Backup vault"),
+    printcolumn(name = "Account", type_ = "string", json_path = ".spec.storageAccount.id", priority = 1, description = "The protected storage account"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1, description = "Details of the Ready condition"),
+    validation = Rule::new(
+        "!has(oldSelf.status) || !has(oldSelf.status.backupInstanceName) || !has(self.spec.backupInstanceName) || self.spec.backupInstanceName == oldSelf.status.backupInstanceName"
+    )
+    .message("spec.backupInstanceName cannot differ from status.backupInstanceName: the backup instance already exists under that name; recreate the resource to use another name")
+    .reason(Reason::FieldValueForbidden),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.policy.id) || self.policy.id.lowerAscii().startsWith(self.vault.id.lowerAscii() + '/backuppolicies/')")
+        .message("spec.policy.id must be a backup policy of spec.vault.id (<vault id>/backupPolicies/<name>); or name the vault's policy with spec.policy.name"),
+    validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'Retain' || has(self.vaultedBackup)")
+        .message("deletionPolicy Retain keeps recovery points, which only vaulted backup has: add spec.vaultedBackup, or use Delete (stop protection and delete the backup data) or Orphan (leave the backup instance in Azure untouched)"),
+    validation = Rule::new("!has(oldSelf.backupInstanceName) || (has(self.backupInstanceName) && self.backupInstanceName == oldSelf.backupInstanceName)")
+        .message("spec.backupInstanceName is immutable once set")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = optional_not_nullable)]
+pub struct BlobBackupInstanceSpec {
+    /// The Backup vault that holds the backup instance. Immutable.
+    pub vault: VaultRef,
+
+    /// The backup policy to protect the account with: a policy of the vault, by `name` or by
+    /// full ARM `id` (exactly one of them). Changing it updates the backup instance in place.
+    pub policy: PolicyRef,
+
+    /// The storage account whose blobs are protected.
+    pub storage_account: StorageAccountRef,
+
+    /// The name of the backup instance in the vault. Optional: defaults to
+    /// `<storage account name>-<metadata.uid>`, e.g. `msblobbackup-5c1e0a3e-...`. Letters,
+    /// digits, '-', '_' and '.', at most 100 characters. Cannot be changed once set, nor once the
+    /// backup instance exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN), regex(pattern = resource_name_pattern()))]
+    pub backup_instance_name: Option<String>,
+
+    /// Vaulted backup: scheduled copies of the listed containers into the vault (the policy
+    /// must have vault-tier rules). Omit it for operational backup, which protects all
+    /// containers in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vaulted_backup: Option<VaultedBackup>,
+
+    /// What deleting this resource does in Azure. `Delete` (default): stop protection and
+    /// delete the backup instance and its backup data. `Retain`: stop protection and keep the
+    /// recovery points in the vault (only with `vaultedBackup`). `Orphan`: leave the backup
+    /// instance in Azure untouched.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A reference to a Backup vault.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct VaultRef {
+    /// The vault's full ARM ID, e.g.
+    /// `/subscriptions/<subscription>/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault`.
+    /// Immutable.
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = vault_id_pattern()))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.vault.id is immutable: create a new resource to protect the account in another vault").reason(Reason::FieldValueForbidden))]
+    pub id: String,
+}
+
+/// A backup policy of the vault: set exactly one of `name` and `id`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.id)").message("set exactly one of spec.policy.name and spec.policy.id"))]
+#[schemars(transform = optional_not_nullable)]
+pub struct PolicyRef {
+    /// The policy's name in the vault, e.g. `BlobBackup-Policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN), regex(pattern = resource_name_pattern()))]
+    pub name: Option<String>,
+
+    /// The policy's full ARM ID, which must be in `spec.vault.id`, e.g.
+    /// `<vault id>/backupPolicies/BlobBackup-Policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = policy_id_pattern()))]
+    pub id: Option<String>,
+}
+
+/// A reference to an Azure storage account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StorageAccountRef {
+    /// The account's full ARM ID, e.g.
+    /// `/subscriptions/<subscription>/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup`.
+    /// Immutable.
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = storage_account_id_pattern()))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storageAccount.id is immutable: create a new resource to protect another account").reason(Reason::FieldValueForbidden))]
+    pub id: String,
+
+    /// The account's Azure region as a lowercase name, e.g. `westus`. The vault must be in the
+    /// same region.
+    #[schemars(length(min = 1, max = MAX_LOCATION_LEN), regex(pattern = location_pattern()))]
+    pub location: String,
+}
+
+/// Vaulted backup settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct VaultedBackup {
+    /// The blob containers to copy into the vault, 1 to 100 names, e.g. `[images, logs]`.
+    /// Azure container names: 3 to 63 lowercase letters, digits and single hyphens. Containers
+    /// created later are not added by themselves: list them here.
+    #[schemars(length(min = 1, max = MAX_CONTAINERS), inner(length(min = CONTAINER_MIN_LEN, max = CONTAINER_MAX_LEN), regex(pattern = container_name_pattern())))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub containers: Vec<String>,
+}
+
+/// What deleting the resource does in Azure.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    // Stop protection and delete the backup instance with its backup data.
+    #[default]
+    Delete,
+    // Stop protection, keep the recovery points (vaulted backup only).
+    Retain,
+    // Leave the backup instance in Azure as it is.
+    Orphan,
+}
+
+/// The observed state of the backup instance and of the controller's work on it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobBackupInstanceStatus {
+    /// The `metadata.generation` this status was written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The name of the backup instance in the vault, recorded when it is created or adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_STATUS_NAME_LEN))]
+    pub backup_instance_name: Option<String>,
+
+    /// The backup instance's full ARM ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_instance_id: Option<String>,
+
+    /// Azure's `properties.protectionStatus.status`, verbatim, e.g. `ProtectionConfigured`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection_status: Option<String>,
+
+    /// Azure's `properties.currentProtectionState`, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection_state: Option<String>,
+
+    /// Azure's `properties.provisioningState`, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+
+    /// The Azure long-running operation in flight, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<AzureOperation>,
+
+    /// Ready, Validated, Reconciling and Stalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// An Azure long-running operation started by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureOperation {
+    /// What the operation does: Validate, Create, Update, Delete, StopProtection or Sync.
+    pub action: OperationAction,
+
+    /// InProgress, Succeeded, Failed or Canceled.
+    pub status: OperationPhase,
+
+    /// The URL Azure gave to track the operation (Azure-AsyncOperation, else Location). A
+    /// restarted controller resumes polling it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_url: Option<String>,
+
+    /// When the controller started the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub start_time: Option<Time>,
+
+    /// When the controller saw it finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub end_time: Option<Time>,
+
+    /// Azure's error, when the operation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<OperationError>,
+}
+
+/// The kind of an Azure operation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationAction {
+    // POST validateForBackup.
+    Validate,
+    // PUT of a new backup instance.
+    Create,
+    // PUT of an existing backup instance.
+    Update,
+    // DELETE of the backup instance.
+    Delete,
+    // POST stopProtection.
+    StopProtection,
+    // POST sync.
+    Sync,
+}
+
+/// Where an Azure operation stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationPhase {
+    InProgress,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+/// An error reported by Azure.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationError {
+    /// Azure's error code, e.g. `UserErrorMissingRequiredPermissions`.
+    pub code: String,
+    /// Azure's message.
+    pub message: String,
+    /// Azure's recommended actions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommended_actions: Vec<String>,
+}
+
+/// A condition in the shape of Kubernetes' `metav1.Condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Validated, Reconciling or Stalled.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: ConditionStatus,
+    /// A CamelCase reason; the operator's README lists them with what to do.
+    pub reason: String,
+    /// Details for people, with Azure's own message and recommended action where there is one.
+    pub message: String,
+    /// The `metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the condition's status last changed.
+    #[schemars(schema_with = "time_schema")]
+    pub last_transition_time: Time,
+}
+
+/// The status of a condition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// Optional spec fields are left out, never null: without `nullable`, the apiserver drops a
+/// null before validation, so CEL's `has()` sees an absent field instead of a null value.
+fn optional_not_nullable(schema: &mut Schema) {
+    let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    for property in properties.values_mut() {
+        let Some(property) = property.as_object_mut() else {
+            continue;
+        };
+        if let Some(serde_json::Value::Array(types)) = property.get_mut("type") {
+            types.retain(|t| t != "null");
+            if let [only] = types.as_slice() {
+                let only = only.clone();
+                property.insert("type".into(), only);
+            }
+        }
+        let any_of = property.remove("anyOf");
+        if let Some(serde_json::Value::Array(variants)) = any_of {
+            let mut rest: Vec<_> = variants
+                .into_iter()
+                .filter(|v| v.get("type").and_then(serde_json::Value::as_str) != Some("null"))
+                .collect();
+            match rest.pop() {
+                Some(serde_json::Value::Object(inner)) if rest.is_empty() => property.extend(inner),
+                Some(other) => {
+                    rest.push(other);
+                    property.insert("anyOf".into(), rest.into());
+                }
+                None => {}
+            }
+        }
+        property.remove("nullable");
+    }
+}
+
+fn time_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "format": "date-time"})
+}
+
+/// The CRD as YAML, as `blob-backup-operator crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(&BlobBackupInstance::crd())
+}
+
+/// A spec field the controller cannot act on, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}; {fix}")]
+pub struct SpecError {
+    /// The field's path, e.g. `spec.policy.id`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl SpecError {
+    fn new(field: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            field,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// A spec the controller has checked: parsed IDs, one policy, sane names.
+#[derive(Debug, Clone)]
+pub struct ValidatedSpec {
+    /// The Backup vault.
+    pub vault: VaultId,
+    /// The backup policy (in `vault`).
+    pub policy: PolicyId,
+    /// The protected storage account.
+    pub storage_account: StorageAccountId,
+    /// The storage account's region.
+    pub location: String,
+    /// `spec.backupInstanceName`, if set.
+    pub backup_instance_name: Option<String>,
+    /// The vaulted containers; `None` for operational backup.
+    pub containers: Option<Vec<String>>,
+    /// What deletion does.
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl ValidatedSpec {
+    /// The backup instance name: `spec.backupInstanceName`, else `<account name>-<uid>`.
+    pub fn backup_instance_name(&self, uid: &str) -> String {
+        match &self.backup_instance_name {
+            Some(name) => name.clone(),
+            None => default_backup_instance_name(&self.storage_account, uid),
+        }
+    }
+
+    /// The backup instance's ID in the vault.
+    pub fn backup_instance_id(&self, uid: &str) -> BackupInstanceId {
+        self.vault.backup_instance(&self.backup_instance_name(uid))
+    }
+}
+
+fn default_backup_instance_name(account: &StorageAccountId, uid: &str) -> String {
+    format!("{}-{uid}", account.name())
+}
+
+static VAULT_ID: LazyLock<Regex> = LazyLock::new(|| compile(&vault_id_pattern()));
+static POLICY_ID: LazyLock<Regex> = LazyLock::new(|| compile(&policy_id_pattern()));
+static ACCOUNT_ID: LazyLock<Regex> = LazyLock::new(|| compile(&storage_account_id_pattern()));
+static RESOURCE_NAME_RE: LazyLock<Regex> = LazyLock::new(|| compile(&resource_name_pattern()));
+static LOCATION: LazyLock<Regex> = LazyLock::new(|| compile(&location_pattern()));
+static CONTAINER: LazyLock<Regex> = LazyLock::new(|| compile(&container_name_pattern()));
+
+fn compile(pattern: &str) -> Regex {
+    // The patterns are constants of this module; a test compiles each of them.
+    Regex::new(pattern).expect("the CRD's patterns are valid regular expressions")
+}
+
+/// Checks `value` against a schema pattern and length limit, as the apiserver would.
+fn check(
+    field: &'static str,
+    value: &str,
+    max_len: usize,
+    re: &Regex,
+    expected: &str,
+) -> Result<(), SpecError> {
+    if value.len() > max_len {
+        return Err(SpecError::new(
+            field,
+            format!("it is {} characters long, more than {max_len}", value.len()),
+            format!("use {expected}"),
+        ));
+    }
+    if !re.is_match(value) {
+        return Err(SpecError::new(
+            field,
+            format!("{value:?} is malformed"),
+            format!("use {expected}"),
+        ));
+    }
+    Ok(())
+}
+
+const VAULT_SHAPE: &str = "/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.DataProtection/backupVaults/<vault>";
+const POLICY_SHAPE: &str = "<spec.vault.id>/backupPolicies/<policy>";
+const ACCOUNT_SHAPE: &str = "/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<account>";
+const NAME_SHAPE: &str = "letters, digits, '-', '_' and '.', starting with a letter or digit";
+
+impl BlobBackupInstanceSpec {
+    /// Checks the spec as the CRD schema does (for resources that bypassed it, e.g. an older
+    /// CRD) plus what the schema cannot express, and parses the IDs.
+    pub fn validate(&self) -> Result<ValidatedSpec, SpecError> {
+        let (vault, storage_account) = self.parse_ids()?;
+
+        let policy = match (&self.policy.name, &self.policy.id) {
+            (Some(name), None) => {
+                check(
+                    "spec.policy.name",
+                    name,
+                    MAX_NAME_LEN,
+                    &RESOURCE_NAME_RE,
+                    NAME_SHAPE,
+                )?;
+                vault.policy(name)
+            }
+            (None, Some(id)) => {
+                check("spec.policy.id", id, MAX_ID_LEN, &POLICY_ID, POLICY_SHAPE)?;
+                let policy = PolicyId::parse(id).map_err(|e| {
+                    SpecError::new(
+                        "spec.policy.id",
+                        e.to_string(),
+                        format!("use {POLICY_SHAPE}"),
+                    )
+                })?;
+                if !same_id(&policy.vault().to_string(), &vault.to_string()) {
+                    return Err(SpecError::new(
+                        "spec.policy.id",
+                        format!(
+                            "the policy belongs to vault {}, not to spec.vault.id",
+                            policy.vault()
+                        ),
+                        "use a policy of spec.vault.id, or name it with spec.policy.name",
+                    ));
+                }
+                policy
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(SpecError::new(
+                    "spec.policy",
+                    "exactly one of name and id must be set",
+                    "set spec.policy.name (a policy of the vault) or spec.policy.id",
+                ));
+            }
+        };
+
+        check(
+            "spec.storageAccount.location",
+            &self.storage_account.location,
+            MAX_LOCATION_LEN,
+            &LOCATION,
+            "the region's lowercase name, e.g. westus",
+        )?;
+        if let Some(name) = &self.backup_instance_name {
+            check(
+                "spec.backupInstanceName",
+                name,
+                MAX_NAME_LEN,
+                &RESOURCE_NAME_RE,
+                NAME_SHAPE,
+            )?;
+        }
+
+        let containers = match &self.vaulted_backup {
+            Some(vaulted) => Some(validate_containers(&vaulted.containers)?),
+            None => None,
+        };
+        if self.deletion_policy == DeletionPolicy::Retain && containers.is_none() {
+            return Err(SpecError::new(
+                "spec.deletionPolicy",
+                "Retain keeps recovery points, which only vaulted backup has",
+                "add spec.vaultedBackup, or use Delete or Orphan",
+            ));
+        }
+
+        Ok(ValidatedSpec {
+            vault,
+            policy,
+            storage_account,
+            location: self.storage_account.location.clone(),
+            backup_instance_name: self.backup_instance_name.clone(),
+            containers,
+            deletion_policy: self.deletion_policy,
+        })
+    }
+
+    /// The storage account and backup instance this resource addresses: what deletion needs,
+    /// even when another part of the spec is invalid.
+    pub fn instance_ref(
+        &self,
+        uid: &str,
+    ) -> Result<(StorageAccountId, BackupInstanceId), SpecError> {
+        let (vault, account) = self.parse_ids()?;
+        let name = match &self.backup_instance_name {
+            Some(name) => {
+                check(
+                    "spec.backupInstanceName",
+                    name,
+                    MAX_NAME_LEN,
+                    &RESOURCE_NAME_RE,
+                    NAME_SHAPE,
+                )?;
+                name.clone()
+            }
+            None => default_backup_instance_name(&account, uid),
+        };
+        Ok((account, vault.backup_instance(&name)))
+    }
+
+    fn parse_ids(&self) -> Result<(VaultId, StorageAccountId), SpecError> {
+        check(
+            "spec.vault.id",
+            &self.vault.id,
+            MAX_ID_LEN,
+            &VAULT_ID,
+            VAULT_SHAPE,
+        )?;
+        let vault = VaultId::parse(&self.vault.id).map_err(|e| {
+            SpecError::new("spec.vault.id", e.to_string(), format!("use {VAULT_SHAPE}"))
+        })?;
+        check(
+            "spec.storageAccount.id",
+            &self.storage_account.id,
+            MAX_ID_LEN,
+            &ACCOUNT_ID,
+            ACCOUNT_SHAPE,
+        )?;
+        let account = StorageAccountId::parse(&self.storage_account.id).map_err(|e| {
+            SpecError::new(
+                "spec.storageAccount.id",
+                e.to_string(),
+                format!("use {ACCOUNT_SHAPE}"),
+            )
+        })?;
+        Ok((vault, account))
+    }
+}
+
+fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> {
+    const FIELD: &str = "spec.vaultedBackup.containers";
+    if containers.is_empty() || containers.len() > MAX_CONTAINERS {
+        return Err(SpecError::new(
+            FIELD,
+            format!("it lists {} containers", containers.len()),
+            format!(
+                "list 1 to {MAX_CONTAINERS} containers, or omit vaultedBackup for operational backup"
+            ),
+        ));
+    }
+    for name in containers {
+        if name.len() < CONTAINER_MIN_LEN {
+            return Err(SpecError::new(
+                FIELD,
+                format!("{name:?} is shorter than {CONTAINER_MIN_LEN} characters"),
+                "use the containers' names as Azure shows them",
+            ));
+        }
+        check(
+            FIELD,
+            name,
+            CONTAINER_MAX_LEN,
+            &CONTAINER,
+            "container names: lowercase letters, digits and single hyphens",
+        )?;
+    }
+    let mut unique = containers.to_vec();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != containers.len() {
+        return Err(SpecError::new(
+            FIELD,
+            "a container is listed twice",
+            "list each container once",
+        ));
+    }
+    Ok(containers.to_vec())
+}
+
+/// ARM compares IDs case-insensitively.
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}

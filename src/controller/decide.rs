@@ -1,0 +1,1388 @@
+//! The pure heart of the controller: from a resource and the latest answer from Azure, the next
+//! step, the status to record, the events to publish and when to look again.
+//!
+//! No I/O and no clock: `now` is an input, so every state and every Azure answer is a table row.
+//!
+//! The controller runs a short loop per reconcile, never sleeping:
+//!
+//! ```text
+//! let mut observation = Observation::None;
+//! loop (a few steps at most) {
+//!     let d = decide(&obj, &observation, now, &settings);
+//!     if let Some(s) = d.status { obj.status = Some(s) }    // write now, or once at the end
+//!     publish(d.events);
+//!     observation = match d.action {
+//!         Action::None => return d.requeue,
+//!         Action::AddFinalizer => { add it; Observation::None }
+//!         Action::RemoveFinalizer => { remove it; return d.requeue }
+//!         Action::GetInstance(id) => Observation::Instance(..) or Observation::Failed{..},
+//!         Action::Validate / Put / Delete / StopProtection / Sync => Observation::Started{..} or Failed,
+//!         Action::Poll(url) => Observation::Polled{..}, Failed{..} or PollRefused{..},
+//!     }
+//! }
+//! ```
+//!
+//! `Decision::status` is `Some` only when something changed; the controller may write each one
+//! or only the last of a reconcile (fewer writes; a crash then repeats at most one Azure call,
+//! which the next GET reconciles).
+//!
+//! Everything the next step depends on is in the status (the operation in flight with its poll
+//! URL, the conditions), so a restarted controller resumes where the last one stopped. The
+//! controller must not reconcile on its own status writes (filter watch events by generation,
+//! letting finalizer and deletion changes through): requeue times here are the only clock.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
+    DeletionPolicy, FINALIZER, OperationAction, OperationError, OperationPhase, SpecError,
+    ValidatedSpec, condition_type, same_id,
+};
+use crate::arm::ids::{BackupInstanceId, StorageAccountId};
+
+/// Timing and capabilities the decisions depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// How often a settled resource is compared with Azure again (drift detection).
+    pub resync_interval: Duration,
+    /// First retry delay while Stalled; it doubles up to `stalled_retry_max`.
+    pub stalled_retry_base: Duration,
+    /// Longest retry delay while Stalled (`--stalled-retry-max`).
+    pub stalled_retry_max: Duration,
+    /// Shortest wait before polling an operation or retrying a transient error.
+    pub retry_after_min: Duration,
+    /// Longest wait Azure's `Retry-After` may impose.
+    pub retry_after_max: Duration,
+    /// Wait when Azure gives no `Retry-After`.
+    pub retry_after_default: Duration,
+    /// How often to look again while Azure configures protection.
+    pub protection_poll: Duration,
+    /// Whether the configured api-version has `stopProtection` (needed by `Retain`).
+    pub stop_protection_supported: bool,
+    /// The configured api-version, quoted in messages.
+    pub api_version: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(600),
+            stalled_retry_base: Duration::from_secs(10),
+            stalled_retry_max: Duration::from_secs(120),
+            retry_after_min: Duration::from_secs(1),
+            retry_after_max: Duration::from_secs(300),
+            retry_after_default: Duration::from_secs(15),
+            protection_poll: Duration::from_secs(10),
+            stop_protection_supported: true,
+            api_version: "2026-06-01".to_owned(),
+        }
+    }
+}
+
+/// What the controller learnt from Azure in the previous step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// Nothing yet in this reconcile.
+    None,
+    /// The answer to `Action::GetInstance`: the instance, or `None` when Azure said 404.
+    Instance(Option<ObservedInstance>),
+    /// A long-running operation was accepted. `poll` is `None` when it completed at once
+    /// (200/201/204 without a status URL).
+    Started {
+        /// The operation the action asked for ([`Action::operation`]).
+        action: OperationAction,
+        /// Where to track it.
+        poll: Option<PollHandle>,
+    },
+    /// The answer to `Action::Poll`.
+    Polled {
+        /// The operation's state.
+        status: PolledStatus,
+        /// Azure's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The Azure call failed.
+    Failed {
+        /// Which call.
+        call: AzureCall,
+        /// What Azure (or the network) said.
+        error: ObservedError,
+    },
+    /// The poll URL's scheme or host is not the configured ARM endpoint's: no token was sent.
+    PollRefused {
+        /// The refused URL.
+        url: String,
+        /// The configured endpoint.
+        endpoint: String,
+    },
+}
+
+/// A backup instance as Azure returned it, reduced to what decisions need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObservedInstance {
+    /// The instance's ARM ID.
+    pub id: String,
+    /// `properties.dataSourceInfo.resourceID`: the protected storage account.
+    pub datasource_id: String,
+    /// `properties.policyInfo.policyId`.
+    pub policy_id: String,
+    /// The vaulted containers (`containersList`), `None` for operational backup.
+    pub containers: Option<Vec<String>>,
+    /// `properties.protectionStatus.status`.
+    pub protection_status: Option<String>,
+    /// `properties.currentProtectionState`.
+    pub protection_state: Option<String>,
+    /// `properties.provisioningState`.
+    pub provisioning_state: Option<String>,
+    /// `protectionStatus.errorDetails`, else `protectionErrorDetails`.
+    pub protection_error: Option<AzureErrorInfo>,
+}
+
+/// An operation Azure accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollHandle {
+    /// Azure-AsyncOperation, else Location.
+    pub url: String,
+    /// Azure's `Retry-After`.
+    pub retry_after: Option<Duration>,
+}
+
+/// The state of a polled operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolledStatus {
+    InProgress,
+    Succeeded,
+    Failed(AzureErrorInfo),
+    Canceled,
+}
+
+/// Azure's error text: from a CloudError, a UserFacingError or a failed operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureErrorInfo {
+    pub code: String,
+    pub message: String,
+    pub recommended_actions: Vec<String>,
+    /// The non-localised detail (innerError `DetailedNonLocalisedMessage`), if any.
+    pub detail: Option<String>,
+}
+
+/// A failed Azure call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedError {
+    pub class: ErrorClass,
+    /// The HTTP status, when there was a response.
+    pub http_status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    /// Azure's error; for network, token and decode failures the controller puts the error's
+    /// text (with Azure's request ids) into `message` and leaves `code` empty.
+    pub azure: AzureErrorInfo,
+}
+
+/// Who can fix a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 408, 429, 5xx, network: retry after a while.
+    Transient,
+    /// 401, 403 and other 4xx: a person must act.
+    NeedsPerson,
+    /// An answer the operator cannot read.
+    Bug,
+}
+
+/// The Azure call an observation answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AzureCall {
+    Get,
+    Start(OperationAction),
+    Poll,
+}
+
+/// What the controller should do next.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Nothing now: wait for `requeue`.
+    None,
+    /// Add [`FINALIZER`] (before any Azure write).
+    AddFinalizer,
+    /// Remove [`FINALIZER`]: Azure confirmed, or nothing was written.
+    RemoveFinalizer,
+    /// GET the backup instance.
+    GetInstance(BackupInstanceId),
+    /// POST validateForBackup for this target.
+    Validate(Target),
+    /// PUT the backup instance; `operation` is Create or Update.
+    Put {
+        target: Target,
+        operation: OperationAction,
+    },
+    /// Poll the operation in flight.
+    Poll(String),
+    /// DELETE the backup instance.
+    Delete(BackupInstanceId),
+    /// POST stopProtection (keep the recovery points).
+    StopProtection(BackupInstanceId),
+    /// POST sync (ask Azure to retry a failed protection).
+    Sync(BackupInstanceId),
+}
+
+impl Action {
+    /// The Azure operation this action starts, echoed back in `Observation::Started`.
+    pub fn operation(&self) -> Option<OperationAction> {
+        match self {
+            Action::Validate(_) => Some(OperationAction::Validate),
+            Action::Put { operation, .. } => Some(*operation),
+            Action::Delete(_) => Some(OperationAction::Delete),
+            Action::StopProtection(_) => Some(OperationAction::StopProtection),
+            Action::Sync(_) => Some(OperationAction::Sync),
+            _ => None,
+        }
+    }
+}
+
+/// The backup instance a valid spec asks for: the inputs of validate and PUT requests.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub instance: BackupInstanceId,
+    pub spec: ValidatedSpec,
+}
+
+/// When to reconcile again if nothing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    After(Duration),
+    /// Only when the resource changes.
+    AwaitChange,
+}
+
+/// The event's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// An event to publish about the resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    pub type_: EventType,
+    pub reason: Reason,
+    pub note: String,
+}
+
+/// The outcome of one decision.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub action: Action,
+    /// The status to record, only when something a person cares about changed.
+    pub status: Option<BlobBackupInstanceStatus>,
+    pub events: Vec<EventSpec>,
+    /// When to look again, should the reconcile stop after this step.
+    pub requeue: Requeue,
+}
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])+ $name:ident,)+) => {
+        /// Condition and event reasons: CamelCase and stable (the README lists them).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])+ $name,)+
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)+];
+
+            /// The reason as written to conditions and events.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Condition. First sight of the resource: nothing is known yet. Wait.
+    Initializing,
+    /// Condition and event. validateForBackup is running in Azure. Wait.
+    Validating,
+    /// Condition (Validated=True). Azure accepted the request. Nothing to do.
+    ValidationSucceeded,
+    /// Condition and event. validateForBackup failed; the message has Azure's code, message and
+    /// recommended action. Fix what it says; the operator retries with backoff.
+    ValidationFailed,
+    /// Condition and event. The backup instance is being created. Wait.
+    Creating,
+    /// Condition and event. The backup instance is being updated (policy or containers). Wait.
+    Updating,
+    /// Condition. Azure is configuring protection. Wait.
+    ConfiguringProtection,
+    /// Condition (Ready=True). Azure reports ProtectionConfigured for the current spec. Nothing to do.
+    ProtectionConfigured,
+    /// Event. Protection became configured. Nothing to do.
+    Protected,
+    /// Event. An existing backup instance of the same storage account was taken over. Nothing to do.
+    Adopted,
+    /// Event. The backup instance disappeared from Azure and is being recreated. Find out who
+    /// deleted it outside Kubernetes.
+    DriftDetected,
+    /// Condition and event. Azure reports a protection error; the message has Azure's
+    /// errorDetails. Fix the cause in Azure; for user errors the operator asks Azure to re-sync.
+    ProtectionError,
+    /// Condition and event. Asking Azure to re-sync the backup instance. Wait.
+    Syncing,
+    /// Condition: Azure reports protection stopped, suspended or soft-deleted; resume it in Azure
+    /// or recreate the resource. Event: protection was stopped on deletion (Retain).
+    ProtectionStopped,
+    /// Condition and event. The backup instance is being deleted. Wait.
+    Deleting,
+    /// Event. The backup instance is gone from Azure; the finalizer is removed.
+    Deleted,
+    /// Condition and event. Stopping protection, keeping recovery points (Retain). Wait.
+    StoppingProtection,
+    /// Event. deletionPolicy Orphan: the backup instance was left in Azure untouched.
+    Orphaned,
+    /// Condition. Azure throttled the operator (429). Nothing to do unless it persists: then
+    /// lower `--concurrency`.
+    AzureThrottled,
+    /// Condition. Azure or the network failed transiently (408, 5xx, connection). The operator
+    /// retries; if it persists, check Azure status and the network path to the ARM endpoint.
+    AzureUnavailable,
+    /// Condition. Someone canceled the Azure operation. The operator starts over.
+    OperationCanceled,
+    /// Condition and event. A create, update or sync operation failed in Azure; the message has
+    /// Azure's error. Fix what it says; the operator retries with backoff.
+    OperationFailed,
+    /// Condition and event. The spec is invalid; the message names the field. Edit the spec.
+    InvalidSpec,
+    /// Condition and event. The storage account is already protected by another backup
+    /// instance; the message names its vault. Remove that protection or adopt it by name.
+    AlreadyProtected,
+    /// Condition and event. The vault's identity lacks a permission on the storage account; the
+    /// message names the action and scope. Grant the vault's managed identity the Storage Account
+    /// Backup Contributor role on the account; the operator retries by itself.
+    MissingPermissions,
+    /// Condition and event. Azure refused the operator's credentials (401/403). Grant the
+    /// operator's identity access to the vault (e.g. Backup Contributor), or fix its credentials.
+    AccessDenied,
+    /// Condition and event. Azure says the vault, policy or another referenced resource does not
+    /// exist (404). Check spec.vault.id and spec.policy.
+    AzureResourceNotFound,
+    /// Condition and event. Azure rejected a request (4xx); the message has Azure's error. Fix
+    /// what it says.
+    RequestRejected,
+    /// Condition and event. A backup instance of that name protects another storage account.
+    /// Set spec.backupInstanceName to a free name.
+    InstanceConflict,
+    /// Condition and event. The operation's poll URL is not on the configured ARM endpoint, so no
+    /// token was sent to it. Check `--arm-endpoint` (sovereign clouds have their own).
+    PollUrlRefused,
+    /// Condition and event. deletionPolicy Retain needs stopProtection, which the configured
+    /// api-version lacks. Run with a newer `--api-version`, or change deletionPolicy.
+    StopProtectionUnsupported,
+    /// Condition and event. Deleting or stopping protection failed in Azure; the message has
+    /// Azure's error. Fix what it says; the finalizer stays until Azure confirms.
+    DeletionFailed,
+    /// Condition and event. Azure answered something the operator cannot read. Report it with
+    /// the message and the request ids in the operator's log.
+    UnexpectedAzureResponse,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Azure error codes with their own handling.
+const CODE_ALREADY_PROTECTED: &str = "UserErrorDppDatasourceAlreadyProtected";
+const CODE_MISSING_PERMISSIONS: &str = "UserErrorMissingRequiredPermissions";
+
+// Kubernetes caps event notes at 1 kB; long condition messages only clutter `kubectl get`.
+const MAX_NOTE: usize = 1024;
+const MAX_MESSAGE: usize = 4096;
+
+/// Decides the next step for `obj`, given what Azure said in the previous step.
+pub fn decide(
+    obj: &BlobBackupInstance,
+    observation: &Observation,
+    now: Timestamp,
+    settings: &Settings,
+) -> Decision {
+    let mut step = Step::new(obj, now, settings);
+    if obj.metadata.deletion_timestamp.is_some() {
+        return step.deletion(observation);
+    }
+    let target = match step.target() {
+        Ok(target) => target,
+        Err(e) => return step.invalid_spec(&e),
+    };
+    if !step.has_finalizer() {
+        step.set_health(
+            Health::Initializing,
+            Reason::Initializing,
+            "Adding the finalizer",
+        );
+        return step.finish(Action::AddFinalizer, Requeue::AwaitChange);
+    }
+    step.apply(&Mode::Apply(&target), observation)
+}
+
+/// Whether a person would care about the difference between two statuses.
+pub fn status_changed(
+    old: Option<&BlobBackupInstanceStatus>,
+    new: &BlobBackupInstanceStatus,
+) -> bool {
+    // Statuses hold no volatile values (times change only with the state), so equality is it.
+    old != Some(new)
+}
+
+/// What the reconcile is working towards.
+enum Mode<'t> {
+    /// The spec's backup instance, protected.
+    Apply(&'t Target),
+    /// The resource is being deleted: this instance of this account, handled per policy.
+    Delete {
+        account: StorageAccountId,
+        instance: BackupInstanceId,
+        policy: DeletionPolicy,
+    },
+}
+
+impl Mode<'_> {
+    fn instance(&self) -> &BackupInstanceId {
+        match self {
+            Mode::Apply(target) => &target.instance,
+            Mode::Delete { instance, .. } => instance,
+        }
+    }
+
+    fn account(&self) -> &StorageAccountId {
+        match self {
+            Mode::Apply(target) => &target.spec.storage_account,
+            Mode::Delete { account, .. } => account,
+        }
+    }
+}
+
+/// The three kstatus-style conditions move together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Initializing,
+    Progressing,
+    Ready,
+    Stalled,
+}
+
+/// How Azure's open-ended protection status reads.
+enum Protection {
+    Configured,
+    Configuring,
+    Error,
+    Stopped,
+}
+
+fn protection(instance: &ObservedInstance) -> Protection {
+    let is = |value: &Option<String>, names: &[&str]| {
+        value
+            .as_deref()
+            .is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
+    };
+    let (status, state) = (&instance.protection_status, &instance.protection_state);
+    if is(status, &["ProtectionError", "ConfiguringProtectionFailed"])
+        || is(state, &["ProtectionError", "ConfiguringProtectionFailed"])
+    {
+        Protection::Error
+    } else if is(
+        status,
+        &["ProtectionStopped", "SoftDeleted", "SoftDeleting"],
+    ) || is(
+        state,
+        &[
+            "ProtectionStopped",
+            "BackupSchedulesSuspended",
+            "RetentionSchedulesSuspended",
+            "SoftDeleted",
+            "SoftDeleting",
+        ],
+    ) {
+        Protection::Stopped
+    } else if is(status, &["ProtectionConfigured"])
+        && !is(state, &["ConfiguringProtection", "UpdatingProtection"])
+    {
+        Protection::Configured
+    } else {
+        // NotProtected, ConfiguringProtection, UpdatingProtection and values Azure adds later.
+        Protection::Configuring
+    }
+}
+
+struct Step<'a> {
+    obj: &'a BlobBackupInstance,
+    now: Timestamp,
+    settings: &'a Settings,
+    old: Option<&'a BlobBackupInstanceStatus>,
+    status: BlobBackupInstanceStatus,
+    events: Vec<EventSpec>,
+    /// Whether this step judged Ready/Reconciling/Stalled for the current generation.
+    health_set: bool,
+}
+
+impl<'a> Step<'a> {
+    fn new(obj: &'a BlobBackupInstance, now: Timestamp, settings: &'a Settings) -> Self {
+        // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let old = obj.status.as_ref();
+        Self {
+            obj,
+            now,
+            settings,
+            old,
+            status: old.cloned().unwrap_or_default(),
+            events: Vec::new(),
+            health_set: false,
+        }
+    }
+
+    fn uid(&self) -> &str {
+        self.obj.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    fn has_finalizer(&self) -> bool {
+        self.obj
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER)
+    }
+
+    fn target(&self) -> Result<Target, SpecError> {
+        let spec = self.obj.spec.validate()?;
+        if spec.backup_instance_name.is_none() && self.uid().is_empty() {
+            return Err(SpecError {
+                field: "metadata.uid",
+                problem: "the resource has no uid to name the backup instance after".into(),
+                fix: "set spec.backupInstanceName".into(),
+            });
+        }
+        let instance = spec.backup_instance_id(self.uid());
+        Ok(Target { instance, spec })
+    }
+
+    // ---- recording ----
+
+    fn condition(&mut self, type_: &str, status: ConditionStatus, reason: Reason, message: &str) {
+        let generation = self.obj.metadata.generation;
+        let message = truncate(message, MAX_MESSAGE);
+        let conditions = &mut self.status.conditions;
+        match conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.status = status;
+                    c.last_transition_time = Time(self.now);
+                }
+                c.reason = reason.as_str().to_owned();
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => conditions.push(Condition {
+                type_: type_.to_owned(),
+                status,
+                reason: reason.as_str().to_owned(),
+                message,
+                observed_generation: generation,
+                last_transition_time: Time(self.now),
+            }),
+        }
+    }
+
+    fn set_health(&mut self, health: Health, reason: Reason, message: &str) {
+        use ConditionStatus::{False, True, Unknown};
+        let (ready, reconciling, stalled) = match health {
+            Health::Initializing => (Unknown, True, False),
+            Health::Progressing => (False, True, False),
+            Health::Ready => (True, False, False),
+            Health::Stalled => (False, False, True),
+        };
+        self.condition(condition_type::READY, ready, reason, message);
+        self.condition(condition_type::RECONCILING, reconciling, reason, message);
+        self.condition(condition_type::STALLED, stalled, reason, message);
+        self.health_set = true;
+    }
+
+    fn set_validated(&mut self, status: ConditionStatus, reason: Reason, message: &str) {
+        self.condition(condition_type::VALIDATED, status, reason, message);
+    }
+
+    fn event(&mut self, type_: EventType, reason: Reason, note: &str) {
+        self.events.push(EventSpec {
+            type_,
+            reason,
+            note: truncate(note, MAX_NOTE),
+        });
+    }
+
+    fn old_condition(&self, type_: &str) -> Option<&'a Condition> {
+        self.old?.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    fn old_ready_reason_is(&self, reason: Reason) -> bool {
+        self.old_condition(condition_type::READY)
+            .is_some_and(|c| c.reason == reason.as_str())
+    }
+
+    fn was_stalled(&self) -> bool {
+        self.old_condition(condition_type::STALLED)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    fn finish(mut self, action: Action, requeue: Requeue) -> Decision {
+        if self.status.conditions.is_empty() {
+            self.set_health(Health::Initializing, Reason::Initializing, "Reconciling");
+        }
+        // A new generation counts as observed once the conditions speak for it, or kstatus
+        // readers would take the old Ready=True for the new spec.
+        if self.health_set {
+            self.status.observed_generation = self.obj.metadata.generation;
+        }
+        let status = status_changed(self.old, &self.status).then_some(self.status);
+        Decision {
+            action,
+            status,
+            events: self.events,
+            requeue,
+        }
+    }
+
+    // ---- timing ----
+
+    fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(self.settings.retry_after_default)
+            .clamp(self.settings.retry_after_min, self.settings.retry_after_max)
+    }
+
+    /// 10s, 10s, 20s, 40s, ... capped: the wait grows with the time already spent Stalled,
+    /// which the Stalled condition's lastTransitionTime records across restarts.
+    fn stalled_backoff(&self) -> Duration {
+        let base = self.settings.stalled_retry_base;
+        let max = self.settings.stalled_retry_max.max(base);
+        let stalled_for = self
+            .old_condition(condition_type::STALLED)
+            .filter(|c| c.status == ConditionStatus::True)
+            .and_then(|c| {
+                Duration::try_from(self.now.duration_since(c.last_transition_time.0)).ok()
+            })
+            .unwrap_or_default();
+        stalled_for.clamp(base, max)
+    }
+
+    // ---- outcomes ----
+
+    fn stalled(self, reason: Reason, message: &str) -> Decision {
+        self.stalled_with_event(reason, reason, message)
+    }
+
+    /// Stalled: a Warning event when it starts (or its reason changes), then retries with
+    /// backoff, since a person may fix Azure without touching the resource.
+    fn stalled_with_event(mut self, reason: Reason, event: Reason, message: &str) -> Decision {
+        if !self.was_stalled() || !self.old_ready_reason_is(reason) {
+            self.event(EventType::Warning, event, message);
+        }
+        let requeue = Requeue::After(self.stalled_backoff());
+        self.set_health(Health::Stalled, reason, message);
+        self.finish(Action::None, requeue)
+    }
+
+    fn invalid_spec(mut self, error: &SpecError) -> Decision {
+        let message = format!("Invalid spec: {error}");
+        if !self.old_ready_reason_is(Reason::InvalidSpec) {
+            self.event(EventType::Warning, Reason::InvalidSpec, &message);
+        }
+        self.set_health(Health::Stalled, Reason::InvalidSpec, &message);
+        // Only an edit of the spec can fix it.
+        self.finish(Action::None, Requeue::AwaitChange)
+    }
+
+    fn remove_finalizer(mut self, reason: Reason, note: &str) -> Decision {
+        self.event(EventType::Normal, reason, note);
+        // The resource is about to go: no status write for it.
+        self.status = self.old.cloned().unwrap_or_default();
+        let mut decision = self.finish(Action::RemoveFinalizer, Requeue::AwaitChange);
+        decision.status = None;
+        decision
+    }
+
+    fn get(self, mode: &Mode) -> Decision {
+        let requeue = Requeue::After(self.settings.retry_after_min);
+        self.finish(Action::GetInstance(mode.instance().clone()), requeue)
+    }
+
+    /// Starts `action` (chosen for `mode`): the conditions say so before it is sent.
+    fn start(self, mode: &Mode, action: Action) -> Decision {
+        let requeue = Requeue::After(self.settings.retry_after_min);
+        match action.operation() {
+            Some(operation) => self.progressing_for(mode, operation, action, requeue),
+            None => self.finish(action, requeue),
+        }
+    }
+
+    fn put(mut self, target: &Target, operation: OperationAction) -> Decision {
+        // Recorded before the PUT: from here on the name is taken (the CRD keeps it immutable).
+        self.status.backup_instance_name = Some(target.instance.name().to_owned());
+        self.status.backup_instance_id = Some(target.instance.to_string());
+        let mode = Mode::Apply(target);
+        let action = Action::Put {
+            target: target.clone(),
+            operation,
+        };
+        self.start(&mode, action)
+    }
+
+    // ---- the state machine ----
+
+    fn apply(self, mode: &Mode, observation: &Observation) -> Decision {
+        match observation {
+            Observation::None => self.next_from_status(mode),
+            Observation::Instance(instance) => self.on_instance(mode, instance.as_ref()),
+            Observation::Started { action, poll } => self.on_started(mode, *action, poll.as_ref()),
+            Observation::Polled {
+                status,
+                retry_after,
+            } => self.on_polled(mode, status, *retry_after),
+            Observation::Failed { call, error } => self.on_failed(mode, *call, error),
+            Observation::PollRefused { url, endpoint } => {
+                let host = url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_else(|| url.clone());
+                let message = format!(
+                    "Refused to poll the Azure operation at host {host}: it is not the configured ARM endpoint {endpoint}, so no token was sent (URL {url}). Check --arm-endpoint"
+                );
+                self.stalled(Reason::PollUrlRefused, &message)
+            }
+        }
+    }
+
+    fn in_flight(&self) -> Option<&AzureOperation> {
+        self.status
+            .operation
+            .as_ref()
+            .filter(|op| op.status == OperationPhase::InProgress && op.poll_url.is_some())
+    }
+
+    fn next_from_status(self, mode: &Mode) -> Decision {
+        if let Some(op) = self.in_flight() {
+            let deleting_abandons =
+                matches!(mode, Mode::Delete { .. }) && op.action == OperationAction::Validate;
+            if !deleting_abandons {
+                let url = op.poll_url.clone().unwrap_or_default();
+                let (action, requeue) = (op.action, Requeue::After(self.settings.retry_after_min));
+                return self.progressing_for(mode, action, Action::Poll(url), requeue);
+            }
+        }
+        let last = self
+            .status
+            .operation
+            .as_ref()
+            .map(|op| (op.action, op.status));
+        match (mode, last) {
+            (Mode::Apply(target), Some((OperationAction::Validate, OperationPhase::Succeeded))) => {
+                self.put(target, OperationAction::Create)
+            }
+            (
+                Mode::Delete { .. },
+                Some((
+                    OperationAction::Delete | OperationAction::StopProtection,
+                    OperationPhase::Succeeded,
+                )),
+            ) => self.remove_finalizer(Reason::Deleted, "Azure confirmed the deletion"),
+            _ => self.get(mode),
+        }
+    }
+
+    /// Keeps the conditions saying what the operation in flight is doing (they may be stale
+    /// after a restart or a new generation).
+    fn progressing_for(
+        mut self,
+        mode: &Mode,
+        action: OperationAction,
+        next: Action,
+        requeue: Requeue,
+    ) -> Decision {
+        if !self.retrying() {
+            let (reason, message) = progress_message(mode, action);
+            self.set_health(Health::Progressing, reason, &message);
+        }
+        self.finish(next, requeue)
+    }
+
+    /// Whether this step retries, on its backoff, what left this generation Stalled. A retry
+    /// keeps the Stalled conditions (and their lastTransitionTime, the backoff's clock) until
+    /// Azure accepts a write or reports progress: until then a person still has to act.
+    fn retrying(&self) -> bool {
+        self.old_condition(condition_type::STALLED)
+            .is_some_and(|c| {
+                c.status == ConditionStatus::True
+                    && c.observed_generation == self.obj.metadata.generation
+            })
+    }
+
+    fn on_instance(mut self, mode: &Mode, instance: Option<&ObservedInstance>) -> Decision {
+        let Some(instance) = instance else {
+            let had_instance = self.status.protection_status.is_some();
+            self.status.protection_status = None;
+            self.status.protection_state = None;
+            self.status.provisioning_state = None;
+            return match mode {
+                Mode::Delete { .. } => self.remove_finalizer(
+                    Reason::Deleted,
+                    "The backup instance is not in Azure: nothing left to delete",
+                ),
+                Mode::Apply(target) => {
+                    if had_instance {
+                        let note = format!(
+                            "Backup instance {} was deleted outside Kubernetes; recreating it",
+                            target.instance
+                        );
+                        self.event(EventType::Warning, Reason::DriftDetected, &note);
+                    }
+                    self.start(mode, Action::Validate((*target).clone()))
+                }
+            };
+        };
+
+        if !same_id(&instance.datasource_id, &mode.account().to_string()) {
+            let message = format!(
+                "Backup instance {} protects {}, not spec.storageAccount.id {}: set spec.backupInstanceName to a free name",
+                mode.instance(),
+                instance.datasource_id,
+                mode.account()
+            );
+            return match mode {
+                Mode::Delete { .. } => {
+                    let mut step = self;
+                    step.event(
+                        EventType::Warning,
+                        Reason::InstanceConflict,
+                        &format!("{message}; left untouched"),
+                    );
+                    step.remove_finalizer(
+                        Reason::Deleted,
+                        "Nothing of this resource to delete in Azure",
+                    )
+                }
+                Mode::Apply(_) => self.stalled(Reason::InstanceConflict, &message),
+            };
+        }
+
+        if self.status.backup_instance_id.is_none() && matches!(mode, Mode::Apply(_)) {
+            let note = format!("Adopted the existing backup instance {}", mode.instance());
+            self.event(EventType::Normal, Reason::Adopted, &note);
+        }
+        self.status.backup_instance_name = Some(mode.instance().name().to_owned());
+        self.status.backup_instance_id = Some(mode.instance().to_string());
+        self.status.protection_status = instance.protection_status.clone();
+        self.status.protection_state = instance.protection_state.clone();
+        self.status.provisioning_state = instance.provisioning_state.clone();
+
+        match mode {
+            Mode::Apply(target) => self.compare(target, instance),
+            Mode::Delete {
+                instance: id,
+                policy,
+                ..
+            } => match policy {
+                DeletionPolicy::Retain if !self.settings.stop_protection_supported => {
+                    let message = format!(
+                        "deletionPolicy Retain needs stopProtection, which api-version {} lacks: run the operator with a newer --api-version, or set deletionPolicy to Delete or Orphan",
+                        self.settings.api_version
+                    );
+                    self.stalled(Reason::StopProtectionUnsupported, &message)
+                }
+                DeletionPolicy::Retain if matches!(protection(instance), Protection::Stopped) => {
+                    self.remove_finalizer(
+                        Reason::ProtectionStopped,
+                        "Protection is stopped; the recovery points stay in the vault",
+                    )
+                }
+                DeletionPolicy::Retain => self.start(mode, Action::StopProtection(id.clone())),
+                DeletionPolicy::Delete | DeletionPolicy::Orphan => {
+                    self.start(mode, Action::Delete(id.clone()))
+                }
+            },
+        }
+    }
+
+    /// The instance exists for our account: bring it to the spec, or report how it stands.
+    fn compare(mut self, target: &Target, instance: &ObservedInstance) -> Decision {
+        let differs = spec_difference(target, instance);
+        match (protection(instance), differs) {
+            (Protection::Configuring, pending) => {
+                let mut message = format!(
+                    "Azure is configuring protection (status {})",
+                    instance
+                        .protection_status
+                        .as_deref()
+                        .unwrap_or("not reported")
+                );
+                if let Some(change) = pending {
+                    message.push_str(&format!("; then {change} will be applied"));
+                }
+                self.set_health(Health::Progressing, Reason::ConfiguringProtection, &message);
+                let requeue = Requeue::After(self.settings.protection_poll);
+                self.finish(Action::None, requeue)
+            }
+            (Protection::Stopped, _) => {
+                let message = format!(
+                    "Azure reports protection status {} (state {}): resume protection in Azure, or delete and recreate this resource",
+                    instance.protection_status.as_deref().unwrap_or("unknown"),
+                    instance.protection_state.as_deref().unwrap_or("unknown"),
+                );
+                self.stalled(Reason::ProtectionStopped, &message)
+            }
+            (Protection::Configured | Protection::Error, Some(_)) => {
+                self.put(target, OperationAction::Update)
+            }
+            (Protection::Configured, None) => {
+                let message = format!(
+                    "Azure reports ProtectionConfigured for storage account {} in vault {} with policy {}",
+                    target.spec.storage_account.name(),
+                    target.spec.vault.name(),
+                    target.spec.policy.name()
+                );
+                let was_ready = self
+                    .old_condition(condition_type::READY)
+                    .is_some_and(|c| c.status == ConditionStatus::True);
+                if !was_ready {
+                    self.event(EventType::Normal, Reason::Protected, &message);
+                }
+                self.set_health(Health::Ready, Reason::ProtectionConfigured, &message);
+                let requeue = Requeue::After(self.settings.resync_interval);
+                self.finish(Action::None, requeue)
+            }
+            (Protection::Error, None) => self.protection_error(target, instance),
+        }
+    }
+
+    fn protection_error(mut self, target: &Target, instance: &ObservedInstance) -> Decision {
+        let error = instance.protection_error.clone().unwrap_or_default();
+        let message = format!(
+            "Azure reports protection status {}: {}",
+            instance
+                .protection_status
+                .as_deref()
+                .unwrap_or("ProtectionError"),
+            azure_text(&error)
+        );
+        // isUserError is unreliable (false even for user errors in Azure's own examples).
+        let user_error = error.code.to_ascii_lowercase().contains("usererror");
+        if !user_error {
+            // Azure's side: it retries by itself; keep watching.
+            self.set_health(Health::Progressing, Reason::ProtectionError, &message);
+            let requeue = Requeue::After(self.settings.stalled_retry_max);
+            return self.finish(Action::None, requeue);
+        }
+        // Seen before, and a backoff has passed since the last sync: the person may have fixed
+        // the cause, so ask Azure to retry.
+        let last_sync_ended = self
+            .status
+            .operation
+            .as_ref()
+            .filter(|op| op.action == OperationAction::Sync)
+            .and_then(|op| op.end_time.as_ref())
+            .and_then(|end| Duration::try_from(self.now.duration_since(end.0)).ok());
+        let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
+        if self.was_stalled() && self.old_ready_reason_is(Reason::ProtectionError) && sync_due {
+            return self.start(&Mode::Apply(target), Action::Sync(target.instance.clone()));
+        }
+        self.stalled(Reason::ProtectionError, &message)
+    }
+
+    fn on_started(
+        mut self,
+        mode: &Mode,
+        action: OperationAction,
+        poll: Option<&PollHandle>,
+    ) -> Decision {
+        let (reason, note) = progress_message(mode, action);
+        // Validation and sync can still fail in the operation; an accepted write is progress.
+        let write = !matches!(action, OperationAction::Validate | OperationAction::Sync);
+        let retrying = self.retrying() && !write;
+        if !retrying {
+            // A retry while Stalled says nothing new: the Warning when it stalled said it.
+            self.event(EventType::Normal, reason, &note);
+        }
+        if action == OperationAction::Validate && !retrying {
+            self.set_validated(
+                ConditionStatus::Unknown,
+                Reason::Validating,
+                "validateForBackup is running",
+            );
+        }
+        self.status.operation = Some(AzureOperation {
+            action,
+            status: OperationPhase::InProgress,
+            poll_url: poll.map(|p| p.url.clone()),
+            start_time: Some(Time(self.now)),
+            end_time: None,
+            error: None,
+        });
+        match poll {
+            Some(handle) => {
+                let requeue = Requeue::After(self.clamp_retry(handle.retry_after));
+                if write {
+                    self.set_health(Health::Progressing, reason, &note);
+                }
+                self.progressing_for(mode, action, Action::None, requeue)
+            }
+            None => self.succeeded(mode, action),
+        }
+    }
+
+    fn on_polled(
+        mut self,
+        mode: &Mode,
+        polled: &PolledStatus,
+        retry_after: Option<Duration>,
+    ) -> Decision {
+        let Some(action) = self.in_flight().map(|op| op.action) else {
+            // A poll answer with nothing in flight is stale: look at Azure afresh.
+            return self.get(mode);
+        };
+        let end = |step: &mut Self, phase: OperationPhase, error: Option<&AzureErrorInfo>| {
+            if let Some(op) = step.status.operation.as_mut() {
+                op.status = phase;
+                op.end_time = Some(Time(step.now));
+                op.error = error.map(operation_error);
+            }
+        };
+        match polled {
+            PolledStatus::InProgress => {
+                let requeue = Requeue::After(self.clamp_retry(retry_after));
+                self.progressing_for(mode, action, Action::None, requeue)
+            }
+            PolledStatus::Succeeded => {
+                end(&mut self, OperationPhase::Succeeded, None);
+                self.succeeded(mode, action)
+            }
+            PolledStatus::Failed(error) => {
+                end(&mut self, OperationPhase::Failed, Some(error));
+                self.operation_failed(action, error)
+            }
+            PolledStatus::Canceled => {
+                end(&mut self, OperationPhase::Canceled, None);
+                self.set_health(
+                    Health::Progressing,
+                    Reason::OperationCanceled,
+                    &format!("The Azure {action:?} operation was canceled; starting over"),
+                );
+                let requeue = Requeue::After(self.settings.stalled_retry_base);
+                self.finish(Action::None, requeue)
+            }
+        }
+    }
+
+    fn succeeded(mut self, mode: &Mode, action: OperationAction) -> Decision {
+        if let Some(op) = self.status.operation.as_mut() {
+            op.status = OperationPhase::Succeeded;
+            op.end_time.get_or_insert(Time(self.now));
+        }
+        match (action, mode) {
+            (OperationAction::Validate, Mode::Apply(target)) => {
+                self.set_validated(
+                    ConditionStatus::True,
+                    Reason::ValidationSucceeded,
+                    "Azure validated the backup request",
+                );
+                self.put(target, OperationAction::Create)
+            }
+            (OperationAction::Delete, _) => {
+                self.remove_finalizer(Reason::Deleted, "Azure deleted the backup instance")
+            }
+            (OperationAction::StopProtection, _) => self.remove_finalizer(
+                Reason::ProtectionStopped,
+                "Azure stopped protection; the recovery points stay in the vault",
+            ),
+            _ => self.get(mode),
+        }
+    }
+
+    fn operation_failed(mut self, action: OperationAction, error: &AzureErrorInfo) -> Decision {
+        let fallback = match action {
+            OperationAction::Validate => Reason::ValidationFailed,
+            OperationAction::Delete | OperationAction::StopProtection => Reason::DeletionFailed,
+            OperationAction::Create | OperationAction::Update | OperationAction::Sync => {
+                Reason::OperationFailed
+            }
+        };
+        let (reason, message) = explain(fallback, error);
+        if action == OperationAction::Validate {
+            self.set_validated(ConditionStatus::False, reason, &message);
+            return self.stalled_with_event(reason, Reason::ValidationFailed, &message);
+        }
+        self.stalled(reason, &message)
+    }
+
+    fn on_failed(mut self, mode: &Mode, call: AzureCall, error: &ObservedError) -> Decision {
+        let status = error.http_status;
+        if call == AzureCall::Start(OperationAction::Delete) && status == Some(404) {
+            return self.remove_finalizer(
+                Reason::Deleted,
+                "The backup instance is not in Azure: nothing left to delete",
+            );
+        }
+        match error.class {
+            ErrorClass::Transient => {
+                let reason = if status == Some(429) {
+                    Reason::AzureThrottled
+                } else {
+                    Reason::AzureUnavailable
+                };
+                let message = format!(
+                    "Azure call failed transiently{}: {}; retrying",
+                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                    azure_text(&error.azure)
+                );
+                self.set_health(Health::Progressing, reason, &message);
+                let requeue = Requeue::After(self.clamp_retry(error.retry_after));
+                self.finish(Action::None, requeue)
+            }
+            ErrorClass::Bug => {
+                // A poll answer we cannot read says nothing about the operation: keep polling it.
+                if call != AzureCall::Poll {
+                    self.record_failure(call, &error.azure);
+                }
+                let message = format!(
+                    "Azure answered something the operator cannot read: {}",
+                    azure_text(&error.azure)
+                );
+                self.stalled(Reason::UnexpectedAzureResponse, &message)
+            }
+            ErrorClass::NeedsPerson => {
+                let fallback = match (status, call) {
+                    (Some(401 | 403), _) => Reason::AccessDenied,
+                    (Some(404), _) => Reason::AzureResourceNotFound,
+                    (_, AzureCall::Start(OperationAction::Validate)) => Reason::ValidationFailed,
+                    (
+                        _,
+                        AzureCall::Start(OperationAction::Delete | OperationAction::StopProtection),
+                    ) => Reason::DeletionFailed,
+                    _ => Reason::RequestRejected,
+                };
+                let (reason, mut message) = explain(fallback, &error.azure);
+                if let Some(s) = status {
+                    message.push_str(&format!(" (HTTP {s})"));
+                }
+                // On a poll: Azure no longer knows the operation; start over after the backoff.
+                self.record_failure(call, &error.azure);
+                if call == AzureCall::Start(OperationAction::Validate) {
+                    self.set_validated(ConditionStatus::False, reason, &message);
+                    return self.stalled_with_event(reason, Reason::ValidationFailed, &message);
+                }
+                if matches!(mode, Mode::Delete { .. }) && reason == Reason::RequestRejected {
+                    return self.stalled(Reason::DeletionFailed, &message);
+                }
+                self.stalled(reason, &message)
+            }
+        }
+    }
+
+    /// Records a call that failed for good as the last operation, so status shows it and a
+    /// retry of the same operation keeps the Stalled clock running.
+    fn record_failure(&mut self, call: AzureCall, error: &AzureErrorInfo) {
+        let now = Time(self.now);
+        match call {
+            AzureCall::Get => {}
+            AzureCall::Poll => {
+                if let Some(op) = self.status.operation.as_mut() {
+                    op.status = OperationPhase::Failed;
+                    op.end_time = Some(now);
+                    op.error = Some(operation_error(error));
+                }
+            }
+            AzureCall::Start(action) => {
+                self.status.operation = Some(AzureOperation {
+                    action,
+                    status: OperationPhase::Failed,
+                    poll_url: None,
+                    start_time: Some(now.clone()),
+                    end_time: Some(now),
+                    error: Some(operation_error(error)),
+                });
+            }
+        }
+    }
+
+    // ---- deletion ----
+
+    fn deletion(self, observation: &Observation) -> Decision {
+        if !self.has_finalizer() {
+            return self.finish_untouched();
+        }
+        let policy = self.obj.spec.deletion_policy;
+        if policy == DeletionPolicy::Orphan {
+            return self.remove_finalizer(
+                Reason::Orphaned,
+                "deletionPolicy Orphan: the backup instance stays in Azure untouched",
+            );
+        }
+        let (account, instance) = match self.obj.spec.instance_ref(self.uid()) {
+            Ok(found) => found,
+            Err(_) if self.status.backup_instance_id.is_none() => {
+                return self.remove_finalizer(Reason::Deleted, "Nothing was created in Azure");
+            }
+            Err(e) => return self.invalid_spec(&e),
+        };
+        let mode = Mode::Delete {
+            account,
+            instance,
+            policy,
+        };
+        self.apply(&mode, observation)
+    }
+
+    fn finish_untouched(self) -> Decision {
+        Decision {
+            action: Action::None,
+            status: None,
+            events: Vec::new(),
+            requeue: Requeue::AwaitChange,
+        }
+    }
+}
+
+/// The reason and message while `action` is under way.
+fn progress_message(mode: &Mode, action: OperationAction) -> (Reason, String) {
+    let name = mode.instance().name();
+    match action {
+        OperationAction::Validate => (
+            Reason::Validating,
+            format!(
+                "Validating with Azure that vault {} can protect storage account {}",
+                mode.instance().vault().name(),
+                mode.account().name()
+            ),
+        ),
+        OperationAction::Create => (Reason::Creating, format!("Creating backup instance {name}")),
+        OperationAction::Update => (Reason::Updating, format!("Updating backup instance {name}")),
+        OperationAction::Delete => (
+            Reason::Deleting,
+            format!("Deleting backup instance {name} and its backup data"),
+        ),
+        OperationAction::StopProtection => (
+            Reason::StoppingProtection,
+            format!("Stopping protection of backup instance {name}, keeping the recovery points"),
+        ),
+        OperationAction::Sync => (
+            Reason::Syncing,
+            format!("Asking Azure to re-sync backup instance {name}"),
+        ),
+    }
+}
+
+/// What differs between the instance in Azure and the spec, in words; `None` when nothing.
+fn spec_difference(target: &Target, instance: &ObservedInstance) -> Option<String> {
+    if !same_id(&instance.policy_id, &target.spec.policy.to_string()) {
+        return Some(format!(
+            "the policy change to {}",
+            target.spec.policy.name()
+        ));
+    }
+    let normalise = |list: Option<&Vec<String>>| {
+        let mut list = list.cloned().unwrap_or_default();
+        list.sort();
+        list.dedup();
+        list
+    };
+    if normalise(instance.containers.as_ref()) != normalise(target.spec.containers.as_ref()) {
+        return Some("the container change".to_owned());
+    }
+    None
+}
+
+/// The reason and message for an Azure error, with the specifics of known codes.
+fn explain(fallback: Reason, error: &AzureErrorInfo) -> (Reason, String) {
+    let code = error.code.as_str();
+    if code.eq_ignore_ascii_case(CODE_ALREADY_PROTECTED) {
+        let holder = arm_id_in(&error.message)
+            .map(|vault| format!("Backup vault {vault}"))
+            .unwrap_or_else(|| "another Backup vault".to_owned());
+        let message = format!(
+            "The storage account is already protected by {holder}. {}",
+            azure_text(error)
+        );
+        return (Reason::AlreadyProtected, message);
+    }
+    if code.eq_ignore_ascii_case(CODE_MISSING_PERMISSIONS) {
+        let text = error.detail.as_deref().unwrap_or(&error.message);
+        let lacks = match (
+            quoted_after(text, "action '"),
+            quoted_after(text, "scope '"),
+        ) {
+            (Some(action), Some(scope)) => format!("permission {action} on {scope}"),
+            (Some(action), None) => format!("permission {action}"),
+            _ => "a required permission".to_owned(),
+        };
+        let message = format!(
+            "The Backup vault's managed identity lacks {lacks}: grant it the Storage Account Backup Contributor role on the storage account (assignments can take up to 30 minutes to apply; the operator retries by itself). {}",
+            azure_text(error)
+        );
+        return (Reason::MissingPermissions, message);
+    }
+    (fallback, azure_text(error))
+}
+
+/// "Azure: <code>: <message> Recommended action: <actions>".
+fn azure_text(error: &AzureErrorInfo) -> String {
+    let mut text = match (error.code.is_empty(), error.message.is_empty()) {
+        (true, true) => "Azure gave no details".to_owned(),
+        (true, false) => format!("Azure: {}", error.message),
+        (false, true) => format!("Azure: {}", error.code),
+        (false, false) => format!("Azure: {}: {}", error.code, error.message),
+    };
+    if !error.recommended_actions.is_empty() {
+        text.push_str(" Recommended action: ");
+        text.push_str(&error.recommended_actions.join(" "));
+    }
+    text
+}
+
+fn operation_error(error: &AzureErrorInfo) -> OperationError {
+    OperationError {
+        code: error.code.clone(),
+        message: truncate(&error.message, MAX_MESSAGE),
+        recommended_actions: error.recommended_actions.clone(),
+    }
+}
+
+/// The text between `marker` and the next `'`, as in Azure's "... action 'X' over scope 'Y'".
+fn quoted_after<'t>(text: &'t str, marker: &str) -> Option<&'t str> {
+    let start = text.find(marker)? + marker.len();
+    let len = text[start..].find('\'')?;
+    Some(&text[start..start + len]).filter(|s| !s.is_empty())
+}
+
+/// The first ARM ID in Azure's prose, e.g. the vault in "already protected under the Backup
+/// vault /subscriptions/.../backupVaults/v."
+fn arm_id_in(text: &str) -> Option<&str> {
+    let start = text.find("/subscriptions/")?;
+    let id = text[start..].split_whitespace().next()?;
+    Some(id.trim_end_matches(['.', ',', ';']))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}

@@ -1,0 +1,1796 @@
+//! Table tests of `decide`: every branch of DESIGN.md section 3, one row each, plus whole flows.
+
+use std::time::Duration;
+
+use ConditionStatus::{False, True, Unknown};
+use blob_backup_operator::api::{
+    AzureOperation, BlobBackupInstance, BlobBackupInstanceSpec, BlobBackupInstanceStatus,
+    Condition, ConditionStatus, DeletionPolicy, FINALIZER, OperationAction, OperationPhase,
+    PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
+};
+use blob_backup_operator::controller::decide::{
+    Action, AzureCall, AzureErrorInfo, Decision, ErrorClass, Observation, ObservedError,
+    ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
+};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+const VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault";
+const ACCOUNT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup";
+const UID: &str = "f2df34eb-0000-4000-8000-000000000001";
+const POLL: &str = "https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op1?api-version=2026-06-01";
+
+fn t0() -> Timestamp {
+    "2026-11-23T17:00:00Z".parse().unwrap()
+}
+fn now() -> Timestamp {
+    t0() + jiff::SignedDuration::from_secs(60)
+}
+fn secs(s: u64) -> Requeue {
+    Requeue::After(Duration::from_secs(s))
+}
+fn instance_id() -> String {
+    format!("{VAULT}/backupInstances/msblobbackup-{UID}")
+}
+fn policy_id(name: &str) -> String {
+    format!("{VAULT}/backupPolicies/{name}")
+}
+
+// ---- resources ----
+
+fn spec() -> BlobBackupInstanceSpec {
+    BlobBackupInstanceSpec {
+        vault: VaultRef { id: VAULT.into() },
+        policy: PolicyRef {
+            name: Some("BlobBackup-Policy".into()),
+            id: None,
+        },
+        storage_account: StorageAccountRef {
+            id: ACCOUNT.into(),
+            location: "westus".into(),
+        },
+        backup_instance_name: None,
+        vaulted_backup: None,
+        deletion_policy: DeletionPolicy::Delete,
+    }
+}
+
+/// A resource at generation 1 with our finalizer and no status yet.
+fn bbi() -> BlobBackupInstance {
+    let mut obj = BlobBackupInstance::new("msblobbackup", spec());
+    obj.metadata.namespace = Some("team-a".into());
+    obj.metadata.uid = Some(UID.into());
+    obj.metadata.generation = Some(1);
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    obj
+}
+
+fn cond(type_: &str, status: ConditionStatus, reason: Reason, since: Timestamp) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.as_str().into(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: Time(since),
+    }
+}
+
+/// Ready/Reconciling/Stalled as decide writes them for each health.
+fn health(ready: ConditionStatus, reason: Reason, since: Timestamp) -> Vec<Condition> {
+    let (reconciling, stalled) = match ready {
+        True => (False, False),
+        Unknown => (True, False),
+        False if stalled_reason(reason) => (False, True),
+        False => (True, False),
+    };
+    vec![
+        cond(READY, ready, reason, since),
+        cond(RECONCILING, reconciling, reason, since),
+        cond(STALLED, stalled, reason, since),
+    ]
+}
+
+fn stalled_reason(reason: Reason) -> bool {
+    !matches!(
+        reason,
+        Reason::Validating
+            | Reason::Creating
+            | Reason::Updating
+            | Reason::ConfiguringProtection
+            | Reason::Deleting
+            | Reason::StoppingProtection
+            | Reason::Syncing
+            | Reason::AzureThrottled
+            | Reason::AzureUnavailable
+            | Reason::OperationCanceled
+            | Reason::Initializing
+    )
+}
+
+fn op(action: OperationAction, status: OperationPhase) -> AzureOperation {
+    AzureOperation {
+        action,
+        status,
+        poll_url: Some(POLL.into()),
+        start_time: Some(Time(t0())),
+        end_time: None,
+        error: None,
+    }
+}
+
+/// `bbi()` with a status: conditions for `ready`/`reason` since `t0`, and `operation`.
+fn with_status(
+    ready: ConditionStatus,
+    reason: Reason,
+    operation: Option<AzureOperation>,
+) -> BlobBackupInstance {
+    let mut obj = bbi();
+    obj.status = Some(BlobBackupInstanceStatus {
+        observed_generation: Some(1),
+        operation,
+        conditions: health(ready, reason, t0()),
+        ..Default::default()
+    });
+    obj
+}
+
+/// `obj` after decide has seen `observations`, its statuses applied: realistic fixtures.
+fn after(mut obj: BlobBackupInstance, observations: &[Observation]) -> BlobBackupInstance {
+    for observation in observations {
+        if let Some(status) = decide(&obj, observation, now(), &Settings::default()).status {
+            obj.status = Some(status);
+        }
+    }
+    obj
+}
+
+/// Validation in flight, as decide recorded it.
+fn validating() -> BlobBackupInstance {
+    after(
+        bbi(),
+        &[
+            Observation::Instance(None),
+            started(OperationAction::Validate, Some(10)),
+        ],
+    )
+}
+
+/// Creation in flight, as decide recorded it.
+fn creating() -> BlobBackupInstance {
+    after(
+        validating(),
+        &[
+            polled(PolledStatus::Succeeded),
+            started(OperationAction::Create, Some(60)),
+        ],
+    )
+}
+
+/// Ready=False for `reason`, with `action` in `phase` as the last operation.
+fn at(reason: Reason, action: OperationAction, phase: OperationPhase) -> BlobBackupInstance {
+    with_status(False, reason, Some(op(action, phase)))
+}
+
+/// A resource whose instance we created and saw Ready.
+fn ready() -> BlobBackupInstance {
+    after(
+        creating(),
+        &[
+            polled(PolledStatus::Succeeded),
+            found(instance("ProtectionConfigured")),
+        ],
+    )
+}
+
+fn deleting(mut obj: BlobBackupInstance, policy: DeletionPolicy) -> BlobBackupInstance {
+    obj.spec.deletion_policy = policy;
+    if policy == DeletionPolicy::Retain {
+        obj.spec.vaulted_backup = Some(VaultedBackup {
+            containers: vec!["images".into()],
+        });
+    }
+    obj.metadata.deletion_timestamp = Some(Time(t0()));
+    obj
+}
+
+// ---- observations ----
+
+fn instance(protection: &str) -> ObservedInstance {
+    ObservedInstance {
+        id: instance_id(),
+        datasource_id: ACCOUNT.into(),
+        policy_id: policy_id("BlobBackup-Policy"),
+        containers: None,
+        protection_status: Some(protection.into()),
+        protection_state: Some(protection.into()),
+        provisioning_state: Some("Succeeded".into()),
+        protection_error: None,
+    }
+}
+
+fn found(instance: ObservedInstance) -> Observation {
+    Observation::Instance(Some(instance))
+}
+
+fn azure(code: &str, message: &str, recommended: &[&str]) -> AzureErrorInfo {
+    AzureErrorInfo {
+        code: code.into(),
+        message: message.into(),
+        recommended_actions: recommended.iter().map(|s| s.to_string()).collect(),
+        detail: None,
+    }
+}
+
+fn failed(
+    call: AzureCall,
+    class: ErrorClass,
+    http: u16,
+    code: &str,
+    retry_after: Option<u64>,
+) -> Observation {
+    Observation::Failed {
+        call,
+        error: ObservedError {
+            class,
+            http_status: Some(http),
+            retry_after: retry_after.map(Duration::from_secs),
+            azure: azure(code, &format!("{code} happened"), &[]),
+        },
+    }
+}
+
+fn started(action: OperationAction, retry_after: Option<u64>) -> Observation {
+    Observation::Started {
+        action,
+        poll: Some(PollHandle {
+            url: POLL.into(),
+            retry_after: retry_after.map(Duration::from_secs),
+        }),
+    }
+}
+
+fn polled(status: PolledStatus) -> Observation {
+    Observation::Polled {
+        status,
+        retry_after: Some(Duration::from_secs(10)),
+    }
+}
+
+fn missing_permission() -> AzureErrorInfo {
+    AzureErrorInfo {
+        detail: Some(format!(
+            "Validate for Protection failed. Exception Message: The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.Authorization/roleAssignments/read' over scope '{ACCOUNT}/providers/Microsoft.Authorization' or the scope is invalid."
+        )),
+        ..azure(
+            "UserErrorMissingRequiredPermissions",
+            "Appropriate permissions to perform the operation is missing.",
+            &[
+                "Grant appropriate permissions to perform this operation as mentioned at https://aka.ms/UserErrorMissingRequiredPermissions and retry the operation.",
+            ],
+        )
+    }
+}
+
+// ---- checking ----
+
+/// Runs one row and checks it fluently.
+struct Row {
+    name: &'static str,
+    old: BlobBackupInstance,
+    d: Decision,
+}
+
+fn row(name: &'static str, obj: BlobBackupInstance, obs: Observation) -> Row {
+    row_with(name, obj, obs, &Settings::default())
+}
+
+fn row_with(
+    name: &'static str,
+    obj: BlobBackupInstance,
+    obs: Observation,
+    settings: &Settings,
+) -> Row {
+    let d = decide(&obj, &obs, now(), settings);
+    Row { name, old: obj, d }
+}
+
+fn action_name(action: &Action) -> String {
+    match action {
+        Action::None => "None".into(),
+        Action::AddFinalizer => "AddFinalizer".into(),
+        Action::RemoveFinalizer => "RemoveFinalizer".into(),
+        Action::GetInstance(id) => format!("GetInstance {id}"),
+        Action::Validate(t) => format!("Validate {}", t.instance),
+        Action::Put { target, operation } => format!(
+            "Put {operation:?} {} policy {}",
+            target.instance, target.spec.policy
+        ),
+        Action::Poll(url) => format!("Poll {url}"),
+        Action::Delete(id) => format!("Delete {id}"),
+        Action::StopProtection(id) => format!("StopProtection {id}"),
+        Action::Sync(id) => format!("Sync {id}"),
+    }
+}
+
+impl Row {
+    /// The status after the decision: the new one, or the old one when nothing changed.
+    fn status(&self) -> BlobBackupInstanceStatus {
+        self.d
+            .status
+            .clone()
+            .or_else(|| self.old.status.clone())
+            .unwrap_or_default()
+    }
+
+    fn action(self, expected: &str) -> Self {
+        let got = action_name(&self.d.action);
+        assert!(
+            got.starts_with(expected),
+            "{}: action {got:?}, expected {expected:?}",
+            self.name
+        );
+        self
+    }
+
+    fn cond(self, type_: &str, status: ConditionStatus, reason: Reason) -> Self {
+        let s = self.status();
+        let c = s.conditions.iter().find(|c| c.type_ == type_);
+        let c = c.unwrap_or_else(|| panic!("{}: no {type_} condition in {s:#?}", self.name));
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (status, reason.as_str()),
+            "{}: {type_} {c:#?}",
+            self.name
+        );
+        self
+    }
+
+    /// Ready, Reconciling and Stalled as one health.
+    fn health(self, ready: ConditionStatus, reason: Reason) -> Self {
+        let (reconciling, stalled) = match ready {
+            True => (False, False),
+            Unknown => (True, False),
+            False if stalled_reason(reason) => (False, True),
+            False => (True, False),
+        };
+        self.cond(READY, ready, reason)
+            .cond(RECONCILING, reconciling, reason)
+            .cond(STALLED, stalled, reason)
+    }
+
+    fn message_has(self, type_: &str, text: &str) -> Self {
+        let s = self.status();
+        let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert!(
+            c.message.contains(text),
+            "{}: {type_} message {:?} lacks {text:?}",
+            self.name,
+            c.message
+        );
+        self
+    }
+
+    fn events(self, expected: &[Reason]) -> Self {
+        let got: Vec<Reason> = self.d.events.iter().map(|e| e.reason).collect();
+        assert_eq!(got, expected, "{}: events {:#?}", self.name, self.d.events);
+        self
+    }
+
+    fn requeue(self, expected: Requeue) -> Self {
+        assert_eq!(self.d.requeue, expected, "{}", self.name);
+        self
+    }
+
+    fn writes(self, expected: bool) -> Self {
+        assert_eq!(
+            self.d.status.is_some(),
+            expected,
+            "{}: status write {:#?}",
+            self.name,
+            self.d.status
+        );
+        self
+    }
+
+    fn operation(self, action: OperationAction, status: OperationPhase) -> Self {
+        let s = self.status();
+        let o = s
+            .operation
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no operation", self.name));
+        assert_eq!((o.action, o.status), (action, status), "{}", self.name);
+        self
+    }
+}
+
+// ---- rows ----
+
+#[test]
+fn first_sight() {
+    let mut fresh = bbi();
+    fresh.metadata.finalizers = None;
+    row(
+        "finalizer first, Ready=Unknown and Reconciling=True on the first write",
+        fresh,
+        Observation::None,
+    )
+    .action("AddFinalizer")
+    .writes(true)
+    .health(Unknown, Reason::Initializing)
+    .events(&[])
+    .requeue(Requeue::AwaitChange);
+
+    let r = row(
+        "with the finalizer: look the instance up",
+        bbi(),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()))
+    .writes(true)
+    .health(Unknown, Reason::Initializing);
+    let s = r.status();
+    assert_eq!(s.observed_generation, Some(1));
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(1) && c.last_transition_time == Time(now()))
+    );
+}
+
+#[test]
+fn create_flow_rows() {
+    row(
+        "not found: validate first",
+        bbi(),
+        Observation::Instance(None),
+    )
+    .action(&format!("Validate {}", instance_id()))
+    .health(False, Reason::Validating)
+    .events(&[]);
+
+    row(
+        "validate accepted: track it",
+        with_status(False, Reason::Validating, None),
+        started(OperationAction::Validate, Some(10)),
+    )
+    .action("None")
+    .operation(OperationAction::Validate, OperationPhase::InProgress)
+    .cond(VALIDATED, Unknown, Reason::Validating)
+    .health(False, Reason::Validating)
+    .events(&[Reason::Validating])
+    .requeue(secs(10));
+
+    row(
+        "restart with an operation in flight: poll the recorded URL",
+        validating(),
+        Observation::None,
+    )
+    .action(&format!("Poll {POLL}"))
+    .writes(false);
+
+    row(
+        "poll still in progress: nothing to write",
+        validating(),
+        polled(PolledStatus::InProgress),
+    )
+    .action("None")
+    .writes(false)
+    .events(&[])
+    .requeue(secs(10));
+
+    let r = row(
+        "validate succeeded: PUT create",
+        validating(),
+        polled(PolledStatus::Succeeded),
+    )
+    .action(&format!(
+        "Put Create {} policy {}",
+        instance_id(),
+        policy_id("BlobBackup-Policy")
+    ))
+    .operation(OperationAction::Validate, OperationPhase::Succeeded)
+    .cond(VALIDATED, True, Reason::ValidationSucceeded)
+    .health(False, Reason::Creating);
+    let s = r.status();
+    assert_eq!(
+        s.backup_instance_name.as_deref(),
+        Some(format!("msblobbackup-{UID}").as_str())
+    );
+    assert_eq!(s.operation.unwrap().end_time, Some(Time(now())));
+
+    row(
+        "restart after validation: PUT without validating again",
+        at(
+            Reason::Creating,
+            OperationAction::Validate,
+            OperationPhase::Succeeded,
+        ),
+        Observation::None,
+    )
+    .action("Put Create");
+
+    row(
+        "create accepted: track it",
+        at(
+            Reason::Creating,
+            OperationAction::Validate,
+            OperationPhase::Succeeded,
+        ),
+        started(OperationAction::Create, Some(60)),
+    )
+    .action("None")
+    .operation(OperationAction::Create, OperationPhase::InProgress)
+    .events(&[Reason::Creating])
+    .requeue(secs(60));
+
+    row(
+        "create succeeded: GET to see protection",
+        creating(),
+        polled(PolledStatus::Succeeded),
+    )
+    .action("GetInstance")
+    .operation(OperationAction::Create, OperationPhase::Succeeded);
+
+    row(
+        "create done synchronously (200/201 without a status URL)",
+        creating(),
+        Observation::Started {
+            action: OperationAction::Create,
+            poll: None,
+        },
+    )
+    .action("GetInstance")
+    .operation(OperationAction::Create, OperationPhase::Succeeded)
+    .events(&[Reason::Creating]);
+
+    let mut created = at(
+        Reason::Creating,
+        OperationAction::Create,
+        OperationPhase::Succeeded,
+    );
+    created.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
+    row(
+        "protection settling",
+        created.clone(),
+        found(instance("ConfiguringProtection")),
+    )
+    .action("None")
+    .health(False, Reason::ConfiguringProtection)
+    .events(&[])
+    .requeue(secs(10));
+
+    row(
+        "NotProtected right after create is still settling",
+        created.clone(),
+        found(instance("NotProtected")),
+    )
+    .health(False, Reason::ConfiguringProtection);
+
+    let mut configured_but_updating = instance("ProtectionConfigured");
+    configured_but_updating.protection_state = Some("UpdatingProtection".into());
+    row(
+        "configured status with an updating state is not Ready yet",
+        created.clone(),
+        found(configured_but_updating),
+    )
+    .health(False, Reason::ConfiguringProtection);
+
+    let r = row(
+        "protection configured: Ready",
+        created,
+        found(instance("ProtectionConfigured")),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .events(&[Reason::Protected])
+    .requeue(secs(600));
+    let s = r.status();
+    assert_eq!(s.protection_status.as_deref(), Some("ProtectionConfigured"));
+    assert_eq!(s.provisioning_state.as_deref(), Some("Succeeded"));
+
+    row(
+        "resync after Ready: no write, no event",
+        ready(),
+        Observation::None,
+    )
+    .action("GetInstance")
+    .writes(false);
+    row(
+        "resync finds the same: no write, no event",
+        ready(),
+        found(instance("ProtectionConfigured")),
+    )
+    .action("None")
+    .writes(false)
+    .events(&[])
+    .requeue(secs(600));
+}
+
+#[test]
+fn retry_after_is_clamped() {
+    let validating = || with_status(False, Reason::Validating, None);
+    row(
+        "an hour is too long",
+        validating(),
+        started(OperationAction::Validate, Some(3600)),
+    )
+    .requeue(secs(300));
+    row(
+        "zero is too short",
+        validating(),
+        started(OperationAction::Validate, Some(0)),
+    )
+    .requeue(secs(1));
+    row(
+        "absent: the default",
+        validating(),
+        started(OperationAction::Validate, None),
+    )
+    .requeue(secs(15));
+    let settings = Settings {
+        retry_after_min: Duration::from_secs(5),
+        retry_after_max: Duration::from_secs(20),
+        ..Settings::default()
+    };
+    row_with(
+        "the clamp is a setting",
+        validating(),
+        started(OperationAction::Validate, Some(60)),
+        &settings,
+    )
+    .requeue(secs(20));
+}
+
+#[test]
+fn adoption_and_conflicts() {
+    row(
+        "instance exists for the same account: adopt it",
+        bbi(),
+        found(instance("ProtectionConfigured")),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .events(&[Reason::Adopted, Reason::Protected]);
+
+    let mut shouting = instance("ProtectionConfigured");
+    shouting.datasource_id = ACCOUNT.to_uppercase();
+    row("ARM ids compare case-insensitively", bbi(), found(shouting))
+        .events(&[Reason::Adopted, Reason::Protected]);
+
+    let mut other = instance("ProtectionConfigured");
+    other.datasource_id = ACCOUNT.replace("msblobbackup", "someoneelse");
+    row(
+        "instance of that name protects another account",
+        bbi(),
+        found(other),
+    )
+    .action("None")
+    .health(False, Reason::InstanceConflict)
+    .message_has(READY, "someoneelse")
+    .message_has(READY, "spec.backupInstanceName")
+    .events(&[Reason::InstanceConflict])
+    .requeue(secs(10));
+}
+
+#[test]
+fn validation_failures() {
+    row(
+        "missing permission: Stalled with action and scope",
+        validating(),
+        polled(PolledStatus::Failed(missing_permission())),
+    )
+    .action("None")
+    .health(False, Reason::MissingPermissions)
+    .cond(VALIDATED, False, Reason::MissingPermissions)
+    .operation(OperationAction::Validate, OperationPhase::Failed)
+    .message_has(READY, "Microsoft.Authorization/roleAssignments/read")
+    .message_has(
+        READY,
+        &format!("{ACCOUNT}/providers/Microsoft.Authorization"),
+    )
+    .message_has(READY, "Storage Account Backup Contributor")
+    .message_has(READY, "aka.ms/UserErrorMissingRequiredPermissions")
+    .events(&[Reason::ValidationFailed])
+    .requeue(secs(10));
+
+    let holder = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg2/providers/Microsoft.DataProtection/backupVaults/otherVault"
+    );
+    let already = Observation::Failed {
+        call: AzureCall::Start(OperationAction::Validate),
+        error: ObservedError {
+            class: ErrorClass::NeedsPerson,
+            http_status: Some(400),
+            retry_after: None,
+            azure: azure(
+                "UserErrorDppDatasourceAlreadyProtected",
+                &format!("Datasource is already protected under the Backup vault {holder}."),
+                &[
+                    "Delete the backup instance msblobbackuptemp from the Backup vault to re-protect the datasource in any other vault.",
+                ],
+            ),
+        },
+    };
+    row(
+        "already protected: Stalled with the holding vault",
+        with_status(False, Reason::Validating, None),
+        already,
+    )
+    .health(False, Reason::AlreadyProtected)
+    .cond(VALIDATED, False, Reason::AlreadyProtected)
+    .message_has(
+        READY,
+        &format!("already protected by Backup vault {holder}. "),
+    )
+    .message_has(
+        READY,
+        "Recommended action: Delete the backup instance msblobbackuptemp",
+    )
+    .events(&[Reason::ValidationFailed]);
+
+    row(
+        "other validation failure",
+        validating(),
+        polled(PolledStatus::Failed(azure(
+            "UserErrorDatasourceAndBackupVaultLocationMismatch",
+            "regions differ",
+            &[],
+        ))),
+    )
+    .health(False, Reason::ValidationFailed)
+    .message_has(
+        READY,
+        "UserErrorDatasourceAndBackupVaultLocationMismatch: regions differ",
+    );
+
+    row(
+        "vault not found (404 on validate)",
+        with_status(False, Reason::Validating, None),
+        failed(
+            AzureCall::Start(OperationAction::Validate),
+            ErrorClass::NeedsPerson,
+            404,
+            "ResourceNotFound",
+            None,
+        ),
+    )
+    .health(False, Reason::AzureResourceNotFound)
+    .cond(VALIDATED, False, Reason::AzureResourceNotFound);
+
+    let mut still = at(
+        Reason::MissingPermissions,
+        OperationAction::Validate,
+        OperationPhase::Failed,
+    );
+    row(
+        "still stalled on retry: GET again, no new event",
+        still.clone(),
+        Observation::None,
+    )
+    .action("GetInstance")
+    .events(&[]);
+    still.status.as_mut().unwrap().operation =
+        Some(op(OperationAction::Validate, OperationPhase::InProgress));
+    row(
+        "still missing after 60s stalled: back off 60s, no new event",
+        still.clone(),
+        polled(PolledStatus::Failed(missing_permission())),
+    )
+    .requeue(secs(60))
+    .events(&[]);
+    let long_ago = t0() - jiff::SignedDuration::from_hours(1);
+    for c in &mut still.status.as_mut().unwrap().conditions {
+        c.last_transition_time = Time(long_ago);
+    }
+    row(
+        "long stalled: backoff capped",
+        still.clone(),
+        polled(PolledStatus::Failed(missing_permission())),
+    )
+    .requeue(secs(120));
+    let settings = Settings {
+        stalled_retry_max: Duration::from_secs(45),
+        ..Settings::default()
+    };
+    row_with(
+        "cap is --stalled-retry-max",
+        still,
+        polled(PolledStatus::Failed(missing_permission())),
+        &settings,
+    )
+    .requeue(secs(45));
+
+    let granted = at(
+        Reason::MissingPermissions,
+        OperationAction::Validate,
+        OperationPhase::InProgress,
+    );
+    row(
+        "permission granted: validation succeeds by itself",
+        granted,
+        polled(PolledStatus::Succeeded),
+    )
+    .action("Put Create")
+    .cond(VALIDATED, True, Reason::ValidationSucceeded)
+    // Stalled until Azure accepts the PUT: the backoff clock keeps running should it fail.
+    .health(False, Reason::MissingPermissions);
+}
+
+#[test]
+fn operation_outcomes_and_transient_trouble() {
+    let r = row(
+        "create failed",
+        creating(),
+        polled(PolledStatus::Failed(azure(
+            "UserErrorInvalidParameterInRequest",
+            "bad",
+            &["Fix it."],
+        ))),
+    )
+    .health(False, Reason::OperationFailed)
+    .operation(OperationAction::Create, OperationPhase::Failed)
+    .events(&[Reason::OperationFailed]);
+    let error = r.status().operation.unwrap().error.unwrap();
+    assert_eq!(
+        (error.code.as_str(), error.recommended_actions.len()),
+        ("UserErrorInvalidParameterInRequest", 1)
+    );
+
+    row(
+        "create canceled: start over, not stalled",
+        creating(),
+        polled(PolledStatus::Canceled),
+    )
+    .health(False, Reason::OperationCanceled)
+    .operation(OperationAction::Create, OperationPhase::Canceled)
+    .requeue(secs(10));
+
+    row(
+        "429 while polling: throttled, keep the operation",
+        creating(),
+        failed(
+            AzureCall::Poll,
+            ErrorClass::Transient,
+            429,
+            "TooManyRequests",
+            Some(30),
+        ),
+    )
+    .action("None")
+    .health(False, Reason::AzureThrottled)
+    .operation(OperationAction::Create, OperationPhase::InProgress)
+    .events(&[])
+    .requeue(secs(30));
+
+    row(
+        "503 without Retry-After",
+        creating(),
+        failed(
+            AzureCall::Poll,
+            ErrorClass::Transient,
+            503,
+            "ServiceUnavailable",
+            None,
+        ),
+    )
+    .health(False, Reason::AzureUnavailable)
+    .message_has(READY, "HTTP 503")
+    .requeue(secs(15));
+
+    row(
+        "429 on PUT",
+        at(
+            Reason::Creating,
+            OperationAction::Validate,
+            OperationPhase::Succeeded,
+        ),
+        failed(
+            AzureCall::Start(OperationAction::Create),
+            ErrorClass::Transient,
+            429,
+            "TooManyRequests",
+            Some(5),
+        ),
+    )
+    .health(False, Reason::AzureThrottled)
+    .operation(OperationAction::Validate, OperationPhase::Succeeded)
+    .requeue(secs(5));
+
+    row(
+        "403 on GET: Stalled",
+        bbi(),
+        failed(
+            AzureCall::Get,
+            ErrorClass::NeedsPerson,
+            403,
+            "AuthorizationFailed",
+            None,
+        ),
+    )
+    .health(False, Reason::AccessDenied)
+    .message_has(READY, "AuthorizationFailed")
+    .events(&[Reason::AccessDenied]);
+    row(
+        "401 on poll: Stalled",
+        creating(),
+        failed(
+            AzureCall::Poll,
+            ErrorClass::NeedsPerson,
+            401,
+            "InvalidAuthenticationToken",
+            None,
+        ),
+    )
+    .health(False, Reason::AccessDenied);
+
+    row(
+        "operation unknown to Azure (404 on poll): failed, start over later",
+        creating(),
+        failed(
+            AzureCall::Poll,
+            ErrorClass::NeedsPerson,
+            404,
+            "NotFound",
+            None,
+        ),
+    )
+    .operation(OperationAction::Create, OperationPhase::Failed)
+    .health(False, Reason::AzureResourceNotFound);
+
+    row(
+        "unreadable answer",
+        bbi(),
+        failed(AzureCall::Get, ErrorClass::Bug, 200, "", None),
+    )
+    .health(False, Reason::UnexpectedAzureResponse);
+
+    row(
+        "foreign poll host: Stalled naming the host, no token sent",
+        creating(),
+        Observation::PollRefused {
+            url: "https://evil.example.com/operationStatus/1".into(),
+            endpoint: "https://management.azure.com/".into(),
+        },
+    )
+    .action("None")
+    .health(False, Reason::PollUrlRefused)
+    .message_has(READY, "host evil.example.com")
+    .operation(OperationAction::Create, OperationPhase::InProgress);
+}
+
+#[test]
+fn spec_changes() {
+    let mut new_policy = ready();
+    new_policy.spec.policy.name = Some("BlobVaulted-Policy".into());
+    new_policy.metadata.generation = Some(2);
+    row(
+        "policy change: PUT update without validating",
+        new_policy.clone(),
+        Observation::None,
+    )
+    .action("GetInstance");
+    let r = row(
+        "policy differs in Azure: PUT update",
+        new_policy,
+        found(instance("ProtectionConfigured")),
+    )
+    .action(&format!(
+        "Put Update {} policy {}",
+        instance_id(),
+        policy_id("BlobVaulted-Policy")
+    ))
+    .health(False, Reason::Updating)
+    .events(&[]);
+    assert_eq!(r.status().observed_generation, Some(2));
+    assert!(
+        r.status()
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != VALIDATED)
+            .all(|c| c.observed_generation == Some(2))
+    );
+
+    let mut by_id = ready();
+    by_id.spec.policy = PolicyRef {
+        name: None,
+        id: Some(policy_id("BlobBackup-Policy").to_lowercase()),
+    };
+    row(
+        "policy by id in other casing is the same policy",
+        by_id,
+        found(instance("ProtectionConfigured")),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .events(&[]);
+
+    let mut vaulted = ready();
+    vaulted.spec.vaulted_backup = Some(VaultedBackup {
+        containers: vec!["logs".into(), "images".into()],
+    });
+    let mut in_azure = instance("ProtectionConfigured");
+    in_azure.containers = Some(vec!["images".into()]);
+    row(
+        "containers change: PUT update",
+        vaulted.clone(),
+        found(in_azure.clone()),
+    )
+    .action("Put Update");
+    in_azure.containers = Some(vec!["images".into(), "logs".into()]);
+    row(
+        "same containers in another order: nothing to do",
+        vaulted,
+        found(in_azure),
+    )
+    .action("None")
+    .writes(false);
+
+    let mut configuring = ready();
+    configuring.spec.policy.name = Some("BlobVaulted-Policy".into());
+    row(
+        "change while Azure configures: wait, then update",
+        configuring,
+        found(instance("ConfiguringProtection")),
+    )
+    .action("None")
+    .health(False, Reason::ConfiguringProtection)
+    .message_has(READY, "policy change to BlobVaulted-Policy");
+
+    let mut stalled = at(
+        Reason::MissingPermissions,
+        OperationAction::Validate,
+        OperationPhase::Failed,
+    );
+    stalled.metadata.generation = Some(2);
+    row(
+        "new generation while Stalled: retry at once",
+        stalled.clone(),
+        Observation::None,
+    )
+    .action("GetInstance")
+    .writes(false)
+    .requeue(secs(1));
+    let r = row(
+        "the new generation counts as observed once the conditions speak for it",
+        stalled,
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .health(False, Reason::Validating);
+    assert_eq!(r.status().observed_generation, Some(2));
+
+    let mut in_flight = at(
+        Reason::Creating,
+        OperationAction::Create,
+        OperationPhase::InProgress,
+    );
+    in_flight.spec.policy.name = Some("BlobVaulted-Policy".into());
+    in_flight.metadata.generation = Some(2);
+    row(
+        "new generation while an operation is in flight: finish it first",
+        in_flight,
+        Observation::None,
+    )
+    .action(&format!("Poll {POLL}"))
+    .writes(true);
+}
+
+#[test]
+fn drift_and_protection_errors() {
+    row(
+        "instance deleted outside Kubernetes: recreate",
+        ready(),
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .health(False, Reason::Validating)
+    .events(&[Reason::DriftDetected]);
+
+    let mut broken = instance("ProtectionError");
+    broken.protection_error = Some(azure(
+        "UserErrorIncorrectContainersSelectedForOperation",
+        "container gone",
+        &["Edit the backup instance."],
+    ));
+    row(
+        "protection error (user error): Stalled with errorDetails",
+        ready(),
+        found(broken.clone()),
+    )
+    .action("None")
+    .health(False, Reason::ProtectionError)
+    .message_has(
+        READY,
+        "UserErrorIncorrectContainersSelectedForOperation: container gone",
+    )
+    .message_has(READY, "Edit the backup instance.")
+    .events(&[Reason::ProtectionError])
+    .requeue(secs(10));
+
+    row(
+        "protection error seen before: ask Azure to re-sync after the backoff, still Stalled",
+        with_status(False, Reason::ProtectionError, None),
+        found(broken.clone()),
+    )
+    .action(&format!("Sync {}", instance_id()))
+    .health(False, Reason::ProtectionError);
+
+    row(
+        "sync accepted",
+        with_status(False, Reason::Syncing, None),
+        started(OperationAction::Sync, Some(10)),
+    )
+    .operation(OperationAction::Sync, OperationPhase::InProgress)
+    .events(&[Reason::Syncing]);
+
+    row(
+        "sync done: GET",
+        at(
+            Reason::Syncing,
+            OperationAction::Sync,
+            OperationPhase::InProgress,
+        ),
+        polled(PolledStatus::Succeeded),
+    )
+    .action("GetInstance");
+
+    broken.protection_error = Some(azure("InternalError", "service trouble", &[]));
+    row(
+        "protection error on Azure's side: Ready=False, not Stalled",
+        ready(),
+        found(broken),
+    )
+    .cond(READY, False, Reason::ProtectionError)
+    .cond(RECONCILING, True, Reason::ProtectionError)
+    .cond(STALLED, False, Reason::ProtectionError)
+    .requeue(secs(120));
+
+    let mut fixed = instance("ProtectionError");
+    fixed.policy_id = policy_id("Old-Policy");
+    row(
+        "protection error and a spec change: PUT update",
+        ready(),
+        found(fixed),
+    )
+    .action("Put Update");
+
+    row(
+        "protection stopped in Azure: Stalled",
+        ready(),
+        found(instance("ProtectionStopped")),
+    )
+    .health(False, Reason::ProtectionStopped)
+    .message_has(READY, "resume protection");
+}
+
+#[test]
+fn invalid_spec() {
+    let mut bad = bbi();
+    bad.metadata.finalizers = None;
+    bad.spec.policy.id = Some(format!(
+        "{}/backupPolicies/p",
+        VAULT.replace("testBkpVault", "otherVault")
+    ));
+    bad.spec.policy.name = None;
+    row(
+        "policy of another vault: Stalled naming the field, no finalizer, no Azure call",
+        bad,
+        Observation::None,
+    )
+    .action("None")
+    .writes(true)
+    .health(False, Reason::InvalidSpec)
+    .message_has(READY, "spec.policy.id")
+    .events(&[Reason::InvalidSpec])
+    .requeue(Requeue::AwaitChange);
+
+    let mut retain = with_status(False, Reason::InvalidSpec, None);
+    retain.spec.deletion_policy = DeletionPolicy::Retain;
+    row(
+        "Retain without vaultedBackup, already reported: no event again",
+        retain,
+        Observation::None,
+    )
+    .action("None")
+    .message_has(READY, "spec.deletionPolicy")
+    .events(&[]);
+
+    let mut no_uid = bbi();
+    no_uid.metadata.uid = None;
+    row("no uid to default the name from", no_uid, Observation::None)
+        .health(False, Reason::InvalidSpec)
+        .message_has(READY, "metadata.uid");
+}
+
+#[test]
+fn deletion() {
+    row(
+        "Delete: look the instance up first",
+        deleting(ready(), DeletionPolicy::Delete),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+    row(
+        "Delete: DELETE it",
+        deleting(ready(), DeletionPolicy::Delete),
+        found(instance("ProtectionConfigured")),
+    )
+    .action(&format!("Delete {}", instance_id()))
+    .health(False, Reason::Deleting);
+    row(
+        "Delete accepted",
+        deleting(ready(), DeletionPolicy::Delete),
+        started(OperationAction::Delete, Some(30)),
+    )
+    .action("None")
+    .operation(OperationAction::Delete, OperationPhase::InProgress)
+    .events(&[Reason::Deleting])
+    .requeue(secs(30));
+    let deleting_op = || {
+        deleting(
+            at(
+                Reason::Deleting,
+                OperationAction::Delete,
+                OperationPhase::InProgress,
+            ),
+            DeletionPolicy::Delete,
+        )
+    };
+    row("Delete in progress: poll", deleting_op(), Observation::None).action("Poll");
+    row(
+        "Delete confirmed: remove the finalizer",
+        deleting_op(),
+        polled(PolledStatus::Succeeded),
+    )
+    .action("RemoveFinalizer")
+    .writes(false)
+    .events(&[Reason::Deleted])
+    .requeue(Requeue::AwaitChange);
+    row(
+        "Delete done at once (204)",
+        deleting(ready(), DeletionPolicy::Delete),
+        Observation::Started {
+            action: OperationAction::Delete,
+            poll: None,
+        },
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::Deleting, Reason::Deleted]);
+    row(
+        "404 on DELETE means done",
+        deleting(ready(), DeletionPolicy::Delete),
+        failed(
+            AzureCall::Start(OperationAction::Delete),
+            ErrorClass::NeedsPerson,
+            404,
+            "NotFound",
+            None,
+        ),
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::Deleted]);
+    row(
+        "instance already gone",
+        deleting(ready(), DeletionPolicy::Delete),
+        Observation::Instance(None),
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::Deleted]);
+    row(
+        "Delete failed: keep the finalizer, Stalled",
+        deleting_op(),
+        polled(PolledStatus::Failed(azure(
+            "UserErrorStorageAccountInLockedState",
+            "locked",
+            &[],
+        ))),
+    )
+    .action("None")
+    .health(False, Reason::DeletionFailed)
+    .message_has(READY, "locked");
+    row(
+        "Delete rejected (409): keep the finalizer",
+        deleting(ready(), DeletionPolicy::Delete),
+        failed(
+            AzureCall::Start(OperationAction::Delete),
+            ErrorClass::NeedsPerson,
+            409,
+            "Conflict",
+            None,
+        ),
+    )
+    .action("None")
+    .health(False, Reason::DeletionFailed);
+    row(
+        "Delete throttled: retry",
+        deleting(ready(), DeletionPolicy::Delete),
+        failed(
+            AzureCall::Start(OperationAction::Delete),
+            ErrorClass::Transient,
+            429,
+            "TooManyRequests",
+            Some(20),
+        ),
+    )
+    .action("None")
+    .health(False, Reason::AzureThrottled)
+    .requeue(secs(20));
+    row(
+        "restart after Azure confirmed: remove the finalizer",
+        deleting(
+            at(
+                Reason::Deleting,
+                OperationAction::Delete,
+                OperationPhase::Succeeded,
+            ),
+            DeletionPolicy::Delete,
+        ),
+        Observation::None,
+    )
+    .action("RemoveFinalizer");
+
+    let mut other = instance("ProtectionConfigured");
+    other.datasource_id = ACCOUNT.replace("msblobbackup", "someoneelse");
+    row(
+        "the name belongs to another account's instance: leave it",
+        deleting(bbi(), DeletionPolicy::Delete),
+        found(other),
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::InstanceConflict, Reason::Deleted]);
+
+    row(
+        "Retain: stop protection",
+        deleting(ready(), DeletionPolicy::Retain),
+        found(instance("ProtectionConfigured")),
+    )
+    .action(&format!("StopProtection {}", instance_id()))
+    .health(False, Reason::StoppingProtection);
+    row(
+        "Retain confirmed",
+        deleting(
+            with_status(
+                False,
+                Reason::StoppingProtection,
+                Some(op(
+                    OperationAction::StopProtection,
+                    OperationPhase::InProgress,
+                )),
+            ),
+            DeletionPolicy::Retain,
+        ),
+        polled(PolledStatus::Succeeded),
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::ProtectionStopped]);
+    row(
+        "Retain with protection already stopped",
+        deleting(ready(), DeletionPolicy::Retain),
+        found(instance("ProtectionStopped")),
+    )
+    .action("RemoveFinalizer");
+    let old_api = Settings {
+        stop_protection_supported: false,
+        api_version: "2021-01-01".into(),
+        ..Settings::default()
+    };
+    row_with(
+        "Retain refused when the api-version lacks stopProtection",
+        deleting(ready(), DeletionPolicy::Retain),
+        found(instance("ProtectionConfigured")),
+        &old_api,
+    )
+    .action("None")
+    .health(False, Reason::StopProtectionUnsupported)
+    .message_has(READY, "2021-01-01")
+    .message_has(READY, "Delete or Orphan");
+
+    row(
+        "Orphan: nothing in Azure",
+        deleting(ready(), DeletionPolicy::Orphan),
+        Observation::None,
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::Orphaned]);
+
+    let mut gone = deleting(ready(), DeletionPolicy::Delete);
+    gone.metadata.finalizers = None;
+    row("no finalizer: nothing to do", gone, Observation::None)
+        .action("None")
+        .writes(false)
+        .requeue(Requeue::AwaitChange);
+
+    let creating = at(
+        Reason::Creating,
+        OperationAction::Create,
+        OperationPhase::InProgress,
+    );
+    row(
+        "deleted while creating: let the PUT finish",
+        deleting(creating, DeletionPolicy::Delete),
+        Observation::None,
+    )
+    .action("Poll");
+    let validating = at(
+        Reason::Validating,
+        OperationAction::Validate,
+        OperationPhase::InProgress,
+    );
+    row(
+        "deleted while validating: validation writes nothing, abandon it",
+        deleting(validating, DeletionPolicy::Delete),
+        Observation::None,
+    )
+    .action("GetInstance");
+
+    let mut invalid = deleting(bbi(), DeletionPolicy::Delete);
+    invalid.spec.vault.id = "not an id".into();
+    row(
+        "invalid spec and nothing written: just remove the finalizer",
+        invalid.clone(),
+        Observation::None,
+    )
+    .action("RemoveFinalizer");
+    invalid.status = ready().status;
+    row(
+        "invalid spec after writing to Azure: Stalled",
+        invalid,
+        Observation::None,
+    )
+    .action("None")
+    .health(False, Reason::InvalidSpec)
+    .message_has(READY, "spec.vault.id");
+}
+
+#[test]
+fn last_transition_time_moves_only_when_status_flips() {
+    let r = row(
+        "reason changes, status stays False",
+        at(
+            Reason::Validating,
+            OperationAction::Validate,
+            OperationPhase::InProgress,
+        ),
+        polled(PolledStatus::Succeeded),
+    );
+    let ready_cond = r
+        .status()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == READY)
+        .unwrap();
+    assert_eq!(
+        (ready_cond.reason.as_str(), ready_cond.last_transition_time),
+        ("Creating", Time(t0()))
+    );
+
+    let mut created = at(
+        Reason::ConfiguringProtection,
+        OperationAction::Create,
+        OperationPhase::Succeeded,
+    );
+    created.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
+    let s = row(
+        "False to True",
+        created,
+        found(instance("ProtectionConfigured")),
+    )
+    .status();
+    let time_of = |t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .last_transition_time
+            .clone()
+    };
+    assert_eq!(time_of(READY), Time(now()));
+    assert_eq!(time_of(RECONCILING), Time(now()));
+    assert_eq!(time_of(STALLED), Time(t0()));
+}
+
+/// Drives decide like the controller: applies statuses and finalizer changes, answers actions.
+struct World {
+    obj: BlobBackupInstance,
+    now: Timestamp,
+    status_writes: usize,
+    calls: Vec<String>,
+    events: Vec<Reason>,
+}
+
+impl World {
+    fn reconcile(&mut self, answer: &mut dyn FnMut(&Action) -> Observation) -> Requeue {
+        let mut observation = Observation::None;
+        for _ in 0..8 {
+            let d = decide(&self.obj, &observation, self.now, &Settings::default());
+            self.events.extend(d.events.iter().map(|e| e.reason));
+            if let Some(status) = d.status {
+                self.status_writes += 1;
+                self.obj.status = Some(status);
+            }
+            observation = match &d.action {
+                Action::None => return d.requeue,
+                Action::AddFinalizer => {
+                    self.obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+                    Observation::None
+                }
+                Action::RemoveFinalizer => {
+                    self.obj.metadata.finalizers = None;
+                    return d.requeue;
+                }
+                other => {
+                    self.calls
+                        .push(action_name(other).split(' ').next().unwrap().to_owned());
+                    answer(other)
+                }
+            };
+        }
+        panic!("reconcile did not settle: {:#?}", self.obj.status);
+    }
+}
+
+#[test]
+fn whole_create_and_delete_flow_is_minimal() {
+    let mut fresh = bbi();
+    fresh.metadata.finalizers = None;
+    let mut world = World {
+        obj: fresh,
+        now: now(),
+        status_writes: 0,
+        calls: Vec::new(),
+        events: Vec::new(),
+    };
+    let mut azure_answers = |action: &Action| match action {
+        Action::GetInstance(_) => Observation::Instance(None),
+        Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(world.reconcile(&mut azure_answers), secs(10));
+    let mut azure_answers = |action: &Action| match action {
+        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Put { .. } => started(OperationAction::Create, Some(15)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(world.reconcile(&mut azure_answers), secs(15));
+    let mut azure_answers = |action: &Action| match action {
+        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::GetInstance(_) => found(instance("ProtectionConfigured")),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(world.reconcile(&mut azure_answers), secs(600));
+    assert_eq!(
+        world.calls,
+        [
+            "GetInstance",
+            "Validate",
+            "Poll",
+            "Put",
+            "Poll",
+            "GetInstance"
+        ]
+    );
+    let ready_cond = world
+        .obj
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (ready_cond.status, ready_cond.reason.as_str()),
+        (True, "ProtectionConfigured")
+    );
+    // Decisions that changed something: 7 of the 10 (a controller that writes once per
+    // reconcile makes that 3). Polls that find the operation still running write nothing.
+    assert_eq!(world.status_writes, 7, "status writes");
+
+    let writes = world.status_writes;
+    let mut azure_answers = |_: &Action| found(instance("ProtectionConfigured"));
+    assert_eq!(world.reconcile(&mut azure_answers), secs(600));
+    assert_eq!(
+        world.status_writes, writes,
+        "a resync that finds nothing new writes nothing"
+    );
+
+    world.obj.metadata.deletion_timestamp = Some(Time(now()));
+    world.calls.clear();
+    let mut azure_answers = |action: &Action| match action {
+        Action::GetInstance(_) => found(instance("ProtectionConfigured")),
+        Action::Delete(_) => started(OperationAction::Delete, Some(30)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(world.reconcile(&mut azure_answers), secs(30));
+    let mut azure_answers = |action: &Action| match action {
+        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(world.reconcile(&mut azure_answers), Requeue::AwaitChange);
+    assert_eq!(world.calls, ["GetInstance", "Delete", "Poll"]);
+    assert!(world.obj.metadata.finalizers.is_none());
+}
+
+#[test]
+fn reasons_are_camel_case_and_unique() {
+    let mut seen = std::collections::HashSet::new();
+    for reason in Reason::ALL {
+        let s = reason.as_str();
+        assert!(
+            s.chars().next().unwrap().is_ascii_uppercase()
+                && s.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{s}"
+        );
+        assert!(seen.insert(s), "{s} twice");
+    }
+    assert!(Reason::ALL.len() >= 30);
+}
+
+#[test]
+fn stalled_retries_back_off_and_recover_by_themselves() {
+    let mut world = World {
+        obj: bbi(),
+        now: now(),
+        status_writes: 0,
+        calls: Vec::new(),
+        events: Vec::new(),
+    };
+    let validated_at_once = |action: &Action| match action {
+        Action::GetInstance(_) => Observation::Instance(None),
+        Action::Validate(_) => Observation::Started {
+            action: OperationAction::Validate,
+            poll: None,
+        },
+        _ => panic!("unexpected {action:?}"),
+    };
+    // validateForBackup "succeeds" at once here only to reach PUT, which Azure refuses.
+    let mut answer = |action: &Action| match action {
+        Action::Put { .. } => failed(
+            AzureCall::Start(OperationAction::Create),
+            ErrorClass::NeedsPerson,
+            403,
+            "LinkedAuthorizationFailed",
+            None,
+        ),
+        other => validated_at_once(other),
+    };
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let requeue = world.reconcile(&mut answer);
+        let Requeue::After(wait) = requeue else {
+            panic!("{requeue:?}")
+        };
+        waits.push(wait.as_secs());
+        world.now += jiff::SignedDuration::try_from(wait).unwrap();
+        let status = world.obj.status.clone().unwrap();
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STALLED)
+            .unwrap();
+        assert_eq!(
+            (stalled.status, stalled.reason.as_str()),
+            (True, "AccessDenied")
+        );
+    }
+    assert_eq!(waits, [10, 10, 20, 40, 80, 120, 120]);
+    assert_eq!(
+        world.events,
+        [Reason::Validating, Reason::AccessDenied],
+        "one Warning, not one per retry"
+    );
+    let op = world
+        .obj
+        .status
+        .as_ref()
+        .unwrap()
+        .operation
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (op.action, op.status),
+        (OperationAction::Create, OperationPhase::Failed)
+    );
+
+    // The person grants access: the next retry goes through without any edit.
+    let mut granted = |action: &Action| match action {
+        Action::GetInstance(_) => Observation::Instance(None),
+        Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    world.reconcile(&mut granted);
+    let mut granted = |action: &Action| match action {
+        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Put { .. } => started(OperationAction::Create, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    world.reconcile(&mut granted);
+    let status = world.obj.status.clone().unwrap();
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STALLED)
+        .unwrap();
+    assert_eq!(
+        (stalled.status, stalled.reason.as_str()),
+        (False, "Creating")
+    );
+}
+
+#[test]
+fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
+    let stalled = after(
+        validating(),
+        &[polled(PolledStatus::Failed(missing_permission()))],
+    );
+    row(
+        "retrying validation: no write yet",
+        stalled.clone(),
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .writes(false)
+    .health(False, Reason::MissingPermissions);
+    row(
+        "retry accepted: the operation is recorded, Stalled stays, no event",
+        stalled.clone(),
+        started(OperationAction::Validate, Some(10)),
+    )
+    .operation(OperationAction::Validate, OperationPhase::InProgress)
+    .health(False, Reason::MissingPermissions)
+    .cond(VALIDATED, False, Reason::MissingPermissions)
+    .events(&[]);
+    let mut edited = stalled;
+    edited.metadata.generation = Some(2);
+    row(
+        "after an edit the retry shows progress",
+        edited,
+        Observation::Instance(None),
+    )
+    .action("Validate")
+    .health(False, Reason::Validating);
+
+    let mut synced = at(
+        Reason::ProtectionError,
+        OperationAction::Sync,
+        OperationPhase::Succeeded,
+    );
+    synced.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
+    synced
+        .status
+        .as_mut()
+        .unwrap()
+        .operation
+        .as_mut()
+        .unwrap()
+        .end_time = Some(Time(now() - jiff::SignedDuration::from_secs(5)));
+    let mut broken = instance("ProtectionError");
+    broken.protection_error = Some(azure("UserErrorX", "still broken", &[]));
+    row(
+        "synced 5s ago, stalled for 60s: not yet",
+        synced.clone(),
+        found(broken.clone()),
+    )
+    .action("None")
+    .health(False, Reason::ProtectionError)
+    .events(&[])
+    .requeue(secs(60));
+    synced
+        .status
+        .as_mut()
+        .unwrap()
+        .operation
+        .as_mut()
+        .unwrap()
+        .end_time = Some(Time(now() - jiff::SignedDuration::from_secs(90)));
+    row(
+        "synced 90s ago: sync again, still Stalled",
+        synced,
+        found(broken),
+    )
+    .action("Sync")
+    .health(False, Reason::ProtectionError);
+}
