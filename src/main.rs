@@ -289,10 +289,26 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, with the causes: what a person reads first in `kubectl logs`.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the line already
+/// holds (kube and Azure errors repeat their sources in their own messages).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !line.contains(text.trim()) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(text.trim());
+        }
+    }
+    line
 }
 
 fn print_crd() -> Result<()> {
@@ -311,11 +327,11 @@ async fn run(args: RunArgs) -> Result<()> {
     telemetry::init_logging(plan.log_format)?;
     arm::install_crypto_provider();
 
-    let metrics = Metrics::new();
-    let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
     let client = kube::Client::try_default().await.context(
         "cannot configure the Kubernetes client (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
     )?;
+    let metrics = Metrics::new();
+    let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
 
     let (stop, stopped) = watch::channel(false);
     let stop = Arc::new(stop);

@@ -766,3 +766,39 @@ async fn retain_on_an_api_version_without_stop_protection_keeps_the_finalizer() 
     assert_eq!(h.azure(ops::DELETE), 0);
     controller.stop().await;
 }
+
+#[tokio::test]
+async fn every_example_goes_ready_and_deletes_per_its_policy() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    // All examples protect the article's account: one at a time, as their comments say.
+    for (file, leaves_instance) in [
+        ("msblobbackup.yaml", false),
+        ("deletion-policy-delete.yaml", false),
+        ("vaulted.yaml", false),
+        ("deletion-policy-retain.yaml", true),
+        ("deletion-policy-orphan.yaml", true),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut object: Value = serde_saphyr::from_str(&text).unwrap();
+        object["metadata"]["namespace"] = json!(NS);
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        h.api.create(object).unwrap();
+        let ready = h.wait_ready(&name).await;
+        let id = ready["status"]["backupInstanceId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        h.api.delete(RESOURCE, NS, &name).unwrap();
+        h.wait_gone(&name).await;
+        let left: Vec<Value> = h.emulator.admin().instances();
+        assert_eq!(left.len(), usize::from(leaves_instance), "{file}: {left:?}");
+        if leaves_instance {
+            // Clear the account for the next example.
+            h.emulator.admin().delete_instance_out_of_band(&id).unwrap();
+        }
+    }
+    controller.stop().await;
+}

@@ -600,12 +600,26 @@ fn deletion_requested(obj: &BlobBackupInstance) -> Option<u64> {
     Some(u64::from(obj.metadata.deletion_timestamp.is_some()))
 }
 
+/// A hash of the finalizers other than ours. Adding ours needs no wake-up: the reconcile
+/// that adds it carries on in the same loop, and a second reconcile right after it would
+/// only poll Azure early and lose the operation's `Retry-After`.
+fn other_finalizers(obj: &BlobBackupInstance) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    obj.finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .for_each(|f| f.hash(&mut hasher));
+    Some(hasher.finish())
+}
+
 /// Runs the controller until `shutdown` completes, then lets the reconciles in flight finish
 /// (none is started after) and returns.
 ///
 /// Watches `BlobBackupInstance` resources (in `config.watch_namespace`, or all namespaces)
-/// and reconciles a resource when its generation, finalizers or deletion change (never on
-/// the controller's own status writes) and when a decision's requeue time comes. Up to
+/// and reconciles a resource when its generation, its other controllers' finalizers or its
+/// deletion change (never on the controller's own writes) and when a decision's requeue
+/// time comes. Up to
 /// `config.concurrency` resources are reconciled at once. Azure calls go through `arm`;
 /// `metrics` gets the controller's series; `health` is told when the watch has listed the
 /// resources (`set_watching`) and gets a heartbeat per reconcile.
@@ -641,7 +655,7 @@ pub async fn run(
     let watch_ctx = ctx.clone();
     let watch_reader = reader.clone();
     let predicate = predicates::generation
-        .combine(predicates::finalizers)
+        .combine(other_finalizers)
         .combine(deletion_requested);
     let triggers = watcher(api, watcher::Config::default())
         .default_backoff()
