@@ -100,7 +100,7 @@ enum Holder {
 #[derive(Clone, Debug)]
 enum Phase {
     Configured,
-    ConfigureFailed(UserFacingError),
+    ConfigureFailed(Box<UserFacingError>),
     Stopped,
 }
 
@@ -193,7 +193,7 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
     match (pending.kind, pending.failure) {
         (OpKind::Delete, _) => return true,
         (OpKind::Create | OpKind::Update, Some(error)) => {
-            instance.phase = Phase::ConfigureFailed(error);
+            instance.phase = Phase::ConfigureFailed(Box::new(error));
         }
         (OpKind::Create | OpKind::Update, None) => {
             instance.phase = Phase::Configured;
@@ -235,7 +235,7 @@ fn view(instance: &Instance) -> BackupInstanceResource {
             "ConfiguringProtectionFailed",
             "ConfiguringProtectionFailed",
             "Failed",
-            Some(e.clone()),
+            Some(e.as_ref().clone()),
         ),
     };
     let (status, current, provisioning, error) = match instance.pending.as_ref().map(|p| p.kind) {
@@ -616,7 +616,7 @@ impl State {
         let (subscription, location) = self
             .vaults
             .get(vault_key)
-            .map(|v| (v.id.subscription.clone(), v.location.clone()))
+            .map(|v| (v.id.subscription.clone(), normalize_location(&v.location)))
             .unwrap_or_default();
         let duration = self.settings.latency;
         let done_at = ctx.now + duration;
