@@ -152,6 +152,13 @@ impl Env {
         self.call(Method::GET, url, None).await
     }
 
+    /// The `properties` of an instance as GET answers them.
+    async fn props(&self, name: &str) -> Value {
+        let answer = self.get(&self.instance_url(name, V2026)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer.body["properties"].clone()
+    }
+
     async fn put(&self, name: &str, props: &Value) -> Answer {
         let url = self.instance_url(name, V2026);
         self.call(Method::PUT, &url, Some(&json!({"properties": props})))
@@ -522,13 +529,10 @@ async fn missing_permission_fails_the_operation_until_granted() {
         env.finish(created.header("azure-asyncoperation")).await["status"],
         "Failed"
     );
-    let got = env.get(&env.instance_url("bi", V2026)).await;
+    let status = &env.props("bi").await["protectionStatus"];
+    assert_eq!(status["status"], "ConfiguringProtectionFailed");
     assert_eq!(
-        got.body["properties"]["protectionStatus"]["status"],
-        "ConfiguringProtectionFailed"
-    );
-    assert_eq!(
-        got.body["properties"]["protectionStatus"]["errorDetails"]["code"],
+        status["errorDetails"]["code"],
         "UserErrorMissingRequiredPermissions"
     );
 
@@ -545,16 +549,9 @@ async fn missing_permission_fails_the_operation_until_granted() {
         env.finish(retried.header("azure-asyncoperation")).await["status"],
         "Succeeded"
     );
-    let got = env.get(&env.instance_url("bi", V2026)).await;
-    assert_eq!(
-        got.body["properties"]["protectionStatus"]["status"],
-        "ProtectionConfigured"
-    );
-    assert!(
-        got.body["properties"]["protectionStatus"]
-            .get("errorDetails")
-            .is_none()
-    );
+    let status = &env.props("bi").await["protectionStatus"];
+    assert_eq!(status["status"], "ProtectionConfigured");
+    assert!(status.get("errorDetails").is_none());
     env.call(Method::DELETE, &env.instance_url("bi", V2026), None)
         .await;
     let answer = env.validate(&instance("msblobbackup", None)).await;
@@ -811,11 +808,8 @@ async fn stop_protection_and_sync() {
         env.finish(stopping.header("azure-asyncoperation")).await["status"],
         "Succeeded"
     );
-    let stopped = env.get(&env.instance_url("vlt", V2026)).await;
-    assert_eq!(
-        stopped.body["properties"]["protectionStatus"]["status"],
-        "ProtectionStopped"
-    );
+    let stopped = env.props("vlt").await;
+    assert_eq!(stopped["protectionStatus"]["status"], "ProtectionStopped");
     assert_eq!(
         env.call(Method::POST, &stop("vlt"), None).await.status,
         StatusCode::OK
@@ -833,23 +827,12 @@ async fn stop_protection_and_sync() {
             .status,
         StatusCode::OK
     );
-    let broken = env.get(&env.instance_url("ops", V2026)).await.body;
-    assert_eq!(
-        broken["properties"]["protectionStatus"]["status"],
-        "ProtectionError"
-    );
-    assert_eq!(
-        broken["properties"]["currentProtectionState"],
-        "ProtectionError"
-    );
-    assert_eq!(
-        broken["properties"]["protectionStatus"]["errorDetails"]["message"],
-        "versions deleted"
-    );
-    assert_eq!(
-        broken["properties"]["protectionErrorDetails"]["code"],
-        "UserErrorBlobVersionDeletedDuringBackup"
-    );
+    let broken = env.props("ops").await;
+    assert_eq!(broken["protectionStatus"]["status"], "ProtectionError");
+    assert_eq!(broken["currentProtectionState"], "ProtectionError");
+    let details = &broken["protectionStatus"]["errorDetails"];
+    assert_eq!(details["message"], "versions deleted");
+    assert_eq!(broken["protectionErrorDetails"], *details);
     let sync = env
         .call(
             Method::POST,
@@ -862,12 +845,9 @@ async fn stop_protection_and_sync() {
         env.get(sync.header("location")).await.body["objectType"],
         "OperationJobExtendedInfo"
     );
-    let healed = env.get(&env.instance_url("ops", V2026)).await.body;
-    assert_eq!(
-        healed["properties"]["protectionStatus"]["status"],
-        "ProtectionConfigured"
-    );
-    assert!(healed["properties"].get("protectionErrorDetails").is_none());
+    let healed = env.props("ops").await;
+    assert_eq!(healed["protectionStatus"]["status"], "ProtectionConfigured");
+    assert!(healed.get("protectionErrorDetails").is_none());
     assert!(
         env.emulator
             .admin()

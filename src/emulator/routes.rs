@@ -156,27 +156,17 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
             return response;
         }
         Some(Fault::Status(status, retry_after)) => fault_reply(status, retry_after),
-        Some(Fault::Slow(delay)) => {
-            tokio::time::sleep(delay).await;
-            answer(&shared, &parts, route, operation, body, &ids).await
+        slow => {
+            if let Some(Fault::Slow(delay)) = slow {
+                tokio::time::sleep(delay).await;
+            }
+            respond(&shared, &parts, route, operation, body, &ids)
+                .await
+                .unwrap_or_else(|error| error)
         }
-        None => answer(&shared, &parts, route, operation, body, &ids).await,
     };
     shared.count(name, reply.status.as_u16());
     reply.into_response()
-}
-
-async fn answer(
-    shared: &Shared,
-    parts: &Parts,
-    route: Route,
-    operation: Option<&'static str>,
-    body: Body,
-    ids: &RequestIds,
-) -> Reply {
-    respond(shared, parts, route, operation, body, ids)
-        .await
-        .unwrap_or_else(|error| error)
 }
 
 async fn respond(

@@ -737,43 +737,37 @@ impl State {
                 }
             }
         };
+        let created = matches!(plan, PutPlan::Create);
         let (status, op_id) = match plan {
             PutPlan::Unchanged => (StatusCode::OK, None),
             PutPlan::Running(op) => (StatusCode::OK, Some(op)),
-            PutPlan::Update => {
-                let op = self.start_instance_operation(
-                    ctx,
-                    &key,
-                    OpKind::Update,
-                    checked.permission_failure,
-                );
-                (StatusCode::OK, Some(op))
-            }
-            PutPlan::Create => {
-                self.instances.insert(
-                    key.clone(),
-                    Instance {
-                        id: format!("{vault_display}/backupInstances/{name}"),
-                        name: name.to_owned(),
-                        vault_key: vault.key.clone(),
-                        account_key: checked.account_key.clone(),
-                        props,
-                        tags: resource.tags,
-                        vaulted: checked.vaulted,
-                        phase: Phase::Configured,
-                        pending: None,
-                        protection_error: None,
-                    },
-                );
-                self.holders
-                    .insert(checked.account_key.clone(), Holder::Instance(key.clone()));
-                let op = self.start_instance_operation(
-                    ctx,
-                    &key,
-                    OpKind::Create,
-                    checked.permission_failure,
-                );
-                (StatusCode::CREATED, Some(op))
+            PutPlan::Update | PutPlan::Create => {
+                if created {
+                    self.instances.insert(
+                        key.clone(),
+                        Instance {
+                            id: format!("{vault_display}/backupInstances/{name}"),
+                            name: name.to_owned(),
+                            vault_key: vault.key.clone(),
+                            account_key: checked.account_key.clone(),
+                            props,
+                            tags: resource.tags,
+                            vaulted: checked.vaulted,
+                            phase: Phase::Configured,
+                            pending: None,
+                            protection_error: None,
+                        },
+                    );
+                    self.holders
+                        .insert(checked.account_key.clone(), Holder::Instance(key.clone()));
+                }
+                let (status, kind) = if created {
+                    (StatusCode::CREATED, OpKind::Create)
+                } else {
+                    (StatusCode::OK, OpKind::Update)
+                };
+                let op = self.start_instance_operation(ctx, &key, kind, checked.permission_failure);
+                (status, Some(op))
             }
         };
         let body = self.instances.get(&key).map(view);
