@@ -931,6 +931,10 @@ async fn write_budget_runs_out_with_429() {
     );
     assert_eq!(throttled.header("retry-after"), "2");
     assert_eq!(
+        throttled.header("x-ms-ratelimit-remaining-subscription-writes"),
+        "0"
+    );
+    assert_eq!(
         env.get(&url).await.status,
         StatusCode::NOT_FOUND,
         "reads are not throttled"
@@ -942,9 +946,11 @@ async fn write_budget_runs_out_with_429() {
     );
     env.admin(Method::PUT, "settings", Some(&json!({"throttle": null})))
         .await;
+    let unthrottled = env.call(Method::DELETE, &url, None).await;
+    assert_eq!(unthrottled.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        env.call(Method::DELETE, &url, None).await.status,
-        StatusCode::NO_CONTENT
+        unthrottled.header("x-ms-ratelimit-remaining-subscription-writes"),
+        "1199"
     );
 }
 
@@ -1119,6 +1125,11 @@ async fn admin_counts_reset_and_out_of_band_delete() {
             .await
             .status,
         StatusCode::NOT_FOUND
+    );
+    let nowhere = env.admin(Method::GET, "nowhere", None).await;
+    assert_eq!(
+        (nowhere.status, nowhere.code()),
+        (StatusCode::NOT_FOUND, "NotFound")
     );
     let bad = env
         .admin(

@@ -242,6 +242,14 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             post(protect_elsewhere).delete(unprotect_elsewhere),
         )
         .route("/settings", get(settings).put(put_settings))
+        .fallback(unknown_admin_route)
+}
+
+async fn unknown_admin_route() -> AdminResult {
+    Err(EmulatorError::NotFound(
+        "admin route; the admin API has /_emulator/ requests, reset, role-assignments, instances, protection-error, storage-accounts, external-protections and settings".into(),
+    )
+    .into())
 }
 
 fn admin(shared: Arc<Shared>) -> EmulatorAdmin {

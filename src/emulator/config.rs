@@ -103,7 +103,8 @@ pub struct Settings {
     pub in_progress_status: InProgressSpelling,
     /// Backup instances per page of a list answer (further pages through `nextLink`).
     pub page_size: usize,
-    /// Write throttling (PUT/POST/DELETE); `null`: unlimited.
+    /// Write throttling (PUT/POST/DELETE); `null`: unlimited (answers then report 1199
+    /// remaining writes, as the article's transcripts do).
     pub throttle: Option<ThrottleSettings>,
     /// Injected faults.
     pub faults: FaultSettings,

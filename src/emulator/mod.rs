@@ -31,6 +31,14 @@
 //! - operation `Failed` with `UserErrorMissingRequiredPermissions` (validate, PUT)
 //! - injected: 500 `InternalServerError`, 503 `ServiceUnavailable` (with `Retry-After`)
 //!
+//! Headers: every answer has `x-ms-request-id` and `x-ms-correlation-request-id` (the client's
+//! `x-ms-client-request-id` when sent); writes have `x-ms-ratelimit-remaining-subscription-writes`
+//! (DELETE also `…-deletes`). PUT answers point at their operation with `Azure-AsyncOperation`
+//! and `Retry-After` only, as the article's transcript (the spec's 201 declares `Location`);
+//! validate, DELETE, stopProtection and sync answer 202 with both URLs. Operation URLs are
+//! `{base}/subscriptions/{sub}/providers/Microsoft.DataProtection/locations/{loc}/operationStatus|operationResults/{id}?api-version=…`
+//! with `{base}` the configured `publicUrl` or `http://` + the request's Host.
+//!
 //! Instance life cycle: PUT (new) => 201, `ConfiguringProtection`/`Provisioning`, then after
 //! the latency `ProtectionConfigured`/`Succeeded` (or `ConfiguringProtectionFailed`/`Failed`
 //! without the role). PUT with a changed body => 200, `UpdatingProtection`/`Updating`, then

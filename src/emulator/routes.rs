@@ -29,6 +29,8 @@ pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
 ];
 /// Operation id under which requests that match no operation are counted.
 pub const UNKNOWN_OPERATION: &str = "Unknown";
+/// Remaining writes reported while throttling is off: the figure of the article's transcripts.
+const UNTHROTTLED_REMAINING: u64 = 1199;
 /// ARM's request size limit.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -237,9 +239,10 @@ async fn respond(
     };
     let mut state = shared.lock();
     let remaining = if is_write {
-        state
-            .take_write(ctx.now)
-            .map_err(|retry| throttled(route.subscription(), retry))?
+        let left = state.take_write(ctx.now).map_err(|retry| {
+            throttled(route.subscription(), retry).header(REMAINING_WRITES, "0")
+        })?;
+        Some(left.unwrap_or(UNTHROTTLED_REMAINING))
     } else {
         None
     };
