@@ -125,9 +125,11 @@ fn is_api_version(version: &str) -> bool {
 /// How a long-running call started.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LroStart<T> {
-    /// Finished at once (200, 204, or 201 without a poll URL), with the body if there is one.
+    /// Finished at once (200 without `Azure-AsyncOperation`, 204, or 201 without a poll URL),
+    /// with the body if there is one.
     Done(Option<T>),
-    /// Accepted (201/202): follow `handle`; `body` is the 201 body, if any.
+    /// Accepted (201/202, or 200 with `Azure-AsyncOperation`): follow `handle`; `body` is the
+    /// 200/201 body, if any.
     Pending {
         /// Where to poll and how long to wait.
         handle: OperationHandle,
@@ -332,8 +334,9 @@ impl ArmClient {
         .await
     }
 
-    /// PUT the backup instance (`{"properties": instance}`): 200 done with the resource, 201
-    /// created (pending when Azure names a poll URL), 202 pending.
+    /// PUT the backup instance (`{"properties": instance}`): 200 done with the resource (pending
+    /// when it names an `Azure-AsyncOperation`: an update still being applied), 201 created
+    /// (pending when Azure names a poll URL), 202 pending.
     pub async fn create_or_update(
         &self,
         id: &BackupInstanceId,
@@ -668,6 +671,16 @@ fn lro_start<T: DeserializeOwned>(
     };
     let handle = OperationHandle::from_headers(&response.headers, SystemTime::now());
     match (response.status, handle) {
+        // ARM lets a PUT answer 200 with a non-terminal provisioningState and a status URL
+        // (an update in progress); Azure SDKs poll it. A 200 Location is not a poll URL.
+        (200, Some(handle))
+            if header_value(&response.headers, "azure-asyncoperation").is_some() =>
+        {
+            Ok(LroStart::Pending {
+                handle,
+                body: parse()?,
+            })
+        }
         (200, _) => Ok(LroStart::Done(parse()?)),
         (204, _) => Ok(LroStart::Done(None)),
         (201, Some(handle)) => Ok(LroStart::Pending {
