@@ -33,6 +33,8 @@ pub const UNKNOWN_OPERATION: &str = "Unknown";
 const UNTHROTTLED_REMAINING: u64 = 1199;
 /// ARM's request size limit.
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The `malformedBody` fault's answer: a backup instance document cut off mid-string.
+const TRUNCATED_BODY: &[u8] = br#"{"properties":{"protectionStatus":{"status":"Protection"#;
 
 const REMAINING_WRITES: HeaderName =
     HeaderName::from_static("x-ms-ratelimit-remaining-subscription-writes");
@@ -158,6 +160,8 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
             return response;
         }
         Some(Fault::Status(status, retry_after)) => fault_reply(status, retry_after),
+        Some(Fault::MalformedBody) => Reply::body(StatusCode::OK, TRUNCATED_BODY.to_vec()),
+        Some(Fault::EmptyBody) => Reply::body(StatusCode::OK, Vec::new()),
         slow => {
             if let Some(Fault::Slow(delay)) = slow {
                 tokio::time::sleep(delay).await;
