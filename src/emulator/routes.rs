@@ -13,11 +13,12 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use percent_encoding::percent_decode_str;
 
-use super::ids::{ANY, ArmId, VAULT_PATTERN, match_segments};
+use super::ids::ArmId;
 use super::model::ErrorBody;
 use super::reply::{Answer, Reply, invalid_content};
 use super::server::{DropConnection, RequestIds, Shared};
 use super::state::{Ctx, Fault};
+use crate::arm::ids::VaultId;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
@@ -41,6 +42,20 @@ const REMAINING_WRITES: HeaderName =
 const REMAINING_DELETES: HeaderName =
     HeaderName::from_static("x-ms-ratelimit-remaining-subscription-deletes");
 
+/// Marks a captured segment in a pattern.
+const ANY: &str = "{}";
+
+const VAULT_PATTERN: [&str; 8] = [
+    "subscriptions",
+    ANY,
+    "resourceGroups",
+    ANY,
+    "providers",
+    "Microsoft.DataProtection",
+    "backupVaults",
+    ANY,
+];
+
 const OPERATION_PATTERN: [&str; 8] = [
     "subscriptions",
     ANY,
@@ -51,6 +66,26 @@ const OPERATION_PATTERN: [&str; 8] = [
     ANY,
     ANY,
 ];
+
+/// Matches `segments` against `pattern` (literal segments compared case-insensitively,
+/// `ANY` captures a non-empty segment); returns the captures.
+fn match_segments<'a>(segments: &[&'a str], pattern: &[&str]) -> Option<Vec<&'a str>> {
+    if segments.len() != pattern.len() {
+        return None;
+    }
+    let mut captures = Vec::new();
+    for (segment, expected) in segments.iter().zip(pattern) {
+        if *expected == ANY {
+            if segment.is_empty() {
+                return None;
+            }
+            captures.push(*segment);
+        } else if !segment.eq_ignore_ascii_case(expected) {
+            return None;
+        }
+    }
+    Some(captures)
+}
 
 /// What a request path names.
 enum Route {
@@ -89,7 +124,11 @@ impl Route {
         else {
             return Self::Unknown;
         };
-        let vault = ArmId::vault(c[0], c[1], c[2]);
+        // Names no vault ID can hold (e.g. a decoded '/' or '?') name no route either.
+        let Ok(vault) = VaultId::new(c[0], c[1], c[2]) else {
+            return Self::Unknown;
+        };
+        let vault = ArmId::from(&vault);
         let is = |s: &str, literal: &str| s.eq_ignore_ascii_case(literal);
         match &segments[n..] {
             [a] if is(a, "validateForBackup") => Self::Validate(vault),
