@@ -117,6 +117,21 @@ impl Env {
         }
     }
 
+    /// Validates the article's body (operational backup of msblobbackup); it must be accepted.
+    async fn validate(&self) -> OperationHandle {
+        let body = operational("msblobbackup");
+        let start = self.client.validate_for_backup(&vault(), &body).await;
+        pending(start.unwrap()).0
+    }
+
+    /// Polls the operation to its end, which must be success.
+    async fn succeeds(&self, handle: &OperationHandle) {
+        assert_eq!(
+            self.finish(&handle.poll_url).await.0,
+            OperationStatus::Succeeded
+        );
+    }
+
     /// PUT and poll to success; the instance as GET shows it then.
     async fn create(&self, id: &BackupInstanceId, body: &BackupInstance) -> BackupInstanceResource {
         let start = self.client.create_or_update(id, body).await.unwrap();
@@ -234,12 +249,7 @@ async fn validate_reports_either_in_progress_spelling_and_retry_after_as_sent() 
     config.settings.latency = Duration::from_secs(60);
     config.settings.retry_after = Some(7);
     let env = Env::start(config, V2026).await;
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &operational("msblobbackup"))
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     assert_eq!(handle.retry_after, Some(Duration::from_secs(7)));
     let base = env.emulator.base_url().to_string();
     assert!(handle.poll_url.starts_with(&base), "{handle:?}");
@@ -291,12 +301,7 @@ async fn validate_runs_to_succeeded_through_either_poll_url() {
     let mut config = fast_config();
     config.settings.latency = Duration::from_millis(50);
     let env = Env::start(config, V2026).await;
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &operational("msblobbackup"))
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     // 50 ms rounded up, as the emulator advertises it.
     assert_eq!(handle.retry_after, Some(Duration::from_secs(1)));
     let (status, polls) = env.finish(&handle.poll_url).await;
@@ -306,12 +311,7 @@ async fn validate_runs_to_succeeded_through_either_poll_url() {
     assert_eq!(poll.status, OperationStatus::Succeeded);
 
     // The same from the Location URL alone: 202s, then 200.
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &operational("msblobbackup"))
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     let (status, location_polls) = env.finish(&location_of(&handle)).await;
     assert_eq!(status, OperationStatus::Succeeded);
     env.assert_counts(&[
@@ -328,12 +328,7 @@ async fn missing_permission_fails_the_operation_until_granted() {
     let admin = env.emulator.admin();
     admin.revoke_role(DEFAULT_STORAGE_ACCOUNT_ID).unwrap();
     let body = operational("msblobbackup");
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &body)
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     let detail = failed(env.client.poll(&handle.poll_url).await.unwrap().status);
     assert_eq!(detail.code, MISSING_PERMISSIONS);
     assert_eq!(
@@ -373,16 +368,8 @@ async fn missing_permission_fails_the_operation_until_granted() {
     assert_eq!(error.class(), ErrorClass::NeedsPerson);
 
     admin.grant_role(DEFAULT_STORAGE_ACCOUNT_ID).unwrap();
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &body)
-            .await
-            .unwrap(),
-    );
-    assert_eq!(
-        env.finish(&handle.poll_url).await.0,
-        OperationStatus::Succeeded
-    );
+    let handle = env.validate().await;
+    env.succeeds(&handle).await;
 
     // Revoked again before the PUT: the PUT is accepted and its configuration fails the same
     // way; GET shows the failure.
@@ -410,10 +397,7 @@ async fn missing_permission_fails_the_operation_until_granted() {
     // Granted, the same PUT again reconfigures (200) and now succeeds.
     admin.grant_role(DEFAULT_STORAGE_ACCOUNT_ID).unwrap();
     let (handle, _) = pending(env.client.create_or_update(&id, &body).await.unwrap());
-    assert_eq!(
-        env.finish(&handle.poll_url).await.0,
-        OperationStatus::Succeeded
-    );
+    env.succeeds(&handle).await;
     assert_eq!(env.protection_status(&id).await, "ProtectionConfigured");
 
     env.assert_counts(&[
@@ -537,10 +521,7 @@ async fn create_get_update() {
         props.current_protection_state.as_deref(),
         Some("UpdatingProtection")
     );
-    assert_eq!(
-        env.finish(&handle.poll_url).await.0,
-        OperationStatus::Succeeded
-    );
+    env.succeeds(&handle).await;
     let resource = env.client.get(&id).await.unwrap().unwrap();
     assert_eq!(resource.protection_status(), Some("ProtectionConfigured"));
     let props = resource.properties.unwrap();
@@ -640,10 +621,7 @@ async fn stop_protection_and_sync() {
     env.reset_counts();
 
     let (handle, _) = pending(env.client.stop_protection(&kept).await.unwrap());
-    assert_eq!(
-        env.finish(&handle.poll_url).await.0,
-        OperationStatus::Succeeded
-    );
+    env.succeeds(&handle).await;
     assert_eq!(env.protection_status(&kept).await, "ProtectionStopped");
 
     let error = env
@@ -671,10 +649,7 @@ async fn stop_protection_and_sync() {
         Some("UserErrorBackupFailed")
     );
     let (handle, _) = pending(env.client.sync(&operational_id).await.unwrap());
-    assert_eq!(
-        env.finish(&handle.poll_url).await.0,
-        OperationStatus::Succeeded
-    );
+    env.succeeds(&handle).await;
     assert_eq!(
         env.protection_status(&operational_id).await,
         "ProtectionConfigured"
@@ -782,22 +757,14 @@ async fn injected_server_errors_are_transient_with_retry_after() {
     admin
         .set_faults(faults_on(ops::OPERATION_STATUS, unavailable))
         .unwrap();
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &body)
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     let error = env.client.poll(&handle.poll_url).await.unwrap_err();
     assert_eq!(azure(&error).0, ops::OPERATION_STATUS);
     assert_eq!(error.http_status(), Some(503));
     assert_eq!(error.class(), ErrorClass::Transient);
     assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
     admin.set_faults(FaultSettings::default()).unwrap();
-    assert_eq!(
-        env.finish(&handle.poll_url).await.0,
-        OperationStatus::Succeeded
-    );
+    env.succeeds(&handle).await;
 
     env.assert_counts(&[
         (ops::GET, 500, 1),
@@ -892,23 +859,12 @@ async fn the_whole_flow_at_both_api_versions() {
         let body = operational("msblobbackup");
         let suffix = format!("?api-version={version}");
 
-        let (handle, _) = pending(
-            env.client
-                .validate_for_backup(&vault(), &body)
-                .await
-                .unwrap(),
-        );
+        let handle = env.validate().await;
         assert!(handle.poll_url.ends_with(&suffix), "{handle:?}");
-        assert_eq!(
-            env.finish(&handle.poll_url).await.0,
-            OperationStatus::Succeeded
-        );
+        env.succeeds(&handle).await;
         let (handle, _) = pending(env.client.create_or_update(&id, &body).await.unwrap());
         assert!(handle.poll_url.ends_with(&suffix), "{handle:?}");
-        assert_eq!(
-            env.finish(&handle.poll_url).await.0,
-            OperationStatus::Succeeded
-        );
+        env.succeeds(&handle).await;
         assert_eq!(
             env.protection_status(&id).await,
             "ProtectionConfigured",
@@ -918,10 +874,7 @@ async fn the_whole_flow_at_both_api_versions() {
         assert_eq!(listed.len(), 1, "{version}");
         let (handle, _) = pending(env.client.delete(&id).await.unwrap());
         assert!(handle.poll_url.ends_with(&suffix), "{handle:?}");
-        assert_eq!(
-            env.finish(&handle.poll_url).await.0,
-            OperationStatus::Succeeded
-        );
+        env.succeeds(&handle).await;
         assert_eq!(env.client.get(&id).await.unwrap(), None, "{version}");
         env.assert_counts(&[
             (ops::VALIDATE_FOR_BACKUP, 202, 1),
@@ -943,12 +896,7 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
     let mut config = fast_config();
     config.settings.latency = Duration::from_secs(60);
     let env = Env::start(config, V2026).await;
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &operational("msblobbackup"))
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     let home = env.emulator.base_url();
     let home_port = home.port().unwrap();
     let foreign_base = elsewhere.base_url().to_string();
@@ -980,12 +928,7 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
     config.settings.page_size = 1;
     let env = Env::start(config, V2026).await;
     add_accounts(&env, &["acct1"]);
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &operational("msblobbackup"))
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     assert!(handle.poll_url.starts_with(&foreign_base), "{handle:?}");
     let error = env.client.poll(&handle.poll_url).await.unwrap_err();
     assert!(
@@ -1031,12 +974,7 @@ async fn attempt(env: &Env, operation: &str, handle: &OperationHandle) -> Result
 async fn malformed_and_empty_bodies_are_decode_errors_naming_the_operation() {
     let env = Env::fast(V2026).await;
     let admin = env.emulator.admin();
-    let (handle, _) = pending(
-        env.client
-            .validate_for_backup(&vault(), &operational("msblobbackup"))
-            .await
-            .unwrap(),
-    );
+    let handle = env.validate().await;
     env.reset_counts();
     let malformed = FaultSettings {
         malformed_body: 1.0,
