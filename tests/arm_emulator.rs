@@ -673,6 +673,12 @@ async fn stop_protection_and_sync() {
         "{text}"
     );
     assert_eq!(env.counts()[ops::STOP_PROTECTION].values().sum::<u64>(), 2);
+
+    // Likewise sync, which arrived with stopProtection in 2022-01-01.
+    let error = old.sync(&operational_id).await.unwrap_err();
+    assert!(matches!(error, ArmError::Config { .. }), "{error:?}");
+    assert!(error.to_string().contains("has no sync"), "{error}");
+    assert_eq!(env.counts()[ops::SYNC].values().sum::<u64>(), 1);
 }
 
 #[tokio::test]
