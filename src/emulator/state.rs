@@ -1,0 +1,1272 @@
+//! The emulated world and its rules. Long-running operations finish by the clock: each
+//! records when it is done, and every read settles what has finished by then (no timers).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::StatusCode;
+use http::header::LOCATION;
+use jiff::Timestamp;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use super::EmulatorError;
+use super::config::{
+    EmulatorConfig, PolicyTier, Settings, StorageAccountConfig, ThrottleSettings,
+    check_storage_account,
+};
+use super::ids::{ArmId, parse_policy_id, parse_storage_account_id, parse_vault_id};
+use super::model::{
+    BackupInstance, BackupInstanceResource, BackupInstanceResourceList, ErrorBody,
+    OperationJobExtendedInfo, OperationResource, ProtectionStatusDetails, UserFacingError,
+    ValidateForBackupRequest, already_protected, missing_permissions, parse_body,
+};
+use super::reply::{
+    AZURE_ASYNC_OPERATION, Answer, Reply, invalid_content, resource_not_found, user_error,
+};
+
+const INSTANCE_TYPE: &str = "Microsoft.DataProtection/backupVaults/backupInstances";
+const BLOB_DATASOURCE_TYPES: [&str; 2] = [
+    "Microsoft.Storage/storageAccounts/blobServices",
+    "Microsoft.Storage/storageAccounts/adlsBlobServices",
+];
+/// The service's limit of containers in a vaulted backup instance.
+const MAX_CONTAINERS: usize = 100;
+/// Finished operations stay readable this long.
+const OPERATION_RETENTION: Duration = Duration::from_secs(3600);
+const INVALID_PARAMETER: &str = "UserErrorInvalidParameterInRequest";
+
+/// What one request needs to know besides its own path and body.
+pub(crate) struct Ctx<'a> {
+    /// `http://host:port` for the URLs the emulator hands out.
+    pub base: &'a str,
+    pub api_version: &'a str,
+    /// Echoed as `ActivityId` in user errors (the correlation id, as in the article).
+    pub activity_id: &'a str,
+    pub now: Instant,
+    pub wall: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Validate,
+    Create,
+    Update,
+    Delete,
+    StopProtection,
+    Sync,
+}
+
+struct Operation {
+    subscription: String,
+    location: String,
+    kind: OpKind,
+    instance_key: Option<String>,
+    start_wall: Timestamp,
+    done_at: Instant,
+    duration: Duration,
+    failure: Option<ErrorBody>,
+    job_id: String,
+}
+
+struct Vault {
+    id: ArmId,
+    location: String,
+    principal_id: String,
+    /// Lower-cased policy name => tier.
+    policies: HashMap<String, PolicyTier>,
+}
+
+struct Account {
+    id: ArmId,
+    location: String,
+    /// Keys of the vaults whose identity holds the backup role here.
+    granted: HashSet<String>,
+}
+
+/// Who protects a storage account.
+#[derive(Clone)]
+enum Holder {
+    Instance(String),
+    /// Protection outside this emulator's vaults (`protect_elsewhere`).
+    External {
+        vault_id: String,
+        instance_name: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Configured,
+    ConfigureFailed(Box<UserFacingError>),
+    Stopped,
+}
+
+struct Pending {
+    op_id: String,
+    kind: OpKind,
+    done_at: Instant,
+    failure: Option<UserFacingError>,
+}
+
+struct Instance {
+    id: String,
+    name: String,
+    vault_key: String,
+    account_key: String,
+    props: BackupInstance,
+    tags: Option<BTreeMap<String, String>>,
+    vaulted: bool,
+    phase: Phase,
+    pending: Option<Pending>,
+    protection_error: Option<UserFacingError>,
+}
+
+/// What a request resolved to after the checks validate and PUT share.
+struct Checked {
+    account_key: String,
+    account_name: String,
+    vaulted: bool,
+    /// The failure the operation will end with when the vault lacks the role.
+    permission_failure: Option<ErrorBody>,
+}
+
+/// What a PUT does to an existing (or missing) instance.
+enum PutPlan {
+    Create,
+    /// Same body, configured: answer 200 with no operation.
+    Unchanged,
+    /// Same body as the operation still running: point at it.
+    Running(String),
+    /// Changed body: reconfigure (200 + UpdatingProtection).
+    Update,
+}
+
+/// Which fault to inject into one request.
+pub(crate) enum Fault {
+    Drop,
+    /// 200 with a body cut off mid-document.
+    MalformedBody,
+    /// 200 announcing JSON with no body at all.
+    EmptyBody,
+    Slow(Duration),
+    Status(StatusCode, u64),
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The whole emulated world; one mutex guards it.
+pub(crate) struct State {
+    pub settings: Settings,
+    vaults: HashMap<String, Vault>,
+    accounts: HashMap<String, Account>,
+    instances: BTreeMap<String, Instance>,
+    holders: HashMap<String, Holder>,
+    operations: HashMap<String, Operation>,
+    operation_order: VecDeque<(Instant, String)>,
+    bucket: Option<Bucket>,
+    rng: fastrand::Rng,
+    /// First half of every operation id (Azure's ids are base64 of `guid;guid`).
+    emulator_guid: uuid::Uuid,
+}
+
+fn instance_key(vault_key: &str, name: &str) -> String {
+    format!("{vault_key}/backupinstances/{}", name.to_ascii_lowercase())
+}
+
+/// `2021-07-07T12:48:50.3432229Z`, as the status documents print `startTime`.
+fn start_time(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.7fZ").to_string()
+}
+
+/// `2021-07-07T12:49:22Z`, as they print `endTime`.
+fn end_time(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Applies a pending operation that has finished; true when the instance is gone.
+fn settle(instance: &mut Instance, now: Instant) -> bool {
+    let Some(pending) = instance.pending.take_if(|p| now >= p.done_at) else {
+        return false;
+    };
+    match (pending.kind, pending.failure) {
+        (OpKind::Delete, _) => return true,
+        (OpKind::Create | OpKind::Update, Some(error)) => {
+            instance.phase = Phase::ConfigureFailed(Box::new(error));
+        }
+        (OpKind::Create | OpKind::Update, None) => {
+            instance.phase = Phase::Configured;
+            instance.protection_error = None;
+        }
+        (OpKind::StopProtection, None) => instance.phase = Phase::Stopped,
+        (OpKind::Sync, None) => instance.protection_error = None,
+        (OpKind::StopProtection | OpKind::Sync | OpKind::Validate, _) => {}
+    }
+    false
+}
+
+/// The resource as GET shows it.
+fn view(instance: &Instance) -> BackupInstanceResource {
+    let mut props = instance.props.clone();
+    fn configured(
+        error: &Option<UserFacingError>,
+        settled: &'static str,
+    ) -> (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<UserFacingError>,
+    ) {
+        match error {
+            Some(e) => (
+                "ProtectionError",
+                "ProtectionError",
+                "Succeeded",
+                Some(e.clone()),
+            ),
+            None => (settled, settled, "Succeeded", None),
+        }
+    }
+    let base = match &instance.phase {
+        Phase::Configured => configured(&instance.protection_error, "ProtectionConfigured"),
+        Phase::Stopped => configured(&instance.protection_error, "ProtectionStopped"),
+        Phase::ConfigureFailed(e) => (
+            "ConfiguringProtectionFailed",
+            "ConfiguringProtectionFailed",
+            "Failed",
+            Some(e.as_ref().clone()),
+        ),
+    };
+    let (status, current, provisioning, error) = match instance.pending.as_ref().map(|p| p.kind) {
+        Some(OpKind::Create) => (
+            "ConfiguringProtection",
+            "ConfiguringProtection",
+            "Provisioning",
+            None,
+        ),
+        Some(OpKind::Update) => (
+            "ConfiguringProtection",
+            "UpdatingProtection",
+            "Updating",
+            None,
+        ),
+        Some(OpKind::Delete) => (base.0, base.1, "Deleting", base.3),
+        _ => base,
+    };
+    props.protection_status = Some(ProtectionStatusDetails {
+        error_details: error.clone(),
+        status: Some(status.to_owned()),
+    });
+    props.current_protection_state = Some(current.to_owned());
+    props.protection_error_details = error;
+    props.provisioning_state = Some(provisioning.to_owned());
+    BackupInstanceResource {
+        id: Some(instance.id.clone()),
+        name: Some(instance.name.clone()),
+        resource_type: Some(INSTANCE_TYPE.to_owned()),
+        tags: instance.tags.clone(),
+        properties: Some(props),
+    }
+}
+
+impl Bucket {
+    /// Takes one write: the whole tokens left, or the seconds until one is back.
+    fn take(&mut self, limits: &ThrottleSettings, now: Instant) -> Result<u64, u64> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens =
+            (self.tokens + elapsed * limits.refill_per_second).min(f64::from(limits.budget));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(self.tokens.floor() as u64)
+        } else if limits.refill_per_second > 0.0 {
+            Err((((1.0 - self.tokens) / limits.refill_per_second).ceil() as u64).max(1))
+        } else {
+            Err(60)
+        }
+    }
+}
+
+impl State {
+    /// Builds the world of a (validated) config.
+    pub fn new(config: &EmulatorConfig, now: Instant) -> Self {
+        let mut state = Self {
+            settings: config.settings.clone(),
+            vaults: HashMap::new(),
+            accounts: HashMap::new(),
+            instances: BTreeMap::new(),
+            holders: HashMap::new(),
+            operations: HashMap::new(),
+            operation_order: VecDeque::new(),
+            bucket: None,
+            rng: fastrand::Rng::with_seed(config.settings.faults.seed),
+            emulator_guid: uuid::Uuid::new_v4(),
+        };
+        state.reset_bucket(now);
+        for vault in &config.vaults {
+            let Ok(id) = parse_vault_id(&vault.id) else {
+                continue;
+            };
+            let policies = vault
+                .policies
+                .iter()
+                .map(|p| (p.name.to_ascii_lowercase(), p.tier))
+                .collect();
+            let principal_id = vault
+                .principal_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            state.vaults.insert(
+                id.key.clone(),
+                Vault {
+                    id,
+                    location: vault.location.clone(),
+                    principal_id,
+                    policies,
+                },
+            );
+        }
+        for account in &config.storage_accounts {
+            // Validated configs cannot fail here; a bad entry is skipped rather than fatal.
+            let _ = state.add_storage_account(account);
+        }
+        state
+    }
+
+    fn reset_bucket(&mut self, now: Instant) {
+        self.bucket = self.settings.throttle.as_ref().map(|t| Bucket {
+            tokens: f64::from(t.budget),
+            last: now,
+        });
+    }
+
+    /// Replaces the knobs; the write bucket refills and the fault generator is re-seeded.
+    pub fn set_settings(&mut self, settings: Settings, now: Instant) {
+        self.rng = fastrand::Rng::with_seed(settings.faults.seed);
+        self.settings = settings;
+        self.reset_bucket(now);
+    }
+
+    /// Picks the fault (if any) for one request of operation `operation_id`.
+    pub fn roll_fault(&mut self, operation_id: &str) -> Option<Fault> {
+        let faults = &self.settings.faults;
+        if !faults.any()
+            || !(faults.operations.is_empty()
+                || faults.operations.iter().any(|o| o == operation_id))
+        {
+            return None;
+        }
+        let roll = self.rng.f64();
+        let mut edge = faults.internal_error;
+        if roll < edge {
+            return Some(Fault::Status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                faults.retry_after,
+            ));
+        }
+        edge += faults.unavailable;
+        if roll < edge {
+            return Some(Fault::Status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                faults.retry_after,
+            ));
+        }
+        edge += faults.drop_connection;
+        if roll < edge {
+            return Some(Fault::Drop);
+        }
+        edge += faults.malformed_body;
+        if roll < edge {
+            return Some(Fault::MalformedBody);
+        }
+        edge += faults.empty_body;
+        if roll < edge {
+            return Some(Fault::EmptyBody);
+        }
+        edge += faults.slow;
+        (roll < edge).then_some(Fault::Slow(faults.slow_delay))
+    }
+
+    /// Takes one write from the throttle bucket: `Ok(remaining)` or `Err(retry_after_secs)`.
+    pub fn take_write(&mut self, now: Instant) -> Result<Option<u64>, u64> {
+        match (&mut self.bucket, &self.settings.throttle) {
+            (Some(bucket), Some(limits)) => bucket.take(limits, now).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn vault(&self, vault: &ArmId) -> Result<&Vault, Reply> {
+        self.vaults.get(&vault.key).ok_or_else(|| {
+            resource_not_found(
+                "Microsoft.DataProtection/backupVaults",
+                &vault.name,
+                &vault.resource_group,
+            )
+        })
+    }
+
+    /// The instance, with finished operations applied; `None` when it does not exist (any more).
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Instance> {
+        if settle(self.instances.get_mut(key)?, now) {
+            self.remove_instance(key);
+            return None;
+        }
+        self.instances.get_mut(key)
+    }
+
+    fn remove_instance(&mut self, key: &str) -> bool {
+        let Some(instance) = self.instances.remove(key) else {
+            return false;
+        };
+        if matches!(self.holders.get(&instance.account_key), Some(Holder::Instance(k)) if k == key)
+        {
+            self.holders.remove(&instance.account_key);
+        }
+        true
+    }
+
+    /// The vault id and instance name protecting an account, unless it is `own_key`.
+    fn protected_elsewhere(
+        &mut self,
+        account_key: &str,
+        own_key: Option<&str>,
+        now: Instant,
+    ) -> Option<(String, String)> {
+        match self.holders.get(account_key).cloned()? {
+            Holder::External {
+                vault_id,
+                instance_name,
+            } => Some((vault_id, instance_name)),
+            Holder::Instance(key) if Some(key.as_str()) == own_key => None,
+            Holder::Instance(key) => {
+                let instance = self.live(&key, now)?;
+                let (vault_key, name) = (instance.vault_key.clone(), instance.name.clone());
+                let vault_id = self
+                    .vaults
+                    .get(&vault_key)
+                    .map_or(vault_key, |v| v.id.display.clone());
+                Some((vault_id, name))
+            }
+        }
+    }
+
+    /// The checks validateForBackup and PUT share, in the order the service reports them.
+    fn check(
+        &mut self,
+        ctx: &Ctx,
+        vault_key: &str,
+        props: &BackupInstance,
+        own_key: Option<&str>,
+    ) -> Result<Checked, Reply> {
+        let bad = |code: &str, message: String| {
+            user_error(StatusCode::BAD_REQUEST, code, message, ctx.activity_id)
+        };
+        let not_found = |message: String| {
+            user_error(
+                StatusCode::NOT_FOUND,
+                "UserErrorResourceNotFound",
+                message,
+                ctx.activity_id,
+            )
+        };
+        let datasource = props
+            .data_source_info
+            .as_ref()
+            .ok_or_else(|| bad(INVALID_PARAMETER, "dataSourceInfo is required.".into()))?;
+        let resource_id = datasource.resource_id.as_deref().ok_or_else(|| {
+            bad(
+                INVALID_PARAMETER,
+                "dataSourceInfo.resourceID is required.".into(),
+            )
+        })?;
+        let datasource_type = datasource.datasource_type.as_deref().unwrap_or_default();
+        if !BLOB_DATASOURCE_TYPES
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(datasource_type))
+        {
+            return Err(bad(
+                INVALID_PARAMETER,
+                format!(
+                    "dataSourceInfo.datasourceType '{datasource_type}' is not supported; expected {}.",
+                    BLOB_DATASOURCE_TYPES.join(" or ")
+                ),
+            ));
+        }
+        let policy_id = props
+            .policy_info
+            .as_ref()
+            .and_then(|p| p.policy_id.as_deref())
+            .ok_or_else(|| bad(INVALID_PARAMETER, "policyInfo.policyId is required.".into()))?;
+        let (policy_vault, policy_name) =
+            parse_policy_id(policy_id).map_err(|m| bad(INVALID_PARAMETER, m))?;
+        let account_id =
+            parse_storage_account_id(resource_id).map_err(|m| bad(INVALID_PARAMETER, m))?;
+        let vault = self
+            .vaults
+            .get(vault_key)
+            .ok_or_else(|| not_found(format!("Backup vault {vault_key} not found.")))?;
+        if policy_vault.key != vault.id.key {
+            return Err(bad(
+                INVALID_PARAMETER,
+                format!(
+                    "The backup policy {policy_id} does not belong to the Backup vault {}.",
+                    vault.id.display
+                ),
+            ));
+        }
+        let tier = *vault
+            .policies
+            .get(&policy_name.to_ascii_lowercase())
+            .ok_or_else(|| {
+                not_found(format!(
+                    "The backup policy '{policy_name}' was not found in the Backup vault {}.",
+                    vault.id.display
+                ))
+            })?;
+        let account = self.accounts.get(&account_id.key).ok_or_else(|| {
+            not_found(format!(
+                "The storage account {} was not found.",
+                account_id.display
+            ))
+        })?;
+        if normalize_location(&account.location) != normalize_location(&vault.location) {
+            return Err(bad(
+                "UserErrorDatasourceAndBackupVaultLocationMismatch",
+                format!(
+                    "The storage account is in '{}' but the Backup vault is in '{}'; they must be in the same region.",
+                    account.location, vault.location
+                ),
+            ));
+        }
+        check_tier(props, tier, &policy_name).map_err(|(code, m)| bad(code, m))?;
+        let permission_failure = (!account.granted.contains(vault_key)).then(|| {
+            missing_permissions(
+                if own_key.is_some() {
+                    "Configure Protection"
+                } else {
+                    "Validate for Protection"
+                },
+                &vault.principal_id,
+                &account.id.display,
+                ctx.activity_id,
+            )
+        });
+        let checked = Checked {
+            account_key: account.id.key.clone(),
+            account_name: account.id.name.clone(),
+            vaulted: tier == PolicyTier::Vaulted,
+            permission_failure,
+        };
+        if let Some((vault_id, instance_name)) =
+            self.protected_elsewhere(&checked.account_key, own_key, ctx.now)
+        {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                already_protected(&vault_id, &instance_name, ctx.activity_id),
+            ));
+        }
+        Ok(checked)
+    }
+
+    fn status_url(&self, ctx: &Ctx, op: &Operation, id: &str, kind: &str) -> String {
+        format!(
+            "{}/subscriptions/{}/providers/Microsoft.DataProtection/locations/{}/{kind}/{id}?api-version={}",
+            ctx.base, op.subscription, op.location, ctx.api_version
+        )
+    }
+
+    /// Headers that point at an operation: Azure-AsyncOperation, optionally Location, Retry-After.
+    fn operation_headers(
+        &self,
+        ctx: &Ctx,
+        reply: Reply,
+        op_id: &str,
+        with_location: bool,
+    ) -> Reply {
+        let Some(op) = self.operations.get(op_id) else {
+            return reply;
+        };
+        let mut reply = reply.header(
+            AZURE_ASYNC_OPERATION,
+            self.status_url(ctx, op, op_id, "operationStatus"),
+        );
+        if with_location {
+            reply = reply.header(
+                LOCATION,
+                self.status_url(ctx, op, op_id, "operationResults"),
+            );
+        }
+        reply.retry_after(self.settings.operation_retry_after())
+    }
+
+    fn start_operation(
+        &mut self,
+        ctx: &Ctx,
+        vault_key: &str,
+        kind: OpKind,
+        instance_key: Option<String>,
+        failure: Option<ErrorBody>,
+    ) -> String {
+        while let Some((done_at, _)) = self.operation_order.front() {
+            if ctx.now.saturating_duration_since(*done_at) < OPERATION_RETENTION {
+                break;
+            }
+            if let Some((_, id)) = self.operation_order.pop_front() {
+                self.operations.remove(&id);
+            }
+        }
+        let id = base64::engine::general_purpose::URL_SAFE.encode(format!(
+            "{};{}",
+            self.emulator_guid,
+            uuid::Uuid::new_v4()
+        ));
+        let (subscription, location) = self
+            .vaults
+            .get(vault_key)
+            .map(|v| (v.id.subscription.clone(), normalize_location(&v.location)))
+            .unwrap_or_default();
+        let duration = self.settings.latency;
+        let done_at = ctx.now + duration;
+        self.operations.insert(
+            id.clone(),
+            Operation {
+                subscription,
+                location,
+                kind,
+                instance_key,
+                start_wall: ctx.wall,
+                done_at,
+                duration,
+                failure,
+                job_id: uuid::Uuid::new_v4().to_string(),
+            },
+        );
+        self.operation_order.push_back((done_at, id.clone()));
+        id
+    }
+
+    /// Puts an operation on an instance; it becomes the instance's pending work.
+    fn start_instance_operation(
+        &mut self,
+        ctx: &Ctx,
+        key: &str,
+        kind: OpKind,
+        failure: Option<ErrorBody>,
+    ) -> String {
+        let vault_key = self
+            .instances
+            .get(key)
+            .map(|i| i.vault_key.clone())
+            .unwrap_or_default();
+        let user_failure = failure
+            .as_ref()
+            .and_then(|f| f.additional_info.as_ref())
+            .and_then(|infos| infos.first())
+            .map(|i| i.info.clone());
+        let op_id = self.start_operation(ctx, &vault_key, kind, Some(key.to_owned()), failure);
+        let done_at = ctx.now + self.settings.latency;
+        if let Some(instance) = self.instances.get_mut(key) {
+            instance.pending = Some(Pending {
+                op_id: op_id.clone(),
+                kind,
+                done_at,
+                failure: user_failure,
+            });
+        }
+        op_id
+    }
+
+    /// POST validateForBackup.
+    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &ArmId, body: &[u8]) -> Answer {
+        self.vault(vault)?;
+        let request: ValidateForBackupRequest =
+            parse_body(body).map_err(|e| invalid_content(&e))?;
+        let props = request
+            .backup_instance
+            .ok_or_else(|| invalid_content("backupInstance is required"))?
+            .without_read_only();
+        let checked = self.check(ctx, &vault.key, &props, None)?;
+        let op = self.start_operation(
+            ctx,
+            &vault.key,
+            OpKind::Validate,
+            None,
+            checked.permission_failure,
+        );
+        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+    }
+
+    /// PUT backupInstances/{name}.
+    pub fn put_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, body: &[u8]) -> Answer {
+        let vault_display = self.vault(vault)?.id.display.clone();
+        let resource: BackupInstanceResource = parse_body(body).map_err(|e| invalid_content(&e))?;
+        let mut props = resource
+            .properties
+            .ok_or_else(|| invalid_content("properties is required"))?
+            .without_read_only();
+        let key = instance_key(&vault.key, name);
+        let checked = self.check(ctx, &vault.key, &props, Some(&key))?;
+        if props.object_type.is_none() {
+            props.object_type = Some("BackupInstance".to_owned());
+        }
+        if props.friendly_name.is_none() {
+            props.friendly_name = Some(checked.account_name.clone());
+        }
+        let plan = match self.live(&key, ctx.now) {
+            None => PutPlan::Create,
+            Some(existing) => {
+                if existing.account_key != checked.account_key {
+                    return Err(user_error(
+                        StatusCode::BAD_REQUEST,
+                        INVALID_PARAMETER,
+                        "The datasource of a backup instance cannot be changed; create a new backup instance.".into(),
+                        ctx.activity_id,
+                    ));
+                }
+                let same = existing.props == props && existing.tags == resource.tags;
+                match &existing.pending {
+                    Some(p) if same && matches!(p.kind, OpKind::Create | OpKind::Update) => {
+                        PutPlan::Running(p.op_id.clone())
+                    }
+                    Some(_) => return Err(another_operation(ctx)),
+                    None if same
+                        && matches!(existing.phase, Phase::Configured)
+                        && existing.protection_error.is_none() =>
+                    {
+                        PutPlan::Unchanged
+                    }
+                    None => {
+                        existing.props = props.clone();
+                        existing.tags = resource.tags.clone();
+                        existing.vaulted = checked.vaulted;
+                        PutPlan::Update
+                    }
+                }
+            }
+        };
+        let created = matches!(plan, PutPlan::Create);
+        let (status, op_id) = match plan {
+            PutPlan::Unchanged => (StatusCode::OK, None),
+            PutPlan::Running(op) => (StatusCode::OK, Some(op)),
+            PutPlan::Update | PutPlan::Create => {
+                if created {
+                    self.instances.insert(
+                        key.clone(),
+                        Instance {
+                            id: format!("{vault_display}/backupInstances/{name}"),
+                            name: name.to_owned(),
+                            vault_key: vault.key.clone(),
+                            account_key: checked.account_key.clone(),
+                            props,
+                            tags: resource.tags,
+                            vaulted: checked.vaulted,
+                            phase: Phase::Configured,
+                            pending: None,
+                            protection_error: None,
+                        },
+                    );
+                    self.holders
+                        .insert(checked.account_key.clone(), Holder::Instance(key.clone()));
+                }
+                let (status, kind) = if created {
+                    (StatusCode::CREATED, OpKind::Create)
+                } else {
+                    (StatusCode::OK, OpKind::Update)
+                };
+                let op = self.start_instance_operation(ctx, &key, kind, checked.permission_failure);
+                (status, Some(op))
+            }
+        };
+        let body = self.instances.get(&key).map(view);
+        let reply = Reply::json(status, &body);
+        Ok(match op_id {
+            Some(op) => self.operation_headers(ctx, reply, &op, false),
+            None => reply,
+        })
+    }
+
+    /// GET backupInstances/{name}.
+    pub fn get_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str) -> Answer {
+        self.vault(vault)?;
+        let key = instance_key(&vault.key, name);
+        match self.live(&key, ctx.now) {
+            Some(instance) => Ok(Reply::json(StatusCode::OK, &view(instance))),
+            None => Err(instance_not_found(vault, name)),
+        }
+    }
+
+    /// GET backupInstances (one page; `skip_token` continues after the named instance).
+    pub fn list_instances(&mut self, ctx: &Ctx, vault: &ArmId, skip_token: Option<&str>) -> Answer {
+        let vault_display = self.vault(vault)?.id.display.clone();
+        let prefix = format!("{}/backupinstances/", vault.key);
+        let start = match skip_token {
+            Some(token) => Bound::Excluded(format!("{prefix}{}", token.to_ascii_lowercase())),
+            None => Bound::Included(prefix.clone()),
+        };
+        let page_size = self.settings.page_size;
+        let mut value = Vec::new();
+        let mut gone = Vec::new();
+        let mut more = false;
+        for (key, instance) in self.instances.range_mut((start, Bound::Unbounded)) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if value.len() == page_size {
+                more = true;
+                break;
+            }
+            if settle(instance, ctx.now) {
+                gone.push(key.clone());
+            } else {
+                value.push(view(instance));
+            }
+        }
+        for key in gone {
+            self.remove_instance(&key);
+        }
+        let next_link = more
+            .then(|| value.last().and_then(|v| v.name.clone()))
+            .flatten()
+            .map(|last| {
+                format!(
+                    "{}{vault_display}/backupInstances?api-version={}&$skipToken={}",
+                    ctx.base,
+                    ctx.api_version,
+                    utf8_percent_encode(&last.to_ascii_lowercase(), NON_ALPHANUMERIC)
+                )
+            });
+        Ok(Reply::json(
+            StatusCode::OK,
+            &BackupInstanceResourceList { value, next_link },
+        ))
+    }
+
+    /// DELETE backupInstances/{name}.
+    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str) -> Answer {
+        self.vault(vault)?;
+        let key = instance_key(&vault.key, name);
+        let Some(instance) = self.live(&key, ctx.now) else {
+            return Ok(Reply::empty(StatusCode::NO_CONTENT));
+        };
+        let op = match &instance.pending {
+            Some(p) if p.kind == OpKind::Delete => p.op_id.clone(),
+            Some(_) => return Err(another_operation(ctx)),
+            None => self.start_instance_operation(ctx, &key, OpKind::Delete, None),
+        };
+        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+    }
+
+    /// POST stopProtection and POST sync.
+    pub fn instance_action(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, stop: bool) -> Answer {
+        self.vault(vault)?;
+        let key = instance_key(&vault.key, name);
+        let kind = if stop {
+            OpKind::StopProtection
+        } else {
+            OpKind::Sync
+        };
+        let Some(instance) = self.live(&key, ctx.now) else {
+            return Err(instance_not_found(vault, name));
+        };
+        if stop && !instance.vaulted {
+            return Err(user_error(
+                StatusCode::BAD_REQUEST,
+                "UserErrorStopProtectionNotSupportedForBlobOperationalBackup",
+                "Stop protection is not supported for operational tier blob backups.".into(),
+                ctx.activity_id,
+            ));
+        }
+        let op = match &instance.pending {
+            Some(p) if p.kind == kind => p.op_id.clone(),
+            Some(_) => return Err(another_operation(ctx)),
+            None if stop && matches!(instance.phase, Phase::Stopped) => {
+                return Ok(Reply::empty(StatusCode::OK));
+            }
+            None => self.start_instance_operation(ctx, &key, kind, None),
+        };
+        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+    }
+
+    fn operation(&self, subscription: &str, id: &str) -> Result<&Operation, Reply> {
+        self.operations
+            .get(id)
+            .filter(|op| op.subscription.eq_ignore_ascii_case(subscription))
+            .ok_or_else(|| {
+                Reply::error(
+                    StatusCode::NOT_FOUND,
+                    ErrorBody::arm(
+                        "OperationNotFound",
+                        format!("The operation '{id}' was not found."),
+                    ),
+                )
+            })
+    }
+
+    /// GET locations/{loc}/operationStatus/{id} (the Azure-AsyncOperation document).
+    pub fn operation_status(&self, ctx: &Ctx, subscription: &str, id: &str) -> Answer {
+        let op = self.operation(subscription, id)?;
+        let done = ctx.now >= op.done_at;
+        let (status, error, end) = match (done, &op.failure) {
+            (false, _) => (
+                self.settings.in_progress_status.as_str(),
+                None,
+                // .NET's default DateTime, as Azure prints it while running.
+                "0001-01-01T00:00:00".to_owned(),
+            ),
+            (true, failure) => (
+                if failure.is_some() {
+                    "Failed"
+                } else {
+                    "Succeeded"
+                },
+                failure.clone(),
+                end_time(
+                    op.start_wall
+                        .checked_add(op.duration)
+                        .unwrap_or(op.start_wall),
+                ),
+            ),
+        };
+        Ok(Reply::json(
+            StatusCode::OK,
+            &OperationResource {
+                id: format!(
+                    "/subscriptions/{}/providers/Microsoft.DataProtection/locations/{}/operationStatus/{id}",
+                    op.subscription, op.location
+                ),
+                name: id.to_owned(),
+                status: status.to_owned(),
+                error,
+                start_time: start_time(op.start_wall),
+                end_time: end,
+            },
+        ))
+    }
+
+    /// GET locations/{loc}/operationResults/{id} (the Location answer).
+    pub fn operation_result(&mut self, ctx: &Ctx, subscription: &str, id: &str) -> Answer {
+        let op = self.operation(subscription, id)?;
+        if ctx.now < op.done_at {
+            return Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), id, true));
+        }
+        if let Some(error) = &op.failure {
+            return Err(Reply::error(StatusCode::BAD_REQUEST, error.clone()));
+        }
+        let job = OperationJobExtendedInfo {
+            object_type: (ctx.api_version != "2021-01-01")
+                .then(|| "OperationJobExtendedInfo".to_owned()),
+            job_id: op.job_id.clone(),
+        };
+        match op.kind {
+            OpKind::Delete => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+            OpKind::Create | OpKind::Update => {
+                let key = op.instance_key.clone().unwrap_or_default();
+                let body = self
+                    .live(&key, ctx.now)
+                    .map_or(Value::Object(Default::default()), |i| {
+                        serde_json::to_value(view(i)).unwrap_or_default()
+                    });
+                Ok(Reply::json(StatusCode::OK, &body))
+            }
+            OpKind::Validate | OpKind::StopProtection | OpKind::Sync => {
+                Ok(Reply::json(StatusCode::OK, &job))
+            }
+        }
+    }
+
+    // ----- admin powers -----
+
+    /// Adds (or replaces) a storage account.
+    pub fn add_storage_account(
+        &mut self,
+        account: &StorageAccountConfig,
+    ) -> Result<(), EmulatorError> {
+        let vault_keys: Vec<String> = self.vaults.keys().cloned().collect();
+        let id = check_storage_account(account, &vault_keys)
+            .map_err(|(field, m)| EmulatorError::Invalid(format!("{field}: {m}")))?;
+        let granted = match &account.role_assignments {
+            None => vault_keys.into_iter().collect(),
+            Some(list) => list
+                .iter()
+                .filter_map(|v| parse_vault_id(v).ok().map(|id| id.key))
+                .collect(),
+        };
+        self.accounts.insert(
+            id.key.clone(),
+            Account {
+                id,
+                location: account.location.clone(),
+                granted,
+            },
+        );
+        Ok(())
+    }
+
+    /// Grants or revokes the backup role of `vault_id` (every vault when `None`) on an account.
+    pub fn set_role(
+        &mut self,
+        account_id: &str,
+        vault_id: Option<&str>,
+        granted: bool,
+    ) -> Result<(), EmulatorError> {
+        let account_key = parse_storage_account_id(account_id)
+            .map_err(EmulatorError::Invalid)?
+            .key;
+        let vaults: Vec<String> = match vault_id {
+            Some(v) => {
+                let key = parse_vault_id(v).map_err(EmulatorError::Invalid)?.key;
+                if !self.vaults.contains_key(&key) {
+                    return Err(EmulatorError::NotFound(format!("vault '{v}'")));
+                }
+                vec![key]
+            }
+            None => self.vaults.keys().cloned().collect(),
+        };
+        let account = self
+            .accounts
+            .get_mut(&account_key)
+            .ok_or_else(|| EmulatorError::NotFound(format!("storage account '{account_id}'")))?;
+        for vault in vaults {
+            if granted {
+                account.granted.insert(vault);
+            } else {
+                account.granted.remove(&vault);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every backup instance as GET would show it.
+    pub fn instance_views(&mut self, now: Instant) -> Vec<Value> {
+        let keys: Vec<String> = self.instances.keys().cloned().collect();
+        keys.iter()
+            .filter_map(|k| {
+                self.live(k, now)
+                    .map(|i| serde_json::to_value(view(i)).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// The live instance named by an ARM id (any casing).
+    fn instance_by_id(
+        &mut self,
+        instance_id: &str,
+        now: Instant,
+    ) -> Result<(String, &mut Instance), EmulatorError> {
+        let key = format!(
+            "/{}",
+            instance_id.trim().trim_matches('/').to_ascii_lowercase()
+        );
+        match self.live(&key, now) {
+            Some(instance) => Ok((key, instance)),
+            None => Err(EmulatorError::NotFound(format!(
+                "backup instance '{instance_id}'"
+            ))),
+        }
+    }
+
+    /// Removes an instance at once, as if someone deleted it outside the operator.
+    pub fn delete_out_of_band(
+        &mut self,
+        instance_id: &str,
+        now: Instant,
+    ) -> Result<(), EmulatorError> {
+        let (key, _) = self.instance_by_id(instance_id, now)?;
+        self.remove_instance(&key);
+        Ok(())
+    }
+
+    /// Puts an instance into ProtectionError (a later successful sync or PUT clears it).
+    pub fn set_protection_error(
+        &mut self,
+        instance_id: &str,
+        code: &str,
+        message: &str,
+        now: Instant,
+    ) -> Result<(), EmulatorError> {
+        let (_, instance) = self.instance_by_id(instance_id, now)?;
+        let error = UserFacingError::new(code, message, &uuid::Uuid::new_v4().to_string())
+            .recommend("Resolve the issue and trigger a sync of the backup instance.");
+        instance.protection_error = Some(error);
+        Ok(())
+    }
+
+    /// Marks an account as protected by an instance in another vault.
+    pub fn protect_elsewhere(
+        &mut self,
+        account_id: &str,
+        vault_id: &str,
+        instance_name: Option<&str>,
+        now: Instant,
+    ) -> Result<(), EmulatorError> {
+        let account = parse_storage_account_id(account_id).map_err(EmulatorError::Invalid)?;
+        let vault = parse_vault_id(vault_id).map_err(EmulatorError::Invalid)?;
+        if let Some((_, holder)) = self.protected_elsewhere(&account.key, None, now) {
+            return Err(EmulatorError::Invalid(format!(
+                "storage account '{account_id}' is already protected by backup instance {holder}"
+            )));
+        }
+        let instance_name = instance_name
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{}-{}", account.name, uuid::Uuid::new_v4()));
+        self.holders.insert(
+            account.key,
+            Holder::External {
+                vault_id: vault.display,
+                instance_name,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a protection made by `protect_elsewhere`.
+    pub fn unprotect_elsewhere(&mut self, account_id: &str) -> Result<(), EmulatorError> {
+        let account = parse_storage_account_id(account_id).map_err(EmulatorError::Invalid)?;
+        match self.holders.get(&account.key) {
+            Some(Holder::External { .. }) => {
+                self.holders.remove(&account.key);
+                Ok(())
+            }
+            _ => Err(EmulatorError::NotFound(format!(
+                "protection of storage account '{account_id}' outside the emulator's vaults"
+            ))),
+        }
+    }
+}
+
+/// ARM's casing and spacing of regions vary ("West US", "westus", "westUS").
+fn normalize_location(location: &str) -> String {
+    location
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// The vaulted/operational rules of the request's backup datasource parameters.
+fn check_tier(
+    props: &BackupInstance,
+    tier: PolicyTier,
+    policy: &str,
+) -> Result<(), (&'static str, String)> {
+    let params = props
+        .policy_info
+        .as_ref()
+        .and_then(|p| p.policy_parameters.as_ref())
+        .and_then(|p| p.backup_datasource_parameters_list.as_deref())
+        .unwrap_or_default();
+    let mut containers = None;
+    let mut auto_protection = false;
+    for p in params {
+        if let Some(list) = &p.containers_list {
+            containers.get_or_insert_with(Vec::new).extend(list.iter());
+        }
+        auto_protection |= p.auto_protection_settings.is_some();
+    }
+    if let Some(list) = &containers {
+        if list.is_empty() || list.iter().any(|c| c.trim().is_empty()) {
+            return Err((
+                "UserErrorNoContainersSelectedForOperation",
+                "No containers were selected for the operation; select at least one container."
+                    .into(),
+            ));
+        }
+        if list.len() > MAX_CONTAINERS {
+            return Err((
+                INVALID_PARAMETER,
+                format!(
+                    "{} containers were selected; at most {MAX_CONTAINERS} are supported.",
+                    list.len()
+                ),
+            ));
+        }
+    }
+    let has_parameters = containers.is_some() || auto_protection;
+    match (tier, has_parameters) {
+        (PolicyTier::Operational, true) => Err((
+            INVALID_PARAMETER,
+            format!(
+                "The backup policy '{policy}' is an operational-tier policy; backupDatasourceParametersList (containersList) is only valid with a vaulted policy."
+            ),
+        )),
+        (PolicyTier::Vaulted, false) => Err((
+            INVALID_PARAMETER,
+            format!(
+                "The backup policy '{policy}' has a vault-tier backup rule; policyInfo.policyParameters.backupDatasourceParametersList with a containersList is required."
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn another_operation(ctx: &Ctx) -> Reply {
+    user_error(
+        StatusCode::CONFLICT,
+        "AnotherOperationInProgress",
+        "Another operation is in progress on this backup instance; retry after it completes."
+            .into(),
+        ctx.activity_id,
+    )
+}
+
+fn instance_not_found(vault: &ArmId, name: &str) -> Reply {
+    resource_not_found(
+        "Microsoft.DataProtection/backupVaults/backupInstances",
+        &format!("{}/{name}", vault.name),
+        &vault.resource_group,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_and_reports_retry_after() {
+        let limits = ThrottleSettings {
+            budget: 2,
+            refill_per_second: 0.5,
+        };
+        let t0 = Instant::now();
+        let mut bucket = Bucket {
+            tokens: 2.0,
+            last: t0,
+        };
+        assert_eq!(bucket.take(&limits, t0), Ok(1));
+        assert_eq!(bucket.take(&limits, t0), Ok(0));
+        assert_eq!(bucket.take(&limits, t0), Err(2));
+        assert_eq!(bucket.take(&limits, t0 + Duration::from_secs(2)), Ok(0));
+        // Never above the budget, however long it waited.
+        assert_eq!(bucket.take(&limits, t0 + Duration::from_secs(100)), Ok(1));
+    }
+
+    #[test]
+    fn timestamps_print_like_the_article() {
+        let ts: Timestamp = "2021-07-07T12:48:50.3432229Z".parse().unwrap();
+        assert_eq!(start_time(ts), "2021-07-07T12:48:50.3432229Z");
+        assert_eq!(end_time(ts), "2021-07-07T12:48:50Z");
+    }
+
+    #[test]
+    fn faults_follow_the_seed() {
+        let mut config = EmulatorConfig::default();
+        config.settings.faults.unavailable = 0.5;
+        config.settings.faults.seed = 7;
+        let picks = |config: &EmulatorConfig| {
+            let mut state = State::new(config, Instant::now());
+            (0..32)
+                .map(|_| state.roll_fault("BackupInstances_Get").is_some())
+                .collect::<Vec<_>>()
+        };
+        let first = picks(&config);
+        assert_eq!(first, picks(&config));
+        assert!(first.contains(&true) && first.contains(&false));
+        config.settings.faults.operations = vec!["BackupInstances_List".into()];
+        assert!(!picks(&config).contains(&true));
+    }
+}
