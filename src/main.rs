@@ -150,7 +150,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Where Azure is and how to authenticate, as the flags say.
 enum Azure {
     /// The real ARM endpoint (or another one given by --arm-endpoint).
-    Endpoint { config: ArmConfig, auth: AuthConfig },
+    Endpoint {
+        config: ArmConfig,
+        auth: Box<AuthConfig>,
+    },
     /// The emulator in this process.
     Embedded { api_version: String },
 }
@@ -267,12 +270,12 @@ impl RunArgs {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("--arm-endpoint/--api-version: {e}"))?;
-        let auth = AuthConfig {
+        let auth = Box::new(AuthConfig {
             mode,
             token_file: self.token_file.clone(),
             client_secret_file: self.client_secret_file.clone(),
             ..AuthConfig::default()
-        };
+        });
         Ok(Azure::Endpoint { config, auth })
     }
 }
@@ -416,7 +419,7 @@ async fn azure_client(
     metrics: &Metrics,
 ) -> Result<(ArmClient, Option<RunningEmulator>)> {
     let (config, auth, embedded) = match azure {
-        Azure::Endpoint { config, auth } => (config, auth, None),
+        Azure::Endpoint { config, auth } => (config, *auth, None),
         Azure::Embedded { api_version } => {
             let emulator = RunningEmulator::start(
                 EmulatorConfig::default(),

@@ -73,12 +73,15 @@ fn run_help_documents_every_flag_with_its_environment_variable() {
     }
 }
 
+/// Arguments, environment, and what the error line must say.
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn bad_flag_combinations_are_refused_with_one_clear_line() {
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), "token").unwrap();
     let token_path = token_file.path().to_str().unwrap();
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+    let cases: &[Refusal] = &[
         (
             &["run", "--azure-auth", "static-token"],
             &[],
