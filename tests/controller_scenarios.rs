@@ -275,6 +275,26 @@ fn spec(account_id: &str, policy: &str) -> Value {
     })
 }
 
+/// The article's resource, Ready, under a controller that resyncs every `interval`.
+async fn protected_with_resync(interval: Duration) -> (Harness, RunningController, Value) {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let settings = Settings {
+        resync_interval: interval,
+        ..test_settings()
+    };
+    let controller = h.controller(settings);
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let ready = h.wait_ready("msblobbackup").await;
+    (h, controller, ready)
+}
+
+/// Asserts that `text` contains each of `needles`.
+fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in {text:?}");
+    }
+}
+
 fn has_finalizer(object: &Value) -> bool {
     object["metadata"]["finalizers"]
         .as_array()
@@ -451,21 +471,21 @@ async fn already_protected_elsewhere_stalls_naming_the_vault() {
         (ready["status"].as_str(), ready["reason"].as_str()),
         (Some("False"), Some("AlreadyProtected"))
     );
-    let message = ready["message"].as_str().unwrap();
-    assert!(message.contains("otherVault"), "{message}");
-    assert!(message.contains("Recommended action"), "{message}");
-    assert!(
-        message.contains("UserErrorDppDatasourceAlreadyProtected"),
-        "{message}"
+    assert_mentions(
+        ready["message"].as_str().unwrap(),
+        &[
+            "otherVault",
+            "Recommended action",
+            "UserErrorDppDatasourceAlreadyProtected",
+        ],
     );
     assert_eq!(
         condition(&stalled, "Reconciling").unwrap()["status"],
         "False"
     );
-    let note = h.event_note("msblobbackup", "ValidationFailed");
-    assert!(
-        note.contains("UserErrorDppDatasourceAlreadyProtected"),
-        "{note}"
+    assert_mentions(
+        &h.event_note("msblobbackup", "ValidationFailed"),
+        &["UserErrorDppDatasourceAlreadyProtected"],
     );
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 0);
     controller.stop().await;
@@ -480,21 +500,15 @@ async fn missing_permission_stalls_then_heals_once_granted() {
     let stalled = h
         .wait_condition("msblobbackup", "Stalled", "True", "MissingPermissions")
         .await;
-    let message = condition(&stalled, "Ready").unwrap()["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains("Microsoft.Authorization/roleAssignments/read"),
-        "{message}"
-    );
-    assert!(
-        message.contains(&format!("{ACCOUNT}/providers/Microsoft.Authorization")),
-        "{message}"
-    );
-    assert!(
-        message.contains("Storage Account Backup Contributor"),
-        "{message}"
+    assert_mentions(
+        condition(&stalled, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap(),
+        &[
+            "Microsoft.Authorization/roleAssignments/read",
+            &format!("{ACCOUNT}/providers/Microsoft.Authorization"),
+            "Storage Account Backup Contributor",
+        ],
     );
     assert_eq!(condition(&stalled, "Validated").unwrap()["status"], "False");
     assert!(
@@ -605,14 +619,7 @@ async fn orphan_policy_leaves_azure_untouched() {
 
 #[tokio::test]
 async fn instance_deleted_behind_the_operators_back_is_recreated() {
-    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let settings = Settings {
-        resync_interval: Duration::from_millis(300),
-        ..test_settings()
-    };
-    let controller = h.controller(settings);
-    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
-    let ready = h.wait_ready("msblobbackup").await;
+    let (h, controller, ready) = protected_with_resync(Duration::from_millis(300)).await;
     let id = ready["status"]["backupInstanceId"]
         .as_str()
         .unwrap()
@@ -674,14 +681,7 @@ async fn a_second_operator_resumes_the_recorded_operation() {
 
 #[tokio::test]
 async fn status_is_written_only_when_it_changes() {
-    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let settings = Settings {
-        resync_interval: Duration::from_millis(150),
-        ..test_settings()
-    };
-    let controller = h.controller(settings);
-    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
-    h.wait_ready("msblobbackup").await;
+    let (h, controller, _) = protected_with_resync(Duration::from_millis(150)).await;
     let writes = h.status_writes("msblobbackup");
     let gets = h.azure(ops::GET);
     let events = h.event_reasons("msblobbackup").len();
