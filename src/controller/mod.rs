@@ -159,7 +159,6 @@ pub struct Context {
     client: Client,
     arm: ArmClient,
     metrics: Metrics,
-    health: HealthState,
     recorder: Recorder,
     settings: Settings,
     // Keyed by "namespace/name".
@@ -181,13 +180,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    /// The context of [`reconcile`]: Kubernetes and Azure clients, metrics and health,
-    /// Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
+    /// The context of [`reconcile`]: Kubernetes and Azure clients, metrics, decision
+    /// settings, Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
-        health: HealthState,
         settings: Settings,
         reporting_instance: Option<String>,
     ) -> Self {
@@ -200,7 +198,6 @@ impl Context {
             client,
             arm,
             metrics,
-            health,
             settings,
             memory: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -492,7 +489,6 @@ pub async fn reconcile(
         started.elapsed(),
         result.as_ref().err().map(Error::metric_reason),
     );
-    ctx.health.heartbeat();
     result
 }
 
@@ -521,13 +517,14 @@ async fn reconcile_steps(
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
-        ctx.publish(&obj, &decision.events).await;
+        // An operation just started: its poll URL goes to the API before anything else.
         if records_new_operation(persisted.as_ref(), obj.status.as_ref()) {
             let written = ctx.write_status(&api, &obj, true).await?;
             ctx.remember_write(&key, &written);
             persisted = written.status.clone();
             obj = written;
         }
+        ctx.publish(&obj, &decision.events).await;
         observation = match &decision.action {
             Action::None => {
                 requeue = Some(decision.requeue);
@@ -619,10 +616,10 @@ fn other_finalizers(obj: &BlobBackupInstance) -> Option<u64> {
 /// Watches `BlobBackupInstance` resources (in `config.watch_namespace`, or all namespaces)
 /// and reconciles a resource when its generation, its other controllers' finalizers or its
 /// deletion change (never on the controller's own writes) and when a decision's requeue
-/// time comes. Up to
-/// `config.concurrency` resources are reconciled at once. Azure calls go through `arm`;
-/// `metrics` gets the controller's series; `health` is told when the watch has listed the
-/// resources (`set_watching`) and gets a heartbeat per reconcile.
+/// time comes. Up to `config.concurrency` resources are reconciled at once. Azure calls go
+/// through `arm` (whose api-version decides whether `Retain` is possible); `metrics` gets
+/// the controller's series; `health` is told when the watch has listed the resources
+/// (`set_watching(true)`, reset on return) and gets heartbeats while the loop runs.
 ///
 /// The command line wraps this in [`leader::run_as_leader`]; tests and benchmarks call it
 /// directly. Kubernetes API trouble (a missing CRD, RBAC) is logged and retried with backoff,
@@ -642,7 +639,6 @@ pub async fn run(
         client.clone(),
         arm,
         metrics,
-        health.clone(),
         settings,
         config.reporting_instance.clone(),
     ));
@@ -669,13 +665,11 @@ pub async fn run(
         .predicate_filter(predicate, Default::default());
 
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
-    let heartbeat = health.clone();
     let controller = Controller::for_stream(triggers, reader.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(stopped.map(|_| ()))
         .run(reconcile, error_policy, ctx)
-        .for_each(move |result| {
-            heartbeat.heartbeat();
+        .for_each(|result| {
             match result {
                 Ok(_) => {}
                 // Logged by error_policy.
@@ -697,11 +691,15 @@ pub async fn run(
         std::future::pending::<()>().await
     };
 
+    // Beats while this loop turns, so /healthz fails if it wedges.
+    let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(controller, shutdown, synced);
     let mut stop = Some(stop);
     loop {
         tokio::select! {
             () = &mut controller => break,
+            _ = heartbeat.tick() => health.heartbeat(),
             () = &mut shutdown, if stop.is_some() => {
                 info!("shutting down: letting the reconciles in flight finish");
                 if let Some(stop) = stop.take() {
