@@ -1,9 +1,9 @@
 //! The Kubernetes controller: reconciles `BlobBackupInstance` resources against Azure.
 //!
-//! - [`decide`]: the pure decision (no I/O), table-tested.
+//! - [`decide`](mod@decide): the pure decision (no I/O), table-tested.
 //! - this module: the kube-runtime wiring around it. [`run`] watches the resources and calls
 //!   [`reconcile`] for each, which runs the observe → decide → act → record loop of
-//!   [`decide`]'s docs for a few steps, never waiting for Azure: an operation in flight is
+//!   [`decide`](mod@decide)'s docs for a few steps, never waiting for Azure: an operation in flight is
 //!   recorded in status (with its poll URL) and looked at again after Azure's `Retry-After`.
 //! - [`leader`]: leader election, wrapped around [`run`] by the command line.
 //!
