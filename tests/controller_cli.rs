@@ -1,6 +1,6 @@
 //! The `blob-backup-operator` binary: its refusals of bad flags (one clear error line, a
-//! non-zero exit), `crd`, and `run --embedded-vault` against the in-memory Kubernetes API,
-//! from start to Ready to a clean exit on SIGTERM.
+//! non-zero exit), `crd`, and `run --embedded-vault --leader-elect` against the in-memory
+//! Kubernetes API, from start to Ready to a clean exit on SIGTERM that releases the Lease.
 
 mod support;
 
@@ -204,8 +204,28 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Kills the operator if a test fails before it stopped it.
+/// A child process (operator or emulator), killed if a test fails before it stopped it.
 struct Operator(std::process::Child);
+
+impl Operator {
+    /// Sends SIGTERM and waits (at most 15 s) for the exit.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
 
 impl Drop for Operator {
     fn drop(&mut self) {
@@ -215,7 +235,7 @@ impl Drop for Operator {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_vault_quickstart_goes_ready_and_stops_cleanly_on_sigterm() {
+async fn embedded_vault_leader_goes_ready_and_stops_cleanly_on_sigterm() {
     let api = FakeApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -225,8 +245,11 @@ async fn embedded_vault_quickstart_goes_ready_and_stops_cleanly_on_sigterm() {
     let child = Command::new(BIN)
         .args(["run", "--embedded-vault", "--watch-namespace", "quickstart"])
         .args(["--metrics-addr", &metrics_addr, "--log-format", "json"])
+        .arg("--leader-elect")
         .env_clear()
         .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "quickstart")
+        .env("POD_NAME", "operator-0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -284,26 +307,24 @@ async fn embedded_vault_quickstart_goes_ready_and_stops_cleanly_on_sigterm() {
         "{metrics}"
     );
 
-    let pid = operator.0.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = operator.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let holder = |api: &FakeApiServer| {
+        api.get("leases", "quickstart", "blob-backup-operator")
+            .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(str::to_owned))
+            .unwrap_or_default()
     };
+    assert!(holder(&api).starts_with("operator-0_"), "{}", holder(&api));
+
+    let status = operator.terminate().await;
     let mut logs = String::new();
     if let Some(mut stderr) = operator.0.stderr.take() {
         use std::io::Read;
         let _ = stderr.read_to_string(&mut logs);
     }
     assert!(status.success(), "exit {status}: {logs}");
+    assert!(
+        !holder(&api).starts_with("operator-0_"),
+        "the Lease is released on the way out"
+    );
     // JSON logs, with the resource on the reconcile span.
     let reconcile_line = logs
         .lines()
@@ -311,4 +332,37 @@ async fn embedded_vault_quickstart_goes_ready_and_stops_cleanly_on_sigterm() {
         .unwrap_or_else(|| panic!("no reconcile log line in\n{logs}"));
     assert!(serde_json::from_str::<serde_json::Value>(reconcile_line).is_ok());
     assert!(logs.contains("SIGTERM"), "{logs}");
+}
+
+#[tokio::test]
+async fn vault_emulator_serves_until_sigterm() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["vault-emulator", "--listen", &listen])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut emulator = Operator(child);
+    let http = blob_backup_operator::arm::default_http_client().unwrap();
+    let started = Instant::now();
+    // The article's vault answers its own path (401 without a token: it is up).
+    let url = format!(
+        "http://{listen}/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/backupInstances?api-version=2026-06-01"
+    );
+    let answer = loop {
+        match http.get(&url).bearer_auth("emulator-token").send().await {
+            Ok(answer) => break answer,
+            Err(_) if started.elapsed() < Duration::from_secs(15) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("the emulator never answered: {error}"),
+        }
+    };
+    assert_eq!(answer.status(), 200);
+    let status = emulator.terminate().await;
+    assert!(status.success(), "exit {status}");
 }
