@@ -1,279 +1,25 @@
 //! Controller scenarios: the real controller (`controller::run`) against the in-memory
-//! Kubernetes API (tests/support/fake_apiserver.rs) and the vault emulator over HTTP.
+//! Kubernetes API (tests/support/fake_apiserver.rs) and the vault emulator over HTTP, through
+//! the harness in tests/support/harness.rs.
 //!
 //! Timings are shortened (operations take 100 ms in the emulator, the controller's waits are
 //! clamped to a few hundred ms); every wait is a condition with a timeout, never a sleep.
 
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use blob_backup_operator::api::FINALIZER;
 use blob_backup_operator::arm::{
-    self, ArmClient, ArmConfig, AuthConfig, AuthMode, BackupInstance, BackupInstanceId, LroStart,
-    OperationStatus, PolicyId, StorageAccountId, operation_ids as ops,
+    self, BackupInstance, BackupInstanceId, LroStart, OperationStatus, PolicyId, StorageAccountId,
+    operation_ids as ops,
 };
 use blob_backup_operator::controller::decide::Settings;
-use blob_backup_operator::controller::{self, ControllerConfig};
-use blob_backup_operator::emulator::{
-    EmulatorConfig, PolicyConfig, PolicyTier, RunningEmulator, StorageAccountConfig,
-};
-use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics};
 use serde_json::{Value, json};
-use support::fake_apiserver::{FakeApiServer, Subresource, Verb};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-const NS: &str = "team-a";
-const RESOURCE: &str = "blobbackupinstances";
-const SUB: &str = "00000000-0000-0000-0000-000000000000";
-const VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault";
-const OTHER_VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/OtherRG/providers/Microsoft.DataProtection/backupVaults/otherVault";
-const ACCOUNT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup";
-/// Long enough for a loaded 2-core machine; scenarios normally take a second or two.
-const WAIT: Duration = Duration::from_secs(20);
-
-fn account(name: &str) -> String {
-    format!(
-        "/subscriptions/{SUB}/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/{name}"
-    )
-}
-
-/// The article's world plus a second operational policy and a few more storage accounts,
-/// with operations that take `latency`.
-fn emulator_config(latency: Duration) -> EmulatorConfig {
-    let mut config = EmulatorConfig::default();
-    config.settings.latency = latency;
-    config.vaults[0].policies.push(PolicyConfig {
-        name: "BlobBackup-Policy2".to_owned(),
-        tier: PolicyTier::Operational,
-    });
-    for name in ["vaultedacct", "orphanacct"] {
-        config.storage_accounts.push(StorageAccountConfig {
-            id: account(name),
-            location: "westus".to_owned(),
-            role_assignments: None,
-        });
-    }
-    config
-}
-
-fn test_settings() -> Settings {
-    Settings {
-        resync_interval: Duration::from_secs(60),
-        stalled_retry_base: Duration::from_millis(200),
-        stalled_retry_max: Duration::from_millis(400),
-        retry_after_min: Duration::from_millis(50),
-        retry_after_max: Duration::from_millis(200),
-        retry_after_default: Duration::from_millis(100),
-        protection_poll: Duration::from_millis(100),
-        ..Settings::default()
-    }
-}
-
-struct RunningController {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl RunningController {
-    /// Asks for a graceful shutdown and waits until `run` has returned.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("run returns after shutdown")
-            .expect("the controller task does not panic");
-    }
-
-    /// Kills the controller mid-flight, as a crash or a lost node would.
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
-
-struct Harness {
-    api: FakeApiServer,
-    emulator: RunningEmulator,
-    metrics: Metrics,
-}
-
-impl Harness {
-    async fn start(config: EmulatorConfig) -> Self {
-        arm::install_crypto_provider();
-        let api = FakeApiServer::start().await.expect("fake apiserver starts");
-        let emulator = RunningEmulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .expect("emulator starts");
-        Self {
-            api,
-            emulator,
-            metrics: Metrics::new(),
-        }
-    }
-
-    fn arm(&self, api_version: &str) -> ArmClient {
-        let http = arm::default_http_client().unwrap();
-        let auth = AuthConfig {
-            mode: AuthMode::StaticToken,
-            static_token: Some(self.emulator.token().to_owned()),
-            ..AuthConfig::default()
-        };
-        let credential = arm::credential(&auth, http.clone()).unwrap();
-        let config = ArmConfig::new(self.emulator.base_url(), api_version);
-        ArmClient::new(
-            config,
-            http,
-            credential,
-            Some(std::sync::Arc::new(self.metrics.clone())),
-        )
-        .unwrap()
-    }
-
-    fn controller(&self, settings: Settings) -> RunningController {
-        self.controller_with(settings, arm::DEFAULT_API_VERSION)
-    }
-
-    fn controller_with(&self, settings: Settings, api_version: &str) -> RunningController {
-        let client = self.api.client_in(NS).unwrap();
-        let config = ControllerConfig {
-            watch_namespace: Some(NS.to_owned()),
-            concurrency: 4,
-            settings,
-            reporting_instance: Some("test".to_owned()),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(
-            client,
-            self.arm(api_version),
-            config,
-            self.metrics.clone(),
-            HealthState::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        RunningController { stop, task }
-    }
-
-    fn create(&self, name: &str, spec: Value) -> Value {
-        self.api
-            .create(json!({
-                "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
-                "kind": "BlobBackupInstance",
-                "metadata": {"name": name, "namespace": NS},
-                "spec": spec,
-            }))
-            .expect("created")
-    }
-
-    fn get(&self, name: &str) -> Option<Value> {
-        self.api.get(RESOURCE, NS, name)
-    }
-
-    async fn wait_for(&self, name: &str, what: &str, done: impl FnMut(&Value) -> bool) -> Value {
-        match self
-            .api
-            .wait_for_object(RESOURCE, NS, name, WAIT, done)
-            .await
-        {
-            Ok(object) => object,
-            Err(_) => panic!(
-                "{name}: {what} not reached; now {:#}\nevents: {:?}",
-                self.get(name).unwrap_or(Value::Null),
-                self.event_reasons(name)
-            ),
-        }
-    }
-
-    async fn wait_condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> Value {
-        let what = format!("{type_}={status} ({reason})");
-        self.wait_for(name, &what, |o| {
-            condition(o, type_).is_some_and(|c| c["status"] == status && c["reason"] == reason)
-        })
-        .await
-    }
-
-    async fn wait_ready(&self, name: &str) -> Value {
-        self.wait_condition(name, "Ready", "True", "ProtectionConfigured")
-            .await
-    }
-
-    async fn wait_gone(&self, name: &str) {
-        if self
-            .api
-            .wait_for_absent(RESOURCE, NS, name, WAIT)
-            .await
-            .is_err()
-        {
-            panic!(
-                "{name} not deleted; now {:#}\nevents: {:?}",
-                self.get(name).unwrap_or(Value::Null),
-                self.event_reasons(name)
-            );
-        }
-    }
-
-    fn event_reasons(&self, name: &str) -> Vec<String> {
-        let mut events = self.api.events_for(NS, name);
-        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
-        events
-            .iter()
-            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    fn event_note(&self, name: &str, reason: &str) -> String {
-        self.api
-            .events_for(NS, name)
-            .iter()
-            .find(|e| e["reason"] == reason)
-            .and_then(|e| e["note"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn azure(&self, operation: &str) -> u64 {
-        self.emulator.admin().request_count(operation)
-    }
-
-    fn status_writes(&self, name: &str) -> u64 {
-        self.api
-            .request_count_for(Verb::Patch, RESOURCE, Some("status"), NS, name)
-    }
-
-    /// Waits until the metrics show every one of `lines` (they are updated just after the
-    /// status write a test waits for).
-    async fn wait_metrics(&self, lines: &[&str]) {
-        let text = || {
-            self.metrics
-                .encode(ExpositionFormat::PrometheusText)
-                .unwrap()
-        };
-        let found = self
-            .api
-            .wait_for(WAIT, |_| lines.iter().all(|line| text().contains(line)))
-            .await;
-        assert!(found.is_ok(), "{lines:?} not all in\n{}", text());
-    }
-}
-
-fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-fn spec(account_id: &str, policy: &str) -> Value {
-    json!({
-        "vault": {"id": VAULT},
-        "policy": {"name": policy},
-        "storageAccount": {"id": account_id, "location": "westus"},
-    })
-}
+use support::fake_apiserver::Subresource;
+use support::harness::{
+    ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
+    condition, emulator_config, has_finalizer, spec, test_settings,
+};
 
 /// The article's resource, Ready, under a controller that resyncs every `interval`.
 async fn protected_with_resync(interval: Duration) -> (Harness, RunningController, Value) {
@@ -293,12 +39,6 @@ fn assert_mentions(text: &str, needles: &[&str]) {
     for needle in needles {
         assert!(text.contains(needle), "{needle:?} not in {text:?}");
     }
-}
-
-fn has_finalizer(object: &Value) -> bool {
-    object["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
 #[tokio::test]

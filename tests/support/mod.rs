@@ -1,2 +1,3 @@
 //! Shared helpers for integration tests.
 pub mod fake_apiserver;
+pub mod harness;

@@ -1,0 +1,362 @@
+//! The controller test harness: the in-memory Kubernetes API ([`FakeApiServer`]) and the vault
+//! emulator over HTTP, with helpers to create `BlobBackupInstance` resources, run the real
+//! controller against them and wait for conditions (never sleeps).
+//!
+//! Timings are shortened (operations take ~100 ms in the emulator, the controller's waits are
+//! clamped to a few hundred ms).
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use blob_backup_operator::api::FINALIZER;
+use blob_backup_operator::arm::{self, ArmClient, ArmConfig, AuthConfig, AuthMode};
+use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::leader::{
+    LeaderElectionConfig, LeaderElectionError, LeaderOutcome, run_as_leader,
+};
+use blob_backup_operator::controller::{self, ControllerConfig};
+use blob_backup_operator::emulator::{
+    EmulatorConfig, PolicyConfig, PolicyTier, RunningEmulator, StorageAccountConfig,
+};
+use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics};
+use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::fake_apiserver::{FakeApiServer, Verb};
+
+pub const NS: &str = "team-a";
+pub const RESOURCE: &str = "blobbackupinstances";
+pub const SUB: &str = "00000000-0000-0000-0000-000000000000";
+pub const VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault";
+pub const OTHER_VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/OtherRG/providers/Microsoft.DataProtection/backupVaults/otherVault";
+pub const ACCOUNT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup";
+/// Long enough for a loaded 2-core machine; scenarios normally take a second or two.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The ARM id of storage account `name` in the article's resource group.
+pub fn account(name: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/{name}"
+    )
+}
+
+/// Adds storage accounts `names` (westus, the vault's role granted) to `config`.
+pub fn add_accounts(config: &mut EmulatorConfig, names: &[&str]) {
+    config
+        .storage_accounts
+        .extend(names.iter().map(|name| StorageAccountConfig {
+            id: account(name),
+            location: "westus".to_owned(),
+            role_assignments: None,
+        }));
+}
+
+/// The article's world plus a second operational policy and a few more storage accounts,
+/// with operations that take `latency`.
+pub fn emulator_config(latency: Duration) -> EmulatorConfig {
+    let mut config = EmulatorConfig::default();
+    config.settings.latency = latency;
+    config.vaults[0].policies.push(PolicyConfig {
+        name: "BlobBackup-Policy2".to_owned(),
+        tier: PolicyTier::Operational,
+    });
+    add_accounts(&mut config, &["vaultedacct", "orphanacct"]);
+    config
+}
+
+/// Decision timings shortened for tests (resync once a minute: never within a test).
+pub fn test_settings() -> Settings {
+    Settings {
+        resync_interval: Duration::from_secs(60),
+        stalled_retry_base: Duration::from_millis(200),
+        stalled_retry_max: Duration::from_millis(400),
+        retry_after_min: Duration::from_millis(50),
+        retry_after_max: Duration::from_millis(200),
+        retry_after_default: Duration::from_millis(100),
+        protection_poll: Duration::from_millis(100),
+        ..Settings::default()
+    }
+}
+
+/// The controller's settings in the tests' namespace, reporting Events as `instance`.
+pub fn controller_config(settings: Settings, instance: &str) -> ControllerConfig {
+    ControllerConfig {
+        watch_namespace: Some(NS.to_owned()),
+        concurrency: 4,
+        settings,
+        reporting_instance: Some(instance.to_owned()),
+    }
+}
+
+pub struct RunningController {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningController {
+    /// Asks for a graceful shutdown and waits until `run` has returned.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("the controller task does not panic");
+    }
+
+    /// Kills the controller mid-flight, as a crash or a lost node would.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+pub struct Harness {
+    pub api: FakeApiServer,
+    pub emulator: RunningEmulator,
+    pub metrics: Metrics,
+}
+
+impl Harness {
+    pub async fn start(config: EmulatorConfig) -> Self {
+        arm::install_crypto_provider();
+        let api = FakeApiServer::start().await.expect("fake apiserver starts");
+        let emulator = RunningEmulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("emulator starts");
+        Self {
+            api,
+            emulator,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The world of [`emulator_config`] (operations of 100 ms) plus storage accounts `names`.
+    pub async fn with_accounts(names: &[&str]) -> Self {
+        let mut config = emulator_config(Duration::from_millis(100));
+        add_accounts(&mut config, names);
+        Self::start(config).await
+    }
+
+    /// An ARM client for the emulator whose requests count in [`Harness::metrics`].
+    pub fn arm(&self, api_version: &str) -> ArmClient {
+        self.arm_observed_by(api_version, &self.metrics)
+    }
+
+    /// An ARM client for the emulator whose requests count in `metrics`.
+    pub fn arm_observed_by(&self, api_version: &str, metrics: &Metrics) -> ArmClient {
+        let http = arm::default_http_client().unwrap();
+        let auth = AuthConfig {
+            mode: AuthMode::StaticToken,
+            static_token: Some(self.emulator.token().to_owned()),
+            ..AuthConfig::default()
+        };
+        let credential = arm::credential(&auth, http.clone()).unwrap();
+        let config = ArmConfig::new(self.emulator.base_url(), api_version);
+        ArmClient::new(config, http, credential, Some(Arc::new(metrics.clone()))).unwrap()
+    }
+
+    pub fn controller(&self, settings: Settings) -> RunningController {
+        self.controller_with(settings, arm::DEFAULT_API_VERSION)
+    }
+
+    pub fn controller_with(&self, settings: Settings, api_version: &str) -> RunningController {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(
+            self.api.client_in(NS).unwrap(),
+            self.arm(api_version),
+            controller_config(settings, "test"),
+            self.metrics.clone(),
+            HealthState::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        RunningController { stop, task }
+    }
+
+    pub fn create(&self, name: &str, spec: Value) -> Value {
+        self.api
+            .create(json!({
+                "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
+                "kind": "BlobBackupInstance",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": spec,
+            }))
+            .expect("created")
+    }
+
+    pub fn get(&self, name: &str) -> Option<Value> {
+        self.api.get(RESOURCE, NS, name)
+    }
+
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        match self
+            .api
+            .wait_for_object(RESOURCE, NS, name, WAIT, done)
+            .await
+        {
+            Ok(object) => object,
+            Err(_) => panic!(
+                "{name}: {what} not reached; now {:#}\nevents: {:?}",
+                self.get(name).unwrap_or(Value::Null),
+                self.event_reasons(name)
+            ),
+        }
+    }
+
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> Value {
+        let what = format!("{type_}={status} ({reason})");
+        self.wait_for(name, &what, |o| {
+            condition(o, type_).is_some_and(|c| c["status"] == status && c["reason"] == reason)
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> Value {
+        self.wait_condition(name, "Ready", "True", "ProtectionConfigured")
+            .await
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        if self
+            .api
+            .wait_for_absent(RESOURCE, NS, name, WAIT)
+            .await
+            .is_err()
+        {
+            panic!(
+                "{name} not deleted; now {:#}\nevents: {:?}",
+                self.get(name).unwrap_or(Value::Null),
+                self.event_reasons(name)
+            );
+        }
+    }
+
+    pub fn event_reasons(&self, name: &str) -> Vec<String> {
+        let mut events = self.api.events_for(NS, name);
+        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
+        events
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub fn event_note(&self, name: &str, reason: &str) -> String {
+        self.api
+            .events_for(NS, name)
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["note"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Requests the emulator has served for Azure operation `operation`.
+    pub fn azure(&self, operation: &str) -> u64 {
+        self.emulator.admin().request_count(operation)
+    }
+
+    pub fn status_writes(&self, name: &str) -> u64 {
+        self.api
+            .request_count_for(Verb::Patch, RESOURCE, Some("status"), NS, name)
+    }
+
+    /// Waits until the metrics show every one of `lines` (they are updated just after the
+    /// status write a test waits for).
+    pub async fn wait_metrics(&self, lines: &[&str]) {
+        let text = || {
+            self.metrics
+                .encode(ExpositionFormat::PrometheusText)
+                .unwrap()
+        };
+        let found = self
+            .api
+            .wait_for(WAIT, |_| lines.iter().all(|line| text().contains(line)))
+            .await;
+        assert!(found.is_ok(), "{lines:?} not all in\n{}", text());
+    }
+}
+
+/// A future that completes once `stop` holds `true` (or its sender is gone): a shutdown signal
+/// that can be handed to several tasks, as `run` hands SIGTERM to the election and the controller.
+pub fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Spawns the operator as `run` wires it: `controller::run` under `run_as_leader` (`election`
+/// `None`: leader election off), both stopping once `stop` turns true.
+pub fn spawn_operator(
+    client: kube::Client,
+    arm: ArmClient,
+    election: Option<LeaderElectionConfig>,
+    config: ControllerConfig,
+    metrics: &Metrics,
+    health: &HealthState,
+    stop: &watch::Receiver<bool>,
+) -> JoinHandle<Result<LeaderOutcome<()>, LeaderElectionError>> {
+    let work = {
+        let (client, metrics, health, stop) = (
+            client.clone(),
+            metrics.clone(),
+            health.clone(),
+            stop.clone(),
+        );
+        move || {
+            controller::run(
+                client.clone(),
+                arm.clone(),
+                config.clone(),
+                metrics.clone(),
+                health.clone(),
+                stopped(&stop),
+            )
+        }
+    };
+    tokio::spawn(run_as_leader(
+        client,
+        election,
+        metrics.clone(),
+        health.clone(),
+        stopped(stop),
+        work,
+    ))
+}
+
+pub fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// The spec of a resource protecting `account_id` in the test vault under `policy`.
+pub fn spec(account_id: &str, policy: &str) -> Value {
+    json!({
+        "vault": {"id": VAULT},
+        "policy": {"name": policy},
+        "storageAccount": {"id": account_id, "location": "westus"},
+    })
+}
+
+pub fn has_finalizer(object: &Value) -> bool {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
