@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         .operation_retry_after(),
     );
     let bound = harness::lower_bound(args.instances, latency, retry_after, throttle.as_ref());
-    let work_dir = tempfile::Builder::new().prefix("bbo-bench-").tempdir()?;
+    let (_guard, work_dir) = harness::work_dir()?;
     let options = harness::Options {
         instances: args.instances,
         latency,
@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator")),
         timeout: Duration::from_secs(args.timeout_seconds.unwrap_or((bound * 3.0) as u64 + 60)),
         steady_state: !args.faults,
-        work_dir: work_dir.path().to_owned(),
+        work_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -25,7 +25,7 @@ use blob_backup_operator::emulator::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
-    let work_dir = tempfile::tempdir().unwrap();
+    let (_guard, work_dir) = harness::work_dir().unwrap();
     let options = harness::Options {
         instances: 20,
         latency: Duration::from_secs(1),
@@ -46,7 +46,7 @@ async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator")),
         timeout: Duration::from_secs(40),
         steady_state: false,
-        work_dir: work_dir.path().to_owned(),
+        work_dir,
     };
     let report = harness::run(&options).await.unwrap();
     let table = harness::table(&report);

@@ -89,7 +89,10 @@ pub struct Options {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub instances: usize,
+    /// Resources that reached Ready.
     pub ready: usize,
+    /// Of those, not Ready when the run ended (a transient Azure failure on a resync).
+    pub not_ready_at_end: usize,
     pub seconds_to_all_ready: f64,
     pub seconds_to_half_ready: f64,
     pub lower_bound_seconds: f64,
@@ -121,7 +124,7 @@ pub struct Report {
     pub restarts: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unexpected_exits: Option<usize>,
-    /// Resources not Ready at the end, with their Ready reason (at most 20).
+    /// Resources that never reached Ready, with their Ready reason (at most 20).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ready: Vec<String>,
 }
@@ -137,6 +140,19 @@ pub struct Settings {
     pub resync_seconds: f64,
     pub fault_share: f64,
     pub cluster: String,
+}
+
+/// A directory for the operator's logs: removed when the guard drops, unless `BBO_KEEP_LOGS`
+/// is set (then its path is printed).
+pub fn work_dir() -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    let dir = tempfile::Builder::new().prefix("bbo-converge-").tempdir()?;
+    if std::env::var_os("BBO_KEEP_LOGS").is_some() {
+        let path = dir.keep();
+        eprintln!("operator logs in {}", path.display());
+        return Ok((None, path));
+    }
+    let path = dir.path().to_owned();
+    Ok((Some(dir), path))
 }
 
 /// The time the emulator's latency, `Retry-After` and write bucket allow at best.
@@ -389,8 +405,10 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn ready(&self) -> usize {
-        self.objects.values().filter(|s| s.ready).count()
+    /// Resources that have reached Ready (a later transient failure may have turned them
+    /// Ready=False again; they are still counted).
+    fn reached_ready(&self) -> usize {
+        self.ready_at.len()
     }
 }
 
@@ -674,7 +692,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let deadline = started + options.timeout;
     let mut half_ready = None;
     let all_ready = loop {
-        let ready = tracker.lock().unwrap_or_else(|e| e.into_inner()).ready();
+        let ready = tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reached_ready();
         if half_ready.is_none() && ready * 2 >= n {
             half_ready = Some(started.elapsed());
         }
@@ -735,24 +756,27 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         None
     };
 
-    let snapshot: Vec<(String, Seen)> = tracker
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .objects
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let ready = snapshot.iter().filter(|(_, s)| s.ready).count();
+    // (name, state now, whether it ever was Ready)
+    let snapshot: Vec<(String, Seen, bool)> = {
+        let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+        tracker
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), tracker.ready_at.contains_key(k)))
+            .collect()
+    };
+    let ready = snapshot.iter().filter(|(_, _, reached)| *reached).count();
+    let not_ready_at_end = snapshot.iter().filter(|(_, s, _)| !s.ready).count();
     let mut not_ready: Vec<String> = snapshot
         .iter()
-        .filter(|(_, s)| !s.ready)
-        .map(|(name, s)| format!("{name}: {}", s.reason))
+        .filter(|(_, _, reached)| !reached)
+        .map(|(name, s, _)| format!("{name}: {}", s.reason))
         .collect();
     // Objects the watch never saw are stuck without any explanation.
     let unseen = n.saturating_sub(snapshot.len());
     let unexplained = snapshot
         .iter()
-        .filter(|(_, s)| !s.ready && !s.explained)
+        .filter(|(_, s, reached)| !reached && !s.explained)
         .count()
         + unseen;
     not_ready.sort();
@@ -779,6 +803,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let report = Report {
         instances: n,
         ready,
+        not_ready_at_end,
         seconds_to_all_ready: seconds,
         seconds_to_half_ready: half_ready.map_or(seconds, |d| d.as_secs_f64()),
         lower_bound_seconds: bound,
@@ -853,8 +878,11 @@ pub fn table(report: &Report) -> String {
         ),
     );
     row(
-        "instances (ready)",
-        format!("{} ({})", report.instances, report.ready),
+        "instances (reached Ready; not Ready at end)",
+        format!(
+            "{} ({}; {})",
+            report.instances, report.ready, report.not_ready_at_end
+        ),
     );
     row(
         "seconds to all Ready (half)",
