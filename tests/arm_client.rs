@@ -501,6 +501,32 @@ async fn put_answers_200_201_202_and_bad_bodies() {
     let start = client.create_or_update(&id, &instance()).await.unwrap();
     assert!(matches!(start, LroStart::Done(Some(_))), "{start:?}");
 
+    // 200 with Azure-AsyncOperation: an update still being applied; pending, with the body.
+    // A Location header alone on a 200 is not something to poll.
+    mock.push(
+        reply(200)
+            .json(&resource_json())
+            .header("Azure-AsyncOperation", &status_url)
+            .header("Retry-After", "15"),
+    );
+    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    let LroStart::Pending {
+        handle,
+        body: Some(_),
+    } = start
+    else {
+        panic!("{start:?}")
+    };
+    assert_eq!(handle.poll_url, status_url);
+    assert_eq!(handle.retry_after, Some(Duration::from_secs(15)));
+    mock.push(
+        reply(200)
+            .json(&resource_json())
+            .header("Location", &result_url),
+    );
+    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    assert!(matches!(start, LroStart::Done(Some(_))), "{start:?}");
+
     // 201 without a poll URL: done (the resource's protection status tells the rest).
     mock.push(reply(201).json(&resource_json()));
     assert!(matches!(

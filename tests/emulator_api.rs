@@ -1036,6 +1036,47 @@ async fn injected_faults() {
 }
 
 #[tokio::test]
+async fn injected_bad_bodies() {
+    let env = Env::fast().await;
+    let url = env.instance_url("x", V2026);
+    for knob in ["malformedBody", "emptyBody"] {
+        let settings = json!({"faults": {knob: 1.0, "operations": ["BackupInstances_Get"]}});
+        let answer = env.admin(Method::PUT, "settings", Some(&settings)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        let response = env
+            .http
+            .get(&url)
+            .bearer_auth(env.emulator.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let text = response.text().await.unwrap();
+        if knob == "emptyBody" {
+            assert_eq!(text, "");
+        } else {
+            assert!(text.starts_with('{'), "{text}");
+            assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+        }
+        // Only the listed operation is affected.
+        let list = env.get(&env.vault_url("/backupInstances", V2026)).await;
+        assert_eq!(list.status, StatusCode::OK);
+    }
+    assert_eq!(
+        env.emulator.admin().request_counts()["BackupInstances_Get"],
+        BTreeMap::from([(200, 2)])
+    );
+    let bad = json!({"faults": {"malformedBody": 0.6, "emptyBody": 0.6}});
+    let answer = env.admin(Method::PUT, "settings", Some(&bad)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn in_progress_spelling_is_a_knob() {
     let mut config = fast_config();
     config.settings.latency = Duration::from_secs(30);

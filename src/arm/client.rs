@@ -31,8 +31,9 @@ pub const DEFAULT_ENDPOINT: &str = "https://management.azure.com";
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("blob-backup-operator/", env!("CARGO_PKG_VERSION"));
 
-/// The oldest API version with `stopProtection` (2021-01-01 and 2021-07-01 do not have it).
-const FIRST_VERSION_WITH_STOP_PROTECTION: &str = "2022-01-01";
+/// The oldest API version with the backup-instance actions `stopProtection` and `sync`
+/// (2021-01-01 and 2021-07-01 have neither; both appear in the 2022-01-01 examples).
+const FIRST_VERSION_WITH_INSTANCE_ACTIONS: &str = "2022-01-01";
 /// A guard against a `nextLink` loop.
 const MAX_LIST_PAGES: usize = 1000;
 
@@ -125,9 +126,11 @@ fn is_api_version(version: &str) -> bool {
 /// How a long-running call started.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LroStart<T> {
-    /// Finished at once (200, 204, or 201 without a poll URL), with the body if there is one.
+    /// Finished at once (200 without `Azure-AsyncOperation`, 204, or 201 without a poll URL),
+    /// with the body if there is one.
     Done(Option<T>),
-    /// Accepted (201/202): follow `handle`; `body` is the 201 body, if any.
+    /// Accepted (201/202, or 200 with `Azure-AsyncOperation`): follow `handle`; `body` is the
+    /// 200/201 body, if any.
     Pending {
         /// Where to poll and how long to wait.
         handle: OperationHandle,
@@ -305,9 +308,22 @@ impl ArmClient {
         &self.inner.config.api_version
     }
 
-    /// Whether this API version has `stopProtection` (2021-01-01 does not).
+    /// Whether this API version has `stopProtection` and `sync` (2021-01-01 does not).
     pub fn supports_stop_protection(&self) -> bool {
-        self.api_version().get(..10).unwrap_or_default() >= FIRST_VERSION_WITH_STOP_PROTECTION
+        self.api_version().get(..10).unwrap_or_default() >= FIRST_VERSION_WITH_INSTANCE_ACTIONS
+    }
+
+    /// Refuses, before any request, an action the configured API version does not have.
+    fn require_instance_action(&self, action: &str, instead: &str) -> Result<(), ArmError> {
+        if self.supports_stop_protection() {
+            return Ok(());
+        }
+        Err(ArmError::Config {
+            message: format!(
+                "api-version {} has no {action} (it exists from {FIRST_VERSION_WITH_INSTANCE_ACTIONS}); use a newer --api-version, or {instead}",
+                self.api_version()
+            ),
+        })
     }
 
     /// POST `.../backupVaults/{vault}/validateForBackup`: 200 done, 202 pending; a 400 (e.g.
@@ -332,8 +348,9 @@ impl ArmClient {
         .await
     }
 
-    /// PUT the backup instance (`{"properties": instance}`): 200 done with the resource, 201
-    /// created (pending when Azure names a poll URL), 202 pending.
+    /// PUT the backup instance (`{"properties": instance}`): 200 done with the resource (pending
+    /// when it names an `Azure-AsyncOperation`: an update still being applied), 201 created
+    /// (pending when Azure names a poll URL), 202 pending.
     pub async fn create_or_update(
         &self,
         id: &BackupInstanceId,
@@ -414,14 +431,7 @@ impl ArmClient {
     /// POST `.../stopProtection` (keeps the backups). Refused with a Config error on API
     /// versions without it (2021-01-01), before any request.
     pub async fn stop_protection(&self, id: &BackupInstanceId) -> Result<LroStart<()>, ArmError> {
-        if !self.supports_stop_protection() {
-            return Err(ArmError::Config {
-                message: format!(
-                    "api-version {} has no stopProtection (it exists from {FIRST_VERSION_WITH_STOP_PROTECTION}); use a newer --api-version, or delete instead of retaining the backups",
-                    self.api_version()
-                ),
-            });
-        }
+        self.require_instance_action("stopProtection", "delete instead of retaining the backups")?;
         self.post_action(id, "stopProtection", ops::STOP_PROTECTION, None::<&()>)
             .await
     }
@@ -429,6 +439,7 @@ impl ArmClient {
     /// POST `.../sync` with `{"syncType": "Default"}`: asks Azure to retry a failed
     /// configuration of the instance.
     pub async fn sync(&self, id: &BackupInstanceId) -> Result<LroStart<()>, ArmError> {
+        self.require_instance_action("sync", "re-sync the backup instance in the Azure portal")?;
         let body = SyncBackupInstanceRequest {
             sync_type: Some("Default".to_string()),
         };
@@ -668,6 +679,16 @@ fn lro_start<T: DeserializeOwned>(
     };
     let handle = OperationHandle::from_headers(&response.headers, SystemTime::now());
     match (response.status, handle) {
+        // ARM lets a PUT answer 200 with a non-terminal provisioningState and a status URL
+        // (an update in progress); Azure SDKs poll it. A 200 Location is not a poll URL.
+        (200, Some(handle))
+            if header_value(&response.headers, "azure-asyncoperation").is_some() =>
+        {
+            Ok(LroStart::Pending {
+                handle,
+                body: parse()?,
+            })
+        }
         (200, _) => Ok(LroStart::Done(parse()?)),
         (204, _) => Ok(LroStart::Done(None)),
         (201, Some(handle)) => Ok(LroStart::Pending {

@@ -152,6 +152,11 @@ pub struct FaultSettings {
     pub unavailable: f64,
     /// Share of requests whose connection is closed without an answer.
     pub drop_connection: f64,
+    /// Share of requests answered 200 with a truncated JSON document instead of being served.
+    pub malformed_body: f64,
+    /// Share of requests answered 200 with `Content-Type: application/json` and no body
+    /// instead of being served.
+    pub empty_body: f64,
     /// Share of requests answered only after `slowDelay`.
     pub slow: f64,
     /// Extra delay of a slow answer.
@@ -218,6 +223,8 @@ impl Default for FaultSettings {
             internal_error: 0.0,
             unavailable: 0.0,
             drop_connection: 0.0,
+            malformed_body: 0.0,
+            empty_body: 0.0,
             slow: 0.0,
             slow_delay: Duration::from_secs(2),
             retry_after: 1,
@@ -389,6 +396,8 @@ impl FaultSettings {
             ("faults.internalError", self.internal_error),
             ("faults.unavailable", self.unavailable),
             ("faults.dropConnection", self.drop_connection),
+            ("faults.malformedBody", self.malformed_body),
+            ("faults.emptyBody", self.empty_body),
             ("faults.slow", self.slow),
         ];
         for (name, share) in shares {
@@ -407,7 +416,13 @@ impl FaultSettings {
 
     /// Whether any fault can fire.
     pub fn any(&self) -> bool {
-        self.internal_error + self.unavailable + self.drop_connection + self.slow > 0.0
+        self.internal_error
+            + self.unavailable
+            + self.drop_connection
+            + self.malformed_body
+            + self.empty_body
+            + self.slow
+            > 0.0
     }
 }
 

@@ -29,7 +29,9 @@
 //! - 409 `AnotherOperationInProgress`: a different operation runs on the instance
 //! - 413 `RequestEntityTooLarge`; 429 `SubscriptionRequestsThrottled` with `Retry-After`
 //! - operation `Failed` with `UserErrorMissingRequiredPermissions` (validate, PUT)
-//! - injected: 500 `InternalServerError`, 503 `ServiceUnavailable` (with `Retry-After`)
+//! - injected: 500 `InternalServerError`, 503 `ServiceUnavailable` (with `Retry-After`);
+//!   `malformedBody`: 200 with a truncated JSON document; `emptyBody`: 200 with
+//!   `Content-Type: application/json` and no body (the request is not served in either case)
 //!
 //! Headers: every answer has `x-ms-request-id` and `x-ms-correlation-request-id` (the client's
 //! `x-ms-client-request-id` when sent); writes have `x-ms-ratelimit-remaining-subscription-writes`

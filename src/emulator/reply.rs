@@ -31,13 +31,18 @@ impl Reply {
         }
     }
 
+    /// Raw bytes sent as JSON (the `malformedBody`/`emptyBody` faults send broken ones).
+    pub fn body(status: StatusCode, bytes: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Some(bytes),
+        }
+    }
+
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Self {
         match serde_json::to_vec(value) {
-            Ok(bytes) => Self {
-                status,
-                headers: Vec::new(),
-                body: Some(bytes),
-            },
+            Ok(bytes) => Self::body(status, bytes),
             // Only maps with non-string keys fail to serialize; the model has none.
             Err(e) => Self::error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,11 +13,12 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use percent_encoding::percent_decode_str;
 
-use super::ids::{ANY, ArmId, VAULT_PATTERN, match_segments};
+use super::ids::ArmId;
 use super::model::ErrorBody;
 use super::reply::{Answer, Reply, invalid_content};
 use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
 use super::state::{Ctx, Fault, instance_key};
+use crate::arm::ids::VaultId;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
@@ -33,11 +34,27 @@ pub const UNKNOWN_OPERATION: &str = "Unknown";
 const UNTHROTTLED_REMAINING: u64 = 1199;
 /// ARM's request size limit.
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The `malformedBody` fault's answer: a backup instance document cut off mid-string.
+const TRUNCATED_BODY: &[u8] = br#"{"properties":{"protectionStatus":{"status":"Protection"#;
 
 const REMAINING_WRITES: HeaderName =
     HeaderName::from_static("x-ms-ratelimit-remaining-subscription-writes");
 const REMAINING_DELETES: HeaderName =
     HeaderName::from_static("x-ms-ratelimit-remaining-subscription-deletes");
+
+/// Marks a captured segment in a pattern.
+const ANY: &str = "{}";
+
+const VAULT_PATTERN: [&str; 8] = [
+    "subscriptions",
+    ANY,
+    "resourceGroups",
+    ANY,
+    "providers",
+    "Microsoft.DataProtection",
+    "backupVaults",
+    ANY,
+];
 
 const OPERATION_PATTERN: [&str; 8] = [
     "subscriptions",
@@ -49,6 +66,26 @@ const OPERATION_PATTERN: [&str; 8] = [
     ANY,
     ANY,
 ];
+
+/// Matches `segments` against `pattern` (literal segments compared case-insensitively,
+/// `ANY` captures a non-empty segment); returns the captures.
+fn match_segments<'a>(segments: &[&'a str], pattern: &[&str]) -> Option<Vec<&'a str>> {
+    if segments.len() != pattern.len() {
+        return None;
+    }
+    let mut captures = Vec::new();
+    for (segment, expected) in segments.iter().zip(pattern) {
+        if *expected == ANY {
+            if segment.is_empty() {
+                return None;
+            }
+            captures.push(*segment);
+        } else if !segment.eq_ignore_ascii_case(expected) {
+            return None;
+        }
+    }
+    Some(captures)
+}
 
 /// What a request path names.
 enum Route {
@@ -87,7 +124,11 @@ impl Route {
         else {
             return Self::Unknown;
         };
-        let vault = ArmId::vault(c[0], c[1], c[2]);
+        // Names no vault ID can hold (e.g. a decoded '/' or '?') name no route either.
+        let Ok(vault) = VaultId::new(c[0], c[1], c[2]) else {
+            return Self::Unknown;
+        };
+        let vault = ArmId::from(&vault);
         let is = |s: &str, literal: &str| s.eq_ignore_ascii_case(literal);
         match &segments[n..] {
             [a] if is(a, "validateForBackup") => Self::Validate(vault),
@@ -193,6 +234,8 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
             return response;
         }
         Some(Fault::Status(status, retry_after)) => fault_reply(status, retry_after),
+        Some(Fault::MalformedBody) => Reply::body(StatusCode::OK, TRUNCATED_BODY.to_vec()),
+        Some(Fault::EmptyBody) => Reply::body(StatusCode::OK, Vec::new()),
         slow => {
             if let Some(Fault::Slow(delay)) = slow {
                 tokio::time::sleep(delay).await;

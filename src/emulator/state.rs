@@ -147,6 +147,10 @@ enum PutPlan {
 /// Which fault to inject into one request.
 pub(crate) enum Fault {
     Drop,
+    /// 200 with a body cut off mid-document.
+    MalformedBody,
+    /// 200 announcing JSON with no body at all.
+    EmptyBody,
     Slow(Duration),
     Status(StatusCode, u64),
 }
@@ -375,6 +379,14 @@ impl State {
         edge += faults.drop_connection;
         if roll < edge {
             return Some(Fault::Drop);
+        }
+        edge += faults.malformed_body;
+        if roll < edge {
+            return Some(Fault::MalformedBody);
+        }
+        edge += faults.empty_body;
+        if roll < edge {
+            return Some(Fault::EmptyBody);
         }
         edge += faults.slow;
         (roll < edge).then_some(Fault::Slow(faults.slow_delay))

@@ -1,0 +1,210 @@
+//! The Azure half of a reconcile step: performs a decided [`Action`] with the ARM client and
+//! turns the answer into the [`Observation`] the next decision reads.
+
+use tracing::{debug, warn};
+
+use crate::api::OperationAction;
+use crate::arm::{
+    ArmClient, ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, LroStart,
+    OperationStatus,
+};
+
+use super::decide::{
+    Action, AzureCall, AzureErrorInfo, ErrorClass, Observation, ObservedError, ObservedInstance,
+    PollHandle, PolledStatus, Target,
+};
+
+/// Performs `action` against Azure. `None` for actions that are not Azure calls.
+pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observation> {
+    let observation = match action {
+        Action::None | Action::AddFinalizer | Action::RemoveFinalizer => return None,
+        Action::GetInstance(id) => match arm.get(id).await {
+            Ok(instance) => Observation::Instance(instance.as_ref().map(observed_instance)),
+            Err(error) => failed(AzureCall::Get, error),
+        },
+        Action::Validate(target) => {
+            let answer = arm
+                .validate_for_backup(&target.spec.vault, &request_body(target))
+                .await;
+            started(OperationAction::Validate, answer)
+        }
+        Action::Put { target, operation } => {
+            let answer = arm
+                .create_or_update(&target.instance, &request_body(target))
+                .await;
+            started(*operation, answer)
+        }
+        Action::Delete(id) => started(OperationAction::Delete, arm.delete(id).await),
+        Action::StopProtection(id) => started(
+            OperationAction::StopProtection,
+            arm.stop_protection(id).await,
+        ),
+        Action::Sync(id) => started(OperationAction::Sync, arm.sync(id).await),
+        Action::Poll(url) => match arm.poll(url).await {
+            Ok(poll) => Observation::Polled {
+                status: polled_status(poll.status),
+                retry_after: poll.retry_after,
+            },
+            Err(ArmError::ForeignPollUrl { url, endpoint }) => {
+                Observation::PollRefused { url, endpoint }
+            }
+            Err(error) => failed(AzureCall::Poll, error),
+        },
+    };
+    Some(observation)
+}
+
+/// The validate and PUT body for the spec's target, as the article builds it.
+fn request_body(target: &Target) -> BackupInstance {
+    let spec = &target.spec;
+    BackupInstance::for_blob_account(
+        &spec.storage_account,
+        &spec.location,
+        &spec.policy,
+        spec.containers.as_deref(),
+    )
+}
+
+fn started<T>(action: OperationAction, answer: Result<LroStart<T>, ArmError>) -> Observation {
+    match answer {
+        Ok(start) => Observation::Started {
+            action,
+            poll: start.handle().map(|handle| PollHandle {
+                url: handle.poll_url.clone(),
+                retry_after: handle.retry_after,
+            }),
+        },
+        Err(error) => failed(AzureCall::Start(action), error),
+    }
+}
+
+fn failed(call: AzureCall, error: ArmError) -> Observation {
+    let error = observed_error(&error);
+    Observation::Failed { call, error }
+}
+
+/// Reduces Azure's backup instance to what decisions compare.
+pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedInstance {
+    let Some(properties) = resource.properties.as_ref() else {
+        return ObservedInstance {
+            id: resource.id.clone().unwrap_or_default(),
+            ..ObservedInstance::default()
+        };
+    };
+    let protection = properties.protection_status.as_ref();
+    let protection_error = protection
+        .and_then(|p| p.error_details.as_ref())
+        .or(properties.protection_error_details.as_ref())
+        .map(|e| error_info(AzureErrorDetail::from_user_facing(e)));
+    ObservedInstance {
+        id: resource.id.clone().unwrap_or_default(),
+        datasource_id: properties.data_source_info.resource_id.clone(),
+        policy_id: properties.policy_info.policy_id.clone(),
+        containers: properties.vaulted_containers().map(<[String]>::to_vec),
+        protection_status: protection.and_then(|p| p.status.clone()),
+        protection_state: properties.current_protection_state.clone(),
+        provisioning_state: properties.provisioning_state.clone(),
+        protection_error,
+    }
+}
+
+fn polled_status(status: OperationStatus) -> PolledStatus {
+    match status {
+        OperationStatus::InProgress { raw } => {
+            debug!(status = %raw, "Azure operation still running");
+            PolledStatus::InProgress
+        }
+        OperationStatus::Succeeded => PolledStatus::Succeeded,
+        OperationStatus::Failed(detail) => PolledStatus::Failed(error_info(detail)),
+        OperationStatus::Canceled => PolledStatus::Canceled,
+    }
+}
+
+fn error_info(detail: AzureErrorDetail) -> AzureErrorInfo {
+    AzureErrorInfo {
+        code: detail.code,
+        message: detail.message,
+        recommended_actions: detail.recommended_actions,
+        detail: detail.detail,
+    }
+}
+
+/// What a failed call tells the decision: who can fix it, the HTTP status, `Retry-After`,
+/// and Azure's error; for failures without an Azure error body, the error's own text (which
+/// carries Azure's request ids when there were any).
+pub(crate) fn observed_error(error: &ArmError) -> ObservedError {
+    log_failure(error);
+    let class = match error.class() {
+        crate::arm::ErrorClass::Transient => ErrorClass::Transient,
+        crate::arm::ErrorClass::NeedsPerson => ErrorClass::NeedsPerson,
+        crate::arm::ErrorClass::Bug => ErrorClass::Bug,
+    };
+    let azure = match error.azure_detail() {
+        Some(detail) => error_info(detail.clone()),
+        None => AzureErrorInfo {
+            message: error.to_string(),
+            ..AzureErrorInfo::default()
+        },
+    };
+    ObservedError {
+        class,
+        http_status: error.http_status(),
+        retry_after: error.retry_after(),
+        azure,
+    }
+}
+
+/// Logs a failed call with the ids a support ticket needs.
+fn log_failure(error: &ArmError) {
+    match error {
+        ArmError::Azure {
+            operation,
+            status,
+            detail,
+            request_id,
+            correlation_id,
+            ..
+        } => warn!(
+            operation,
+            status,
+            code = %detail.code,
+            request_id = request_id.as_deref().unwrap_or_default(),
+            correlation_id = correlation_id.as_deref().unwrap_or_default(),
+            "Azure call failed: {error}"
+        ),
+        ArmError::Decode {
+            operation,
+            status,
+            request_id,
+            ..
+        } => warn!(
+            operation,
+            status,
+            request_id = request_id.as_deref().unwrap_or_default(),
+            "cannot read Azure's answer: {error}"
+        ),
+        other => warn!("Azure call failed: {other}"),
+    }
+}
+
+/// The operationId of a call that failed with a 429, for the throttling metric.
+pub(crate) fn throttled_operation(observation: &Observation) -> Option<&'static str> {
+    let Observation::Failed { call, error } = observation else {
+        return None;
+    };
+    if error.http_status != Some(429) {
+        return None;
+    }
+    use crate::arm::operation_ids as ops;
+    Some(match call {
+        AzureCall::Get => ops::GET,
+        AzureCall::Poll => ops::OPERATION_STATUS,
+        AzureCall::Start(OperationAction::Validate) => ops::VALIDATE_FOR_BACKUP,
+        AzureCall::Start(OperationAction::Create | OperationAction::Update) => {
+            ops::CREATE_OR_UPDATE
+        }
+        AzureCall::Start(OperationAction::Delete) => ops::DELETE,
+        AzureCall::Start(OperationAction::StopProtection) => ops::STOP_PROTECTION,
+        AzureCall::Start(OperationAction::Sync) => ops::SYNC,
+    })
+}

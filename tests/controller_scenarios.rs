@@ -1,0 +1,805 @@
+//! Controller scenarios: the real controller (`controller::run`) against the in-memory
+//! Kubernetes API (tests/support/fake_apiserver.rs) and the vault emulator over HTTP.
+//!
+//! Timings are shortened (operations take 100 ms in the emulator, the controller's waits are
+//! clamped to a few hundred ms); every wait is a condition with a timeout, never a sleep.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use blob_backup_operator::api::FINALIZER;
+use blob_backup_operator::arm::{
+    self, ArmClient, ArmConfig, AuthConfig, AuthMode, BackupInstance, BackupInstanceId, LroStart,
+    OperationStatus, PolicyId, StorageAccountId, operation_ids as ops,
+};
+use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::{self, ControllerConfig};
+use blob_backup_operator::emulator::{
+    EmulatorConfig, PolicyConfig, PolicyTier, RunningEmulator, StorageAccountConfig,
+};
+use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics};
+use serde_json::{Value, json};
+use support::fake_apiserver::{FakeApiServer, Subresource, Verb};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const NS: &str = "team-a";
+const RESOURCE: &str = "blobbackupinstances";
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+const VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault";
+const OTHER_VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/OtherRG/providers/Microsoft.DataProtection/backupVaults/otherVault";
+const ACCOUNT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup";
+/// Long enough for a loaded 2-core machine; scenarios normally take a second or two.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn account(name: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/{name}"
+    )
+}
+
+/// The article's world plus a second operational policy and a few more storage accounts,
+/// with operations that take `latency`.
+fn emulator_config(latency: Duration) -> EmulatorConfig {
+    let mut config = EmulatorConfig::default();
+    config.settings.latency = latency;
+    config.vaults[0].policies.push(PolicyConfig {
+        name: "BlobBackup-Policy2".to_owned(),
+        tier: PolicyTier::Operational,
+    });
+    for name in ["vaultedacct", "orphanacct"] {
+        config.storage_accounts.push(StorageAccountConfig {
+            id: account(name),
+            location: "westus".to_owned(),
+            role_assignments: None,
+        });
+    }
+    config
+}
+
+fn test_settings() -> Settings {
+    Settings {
+        resync_interval: Duration::from_secs(60),
+        stalled_retry_base: Duration::from_millis(200),
+        stalled_retry_max: Duration::from_millis(400),
+        retry_after_min: Duration::from_millis(50),
+        retry_after_max: Duration::from_millis(200),
+        retry_after_default: Duration::from_millis(100),
+        protection_poll: Duration::from_millis(100),
+        ..Settings::default()
+    }
+}
+
+struct RunningController {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningController {
+    /// Asks for a graceful shutdown and waits until `run` has returned.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("run returns after shutdown")
+            .expect("the controller task does not panic");
+    }
+
+    /// Kills the controller mid-flight, as a crash or a lost node would.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+struct Harness {
+    api: FakeApiServer,
+    emulator: RunningEmulator,
+    metrics: Metrics,
+}
+
+impl Harness {
+    async fn start(config: EmulatorConfig) -> Self {
+        arm::install_crypto_provider();
+        let api = FakeApiServer::start().await.expect("fake apiserver starts");
+        let emulator = RunningEmulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("emulator starts");
+        Self {
+            api,
+            emulator,
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn arm(&self, api_version: &str) -> ArmClient {
+        let http = arm::default_http_client().unwrap();
+        let auth = AuthConfig {
+            mode: AuthMode::StaticToken,
+            static_token: Some(self.emulator.token().to_owned()),
+            ..AuthConfig::default()
+        };
+        let credential = arm::credential(&auth, http.clone()).unwrap();
+        let config = ArmConfig::new(self.emulator.base_url(), api_version);
+        ArmClient::new(
+            config,
+            http,
+            credential,
+            Some(std::sync::Arc::new(self.metrics.clone())),
+        )
+        .unwrap()
+    }
+
+    fn controller(&self, settings: Settings) -> RunningController {
+        self.controller_with(settings, arm::DEFAULT_API_VERSION)
+    }
+
+    fn controller_with(&self, settings: Settings, api_version: &str) -> RunningController {
+        let client = self.api.client_in(NS).unwrap();
+        let config = ControllerConfig {
+            watch_namespace: Some(NS.to_owned()),
+            concurrency: 4,
+            settings,
+            reporting_instance: Some("test".to_owned()),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(
+            client,
+            self.arm(api_version),
+            config,
+            self.metrics.clone(),
+            HealthState::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        RunningController { stop, task }
+    }
+
+    fn create(&self, name: &str, spec: Value) -> Value {
+        self.api
+            .create(json!({
+                "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
+                "kind": "BlobBackupInstance",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": spec,
+            }))
+            .expect("created")
+    }
+
+    fn get(&self, name: &str) -> Option<Value> {
+        self.api.get(RESOURCE, NS, name)
+    }
+
+    async fn wait_for(&self, name: &str, what: &str, done: impl FnMut(&Value) -> bool) -> Value {
+        match self
+            .api
+            .wait_for_object(RESOURCE, NS, name, WAIT, done)
+            .await
+        {
+            Ok(object) => object,
+            Err(_) => panic!(
+                "{name}: {what} not reached; now {:#}\nevents: {:?}",
+                self.get(name).unwrap_or(Value::Null),
+                self.event_reasons(name)
+            ),
+        }
+    }
+
+    async fn wait_condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> Value {
+        let what = format!("{type_}={status} ({reason})");
+        self.wait_for(name, &what, |o| {
+            condition(o, type_).is_some_and(|c| c["status"] == status && c["reason"] == reason)
+        })
+        .await
+    }
+
+    async fn wait_ready(&self, name: &str) -> Value {
+        self.wait_condition(name, "Ready", "True", "ProtectionConfigured")
+            .await
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        if self
+            .api
+            .wait_for_absent(RESOURCE, NS, name, WAIT)
+            .await
+            .is_err()
+        {
+            panic!(
+                "{name} not deleted; now {:#}\nevents: {:?}",
+                self.get(name).unwrap_or(Value::Null),
+                self.event_reasons(name)
+            );
+        }
+    }
+
+    fn event_reasons(&self, name: &str) -> Vec<String> {
+        let mut events = self.api.events_for(NS, name);
+        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
+        events
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn event_note(&self, name: &str, reason: &str) -> String {
+        self.api
+            .events_for(NS, name)
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .and_then(|e| e["note"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn azure(&self, operation: &str) -> u64 {
+        self.emulator.admin().request_count(operation)
+    }
+
+    fn status_writes(&self, name: &str) -> u64 {
+        self.api
+            .request_count_for(Verb::Patch, RESOURCE, Some("status"), NS, name)
+    }
+
+    /// Waits until the metrics show every one of `lines` (they are updated just after the
+    /// status write a test waits for).
+    async fn wait_metrics(&self, lines: &[&str]) {
+        let text = || {
+            self.metrics
+                .encode(ExpositionFormat::PrometheusText)
+                .unwrap()
+        };
+        let found = self
+            .api
+            .wait_for(WAIT, |_| lines.iter().all(|line| text().contains(line)))
+            .await;
+        assert!(found.is_ok(), "{lines:?} not all in\n{}", text());
+    }
+}
+
+fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn spec(account_id: &str, policy: &str) -> Value {
+    json!({
+        "vault": {"id": VAULT},
+        "policy": {"name": policy},
+        "storageAccount": {"id": account_id, "location": "westus"},
+    })
+}
+
+/// The article's resource, Ready, under a controller that resyncs every `interval`.
+async fn protected_with_resync(interval: Duration) -> (Harness, RunningController, Value) {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let settings = Settings {
+        resync_interval: interval,
+        ..test_settings()
+    };
+    let controller = h.controller(settings);
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let ready = h.wait_ready("msblobbackup").await;
+    (h, controller, ready)
+}
+
+/// Asserts that `text` contains each of `needles`.
+fn assert_mentions(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in {text:?}");
+    }
+}
+
+fn has_finalizer(object: &Value) -> bool {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+#[tokio::test]
+async fn create_from_nothing_to_ready() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    let created = h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+
+    let ready = h.wait_ready("msblobbackup").await;
+    let status = &ready["status"];
+    assert_eq!(
+        status["observedGeneration"],
+        ready["metadata"]["generation"]
+    );
+    let name = format!("msblobbackup-{uid}");
+    assert_eq!(status["backupInstanceName"], name.as_str());
+    assert_eq!(
+        status["backupInstanceId"],
+        format!("{VAULT}/backupInstances/{name}").as_str()
+    );
+    assert_eq!(status["protectionStatus"], "ProtectionConfigured");
+    assert_eq!(status["provisioningState"], "Succeeded");
+    assert_eq!(status["operation"]["action"], "Create");
+    assert_eq!(status["operation"]["status"], "Succeeded");
+    assert!(status["operation"]["pollUrl"].as_str().is_some());
+    for (type_, value, reason) in [
+        ("Validated", "True", "ValidationSucceeded"),
+        ("Reconciling", "False", "ProtectionConfigured"),
+        ("Stalled", "False", "ProtectionConfigured"),
+    ] {
+        let c = condition(&ready, type_).unwrap();
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some(value), Some(reason)),
+            "{type_}"
+        );
+        assert_eq!(c["observedGeneration"], 1);
+    }
+    assert!(has_finalizer(&ready));
+
+    let reasons = h.event_reasons("msblobbackup");
+    for reason in ["Validating", "Creating", "Protected"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1);
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
+    assert_eq!(h.emulator.admin().instances().len(), 1);
+    // Only the controller's field manager writes the status.
+    assert!(
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.info.subresource.as_deref() == Some("status"))
+            .all(|r| r.field_manager.as_deref() == Some("blob-backup-operator"))
+    );
+
+    h.wait_metrics(&[
+        "bbo_instances_ready{ready=\"true\"} 1",
+        "bbo_instances{protection_status=\"ProtectionConfigured\"} 1",
+        "bbo_operations_in_flight{action=\"Create\"} 0",
+        "bbo_events_total{reason=\"Protected\"} 1",
+    ])
+    .await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn adopts_an_existing_instance_without_a_put() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    // Someone protected the account already, under the name the resource asks for.
+    let arm = h.arm(arm::DEFAULT_API_VERSION);
+    let vault = blob_backup_operator::arm::VaultId::parse(VAULT).unwrap();
+    let id: BackupInstanceId = vault.backup_instance("msblobbackup-existing");
+    let body = BackupInstance::for_blob_account(
+        &StorageAccountId::parse(ACCOUNT).unwrap(),
+        "westus",
+        &PolicyId::parse(&format!("{VAULT}/backupPolicies/BlobBackup-Policy")).unwrap(),
+        None,
+    );
+    if let LroStart::Pending { handle, .. } = arm.create_or_update(&id, &body).await.unwrap() {
+        tokio::time::timeout(WAIT, async {
+            while !matches!(
+                arm.poll(&handle.poll_url).await.unwrap().status,
+                OperationStatus::Succeeded
+            ) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the setup PUT finishes");
+    }
+    h.emulator.admin().reset_counts();
+
+    let controller = h.controller(test_settings());
+    let mut adopted = spec(ACCOUNT, "BlobBackup-Policy");
+    adopted["backupInstanceName"] = json!("msblobbackup-existing");
+    h.create("adopted", adopted);
+    let ready = h.wait_ready("adopted").await;
+    assert_eq!(
+        ready["status"]["backupInstanceName"],
+        "msblobbackup-existing"
+    );
+    assert!(h.event_reasons("adopted").iter().any(|r| r == "Adopted"));
+    assert!(
+        h.event_note("adopted", "Adopted")
+            .contains("msblobbackup-existing")
+    );
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 0);
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 0);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn policy_change_updates_in_place() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.wait_ready("msblobbackup").await;
+    h.emulator.admin().reset_counts();
+
+    h.api
+        .edit(RESOURCE, NS, "msblobbackup", Subresource::Main, |doc| {
+            doc["spec"]["policy"]["name"] = json!("BlobBackup-Policy2");
+        })
+        .unwrap();
+    let updated = h
+        .wait_for("msblobbackup", "Ready for generation 2", |o| {
+            o["status"]["observedGeneration"] == 2
+                && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+        .await;
+    assert_eq!(updated["status"]["operation"]["action"], "Update");
+    assert_eq!(
+        condition(&updated, "Ready").unwrap()["observedGeneration"],
+        2
+    );
+    assert!(
+        h.event_reasons("msblobbackup")
+            .iter()
+            .any(|r| r == "Updating")
+    );
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "one PUT for the update");
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 0, "no second validation");
+    let instances = h.emulator.admin().instances();
+    let policy = instances[0]["properties"]["policyInfo"]["policyId"]
+        .as_str()
+        .unwrap();
+    assert!(policy.ends_with("/BlobBackup-Policy2"), "{policy}");
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn already_protected_elsewhere_stalls_naming_the_vault() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    h.emulator
+        .admin()
+        .protect_elsewhere(ACCOUNT, OTHER_VAULT)
+        .unwrap();
+    let controller = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let stalled = h
+        .wait_condition("msblobbackup", "Stalled", "True", "AlreadyProtected")
+        .await;
+    let ready = condition(&stalled, "Ready").unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("AlreadyProtected"))
+    );
+    assert_mentions(
+        ready["message"].as_str().unwrap(),
+        &[
+            "otherVault",
+            "Recommended action",
+            "UserErrorDppDatasourceAlreadyProtected",
+        ],
+    );
+    assert_eq!(
+        condition(&stalled, "Reconciling").unwrap()["status"],
+        "False"
+    );
+    assert_mentions(
+        &h.event_note("msblobbackup", "ValidationFailed"),
+        &["UserErrorDppDatasourceAlreadyProtected"],
+    );
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 0);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn missing_permission_stalls_then_heals_once_granted() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    h.emulator.admin().revoke_role(ACCOUNT).unwrap();
+    let controller = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let stalled = h
+        .wait_condition("msblobbackup", "Stalled", "True", "MissingPermissions")
+        .await;
+    assert_mentions(
+        condition(&stalled, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap(),
+        &[
+            "Microsoft.Authorization/roleAssignments/read",
+            &format!("{ACCOUNT}/providers/Microsoft.Authorization"),
+            "Storage Account Backup Contributor",
+        ],
+    );
+    assert_eq!(condition(&stalled, "Validated").unwrap()["status"], "False");
+    assert!(
+        h.event_reasons("msblobbackup")
+            .iter()
+            .any(|r| r == "ValidationFailed")
+    );
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 0);
+
+    // Someone grants the role in Azure; nobody touches the resource.
+    h.emulator.admin().grant_role(ACCOUNT).unwrap();
+    let ready = h.wait_ready("msblobbackup").await;
+    assert_eq!(ready["metadata"]["generation"], 1);
+    assert!(
+        h.azure(ops::VALIDATE_FOR_BACKUP) >= 2,
+        "validation was retried"
+    );
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn delete_policy_deletes_the_instance_before_the_finalizer_goes() {
+    // Slow operations, to see the resource wait for Azure's confirmation.
+    let h = Harness::start(emulator_config(Duration::from_millis(600))).await;
+    let controller = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.wait_ready("msblobbackup").await;
+
+    h.api.delete(RESOURCE, NS, "msblobbackup").unwrap();
+    let deleting = h
+        .wait_for("msblobbackup", "Delete in progress", |o| {
+            o["status"]["operation"]["action"] == "Delete"
+                && o["status"]["operation"]["status"] == "InProgress"
+        })
+        .await;
+    assert!(
+        has_finalizer(&deleting),
+        "the finalizer stays while Azure deletes"
+    );
+    assert_eq!(h.emulator.admin().instances().len(), 1);
+    h.wait_gone("msblobbackup").await;
+    assert!(h.emulator.admin().instances().is_empty());
+    assert_eq!(h.azure(ops::DELETE), 1);
+    assert_eq!(h.azure(ops::STOP_PROTECTION), 0);
+    let reasons = h.event_reasons("msblobbackup");
+    assert!(reasons.iter().any(|r| r == "Deleting"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Deleted"), "{reasons:?}");
+    h.wait_metrics(&[
+        "bbo_instances_ready{ready=\"true\"} 0",
+        "bbo_operations_in_flight{action=\"Delete\"} 0",
+    ])
+    .await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn retain_policy_stops_protection_and_keeps_the_instance() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    let mut vaulted = spec(&account("vaultedacct"), "BlobVaulted-Policy");
+    vaulted["vaultedBackup"] = json!({"containers": ["images", "logs"]});
+    vaulted["deletionPolicy"] = json!("Retain");
+    h.create("vaulted", vaulted);
+    h.wait_ready("vaulted").await;
+
+    h.api.delete(RESOURCE, NS, "vaulted").unwrap();
+    h.wait_gone("vaulted").await;
+    assert_eq!(h.azure(ops::STOP_PROTECTION), 1);
+    assert_eq!(h.azure(ops::DELETE), 0);
+    let instances = h.emulator.admin().instances();
+    assert_eq!(instances.len(), 1, "the recovery points stay in the vault");
+    assert_eq!(
+        instances[0]["properties"]["protectionStatus"]["status"],
+        "ProtectionStopped"
+    );
+    assert!(
+        h.event_reasons("vaulted")
+            .iter()
+            .any(|r| r == "StoppingProtection")
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn orphan_policy_leaves_azure_untouched() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    let mut orphan = spec(&account("orphanacct"), "BlobBackup-Policy");
+    orphan["deletionPolicy"] = json!("Orphan");
+    h.create("orphan", orphan);
+    h.wait_ready("orphan").await;
+    let writes_before = h.emulator.admin().request_counts();
+
+    h.api.delete(RESOURCE, NS, "orphan").unwrap();
+    h.wait_gone("orphan").await;
+    assert_eq!(h.azure(ops::DELETE), 0);
+    assert_eq!(h.azure(ops::STOP_PROTECTION), 0);
+    assert_eq!(
+        h.emulator.admin().request_counts(),
+        writes_before,
+        "no Azure call at all"
+    );
+    assert_eq!(h.emulator.admin().instances().len(), 1);
+    assert!(h.event_reasons("orphan").iter().any(|r| r == "Orphaned"));
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn instance_deleted_behind_the_operators_back_is_recreated() {
+    let (h, controller, ready) = protected_with_resync(Duration::from_millis(300)).await;
+    let id = ready["status"]["backupInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    h.emulator.admin().delete_instance_out_of_band(&id).unwrap();
+    h.wait_for("msblobbackup", "a DriftDetected event", |_| {
+        h.event_reasons("msblobbackup")
+            .iter()
+            .any(|r| r == "DriftDetected")
+    })
+    .await;
+    // A second PUT means the status went through Validating (written before the PUT), so a
+    // Ready=True seen after it is the recreated instance's.
+    h.wait_for("msblobbackup", "Ready after the recreation", |o| {
+        h.azure(ops::CREATE_OR_UPDATE) == 2
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert!(
+        h.event_note("msblobbackup", "DriftDetected")
+            .contains("deleted outside Kubernetes")
+    );
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 2);
+    assert_eq!(h.emulator.admin().instances().len(), 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_operator_resumes_the_recorded_operation() {
+    // Operations long enough to kill the first operator while its PUT runs.
+    let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
+    let first = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let in_flight = h
+        .wait_for("msblobbackup", "Create in progress", |o| {
+            o["status"]["operation"]["action"] == "Create"
+                && o["status"]["operation"]["status"] == "InProgress"
+        })
+        .await;
+    let poll_url = in_flight["status"]["operation"]["pollUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.kill().await;
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
+
+    let second = h.controller(test_settings());
+    let ready = h.wait_ready("msblobbackup").await;
+    assert_eq!(ready["status"]["operation"]["pollUrl"], poll_url.as_str());
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
+    assert_eq!(
+        h.azure(ops::VALIDATE_FOR_BACKUP),
+        1,
+        "exactly one validation"
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn status_is_written_only_when_it_changes() {
+    let (h, controller, _) = protected_with_resync(Duration::from_millis(150)).await;
+    let writes = h.status_writes("msblobbackup");
+    let gets = h.azure(ops::GET);
+    let events = h.event_reasons("msblobbackup").len();
+
+    // Several resyncs that find everything as it was.
+    h.api
+        .wait_for(WAIT, |_| h.azure(ops::GET) >= gets + 4)
+        .await
+        .expect("the controller resyncs");
+    assert_eq!(
+        h.status_writes("msblobbackup"),
+        writes,
+        "no status write without a change"
+    );
+    assert_eq!(
+        h.event_reasons("msblobbackup").len(),
+        events,
+        "no new events either"
+    );
+    // A whole creation takes three writes, not one per step: validation started, creation
+    // started (Validated=True), Ready.
+    assert_eq!(writes, 3, "status writes for a creation");
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_spec_stalls_naming_the_field_without_calling_azure() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    // The fake apiserver has no schema: this is a resource created under an older CRD.
+    let mut bad = spec(ACCOUNT, "BlobBackup-Policy");
+    bad["vault"]["id"] = json!(
+        "/subscriptions/not-a-uuid/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v"
+    );
+    h.create("invalid", bad);
+    let stalled = h
+        .wait_condition("invalid", "Stalled", "True", "InvalidSpec")
+        .await;
+    let message = condition(&stalled, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("spec.vault.id"), "{message}");
+    assert!(
+        !has_finalizer(&stalled),
+        "nothing written to Azure, nothing to clean up"
+    );
+    assert!(
+        h.emulator.admin().request_counts().is_empty(),
+        "no Azure call"
+    );
+    assert!(
+        h.event_reasons("invalid")
+            .iter()
+            .any(|r| r == "InvalidSpec")
+    );
+
+    // Deleting it needs no finalizer work.
+    h.api.delete(RESOURCE, NS, "invalid").unwrap();
+    h.wait_gone("invalid").await;
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn retain_on_an_api_version_without_stop_protection_keeps_the_finalizer() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller_with(test_settings(), "2021-01-01");
+    let mut vaulted = spec(&account("vaultedacct"), "BlobVaulted-Policy");
+    vaulted["vaultedBackup"] = json!({"containers": ["images"]});
+    vaulted["deletionPolicy"] = json!("Retain");
+    h.create("vaulted", vaulted);
+    h.wait_ready("vaulted").await;
+
+    h.api.delete(RESOURCE, NS, "vaulted").unwrap();
+    let stalled = h
+        .wait_condition("vaulted", "Stalled", "True", "StopProtectionUnsupported")
+        .await;
+    assert!(has_finalizer(&stalled));
+    let message = condition(&stalled, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("--api-version"), "{message}");
+    assert_eq!(h.azure(ops::STOP_PROTECTION), 0);
+    assert_eq!(h.azure(ops::DELETE), 0);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn every_example_goes_ready_and_deletes_per_its_policy() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let controller = h.controller(test_settings());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    // All examples protect the article's account: one at a time, as their comments say.
+    for (file, leaves_instance) in [
+        ("msblobbackup.yaml", false),
+        ("deletion-policy-delete.yaml", false),
+        ("vaulted.yaml", false),
+        ("deletion-policy-retain.yaml", true),
+        ("deletion-policy-orphan.yaml", true),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let mut object: Value = serde_saphyr::from_str(&text).unwrap();
+        object["metadata"]["namespace"] = json!(NS);
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        h.api.create(object).unwrap();
+        let ready = h.wait_ready(&name).await;
+        let id = ready["status"]["backupInstanceId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        h.api.delete(RESOURCE, NS, &name).unwrap();
+        h.wait_gone(&name).await;
+        let left: Vec<Value> = h.emulator.admin().instances();
+        assert_eq!(left.len(), usize::from(leaves_instance), "{file}: {left:?}");
+        if leaves_instance {
+            // Clear the account for the next example.
+            h.emulator.admin().delete_instance_out_of_band(&id).unwrap();
+        }
+    }
+    controller.stop().await;
+}
