@@ -802,6 +802,14 @@ impl<'a> Step<'a> {
                     OperationPhase::Succeeded,
                 )),
             ) => self.remove_finalizer(Reason::Deleted, "Azure confirmed the deletion"),
+            // Nothing was ever started for this resource and the instance name holds its uid:
+            // no backup instance of that name can exist, so skip the GET and validate.
+            (Mode::Apply(target), None)
+                if target.spec.backup_instance_name.is_none()
+                    && self.status.backup_instance_id.is_none() =>
+            {
+                self.start(mode, Action::Validate((*target).clone()))
+            }
             _ => self.get(mode),
         }
     }
