@@ -895,6 +895,14 @@ fn operation_outcomes_and_transient_trouble() {
     .message_has(READY, "HTTP 503")
     .requeue(secs(15));
 
+    let mut no_answer = failed(AzureCall::Poll, ErrorClass::Transient, 0, "", None);
+    if let Observation::Failed { error, .. } = &mut no_answer {
+        error.http_status = None;
+    }
+    row("no answer at all: retried soon", creating(), no_answer)
+        .health(False, Reason::AzureUnavailable)
+        .requeue(secs(2));
+
     row(
         "429 on PUT",
         at(

@@ -1158,7 +1158,12 @@ impl<'a> Step<'a> {
                     azure_text(&error.azure)
                 );
                 self.set_health(Health::Progressing, reason, &message);
-                let requeue = Requeue::After(self.clamp_retry(error.retry_after));
+                // No answer at all (connection reset, timeout): nobody asked us to wait long,
+                // so retry after twice the shortest wait instead of the no-Retry-After default.
+                let retry_after = error
+                    .retry_after
+                    .or_else(|| status.is_none().then_some(self.settings.retry_after_min * 2));
+                let requeue = Requeue::After(self.clamp_retry(retry_after));
                 self.finish(Action::None, requeue)
             }
             ErrorClass::Bug => {
