@@ -64,6 +64,11 @@ pub struct Settings {
     pub stop_protection_supported: bool,
     /// The configured api-version, quoted in messages.
     pub api_version: String,
+    /// Azure writes (validate, PUT, DELETE, stopProtection, sync) the controller sends at
+    /// once before pacing itself: ARM's write bucket size.
+    pub write_burst: u32,
+    /// Time one write of that bucket takes to come back (ARM: 10 per second).
+    pub write_refill: Duration,
 }
 
 impl Default for Settings {
@@ -78,6 +83,9 @@ impl Default for Settings {
             protection_poll: Duration::from_secs(10),
             stop_protection_supported: true,
             api_version: "2026-06-01".to_owned(),
+            // ARM's token bucket for subscription writes: 200, refilled at 10 per second.
+            write_burst: 200,
+            write_refill: Duration::from_millis(100),
         }
     }
 }
@@ -1160,9 +1168,11 @@ impl<'a> Step<'a> {
                 self.set_health(Health::Progressing, reason, &message);
                 // No answer at all (connection reset, timeout): nobody asked us to wait long,
                 // so retry after twice the shortest wait instead of the no-Retry-After default.
-                let retry_after = error
-                    .retry_after
-                    .or_else(|| status.is_none().then_some(self.settings.retry_after_min * 2));
+                let retry_after = error.retry_after.or_else(|| {
+                    status
+                        .is_none()
+                        .then_some(self.settings.retry_after_min * 2)
+                });
                 let requeue = Requeue::After(self.clamp_retry(retry_after));
                 self.finish(Action::None, requeue)
             }
