@@ -440,10 +440,7 @@ fn first_sight() {
         named,
         Observation::None,
     )
-    .action(&format!(
-        "GetInstance {}",
-        format!("{VAULT}/backupInstances/chosen-name")
-    ))
+    .action(&format!("GetInstance {VAULT}/backupInstances/chosen-name"))
     .writes(true)
     .health(Unknown, Reason::Initializing);
     let s = r.status();

@@ -627,15 +627,17 @@ impl Operator {
 // ---------------------------------------------------------------------------------------------
 
 fn emulator_config(options: &Options) -> EmulatorConfig {
-    let mut config = EmulatorConfig::default();
-    config.storage_accounts = (1..=options.instances)
-        .map(|i| StorageAccountConfig {
-            id: account_id(i),
-            location: "westus".to_owned(),
-            // None: every configured vault holds the backup role on it.
-            role_assignments: None,
-        })
-        .collect();
+    let mut config = EmulatorConfig {
+        storage_accounts: (1..=options.instances)
+            .map(|i| StorageAccountConfig {
+                id: account_id(i),
+                location: "westus".to_owned(),
+                // None: every configured vault holds the backup role on it.
+                role_assignments: None,
+            })
+            .collect(),
+        ..EmulatorConfig::default()
+    };
     config.settings.latency = options.latency;
     config.settings.throttle = options.throttle.clone();
     if let Some(plan) = &options.faults {
