@@ -64,6 +64,11 @@ pub struct Settings {
     pub stop_protection_supported: bool,
     /// The configured api-version, quoted in messages.
     pub api_version: String,
+    /// Azure writes (validate, PUT, DELETE, stopProtection, sync) the controller sends at
+    /// once before pacing itself: ARM's write bucket size.
+    pub write_burst: u32,
+    /// Time one write of that bucket takes to come back (ARM: 10 per second).
+    pub write_refill: Duration,
 }
 
 impl Default for Settings {
@@ -78,6 +83,9 @@ impl Default for Settings {
             protection_poll: Duration::from_secs(10),
             stop_protection_supported: true,
             api_version: "2026-06-01".to_owned(),
+            // ARM's token bucket for subscription writes: 200, refilled at 10 per second.
+            write_burst: 200,
+            write_refill: Duration::from_millis(100),
         }
     }
 }
@@ -802,6 +810,14 @@ impl<'a> Step<'a> {
                     OperationPhase::Succeeded,
                 )),
             ) => self.remove_finalizer(Reason::Deleted, "Azure confirmed the deletion"),
+            // Nothing was ever started for this resource and the instance name holds its uid:
+            // no backup instance of that name can exist, so skip the GET and validate.
+            (Mode::Apply(target), None)
+                if target.spec.backup_instance_name.is_none()
+                    && self.status.backup_instance_id.is_none() =>
+            {
+                self.start(mode, Action::Validate((*target).clone()))
+            }
             _ => self.get(mode),
         }
     }
@@ -1150,7 +1166,14 @@ impl<'a> Step<'a> {
                     azure_text(&error.azure)
                 );
                 self.set_health(Health::Progressing, reason, &message);
-                let requeue = Requeue::After(self.clamp_retry(error.retry_after));
+                // No answer at all (connection reset, timeout): nobody asked us to wait long,
+                // so retry after twice the shortest wait instead of the no-Retry-After default.
+                let retry_after = error.retry_after.or_else(|| {
+                    status
+                        .is_none()
+                        .then_some(self.settings.retry_after_min * 2)
+                });
+                let requeue = Requeue::After(self.clamp_retry(retry_after));
                 self.finish(Action::None, requeue)
             }
             ErrorClass::Bug => {

@@ -22,6 +22,7 @@
 mod azure;
 pub mod decide;
 pub mod leader;
+pub mod pacing;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -164,6 +165,7 @@ pub struct Context {
     // Keyed by "namespace/name".
     memory: Mutex<HashMap<String, Memory>>,
     in_flight: Mutex<HashMap<telemetry::Action, i64>>,
+    writes: pacing::WritePacer,
 }
 
 impl std::fmt::Debug for Context {
@@ -193,6 +195,8 @@ impl Context {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance: reporting_instance,
         };
+        let writes =
+            pacing::WritePacer::new(settings.write_burst, settings.write_refill, Instant::now());
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -201,6 +205,7 @@ impl Context {
             settings,
             memory: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            writes,
         }
     }
 
@@ -514,6 +519,15 @@ async fn reconcile_steps(
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
         let decision = decide(&obj, &observation, Timestamp::now(), &ctx.settings);
+        // A write waits for its slot in Azure's write budget (neither its status nor its
+        // events count before it is sent), so throttling never turns into a herd of 429s.
+        if decision.action.operation().is_some()
+            && let Err(wait) = ctx.writes.admit(&key, Instant::now())
+        {
+            debug!(?wait, "waiting for a slot in Azure's write budget");
+            requeue = Some(Requeue::After(wait));
+            break;
+        }
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
@@ -550,6 +564,14 @@ async fn reconcile_steps(
                 };
                 if let Some(operation) = azure::throttled_operation(&observation) {
                     ctx.metrics.record_throttling_wait(operation);
+                    if let Observation::Failed {
+                        call: decide::AzureCall::Start(_),
+                        error,
+                    } = &observation
+                    {
+                        let retry_after = error.retry_after.unwrap_or(ctx.settings.retry_after_min);
+                        ctx.writes.throttled(retry_after, Instant::now());
+                    }
                 }
                 observation
             }
@@ -655,6 +677,9 @@ pub async fn run(
         .combine(deletion_requested);
     let triggers = watcher(api, watcher::Config::default())
         .default_backoff()
+        // The cache keeps every resource: without managedFields (which decisions never read
+        // and which server-side apply makes as large as the status) it is about half the size.
+        .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer)
         .inspect_ok(move |event| match event {
             watcher::Event::Delete(obj) => watch_ctx.forget(&object_key(obj)),

@@ -19,7 +19,7 @@ use super::config::{
     FaultSettings, InProgressSpelling, Settings, StorageAccountConfig, ThrottleSettings,
     duration_text,
 };
-use super::server::Shared;
+use super::server::{InstanceWrite, Shared};
 
 /// Test and demo controls of a running emulator. Cheap to clone.
 #[derive(Clone)]
@@ -185,9 +185,16 @@ impl EmulatorAdmin {
         self.update(|s| s.page_size = page_size)
     }
 
-    /// Clears the request counts.
+    /// Every write that named a backup instance, in arrival order (benchmarks look for
+    /// second writes while an operation runs).
+    pub fn instance_writes(&self) -> Vec<InstanceWrite> {
+        self.shared.writes().clone()
+    }
+
+    /// Clears the request counts and the instance write log.
     pub fn reset_counts(&self) {
         self.shared.counts().clear();
+        self.shared.writes().clear();
     }
 
     /// Back to the start: the config's world and knobs, no instances, no operations, no counts.

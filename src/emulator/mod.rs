@@ -68,7 +68,7 @@ pub use config::{
     Settings, StorageAccountConfig, ThrottleSettings, VaultConfig,
 };
 pub use routes::{SUPPORTED_API_VERSIONS, UNKNOWN_OPERATION};
-pub use server::RunningEmulator;
+pub use server::{InstanceWrite, RunningEmulator};
 
 /// Everything that can go wrong starting or steering the emulator.
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,8 @@ use percent_encoding::percent_decode_str;
 use super::ids::ArmId;
 use super::model::ErrorBody;
 use super::reply::{Answer, Reply, invalid_content};
-use super::server::{DropConnection, RequestIds, Shared};
-use super::state::{Ctx, Fault};
+use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
+use super::state::{Ctx, Fault, instance_key};
 use crate::arm::ids::VaultId;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
@@ -165,6 +165,21 @@ impl Route {
         })
     }
 
+    /// The backup instance a write names (PUT, DELETE, stopProtection, sync).
+    fn written_instance(&self, method: &Method) -> Option<(&ArmId, &str)> {
+        match self {
+            Self::Instance(vault, name) if matches!(*method, Method::PUT | Method::DELETE) => {
+                Some((vault, name))
+            }
+            Self::StopProtection(vault, name) | Self::Sync(vault, name)
+                if *method == Method::POST =>
+            {
+                Some((vault, name))
+            }
+            _ => None,
+        }
+    }
+
     fn subscription(&self) -> &str {
         match self {
             Self::Validate(v)
@@ -190,10 +205,30 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
     let route = Route::parse(parts.uri.path());
     let operation = route.operation_id(&parts.method);
     let name = operation.unwrap_or(UNKNOWN_OPERATION);
+    // Judged on arrival, before faults, throttling or the write itself.
+    let written = route
+        .written_instance(&parts.method)
+        .map(|(vault, instance)| {
+            let running = shared
+                .lock()
+                .operation_running(vault, instance, Instant::now());
+            (instance_key(&vault.key, instance), running)
+        });
+    let log = |status: u16| {
+        if let Some((instance, in_flight)) = &written {
+            shared.writes().push(InstanceWrite {
+                instance: instance.clone(),
+                operation: name,
+                status,
+                in_flight: *in_flight,
+            });
+        }
+    };
     let fault = shared.lock().roll_fault(name);
     let reply = match fault {
         Some(Fault::Drop) => {
             shared.count(name, 0);
+            log(0);
             let mut response = Response::default();
             response.extensions_mut().insert(DropConnection);
             return response;
@@ -211,6 +246,7 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
         }
     };
     shared.count(name, reply.status.as_u16());
+    log(reply.status.as_u16());
     reply.into_response()
 }
 

@@ -51,12 +51,27 @@ impl RequestIds {
 /// Request counts by operation id and status code (0: connection dropped).
 pub(crate) type Counts = BTreeMap<&'static str, BTreeMap<u16, u64>>;
 
+/// One write request that named a backup instance (PUT, DELETE, stopProtection, sync).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceWrite {
+    /// The instance, as `<vault id>/backupinstances/<name>` in lower case.
+    pub instance: String,
+    /// Azure's operationId, e.g. `BackupInstances_CreateOrUpdate`.
+    pub operation: &'static str,
+    /// The answer's status code (0: connection dropped).
+    pub status: u16,
+    /// Whether an operation on the instance was still running when the request arrived: a
+    /// client that lost track of its operation sends such a second write.
+    pub in_flight: bool,
+}
+
 /// What every handler shares.
 pub(crate) struct Shared {
     config: EmulatorConfig,
     local_addr: SocketAddr,
     state: Mutex<State>,
     counts: Mutex<Counts>,
+    writes: Mutex<Vec<InstanceWrite>>,
 }
 
 /// Locks without panicking: a panic elsewhere must not take the emulator down with it.
@@ -73,6 +88,10 @@ impl Shared {
 
     pub fn counts(&self) -> MutexGuard<'_, Counts> {
         relock(&self.counts)
+    }
+
+    pub fn writes(&self) -> MutexGuard<'_, Vec<InstanceWrite>> {
+        relock(&self.writes)
     }
 
     pub fn count(&self, operation: &'static str, status: u16) {
@@ -193,6 +212,7 @@ impl RunningEmulator {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(&config, Instant::now())),
             counts: Mutex::new(Counts::new()),
+            writes: Mutex::new(Vec::new()),
             config,
             local_addr,
         });

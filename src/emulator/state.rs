@@ -175,7 +175,7 @@ pub(crate) struct State {
     emulator_guid: uuid::Uuid,
 }
 
-fn instance_key(vault_key: &str, name: &str) -> String {
+pub(crate) fn instance_key(vault_key: &str, name: &str) -> String {
     format!("{vault_key}/backupinstances/{}", name.to_ascii_lowercase())
 }
 
@@ -417,6 +417,12 @@ impl State {
             return None;
         }
         self.instances.get_mut(key)
+    }
+
+    /// Whether an operation on the instance is still running (finished ones are applied first).
+    pub fn operation_running(&mut self, vault: &ArmId, name: &str, now: Instant) -> bool {
+        let key = instance_key(&vault.key, name);
+        self.live(&key, now).is_some_and(|i| i.pending.is_some())
     }
 
     fn remove_instance(&mut self, key: &str) -> bool {

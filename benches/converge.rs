@@ -1,0 +1,123 @@
+//! Convergence benchmark: N BlobBackupInstances against the vault emulator, with the real
+//! operator binary (release build) as a child process. See BENCHMARKS.md.
+//!
+//! `cargo bench --bench converge -- --instances N [--latency-ms L] [--faults] [--json]
+//!   [--concurrency C] [--kubeconfig PATH]`
+
+#[path = "harness/mod.rs"]
+mod harness;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use blob_backup_operator::emulator::ThrottleSettings;
+use clap::Parser;
+
+/// Measures how fast and how cheaply the operator brings N resources to Ready.
+#[derive(Debug, Parser)]
+#[command(name = "converge")]
+struct Args {
+    /// How many BlobBackupInstances to create.
+    #[arg(long, default_value_t = 100)]
+    instances: usize,
+    /// The emulator's operation latency in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    latency_ms: u64,
+    /// Fault run: 20% of Azure requests fail (500/503/dropped), a small write bucket, and the
+    /// operator is SIGKILLed and restarted at random moments.
+    #[arg(long)]
+    faults: bool,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// The operator's --concurrency.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// A real cluster instead of the fake apiserver.
+    #[arg(long, env = "BBO_E2E_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The operator's --resync-interval, in seconds; also the steady-state window.
+    #[arg(long, default_value_t = 10)]
+    resync_seconds: u64,
+    /// The emulator's write bucket size (ARM's: 200); faults default to 20.
+    #[arg(long)]
+    write_budget: Option<u32>,
+    /// Writes the bucket gains per second (ARM's: 10); faults default to 5.
+    #[arg(long)]
+    write_refill: Option<f64>,
+    /// No write throttling at all.
+    #[arg(long, conflicts_with_all = ["write_budget", "write_refill"])]
+    no_throttle: bool,
+    /// Operator kills in a fault run.
+    #[arg(long, default_value_t = 5)]
+    restarts: usize,
+    /// Share of failing Azure requests in a fault run.
+    #[arg(long, default_value_t = 0.2)]
+    fault_share: f64,
+    /// Seed of fault picks and kill moments.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Give up after this many seconds (default: 3 × the lower bound + 60).
+    #[arg(long)]
+    timeout_seconds: Option<u64>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.bench {
+        // `cargo test --benches` runs bench binaries without --bench: nothing to measure then.
+        println!("converge: run it with `cargo bench --bench converge -- --instances N`");
+        return Ok(());
+    }
+    let latency = Duration::from_millis(args.latency_ms);
+    let (budget, refill) = if args.faults { (20, 5.0) } else { (200, 10.0) };
+    let throttle = (!args.no_throttle).then(|| ThrottleSettings {
+        budget: args.write_budget.unwrap_or(budget),
+        refill_per_second: args.write_refill.unwrap_or(refill),
+    });
+    let retry_after = Duration::from_secs(
+        blob_backup_operator::emulator::Settings {
+            latency,
+            ..Default::default()
+        }
+        .operation_retry_after(),
+    );
+    let bound = harness::lower_bound(args.instances, latency, retry_after, throttle.as_ref());
+    let (_guard, work_dir) = harness::work_dir()?;
+    let options = harness::Options {
+        instances: args.instances,
+        latency,
+        concurrency: args.concurrency,
+        resync: Duration::from_secs(args.resync_seconds),
+        throttle,
+        faults: args.faults.then(|| harness::FaultPlan {
+            share: args.fault_share,
+            restarts: args.restarts,
+            seed: args.seed,
+            // Spread the kills over about the expected run time.
+            kill_after: (
+                Duration::from_millis(500),
+                Duration::from_secs_f64((bound * 1.5 / (args.restarts + 1) as f64).max(2.0)),
+            ),
+        }),
+        kubeconfig: args.kubeconfig,
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator")),
+        timeout: Duration::from_secs(args.timeout_seconds.unwrap_or((bound * 3.0) as u64 + 60)),
+        steady_state: !args.faults,
+        work_dir,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(harness::run(&options))?;
+    print!("{}", harness::table(&report));
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,977 @@
+//! The convergence harness shared by `benches/converge.rs` and `tests/fault_run.rs`.
+//!
+//! It starts the vault emulator in process (N storage accounts, the vault's role granted on
+//! each), a Kubernetes API (the in-memory fake apiserver, or a real cluster from a kubeconfig),
+//! and the operator binary as a child process pointed at both, so its memory and CPU are its
+//! own and it can be SIGKILLed and restarted. It creates N `BlobBackupInstance`s, watches them
+//! until all are Ready, and reports time, Azure requests, Kubernetes writes, memory, CPU, a
+//! steady-state resync period and, for fault runs, the invariants.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use blob_backup_operator::api::{
+    BlobBackupInstance, BlobBackupInstanceSpec, ConditionStatus, DeletionPolicy, PolicyRef,
+    StorageAccountRef, VaultRef, condition_type,
+};
+use blob_backup_operator::emulator::{
+    DEFAULT_TOKEN, DEFAULT_VAULT_ID, EmulatorConfig, FaultSettings, RunningEmulator,
+    StorageAccountConfig, ThrottleSettings,
+};
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher::Event};
+use kube::{CustomResourceExt, ResourceExt};
+use serde::Serialize;
+
+use crate::support::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
+
+/// The calls one instance needs at least: validate + its poll, PUT + its poll, one GET.
+pub const MINIMUM_REQUESTS_PER_INSTANCE: f64 = 5.0;
+const WRITE_OPERATIONS: [&str; 5] = [
+    "BackupInstances_ValidateForBackup",
+    "BackupInstances_CreateOrUpdate",
+    "BackupInstances_Delete",
+    "BackupInstances_StopProtection",
+    "BackupInstances_SyncBackupInstance",
+];
+const DUPLICATE_SENSITIVE: [&str; 2] = ["BackupInstances_CreateOrUpdate", "BackupInstances_Delete"];
+const GET_OPERATIONS: [&str; 2] = ["BackupInstances_Get", "BackupInstances_List"];
+const NAMESPACE: &str = "bbo-bench";
+const PLURAL: &str = "blobbackupinstances";
+// /proc/<pid>/stat counts CPU in USER_HZ ticks, which Linux fixes at 100 for user space.
+const USER_HZ: f64 = 100.0;
+
+/// Injected trouble for a fault run.
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    /// Share of Azure requests failing: split into 500, 503 and dropped connections.
+    pub share: f64,
+    /// How often the operator is SIGKILLed and restarted.
+    pub restarts: usize,
+    /// Seed of the fault picks and the kill moments.
+    pub seed: u64,
+    /// A kill comes this long (uniformly drawn) after the previous (re)start was ready.
+    pub kill_after: (Duration, Duration),
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub instances: usize,
+    /// How long each emulated Azure operation runs.
+    pub latency: Duration,
+    /// The operator's `--concurrency`.
+    pub concurrency: usize,
+    /// The operator's `--resync-interval`, also the steady-state window.
+    pub resync: Duration,
+    /// The emulator's write token bucket (`None`: unthrottled).
+    pub throttle: Option<ThrottleSettings>,
+    pub faults: Option<FaultPlan>,
+    /// A real cluster instead of the fake apiserver (the CRD is applied to it).
+    pub kubeconfig: Option<PathBuf>,
+    /// The operator binary.
+    pub binary: PathBuf,
+    /// Give up waiting for Ready after this long.
+    pub timeout: Duration,
+    /// Run the steady-state resync window after all are Ready.
+    pub steady_state: bool,
+    /// Where the operator's logs go.
+    pub work_dir: PathBuf,
+}
+
+/// Everything measured; field names are the JSON keys the issue asks for.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub instances: usize,
+    /// Resources that reached Ready.
+    pub ready: usize,
+    /// Of those, not Ready when the run ended (a transient Azure failure on a resync).
+    pub not_ready_at_end: usize,
+    pub seconds_to_all_ready: f64,
+    pub seconds_to_half_ready: f64,
+    pub lower_bound_seconds: f64,
+    pub time_ratio: f64,
+    /// Azure requests to converge, per instance: all requests until every resource was
+    /// Ready, less the resync GETs of the resources that were Ready already.
+    pub azure_requests_per_instance: f64,
+    pub azure_requests_per_instance_with_resyncs: f64,
+    pub resync_gets_during_run: u64,
+    pub azure_requests_by_operation_per_instance: BTreeMap<String, f64>,
+    pub minimum_requests_per_instance: f64,
+    pub request_ratio: f64,
+    pub throttled_429: u64,
+    pub injected_faults: u64,
+    /// `None` on a real cluster (its requests are not counted).
+    pub status_writes_per_instance: Option<f64>,
+    pub metadata_writes_per_instance: Option<f64>,
+    pub events_per_instance: Option<f64>,
+    pub peak_rss_mib: f64,
+    pub cpu_seconds: f64,
+    pub steady_state_seconds: Option<f64>,
+    pub steady_state_writes: Option<u64>,
+    pub steady_state_gets: Option<u64>,
+    pub steady_state_status_writes: Option<u64>,
+    pub settings: Settings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_writes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unexplained_stuck: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub panics: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unexpected_exits: Option<usize>,
+    /// Resources that never reached Ready, with their Ready reason (at most 20).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
+}
+
+/// The knobs of the run, echoed in the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Settings {
+    pub latency_ms: u64,
+    pub retry_after_seconds: u64,
+    pub write_budget: Option<u32>,
+    pub write_refill_per_second: Option<f64>,
+    pub concurrency: usize,
+    pub resync_seconds: f64,
+    pub fault_share: f64,
+    pub cluster: String,
+}
+
+/// A directory for the operator's logs: removed when the guard drops, unless `BBO_KEEP_LOGS`
+/// is set (then its path is printed).
+pub fn work_dir() -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    let dir = tempfile::Builder::new().prefix("bbo-converge-").tempdir()?;
+    if std::env::var_os("BBO_KEEP_LOGS").is_some() {
+        let path = dir.keep();
+        eprintln!("operator logs in {}", path.display());
+        return Ok((None, path));
+    }
+    let path = dir.path().to_owned();
+    Ok((Some(dir), path))
+}
+
+/// The time the emulator's latency, `Retry-After` and write bucket allow at best.
+///
+/// Each instance needs two operations in sequence (validate, then PUT); the controller may
+/// not look at an operation before `max(latency, Retry-After)` has passed, so one instance
+/// takes at least `2 × P`. All instances together send `2N` writes; a bucket of `B` tokens
+/// refilled at `r` per second lets write `k` go no earlier than `(k − B) / r`, and the last
+/// write (a PUT) still needs `P` to finish: `(2N − B) / r + P`. The bound is the larger of
+/// the two. Concurrency does not enter: operations in flight hold no worker.
+pub fn lower_bound(
+    instances: usize,
+    latency: Duration,
+    retry_after: Duration,
+    throttle: Option<&ThrottleSettings>,
+) -> f64 {
+    let p = latency.max(retry_after).as_secs_f64();
+    let writes = 2.0 * instances as f64;
+    let paced = throttle
+        .filter(|t| t.refill_per_second > 0.0 && writes > f64::from(t.budget))
+        .map_or(0.0, |t| {
+            (writes - f64::from(t.budget)) / t.refill_per_second + p
+        });
+    (2.0 * p).max(paced)
+}
+
+fn account_id(index: usize) -> String {
+    format!(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/bbisa{index:05}"
+    )
+}
+
+fn instance_name(index: usize) -> String {
+    format!("bbi-{index:05}")
+}
+
+fn resource(index: usize) -> BlobBackupInstance {
+    let mut object = BlobBackupInstance::new(
+        &instance_name(index),
+        BlobBackupInstanceSpec {
+            vault: VaultRef {
+                id: DEFAULT_VAULT_ID.to_owned(),
+            },
+            policy: PolicyRef {
+                name: Some("BlobBackup-Policy".to_owned()),
+                id: None,
+            },
+            storage_account: StorageAccountRef {
+                id: account_id(index),
+                location: "westus".to_owned(),
+            },
+            backup_instance_name: None,
+            vaulted_backup: None,
+            deletion_policy: DeletionPolicy::Delete,
+        },
+    );
+    object.metadata.namespace = Some(NAMESPACE.to_owned());
+    object
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes: the fake apiserver or a real cluster
+// ---------------------------------------------------------------------------------------------
+
+enum Cluster {
+    Fake(FakeApiServer),
+    Real { client: kube::Client },
+}
+
+impl Cluster {
+    async fn start(options: &Options) -> anyhow::Result<(Self, kube::Client, PathBuf)> {
+        let kubeconfig = options.work_dir.join("kubeconfig");
+        match &options.kubeconfig {
+            None => {
+                let fake = FakeApiServer::start_with(FakeApiOptions {
+                    record_requests: false,
+                    ..FakeApiOptions::default()
+                })
+                .await?;
+                fake.write_kubeconfig(&kubeconfig)?;
+                let client = fake.client_in(NAMESPACE)?;
+                Ok((Self::Fake(fake), client, kubeconfig))
+            }
+            Some(path) => {
+                let config = kube::config::Kubeconfig::read_from(path)?;
+                let config =
+                    kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+                let client = kube::Client::try_from(config)?;
+                install_crd(&client).await?;
+                let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+                    Api::all(client.clone());
+                let namespace = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}
+                });
+                namespaces
+                    .patch(
+                        NAMESPACE,
+                        &PatchParams::apply("bbo-bench").force(),
+                        &Patch::Apply(namespace),
+                    )
+                    .await?;
+                Ok((
+                    Self::Real {
+                        client: client.clone(),
+                    },
+                    client,
+                    path.clone(),
+                ))
+            }
+        }
+    }
+
+    async fn create(&self, objects: Vec<BlobBackupInstance>) -> anyhow::Result<()> {
+        match self {
+            Self::Fake(fake) => {
+                for object in objects {
+                    fake.create(serde_json::to_value(&object)?).map_err(|e| {
+                        anyhow::anyhow!("create {}: {}", object.name_any(), e.message)
+                    })?;
+                }
+                Ok(())
+            }
+            Self::Real { client } => {
+                let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
+                let results: Vec<_> = futures::stream::iter(objects)
+                    .map(|object| {
+                        let api = api.clone();
+                        async move { api.create(&PostParams::default(), &object).await }
+                    })
+                    .buffer_unordered(32)
+                    .collect()
+                    .await;
+                for result in results {
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn fake(&self) -> Option<&FakeApiServer> {
+        match self {
+            Self::Fake(fake) => Some(fake),
+            Self::Real { .. } => None,
+        }
+    }
+
+    /// Kubernetes writes so far: (status writes, main-resource writes, event writes).
+    fn write_counts(&self) -> Option<(u64, u64, u64)> {
+        let fake = self.fake()?;
+        let count = |resource: &str, sub: Option<&str>| {
+            [Verb::Patch, Verb::Update, Verb::Create]
+                .into_iter()
+                .map(|verb| fake.request_count(verb, resource, sub))
+                .sum::<u64>()
+        };
+        Some((
+            count(PLURAL, Some("status")),
+            count(PLURAL, None),
+            count("events", None),
+        ))
+    }
+
+    /// Deletes what the run created on a real cluster (the operator must still run).
+    async fn clean_up(&self) -> anyhow::Result<()> {
+        let Self::Real { client } = self else {
+            return Ok(());
+        };
+        let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
+        api.delete_collection(&DeleteParams::default(), &Default::default())
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if api.list(&Default::default()).await?.items.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bail!("resources in namespace {NAMESPACE} were not deleted within 2 minutes")
+    }
+}
+
+async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = BlobBackupInstance::crd();
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("bbo-bench").force(),
+        &Patch::Apply(crd),
+    )
+    .await?;
+    for _ in 0..100 {
+        let established = crds.get(&name).await?.status.is_some_and(|s| {
+            s.conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+        if established {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("CRD {name} was not established within 10 seconds")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching the resources
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    ready: bool,
+    /// Reconciling=True or Stalled=True: the resource says why it is not Ready.
+    explained: bool,
+    reason: String,
+}
+
+fn seen(object: &BlobBackupInstance) -> Seen {
+    let generation = object.metadata.generation;
+    let conditions = object
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let is_true = |type_: &str| {
+        conditions.iter().any(|c| {
+            c.type_ == type_
+                && c.status == ConditionStatus::True
+                && (c.observed_generation.is_none() || c.observed_generation == generation)
+        })
+    };
+    let reason = conditions
+        .iter()
+        .find(|c| c.type_ == condition_type::READY)
+        .map_or_else(|| "no Ready condition".to_owned(), |c| c.reason.clone());
+    Seen {
+        ready: is_true(condition_type::READY),
+        explained: is_true(condition_type::RECONCILING) || is_true(condition_type::STALLED),
+        reason,
+    }
+}
+
+#[derive(Default)]
+struct Tracker {
+    objects: HashMap<String, Seen>,
+    ready_at: HashMap<String, Instant>,
+}
+
+impl Tracker {
+    /// Resources that have reached Ready (a later transient failure may have turned them
+    /// Ready=False again; they are still counted).
+    fn reached_ready(&self) -> usize {
+        self.ready_at.len()
+    }
+}
+
+fn watch(
+    api: Api<BlobBackupInstance>,
+    tracker: Arc<Mutex<Tracker>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            let Ok(Event::Apply(object) | Event::InitApply(object)) = event else {
+                continue;
+            };
+            let state = seen(&object);
+            let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+            let name = object.name_any();
+            if state.ready {
+                tracker
+                    .ready_at
+                    .entry(name.clone())
+                    .or_insert_with(Instant::now);
+            }
+            tracker.objects.insert(name, state);
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator process
+// ---------------------------------------------------------------------------------------------
+
+struct Operator {
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log_dir: PathBuf,
+    child: Option<tokio::process::Child>,
+    logs: Vec<PathBuf>,
+    peak_rss_kib: u64,
+    cpu_ticks_done: u64,
+    unexpected_exits: usize,
+    http: reqwest::Client,
+    metrics_port: u16,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `(VmHWM in KiB, utime + stime in ticks)` of a live process.
+fn process_stats(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((hwm, ticks))
+}
+
+impl Operator {
+    fn new(options: &Options, kubeconfig: &Path, arm_endpoint: &str) -> anyhow::Result<Self> {
+        blob_backup_operator::arm::install_crypto_provider();
+        let mut args = vec![
+            "run".to_owned(),
+            "--arm-endpoint".to_owned(),
+            arm_endpoint.to_owned(),
+            "--azure-auth".to_owned(),
+            "static-token".to_owned(),
+            "--concurrency".to_owned(),
+            options.concurrency.to_string(),
+            "--resync-interval".to_owned(),
+            humantime::format_duration(options.resync).to_string(),
+        ];
+        if options.kubeconfig.is_some() {
+            args.extend(["--watch-namespace".to_owned(), NAMESPACE.to_owned()]);
+        }
+        let env = vec![
+            ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+            ("AZURE_ACCESS_TOKEN".to_owned(), DEFAULT_TOKEN.to_owned()),
+            (
+                "RUST_LOG".to_owned(),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ),
+        ];
+        Ok(Self {
+            binary: options.binary.clone(),
+            args,
+            env,
+            log_dir: options.work_dir.clone(),
+            child: None,
+            logs: Vec::new(),
+            peak_rss_kib: 0,
+            cpu_ticks_done: 0,
+            unexpected_exits: 0,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+            metrics_port: 0,
+        })
+    }
+
+    /// Spawns the operator and waits until its `/readyz` answers 200.
+    async fn start(&mut self) -> anyhow::Result<()> {
+        self.metrics_port = free_port()?;
+        let log = self
+            .log_dir
+            .join(format!("operator-{}.log", self.logs.len() + 1));
+        let file = std::fs::File::create(&log)?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .args(&self.args)
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("BBO_WATCH_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.logs.push(log);
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "the operator exited during start-up ({status}); see {}",
+                    self.logs
+                        .last()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the operator did not become ready within 60 s at {url}")
+    }
+
+    fn sample(&mut self) -> u64 {
+        let Some(pid) = self.child.as_ref().and_then(|c| c.id()) else {
+            return 0;
+        };
+        match process_stats(pid) {
+            Some((hwm, ticks)) => {
+                self.peak_rss_kib = self.peak_rss_kib.max(hwm);
+                ticks
+            }
+            None => 0,
+        }
+    }
+
+    /// Restarts the operator if it died by itself (counted as an unexpected exit).
+    async fn check_alive(&mut self) -> anyhow::Result<()> {
+        let exited = match self.child.as_mut() {
+            Some(child) => child.try_wait()?.is_some(),
+            None => false,
+        };
+        if exited {
+            self.unexpected_exits += 1;
+            self.child = None;
+            self.start().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, after taking its memory and CPU figures.
+    async fn kill(&mut self) -> anyhow::Result<()> {
+        let ticks = self.sample();
+        if let Some(mut child) = self.child.take() {
+            self.cpu_ticks_done += ticks;
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    fn cpu_seconds(&mut self) -> f64 {
+        let live = self.sample();
+        (self.cpu_ticks_done + live) as f64 / USER_HZ
+    }
+
+    fn panics(&self) -> usize {
+        self.logs
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|text| text.matches("panicked at").count())
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------------
+
+fn emulator_config(options: &Options) -> EmulatorConfig {
+    let mut config = EmulatorConfig {
+        storage_accounts: (1..=options.instances)
+            .map(|i| StorageAccountConfig {
+                id: account_id(i),
+                location: "westus".to_owned(),
+                // None: every configured vault holds the backup role on it.
+                role_assignments: None,
+            })
+            .collect(),
+        ..EmulatorConfig::default()
+    };
+    config.settings.latency = options.latency;
+    config.settings.throttle = options.throttle.clone();
+    if let Some(plan) = &options.faults {
+        // 500, 503 and dropped connections in equal parts.
+        config.settings.faults = FaultSettings {
+            seed: plan.seed,
+            internal_error: plan.share / 3.0,
+            unavailable: plan.share / 3.0,
+            drop_connection: plan.share / 3.0,
+            ..FaultSettings::default()
+        };
+    }
+    config
+}
+
+type Counts = BTreeMap<String, BTreeMap<u16, u64>>;
+
+fn total(counts: &Counts, filter: impl Fn(&str, u16) -> bool) -> u64 {
+    counts
+        .iter()
+        .flat_map(|(op, by_status)| by_status.iter().map(move |(s, n)| (op.as_str(), *s, *n)))
+        .filter(|(op, status, _)| filter(op, *status))
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// Runs one measurement; errors are set-up failures, not unmet targets.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    std::fs::create_dir_all(&options.work_dir)?;
+    let n = options.instances;
+    let emulator = RunningEmulator::start(emulator_config(options), "127.0.0.1:0".parse()?)
+        .await
+        .context("cannot start the vault emulator")?;
+    let admin = emulator.admin().clone();
+    let settings_used = admin.settings();
+    let retry_after = Duration::from_secs(settings_used.operation_retry_after());
+    let (cluster, client, kubeconfig) = Cluster::start(options).await?;
+    let endpoint = emulator.base_url().to_string();
+    let mut operator = Operator::new(options, &kubeconfig, endpoint.trim_end_matches('/'))?;
+    operator.start().await?;
+
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let watch_task = watch(Api::namespaced(client.clone(), NAMESPACE), tracker.clone());
+
+    let mut rng = fastrand::Rng::with_seed(options.faults.as_ref().map_or(0, |f| f.seed));
+    let draw = |rng: &mut fastrand::Rng, plan: &FaultPlan| {
+        let (low, high) = plan.kill_after;
+        low + (high.saturating_sub(low)).mul_f64(rng.f64())
+    };
+    let mut next_kill = options
+        .faults
+        .as_ref()
+        .map(|plan| Instant::now() + draw(&mut rng, plan));
+    let mut restarts = 0;
+
+    let started = Instant::now();
+    cluster.create((1..=n).map(resource).collect()).await?;
+    let deadline = started + options.timeout;
+    let mut half_ready = None;
+    let all_ready = loop {
+        let ready = tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reached_ready();
+        if half_ready.is_none() && ready * 2 >= n {
+            half_ready = Some(started.elapsed());
+        }
+        if ready == n {
+            break Some(started.elapsed());
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        if let (Some(plan), Some(at)) = (&options.faults, next_kill)
+            && Instant::now() >= at
+        {
+            operator.kill().await?;
+            operator.start().await?;
+            restarts += 1;
+            next_kill = (restarts < plan.restarts).then(|| Instant::now() + draw(&mut rng, plan));
+        }
+        operator.check_alive().await?;
+        operator.sample();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Kills still due happen now, so a fault run always has its restarts.
+    while let Some(plan) = &options.faults
+        && restarts < plan.restarts
+    {
+        tokio::time::sleep(draw(&mut rng, plan)).await;
+        operator.kill().await?;
+        operator.start().await?;
+        restarts += 1;
+    }
+    let counts = admin.request_counts();
+    let k8s_writes = cluster.write_counts();
+    // Resources Ready early are resynced (one GET each --resync-interval) while the rest
+    // converge; requeues are exact, so their number follows from the Ready times.
+    let resync_gets: u64 = {
+        let now = Instant::now();
+        let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+        tracker
+            .ready_at
+            .values()
+            .map(|at| (now.duration_since(*at).as_secs_f64() / options.resync.as_secs_f64()) as u64)
+            .sum()
+    };
+    // A second PUT or DELETE of an instance while its operation runs: the operator lost track
+    // of the operation it started.
+    let duplicate_writes = options.faults.as_ref().map(|_| {
+        admin
+            .instance_writes()
+            .iter()
+            .filter(|w| w.in_flight && DUPLICATE_SENSITIVE.contains(&w.operation))
+            .count() as u64
+    });
+
+    // Steady state: one resync period with nothing changed.
+    let steady = if options.steady_state && all_ready.is_some() {
+        admin.reset_counts();
+        let before = cluster.write_counts();
+        let window = Instant::now();
+        tokio::time::sleep(options.resync).await;
+        let counts = admin.request_counts();
+        let after = cluster.write_counts();
+        Some((
+            window.elapsed().as_secs_f64(),
+            total(&counts, |op, _| WRITE_OPERATIONS.contains(&op)),
+            total(&counts, |op, _| GET_OPERATIONS.contains(&op)),
+            before.zip(after).map(|(b, a)| a.0 - b.0),
+        ))
+    } else {
+        None
+    };
+
+    // (name, state now, whether it ever was Ready)
+    let snapshot: Vec<(String, Seen, bool)> = {
+        let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+        tracker
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), tracker.ready_at.contains_key(k)))
+            .collect()
+    };
+    let ready = snapshot.iter().filter(|(_, _, reached)| *reached).count();
+    let not_ready_at_end = snapshot.iter().filter(|(_, s, _)| !s.ready).count();
+    let mut not_ready: Vec<String> = snapshot
+        .iter()
+        .filter(|(_, _, reached)| !reached)
+        .map(|(name, s, _)| format!("{name}: {}", s.reason))
+        .collect();
+    // Objects the watch never saw are stuck without any explanation.
+    let unseen = n.saturating_sub(snapshot.len());
+    let unexplained = snapshot
+        .iter()
+        .filter(|(_, s, reached)| !reached && !s.explained)
+        .count()
+        + unseen;
+    not_ready.sort();
+    not_ready.truncate(20);
+
+    let cpu_seconds = operator.cpu_seconds();
+    let panics = operator.panics();
+    if options.kubeconfig.is_some() {
+        cluster.clean_up().await?;
+    }
+    operator.kill().await?;
+    watch_task.abort();
+
+    let per = |x: u64| x as f64 / n as f64;
+    let azure_total = total(&counts, |_, _| true);
+    let seconds = all_ready.unwrap_or(options.timeout).as_secs_f64();
+    let bound = lower_bound(n, options.latency, retry_after, options.throttle.as_ref());
+    let per_instance = per(azure_total.saturating_sub(resync_gets));
+    let by_operation = counts
+        .iter()
+        .map(|(op, by_status)| (op.clone(), per(by_status.values().sum())))
+        .collect();
+    let faulted = options.faults.is_some();
+    let report = Report {
+        instances: n,
+        ready,
+        not_ready_at_end,
+        seconds_to_all_ready: seconds,
+        seconds_to_half_ready: half_ready.map_or(seconds, |d| d.as_secs_f64()),
+        lower_bound_seconds: bound,
+        time_ratio: seconds / bound,
+        azure_requests_per_instance: per_instance,
+        azure_requests_per_instance_with_resyncs: per(azure_total),
+        resync_gets_during_run: resync_gets,
+        azure_requests_by_operation_per_instance: by_operation,
+        minimum_requests_per_instance: MINIMUM_REQUESTS_PER_INSTANCE,
+        request_ratio: per_instance / MINIMUM_REQUESTS_PER_INSTANCE,
+        throttled_429: total(&counts, |_, status| status == 429),
+        injected_faults: total(&counts, |_, status| matches!(status, 0 | 500 | 503)),
+        status_writes_per_instance: k8s_writes.map(|w| per(w.0)),
+        metadata_writes_per_instance: k8s_writes.map(|w| per(w.1)),
+        events_per_instance: k8s_writes.map(|w| per(w.2)),
+        peak_rss_mib: operator.peak_rss_kib as f64 / 1024.0,
+        cpu_seconds,
+        steady_state_seconds: steady.map(|s| s.0),
+        steady_state_writes: steady.map(|s| s.1),
+        steady_state_gets: steady.map(|s| s.2),
+        steady_state_status_writes: steady.and_then(|s| s.3),
+        settings: Settings {
+            latency_ms: options.latency.as_millis() as u64,
+            retry_after_seconds: retry_after.as_secs(),
+            write_budget: options.throttle.as_ref().map(|t| t.budget),
+            write_refill_per_second: options.throttle.as_ref().map(|t| t.refill_per_second),
+            concurrency: options.concurrency,
+            resync_seconds: options.resync.as_secs_f64(),
+            fault_share: options.faults.as_ref().map_or(0.0, |f| f.share),
+            cluster: if options.kubeconfig.is_some() {
+                "kubeconfig".to_owned()
+            } else {
+                "fake apiserver".to_owned()
+            },
+        },
+        duplicate_writes,
+        unexplained_stuck: faulted.then_some(unexplained),
+        panics: faulted.then_some(panics),
+        restarts: faulted.then_some(restarts),
+        unexpected_exits: faulted.then_some(operator.unexpected_exits),
+        not_ready,
+    };
+    emulator.shutdown().await;
+    if let Cluster::Fake(fake) = cluster {
+        fake.shutdown().await;
+    }
+    Ok(report)
+}
+
+/// The report as an aligned two-column table.
+pub fn table(report: &Report) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
+    let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+    let s = &report.settings;
+    row(
+        "emulator",
+        format!(
+            "latency {} ms, Retry-After {} s, write bucket {}, faults {:.0}%",
+            s.latency_ms,
+            s.retry_after_seconds,
+            match (s.write_budget, s.write_refill_per_second) {
+                (Some(b), Some(r)) => format!("{b} + {r}/s"),
+                _ => "off".to_owned(),
+            },
+            s.fault_share * 100.0
+        ),
+    );
+    row(
+        "operator",
+        format!(
+            "--concurrency {} --resync-interval {}s; {}",
+            s.concurrency, s.resync_seconds, s.cluster
+        ),
+    );
+    row(
+        "instances (reached Ready; not Ready at end)",
+        format!(
+            "{} ({}; {})",
+            report.instances, report.ready, report.not_ready_at_end
+        ),
+    );
+    row(
+        "seconds to all Ready (half)",
+        format!(
+            "{:.2} ({:.2})",
+            report.seconds_to_all_ready, report.seconds_to_half_ready
+        ),
+    );
+    row(
+        "lower bound seconds",
+        format!("{:.2}", report.lower_bound_seconds),
+    );
+    row("time ratio", format!("{:.3}", report.time_ratio));
+    row(
+        "Azure requests / instance",
+        format!(
+            "{:.3} (minimum {})",
+            report.azure_requests_per_instance, report.minimum_requests_per_instance
+        ),
+    );
+    row(
+        "  with resync GETs of Ready ones",
+        format!(
+            "{:.3} ({} resync GETs)",
+            report.azure_requests_per_instance_with_resyncs, report.resync_gets_during_run
+        ),
+    );
+    for (op, per) in &report.azure_requests_by_operation_per_instance {
+        row(&format!("  {op}"), format!("{per:.3}"));
+    }
+    row("request ratio", format!("{:.3}", report.request_ratio));
+    row("429s provoked", report.throttled_429.to_string());
+    row(
+        "injected faults (500/503/drop)",
+        report.injected_faults.to_string(),
+    );
+    row(
+        "status writes / instance",
+        opt(report.status_writes_per_instance),
+    );
+    row(
+        "metadata writes / instance",
+        opt(report.metadata_writes_per_instance),
+    );
+    row("event writes / instance", opt(report.events_per_instance));
+    row("peak RSS MiB", format!("{:.1}", report.peak_rss_mib));
+    row("CPU seconds", format!("{:.2}", report.cpu_seconds));
+    let num = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
+    row("steady state (window s)", opt(report.steady_state_seconds));
+    row("  Azure writes", num(report.steady_state_writes));
+    row("  Azure GETs", num(report.steady_state_gets));
+    row("  status writes", num(report.steady_state_status_writes));
+    if let Some(d) = report.duplicate_writes {
+        row("duplicate writes in flight", d.to_string());
+    }
+    for (key, value) in [
+        ("unexplained stuck", report.unexplained_stuck),
+        ("panics", report.panics),
+        ("restarts", report.restarts),
+        ("unexpected exits", report.unexpected_exits),
+    ] {
+        if let Some(v) = value {
+            row(key, v.to_string());
+        }
+    }
+    for name in &report.not_ready {
+        row("not ready", name.clone());
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect()
+}
