@@ -47,7 +47,7 @@ use crate::api::{
 use crate::arm::ArmClient;
 use crate::telemetry::{self, HealthState, Metrics};
 
-use decide::{Action, EventSpec, EventType, Observation, Requeue, Settings, decide};
+use decide::{Action, EventSpec, EventType, Observation, PolledStatus, Requeue, Settings, decide};
 
 /// The field manager of every write the controller makes (status and finalizer).
 pub const FIELD_MANAGER: &str = "blob-backup-operator";
@@ -64,6 +64,12 @@ const MAX_STEPS: usize = 8;
 /// not be lost), and the pause before the first retry (doubling).
 const STATUS_WRITE_ATTEMPTS: u32 = 3;
 const STATUS_WRITE_RETRY: Duration = Duration::from_millis(200);
+
+/// Events one [`Recorder`] publishes before a fresh one takes over. kube's Recorder keeps
+/// every Event it published for six minutes (to patch a repeat into a series) and sweeps
+/// that whole cache on each publish: at 10,000 resources × 3 Events that is tens of MiB and
+/// quadratic time. A repeat is still aggregated unless a swap fell in between.
+const EVENTS_PER_RECORDER: usize = 500;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -149,8 +155,9 @@ struct Memory {
     uid: String,
     /// Whether its finalizer was on after our last write.
     finalized: bool,
-    /// The status after our last write.
-    status: Option<BlobBackupInstanceStatus>,
+    /// A fingerprint of the status after our last write ([`status_fingerprint`]): a copy
+    /// of every status would be most of the controller's memory at 10,000 resources.
+    status: u64,
     /// The Azure operation in flight, as counted in `bbo_operations_in_flight`.
     in_flight: Option<telemetry::Action>,
 }
@@ -160,7 +167,9 @@ pub struct Context {
     client: Client,
     arm: ArmClient,
     metrics: Metrics,
-    recorder: Recorder,
+    reporter: Reporter,
+    // The Recorder in use and how many Events it published.
+    recorder: Mutex<(Recorder, usize)>,
     settings: Settings,
     // Keyed by "namespace/name".
     memory: Mutex<HashMap<String, Memory>>,
@@ -198,7 +207,8 @@ impl Context {
         let writes =
             pacing::WritePacer::new(settings.write_burst, settings.write_refill, Instant::now());
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Mutex::new((Recorder::new(client.clone(), reporter.clone()), 0)),
+            reporter,
             client,
             arm,
             metrics,
@@ -226,7 +236,8 @@ impl Context {
     ) -> Result<Option<BlobBackupInstance>, Error> {
         let stale = lock(&self.memory).get(key).is_some_and(|memory| {
             cached.metadata.uid.as_deref() == Some(memory.uid.as_str())
-                && (memory.status != cached.status || memory.finalized != has_finalizer(cached))
+                && (memory.status != status_fingerprint(cached.status.as_ref())
+                    || memory.finalized != has_finalizer(cached))
         });
         if !stale {
             return Ok(Some(cached.clone()));
@@ -244,12 +255,25 @@ impl Context {
         let entry = memory.entry(key.to_owned()).or_default();
         entry.uid = written.metadata.uid.clone().unwrap_or_default();
         entry.finalized = has_finalizer(written);
-        entry.status = written.status.clone();
+        entry.status = status_fingerprint(written.status.as_ref());
+    }
+
+    /// The Recorder for the next Event (see [`EVENTS_PER_RECORDER`]).
+    fn recorder(&self) -> Recorder {
+        let mut current = lock(&self.recorder);
+        if current.1 >= EVENTS_PER_RECORDER {
+            *current = (Recorder::new(self.client.clone(), self.reporter.clone()), 0);
+        }
+        current.1 += 1;
+        current.0.clone()
     }
 
     /// Publishes the decision's Events; a failure is logged, never fatal (the status says
     /// the same).
     async fn publish(&self, obj: &BlobBackupInstance, events: &[EventSpec]) {
+        if events.is_empty() {
+            return;
+        }
         let reference = obj.object_ref(&());
         for spec in events {
             let event = Event {
@@ -262,7 +286,7 @@ impl Context {
                 action: "Reconcile".to_owned(),
                 secondary: None,
             };
-            match self.recorder.publish(&event, &reference).await {
+            match self.recorder().publish(&event, &reference).await {
                 Ok(()) => self.metrics.record_event(spec.reason.as_str()),
                 Err(error) => warn!(reason = %spec.reason, %error, "cannot publish an event"),
             }
@@ -445,6 +469,27 @@ fn metrics_action(action: OperationAction) -> telemetry::Action {
     }
 }
 
+/// A hash of the status as the API would serialize it (no allocation): enough to tell whether
+/// the watch cache has caught up with our last write.
+fn status_fingerprint(status: Option<&BlobBackupInstanceStatus>) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    // serde_json writes into any io::Write; this one feeds the bytes to the hasher.
+    struct HashWriter(DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(DefaultHasher::new());
+    // Serializing plain data into a writer that never fails cannot fail either.
+    let _ = serde_json::to_writer(&mut writer, &status);
+    writer.0.finish()
+}
+
 fn has_finalizer(obj: &BlobBackupInstance) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
 }
@@ -467,6 +512,11 @@ fn records_new_operation(
     };
     let now = in_flight(current);
     now.is_some() && now != in_flight(persisted)
+}
+
+/// Whether the observation is a poll that found the operation finished.
+fn operation_ended(observation: &Observation) -> bool {
+    matches!(observation, Observation::Polled { status, .. } if *status != PolledStatus::InProgress)
 }
 
 fn requeue_action(requeue: Requeue) -> ReconcileAction {
@@ -525,6 +575,15 @@ async fn reconcile_steps(
             && let Err(wait) = ctx.writes.admit(&key, Instant::now())
         {
             debug!(?wait, "waiting for a slot in Azure's write budget");
+            // Except when Azure just reported an operation's end (a validate, before the
+            // PUT): that is recorded now, with what the decision makes of it, or the next
+            // reconcile would find the operation still in flight and poll it again.
+            if operation_ended(&observation) {
+                if let Some(status) = decision.status {
+                    obj.status = Some(status);
+                }
+                ctx.publish(&obj, &decision.events).await;
+            }
             requeue = Some(Requeue::After(wait));
             break;
         }
@@ -679,7 +738,12 @@ pub async fn run(
         .default_backoff()
         // The cache keeps every resource: without managedFields (which decisions never read
         // and which server-side apply makes as large as the status) it is about half the size.
-        .modify(|obj| obj.managed_fields_mut().clear())
+        // Annotations are never read either, and `kubectl apply` puts a copy of the whole
+        // object in one.
+        .modify(|obj| {
+            obj.managed_fields_mut().clear();
+            obj.annotations_mut().clear();
+        })
         .reflect(writer)
         .inspect_ok(move |event| match event {
             watcher::Event::Delete(obj) => watch_ctx.forget(&object_key(obj)),
