@@ -45,7 +45,7 @@ use crate::api::{
     OperationPhase, condition_type,
 };
 use crate::arm::ArmClient;
-use crate::telemetry::{self, HealthState, Metrics};
+use crate::telemetry::{HealthState, Metrics};
 
 use decide::{Action, EventSpec, EventType, Observation, Requeue, Settings, decide};
 
@@ -152,7 +152,7 @@ struct Memory {
     /// The status after our last write.
     status: Option<BlobBackupInstanceStatus>,
     /// The Azure operation in flight, as counted in `bbo_operations_in_flight`.
-    in_flight: Option<telemetry::Action>,
+    in_flight: Option<OperationAction>,
 }
 
 /// Shared state of all reconciles.
@@ -164,7 +164,7 @@ pub struct Context {
     settings: Settings,
     // Keyed by "namespace/name".
     memory: Mutex<HashMap<String, Memory>>,
-    in_flight: Mutex<HashMap<telemetry::Action, i64>>,
+    in_flight: Mutex<HashMap<OperationAction, i64>>,
     writes: pacing::WritePacer,
 }
 
@@ -390,7 +390,7 @@ impl Context {
         let in_flight = status
             .and_then(|s| s.operation.as_ref())
             .filter(|op| op.status == OperationPhase::InProgress)
-            .map(|op| metrics_action(op.action));
+            .map(|op| op.action);
         let previous = {
             let mut memory = lock(&self.memory);
             let entry = memory.entry(key.to_owned()).or_default();
@@ -402,7 +402,7 @@ impl Context {
         }
     }
 
-    fn count_in_flight(&self, action: Option<telemetry::Action>, delta: i64) {
+    fn count_in_flight(&self, action: Option<OperationAction>, delta: i64) {
         let Some(action) = action else { return };
         let mut counts = lock(&self.in_flight);
         let count = counts.entry(action).or_default();
@@ -431,17 +431,6 @@ impl Context {
         for key in gone {
             self.forget(&key);
         }
-    }
-}
-
-fn metrics_action(action: OperationAction) -> telemetry::Action {
-    match action {
-        OperationAction::Validate => telemetry::Action::Validate,
-        OperationAction::Create => telemetry::Action::Create,
-        OperationAction::Update => telemetry::Action::Update,
-        OperationAction::Delete => telemetry::Action::Delete,
-        OperationAction::StopProtection => telemetry::Action::StopProtection,
-        OperationAction::Sync => telemetry::Action::Sync,
     }
 }
 
