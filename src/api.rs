@@ -329,7 +329,19 @@ pub struct AzureOperation {
 }
 
 /// The kind of an Azure operation.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+// Also the `action` label of `bbo_operations_in_flight`.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Hash,
+    PartialEq,
+    Eq,
+    JsonSchema,
+    prometheus_client::encoding::EncodeLabelValue,
+)]
 pub enum OperationAction {
     // POST validateForBackup.
     Validate,
@@ -343,6 +355,18 @@ pub enum OperationAction {
     StopProtection,
     // POST sync.
     Sync,
+}
+
+impl OperationAction {
+    /// Every action, in declaration order.
+    pub const ALL: [OperationAction; 6] = [
+        OperationAction::Validate,
+        OperationAction::Create,
+        OperationAction::Update,
+        OperationAction::Delete,
+        OperationAction::StopProtection,
+        OperationAction::Sync,
+    ];
 }
 
 /// Where an Azure operation stands.

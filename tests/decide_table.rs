@@ -619,6 +619,34 @@ fn create_flow_rows() {
     .writes(false)
     .events(&[])
     .requeue(secs(600));
+    row(
+        "resync GET unanswered (503): Ready kept, no write, look again soon",
+        ready(),
+        failed(
+            AzureCall::Get,
+            ErrorClass::Transient,
+            503,
+            "ServiceUnavailable",
+            Some(7),
+        ),
+    )
+    .action("None")
+    .writes(false)
+    .events(&[])
+    .requeue(secs(7));
+    row(
+        "GET unanswered before Ready: Reconciling with the reason",
+        bbi(),
+        failed(
+            AzureCall::Get,
+            ErrorClass::Transient,
+            503,
+            "ServiceUnavailable",
+            Some(7),
+        ),
+    )
+    .health(False, Reason::AzureUnavailable)
+    .requeue(secs(7));
 }
 
 #[test]
@@ -1136,6 +1164,19 @@ fn drift_and_protection_errors() {
         found(broken.clone()),
     )
     .action(&format!("Sync {}", instance_id()))
+    .health(False, Reason::ProtectionError);
+    let old_api = Settings {
+        stop_protection_supported: false,
+        api_version: "2021-01-01".into(),
+        ..Settings::default()
+    };
+    row_with(
+        "protection error seen before, api-version without sync: Stalled, no Sync",
+        with_status(False, Reason::ProtectionError, None),
+        found(broken.clone()),
+        &old_api,
+    )
+    .action("None")
     .health(False, Reason::ProtectionError);
 
     row(

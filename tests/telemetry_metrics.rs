@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use blob_backup_operator::api::OperationAction as Action;
 use blob_backup_operator::arm::RequestObserver;
-use blob_backup_operator::telemetry::{Action, ExpositionFormat, HealthState, Metrics, Role};
+use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics, Role};
 
 fn openmetrics(metrics: &Metrics) -> String {
     metrics.encode(ExpositionFormat::OpenMetrics).unwrap()

@@ -60,7 +60,8 @@ pub struct Settings {
     pub retry_after_default: Duration,
     /// How often to look again while Azure configures protection.
     pub protection_poll: Duration,
-    /// Whether the configured api-version has `stopProtection` (needed by `Retain`).
+    /// Whether the configured api-version has `stopProtection` (needed by `Retain`) and `sync`
+    /// (re-syncing after a protection error); both arrived in 2022-01-01.
     pub stop_protection_supported: bool,
     /// The configured api-version, quoted in messages.
     pub api_version: String,
@@ -644,6 +645,13 @@ impl<'a> Step<'a> {
             .is_some_and(|c| c.reason == reason.as_str())
     }
 
+    fn ready_for_this_generation(&self) -> bool {
+        self.old_condition(condition_type::READY).is_some_and(|c| {
+            c.status == ConditionStatus::True
+                && c.observed_generation == self.obj.metadata.generation
+        })
+    }
+
     fn was_stalled(&self) -> bool {
         self.old_condition(condition_type::STALLED)
             .is_some_and(|c| c.status == ConditionStatus::True)
@@ -1014,7 +1022,13 @@ impl<'a> Step<'a> {
             .and_then(|op| op.end_time.as_ref())
             .and_then(|end| Duration::try_from(self.now.duration_since(end.0)).ok());
         let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
-        if self.was_stalled() && self.old_ready_reason_is(Reason::ProtectionError) && sync_due {
+        // `sync` arrived with `stopProtection` (api-version 2022-01-01); without it the person
+        // must re-sync in Azure, and the Stalled message says what Azure reports.
+        if self.settings.stop_protection_supported
+            && self.was_stalled()
+            && self.old_ready_reason_is(Reason::ProtectionError)
+            && sync_due
+        {
             return self.start(&Mode::Apply(target), Action::Sync(target.instance.clone()));
         }
         self.stalled(Reason::ProtectionError, &message)
@@ -1154,6 +1168,17 @@ impl<'a> Step<'a> {
             );
         }
         match error.class {
+            // A resync GET without an answer says nothing new about a resource Azure last
+            // reported protected for this generation: keep Ready (GitOps health must not flap
+            // on a network blip) and look again soon.
+            ErrorClass::Transient
+                if call == AzureCall::Get
+                    && matches!(mode, Mode::Apply(_))
+                    && self.ready_for_this_generation() =>
+            {
+                let requeue = Requeue::After(self.clamp_retry(error.retry_after));
+                self.finish(Action::None, requeue)
+            }
             ErrorClass::Transient => {
                 let reason = if status == Some(429) {
                     Reason::AzureThrottled

@@ -45,7 +45,7 @@ use crate::api::{
     OperationPhase, condition_type,
 };
 use crate::arm::ArmClient;
-use crate::telemetry::{self, HealthState, Metrics};
+use crate::telemetry::{HealthState, Metrics};
 
 use decide::{Action, EventSpec, EventType, Observation, PolledStatus, Requeue, Settings, decide};
 
@@ -159,7 +159,7 @@ struct Memory {
     /// of every status would be most of the controller's memory at 10,000 resources.
     status: u64,
     /// The Azure operation in flight, as counted in `bbo_operations_in_flight`.
-    in_flight: Option<telemetry::Action>,
+    in_flight: Option<OperationAction>,
 }
 
 /// Shared state of all reconciles.
@@ -173,7 +173,7 @@ pub struct Context {
     settings: Settings,
     // Keyed by "namespace/name".
     memory: Mutex<HashMap<String, Memory>>,
-    in_flight: Mutex<HashMap<telemetry::Action, i64>>,
+    in_flight: Mutex<HashMap<OperationAction, i64>>,
     writes: pacing::WritePacer,
 }
 
@@ -414,7 +414,7 @@ impl Context {
         let in_flight = status
             .and_then(|s| s.operation.as_ref())
             .filter(|op| op.status == OperationPhase::InProgress)
-            .map(|op| metrics_action(op.action));
+            .map(|op| op.action);
         let previous = {
             let mut memory = lock(&self.memory);
             let entry = memory.entry(key.to_owned()).or_default();
@@ -426,7 +426,7 @@ impl Context {
         }
     }
 
-    fn count_in_flight(&self, action: Option<telemetry::Action>, delta: i64) {
+    fn count_in_flight(&self, action: Option<OperationAction>, delta: i64) {
         let Some(action) = action else { return };
         let mut counts = lock(&self.in_flight);
         let count = counts.entry(action).or_default();
@@ -455,17 +455,6 @@ impl Context {
         for key in gone {
             self.forget(&key);
         }
-    }
-}
-
-fn metrics_action(action: OperationAction) -> telemetry::Action {
-    match action {
-        OperationAction::Validate => telemetry::Action::Validate,
-        OperationAction::Create => telemetry::Action::Create,
-        OperationAction::Update => telemetry::Action::Update,
-        OperationAction::Delete => telemetry::Action::Delete,
-        OperationAction::StopProtection => telemetry::Action::StopProtection,
-        OperationAction::Sync => telemetry::Action::Sync,
     }
 }
 

@@ -6,6 +6,10 @@
 //! generic cell rate algorithm: a write may go when the bucket has a token, otherwise the
 //! resource gets a slot in the queue and is requeued for it, so waiting resources neither
 //! hold a worker nor retry in a herd. A 429 empties the copy until Azure's `Retry-After`.
+//!
+//! Written here rather than with `governor`: each waiting resource must *reserve* its future
+//! slot (governor only says "not until T", so every waiter would wake at the same T), and a
+//! 429 must drain the bucket until Azure's `Retry-After`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::TelemetryError;
+use crate::api::OperationAction as Action;
 use crate::arm::RequestObserver;
 
 /// Label value used for anything outside a bounded set.
@@ -32,29 +33,6 @@ const PROTECTION_STATUSES: [&str; 8] = [
 const MAX_REASONS: usize = 64;
 /// Longest reason accepted as a label value.
 const MAX_REASON_LEN: usize = 64;
-
-/// A long-running Azure operation the controller tracks in a resource's status.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Action {
-    Validate,
-    Create,
-    Update,
-    Delete,
-    StopProtection,
-    Sync,
-}
-
-impl Action {
-    /// Every action, in label order.
-    pub const ALL: [Action; 6] = [
-        Action::Validate,
-        Action::Create,
-        Action::Update,
-        Action::Delete,
-        Action::StopProtection,
-        Action::Sync,
-    ];
-}
 
 /// Text format of the `/metrics` response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
