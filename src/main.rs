@@ -99,6 +99,18 @@ struct RunArgs {
           value_parser = parse_duration)]
     stalled_retry_max: Duration,
 
+    /// Azure writes (validate, PUT, DELETE, stopProtection, sync) sent at once before the
+    /// operator paces itself: the size of ARM's write bucket for the subscription (200). Lower
+    /// it when other clients share the subscription's budget.
+    #[arg(long, env = "BBO_AZURE_WRITE_BURST", value_name = "WRITES", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    azure_write_burst: u32,
+
+    /// Azure writes per second once the burst is spent: ARM's refill rate (10).
+    #[arg(long, env = "BBO_AZURE_WRITE_RATE", value_name = "PER_SECOND", default_value_t = 10.0,
+          value_parser = parse_write_rate)]
+    azure_write_rate: f64,
+
     /// Address serving /metrics (Prometheus), /healthz and /readyz.
     #[arg(
         long,
@@ -145,6 +157,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("must be longer than 0s".to_owned());
     }
     Ok(duration)
+}
+
+fn parse_write_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "write a number of writes per second, such as 10 or 0.5".to_owned())?;
+    // Below one write an hour the pacer would stop writing altogether; above a million the
+    // interval rounds to nothing.
+    if !(1.0 / 3600.0..=1_000_000.0).contains(&rate) {
+        return Err("must be between 0.0003 (one an hour) and 1000000".to_owned());
+    }
+    Ok(rate)
 }
 
 /// Where Azure is and how to authenticate, as the flags say.
@@ -223,6 +248,8 @@ impl RunArgs {
         let settings = Settings {
             resync_interval: self.resync_interval,
             stalled_retry_max: self.stalled_retry_max,
+            write_burst: self.azure_write_burst,
+            write_refill: Duration::from_secs_f64(1.0 / self.azure_write_rate),
             ..Settings::default()
         };
         Ok(Plan {

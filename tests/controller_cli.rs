@@ -42,6 +42,8 @@ fn run_help_documents_every_flag_with_its_environment_variable() {
         ("--concurrency", "BBO_CONCURRENCY"),
         ("--resync-interval", "BBO_RESYNC_INTERVAL"),
         ("--stalled-retry-max", "BBO_STALLED_RETRY_MAX"),
+        ("--azure-write-burst", "BBO_AZURE_WRITE_BURST"),
+        ("--azure-write-rate", "BBO_AZURE_WRITE_RATE"),
         ("--metrics-addr", "BBO_METRICS_ADDR"),
         ("--log-format", "BBO_LOG_FORMAT"),
         ("--leader-elect", "BBO_LEADER_ELECT"),
@@ -135,6 +137,21 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
             &["run", "--stalled-retry-max", "0s"],
             &[],
             &["--stalled-retry-max", "longer than 0s"],
+        ),
+        (
+            &["run", "--azure-write-burst", "0"],
+            &[],
+            &["--azure-write-burst", "0"],
+        ),
+        (
+            &["run", "--azure-write-rate", "fast"],
+            &[],
+            &["--azure-write-rate", "writes per second"],
+        ),
+        (
+            &["run", "--azure-write-rate", "0"],
+            &[],
+            &["--azure-write-rate", "between"],
         ),
         (
             &[

@@ -497,6 +497,16 @@ impl Operator {
         if options.kubeconfig.is_some() {
             args.extend(["--watch-namespace".to_owned(), NAMESPACE.to_owned()]);
         }
+        // The operator is told the subscription's write budget, as it would be told a real
+        // subscription's: the emulator's bucket when it throttles, else ARM's defaults.
+        if let Some(throttle) = &options.throttle {
+            args.extend([
+                "--azure-write-burst".to_owned(),
+                throttle.budget.to_string(),
+                "--azure-write-rate".to_owned(),
+                throttle.refill_per_second.to_string(),
+            ]);
+        }
         let env = vec![
             ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
             ("AZURE_ACCESS_TOKEN".to_owned(), DEFAULT_TOKEN.to_owned()),
