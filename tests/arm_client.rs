@@ -697,7 +697,7 @@ async fn delete_stop_protection_and_sync() {
         status_url
     );
 
-    assert!(client.supports_stop_protection());
+    assert!(client.supports_instance_actions());
     mock.push(
         reply(202)
             .header("Azure-AsyncOperation", &status_url)
@@ -737,7 +737,7 @@ async fn delete_stop_protection_and_sync() {
 
     // 2021-01-01 has no stopProtection: refused before any request.
     let old = client_for(&mock.base, "2021-01-01", Arc::new(Observed::default()));
-    assert!(!old.supports_stop_protection());
+    assert!(!old.supports_instance_actions());
     let before = mock.seen().len();
     let error = old.stop_protection(&id).await.unwrap_err();
     assert!(matches!(error, ArmError::Config { .. }), "{error:?}");

@@ -1166,7 +1166,7 @@ fn drift_and_protection_errors() {
     .action(&format!("Sync {}", instance_id()))
     .health(False, Reason::ProtectionError);
     let old_api = Settings {
-        stop_protection_supported: false,
+        instance_actions_supported: false,
         api_version: "2021-01-01".into(),
         ..Settings::default()
     };
@@ -1434,7 +1434,7 @@ fn deletion() {
     )
     .action("RemoveFinalizer");
     let old_api = Settings {
-        stop_protection_supported: false,
+        instance_actions_supported: false,
         api_version: "2021-01-01".into(),
         ..Settings::default()
     };

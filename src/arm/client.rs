@@ -309,13 +309,13 @@ impl ArmClient {
     }
 
     /// Whether this API version has `stopProtection` and `sync` (2021-01-01 does not).
-    pub fn supports_stop_protection(&self) -> bool {
+    pub fn supports_instance_actions(&self) -> bool {
         self.api_version().get(..10).unwrap_or_default() >= FIRST_VERSION_WITH_INSTANCE_ACTIONS
     }
 
     /// Refuses, before any request, an action the configured API version does not have.
     fn require_instance_action(&self, action: &str, instead: &str) -> Result<(), ArmError> {
-        if self.supports_stop_protection() {
+        if self.supports_instance_actions() {
             return Ok(());
         }
         Err(ArmError::Config {

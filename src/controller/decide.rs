@@ -62,7 +62,7 @@ pub struct Settings {
     pub protection_poll: Duration,
     /// Whether the configured api-version has `stopProtection` (needed by `Retain`) and `sync`
     /// (re-syncing after a protection error); both arrived in 2022-01-01.
-    pub stop_protection_supported: bool,
+    pub instance_actions_supported: bool,
     /// The configured api-version, quoted in messages.
     pub api_version: String,
     /// Azure writes (validate, PUT, DELETE, stopProtection, sync) the controller sends at
@@ -82,7 +82,7 @@ impl Default for Settings {
             retry_after_max: Duration::from_secs(300),
             retry_after_default: Duration::from_secs(15),
             protection_poll: Duration::from_secs(10),
-            stop_protection_supported: true,
+            instance_actions_supported: true,
             api_version: "2026-06-01".to_owned(),
             // ARM's token bucket for subscription writes: 200, refilled at 10 per second.
             write_burst: 200,
@@ -922,7 +922,7 @@ impl<'a> Step<'a> {
                 policy,
                 ..
             } => match policy {
-                DeletionPolicy::Retain if !self.settings.stop_protection_supported => {
+                DeletionPolicy::Retain if !self.settings.instance_actions_supported => {
                     let message = format!(
                         "deletionPolicy Retain needs stopProtection, which api-version {} lacks: run the operator with a newer --api-version, or set deletionPolicy to Delete or Orphan",
                         self.settings.api_version
@@ -1024,7 +1024,7 @@ impl<'a> Step<'a> {
         let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
         // `sync` arrived with `stopProtection` (api-version 2022-01-01); without it the person
         // must re-sync in Azure, and the Stalled message says what Azure reports.
-        if self.settings.stop_protection_supported
+        if self.settings.instance_actions_supported
             && self.was_stalled()
             && self.old_ready_reason_is(Reason::ProtectionError)
             && sync_due

@@ -79,7 +79,7 @@ pub struct ControllerConfig {
     /// Resources reconciled at once (at least 1; one resource is never reconciled twice at
     /// once).
     pub concurrency: u16,
-    /// Timing of decisions (retries, resync). [`run`] sets `stop_protection_supported` and
+    /// Timing of decisions (retries, resync). [`run`] sets `instance_actions_supported` and
     /// `api_version` from the ARM client, so those two need not be filled in.
     pub settings: Settings,
     /// `reportingInstance` of Events (the pod name); `None`: the controller name.
@@ -703,7 +703,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut settings = config.settings.clone();
-    settings.stop_protection_supported = arm.supports_stop_protection();
+    settings.instance_actions_supported = arm.supports_instance_actions();
     settings.api_version = arm.api_version().to_owned();
     let ctx = Arc::new(Context::new(
         client.clone(),
