@@ -62,6 +62,10 @@ struct Args {
     /// Give up after this many seconds (default: 3 × the lower bound + 60).
     #[arg(long)]
     timeout_seconds: Option<u64>,
+    /// Measure this operator binary instead of the one cargo just built: another build (musl,
+    /// another allocator), or a wrapper script that starts it under a profiler.
+    #[arg(long)]
+    operator_binary: Option<PathBuf>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -106,7 +110,9 @@ fn main() -> anyhow::Result<()> {
             ),
         }),
         kubeconfig: args.kubeconfig,
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator")),
+        binary: args
+            .operator_binary
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator"))),
         timeout: Duration::from_secs(args.timeout_seconds.unwrap_or((bound * 3.0) as u64 + 60)),
         steady_state: !args.faults,
         work_dir,

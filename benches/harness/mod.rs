@@ -742,12 +742,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         operator.start().await?;
         restarts += 1;
     }
+    // The resync estimate below stops where the counts were read.
+    let counted_at = Instant::now();
     let counts = admin.request_counts();
     let k8s_writes = cluster.write_counts();
     // Resources Ready early are resynced (one GET each --resync-interval) while the rest
-    // converge; requeues are exact, so their number follows from the Ready times.
+    // converge; requeues are exact, so their number follows from the Ready times. It is an
+    // estimate: a resync that is due but still queued behind other reconciles is subtracted
+    // without having been served, so at N=10,000 the figure can come out a hair under 5.
     let resync_gets: u64 = {
-        let now = Instant::now();
+        let now = counted_at;
         let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker
             .ready_at
