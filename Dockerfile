@@ -3,8 +3,9 @@
 # blob-backup-operator image: a statically linked binary on distroless/static, run as 65532.
 #
 # The builder is rust:alpine because its native target is x86_64/aarch64-unknown-linux-musl,
-# which links statically by default; ring (the only C/assembly dependency: the TLS provider
-# of kube and reqwest) builds there with gcc and musl-dev. No OpenSSL, no glibc at run time.
+# which links statically by default; the C dependencies, ring (the TLS provider of kube and
+# reqwest) and mimalloc (the allocator: musl's own is slow under contention), build there
+# with gcc and musl-dev. No OpenSSL, no glibc at run time.
 # Build for another architecture with `docker buildx build --platform linux/arm64 .`.
 
 ARG RUST_VERSION=1
