@@ -23,6 +23,7 @@ mod azure;
 pub mod decide;
 pub mod leader;
 pub mod pacing;
+mod requeue;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -176,6 +177,7 @@ pub struct Context {
     memory: Mutex<HashMap<String, Memory>>,
     in_flight: Mutex<HashMap<OperationAction, i64>>,
     writes: pacing::WritePacer,
+    requeues: Arc<requeue::Requeues>,
 }
 
 impl std::fmt::Debug for Context {
@@ -217,6 +219,7 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             writes,
+            requeues: Arc::default(),
         }
     }
 
@@ -438,6 +441,7 @@ impl Context {
     /// Forgets a resource that is gone: its gauges and what we remembered of it.
     fn forget(&self, key: &str) {
         self.metrics.forget_instance(key);
+        self.requeues.cancel(key);
         let removed = lock(&self.memory).remove(key);
         if let Some(memory) = removed {
             self.count_in_flight(memory.in_flight, -1);
@@ -456,6 +460,17 @@ impl Context {
         for key in gone {
             self.forget(&key);
         }
+        self.requeues.retain(|key| listed.contains(key));
+    }
+
+    /// Schedules the resource's next reconcile (see [`requeue`]); kube only waits for a
+    /// change.
+    fn requeue(&self, key: &str, requeue: Requeue) -> ReconcileAction {
+        match requeue {
+            Requeue::After(delay) => self.requeues.schedule(key, delay),
+            Requeue::AwaitChange => self.requeues.cancel(key),
+        }
+        ReconcileAction::await_change()
     }
 }
 
@@ -507,13 +522,6 @@ fn records_new_operation(
 /// Whether the observation is a poll that found the operation finished.
 fn operation_ended(observation: &Observation) -> bool {
     matches!(observation, Observation::Polled { status, .. } if *status != PolledStatus::InProgress)
-}
-
-fn requeue_action(requeue: Requeue) -> ReconcileAction {
-    match requeue {
-        Requeue::After(delay) => ReconcileAction::requeue(delay),
-        Requeue::AwaitChange => ReconcileAction::await_change(),
-    }
 }
 
 /// Reconciles one resource: up to a few observe → decide → act steps, then records the
@@ -604,7 +612,7 @@ async fn reconcile_steps(
             Action::RemoveFinalizer => {
                 ctx.remove_finalizer(&api, &obj).await?;
                 ctx.forget(&key);
-                return Ok(requeue_action(decision.requeue));
+                return Ok(ctx.requeue(&key, decision.requeue));
             }
             action => {
                 let Some(observation) = azure::perform(&ctx.arm, action).await else {
@@ -636,9 +644,9 @@ async fn reconcile_steps(
     }
     ctx.observe(&key, obj.status.as_ref());
     Ok(match requeue {
-        Some(requeue) => requeue_action(requeue),
+        Some(requeue) => ctx.requeue(&key, requeue),
         // Out of steps: carry on soon, from the recorded state.
-        None => ReconcileAction::requeue(ctx.settings.retry_after_min),
+        None => ctx.requeue(&key, Requeue::After(ctx.settings.retry_after_min)),
     })
 }
 
@@ -659,7 +667,7 @@ pub fn error_policy(
     } else {
         ctx.settings.retry_after_default
     };
-    ReconcileAction::requeue(delay)
+    ctx.requeue(&object_key(&obj), Requeue::After(delay))
 }
 
 /// `Some(1)` while the resource is being deleted: with the generation and the finalizers,
@@ -745,6 +753,7 @@ pub async fn run(
 
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
     let controller = Controller::for_stream(triggers, reader.clone())
+        .reconcile_on(ctx.requeues.clone().due())
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(stopped.map(|_| ()))
         .run(reconcile, error_policy, ctx)

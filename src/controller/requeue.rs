@@ -1,0 +1,209 @@
+//! When to reconcile each resource again.
+//!
+//! Not kube-runtime's `Action::requeue`: its scheduler keeps, for every waiting resource, two
+//! copies of the resource's `ObjectRef` (name, namespace, uid and resourceVersion, four
+//! strings) in a hash map beside its delay queue, about 900 bytes each. At 10,000 Ready
+//! resources, all waiting for their resync, that was 9 MiB of the 64 MiB budget
+//! (BENCHMARKS.md). [`Requeues`] keeps one shared "namespace/name" key and one slot of the same
+//! `DelayQueue` per resource, and hands the controller a reconcile request
+//! (`Controller::reconcile_on`) only when it is due, so kube's scheduler holds an entry for
+//! a moment instead of for the whole wait.
+//!
+//! The latest decision wins: scheduling a resource replaces whatever requeue it had, because
+//! the reconcile that asks has seen the newest state. kube still runs one reconcile per
+//! resource at a time and holds a request that arrives during one until it ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::Stream;
+use kube::runtime::reflector::ObjectRef;
+use tokio_util::time::{DelayQueue, delay_queue};
+
+use crate::api::BlobBackupInstance;
+
+/// The pending requeues of all resources, keyed by "namespace/name".
+#[derive(Debug, Default)]
+pub struct Requeues {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: DelayQueue<Arc<str>>,
+    slots: HashMap<Arc<str>, delay_queue::Key>,
+}
+
+impl Requeues {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Both maps are updated together under the lock, before anything that could panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reconcile `key` again after `delay`, instead of any requeue it had. Must be called
+    /// inside a Tokio runtime (the queue's timer).
+    pub fn schedule(&self, key: &str, delay: Duration) {
+        let mut state = self.state();
+        let State { queue, slots } = &mut *state;
+        match slots.get(key) {
+            Some(slot) => queue.reset(slot, delay),
+            None => {
+                let key: Arc<str> = Arc::from(key);
+                let slot = queue.insert(key.clone(), delay);
+                slots.insert(key, slot);
+            }
+        }
+    }
+
+    /// No requeue for `key`: it is reconciled again only when it changes.
+    pub fn cancel(&self, key: &str) {
+        let mut state = self.state();
+        if let Some(slot) = state.slots.remove(key) {
+            state.queue.remove(&slot);
+        }
+    }
+
+    /// Cancels the requeues of every key `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<Arc<str>> = {
+            let state = self.state();
+            state.slots.keys().filter(|k| !keep(k)).cloned().collect()
+        };
+        for key in gone {
+            self.cancel(&key);
+        }
+    }
+
+    /// The resources whose requeue is due, as they fall due, for `Controller::reconcile_on`.
+    /// It never ends; there must be one such stream at a time.
+    pub fn due(self: Arc<Self>) -> impl Stream<Item = ObjectRef<BlobBackupInstance>> + Send {
+        futures::stream::poll_fn(move |cx| {
+            let mut state = self.state();
+            // An empty queue answers Ready(None) with the waker kept: an insert wakes it.
+            match state.queue.poll_expired(cx) {
+                Poll::Ready(Some(expired)) => {
+                    let key = expired.into_inner();
+                    state.slots.remove(&key);
+                    Poll::Ready(Some(object_ref(&key)))
+                }
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            }
+        })
+    }
+}
+
+/// The resource a "namespace/name" key names (a name cannot hold a '/').
+fn object_ref(key: &str) -> ObjectRef<BlobBackupInstance> {
+    match key.split_once('/') {
+        Some((namespace, name)) => ObjectRef::new(name).within(namespace),
+        None => ObjectRef::new(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn names(refs: &[ObjectRef<BlobBackupInstance>]) -> Vec<String> {
+        refs.iter()
+            .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name))
+            .collect()
+    }
+
+    /// What falls due within `window` of paused time.
+    async fn due_within(
+        due: &mut (impl Stream<Item = ObjectRef<BlobBackupInstance>> + Unpin),
+        window: Duration,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, due.next()).await {
+            out.push(r);
+        }
+        names(&out)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requeues_fall_due_in_order_and_once() {
+        let requeues = Arc::new(Requeues::default());
+        let mut due = Box::pin(requeues.clone().due());
+        requeues.schedule("ns/b", Duration::from_secs(20));
+        requeues.schedule("ns/a", Duration::from_secs(10));
+        assert!(
+            due_within(&mut due, Duration::from_secs(9))
+                .await
+                .is_empty()
+        );
+        assert_eq!(due_within(&mut due, Duration::from_secs(2)).await, ["ns/a"]);
+        assert_eq!(
+            due_within(&mut due, Duration::from_secs(10)).await,
+            ["ns/b"]
+        );
+        assert!(
+            due_within(&mut due, Duration::from_secs(60))
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_latest_schedule_replaces_the_pending_one() {
+        let requeues = Arc::new(Requeues::default());
+        let mut due = Box::pin(requeues.clone().due());
+        requeues.schedule("ns/a", Duration::from_secs(1));
+        // A later reconcile decided to wait longer: the short requeue is gone.
+        requeues.schedule("ns/a", Duration::from_secs(600));
+        assert!(
+            due_within(&mut due, Duration::from_secs(599))
+                .await
+                .is_empty()
+        );
+        assert_eq!(due_within(&mut due, Duration::from_secs(2)).await, ["ns/a"]);
+        // And the other way round: a long wait shortened.
+        requeues.schedule("ns/a", Duration::from_secs(600));
+        requeues.schedule("ns/a", Duration::from_secs(1));
+        assert_eq!(due_within(&mut due, Duration::from_secs(2)).await, ["ns/a"]);
+        assert!(
+            due_within(&mut due, Duration::from_secs(700))
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_and_unlisted_resources_never_fall_due() {
+        let requeues = Arc::new(Requeues::default());
+        let mut due = Box::pin(requeues.clone().due());
+        requeues.schedule("ns/a", Duration::from_secs(1));
+        requeues.schedule("ns/b", Duration::from_secs(1));
+        requeues.schedule("other/c", Duration::from_secs(1));
+        requeues.cancel("ns/a");
+        requeues.cancel("ns/never-scheduled");
+        requeues.retain(|key| key.starts_with("ns/"));
+        assert_eq!(due_within(&mut due, Duration::from_secs(5)).await, ["ns/b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_schedule_wakes_a_waiting_stream() {
+        let requeues = Arc::new(Requeues::default());
+        let mut due = Box::pin(requeues.clone().due());
+        // The stream is parked on an empty queue when the first requeue arrives.
+        let waiting = tokio::spawn(async move { due.next().await.map(|r| r.name) });
+        tokio::task::yield_now().await;
+        requeues.schedule("ns/a", Duration::from_secs(3));
+        assert_eq!(waiting.await.unwrap().as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn keys_name_their_resource() {
+        let r = object_ref("team-a/bbi-1");
+        assert_eq!(
+            (r.namespace.as_deref(), r.name.as_str()),
+            (Some("team-a"), "bbi-1")
+        );
+        assert_eq!(object_ref("cluster-wide").namespace, None);
+    }
+}
