@@ -247,6 +247,8 @@ fn default_pod_is_restricted_probed_and_flagged() {
             "--azure-auth=workload-identity",
             "--arm-endpoint=https://management.azure.com",
             "--api-version=2026-06-01",
+            "--azure-write-burst=200",
+            "--azure-write-rate=10",
             "--metrics-addr=0.0.0.0:8080",
             "--concurrency=16",
             "--resync-interval=10m",
@@ -407,6 +409,31 @@ fn replicas_require_leader_election() {
             .iter()
             .any(|arg| arg.starts_with("--leader-elect"))
     );
+}
+
+#[test]
+fn write_budget_values_become_the_pacing_flags() {
+    let docs = render_ok(&[
+        "--set",
+        "azure.writeBurst=50",
+        "--set",
+        "azure.writeRate=2.5",
+    ]);
+    let args = args(&docs);
+    assert!(
+        args.contains(&"--azure-write-burst=50".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--azure-write-rate=2.5".to_owned()),
+        "{args:?}"
+    );
+    let message = render(&["--set", "azure.writeRate=0"]).expect_err("a zero write rate");
+    assert!(message.contains("/azure/writeRate"), "{message}");
+    let message = render(&["--set", "azure.writeRate=fast"]).expect_err("not a number");
+    assert!(message.contains("/azure/writeRate"), "{message}");
+    let message = render(&["--set", "azure.writeBurst=0"]).expect_err("an empty bucket");
+    assert!(message.contains("/azure/writeBurst"), "{message}");
 }
 
 #[test]
