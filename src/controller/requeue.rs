@@ -113,13 +113,13 @@ mod tests {
             .collect()
     }
 
-    /// What falls due within `window` of paused time.
+    /// What falls due within the next `seconds` of paused time.
     async fn due_within(
         due: &mut (impl Stream<Item = ObjectRef<BlobBackupInstance>> + Unpin),
-        window: Duration,
+        seconds: u64,
     ) -> Vec<String> {
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + window;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
         while let Ok(Some(r)) = tokio::time::timeout_at(deadline, due.next()).await {
             out.push(r);
         }
@@ -132,21 +132,10 @@ mod tests {
         let mut due = Box::pin(requeues.clone().due());
         requeues.schedule("ns/b", Duration::from_secs(20));
         requeues.schedule("ns/a", Duration::from_secs(10));
-        assert!(
-            due_within(&mut due, Duration::from_secs(9))
-                .await
-                .is_empty()
-        );
-        assert_eq!(due_within(&mut due, Duration::from_secs(2)).await, ["ns/a"]);
-        assert_eq!(
-            due_within(&mut due, Duration::from_secs(10)).await,
-            ["ns/b"]
-        );
-        assert!(
-            due_within(&mut due, Duration::from_secs(60))
-                .await
-                .is_empty()
-        );
+        assert!(due_within(&mut due, 9).await.is_empty());
+        assert_eq!(due_within(&mut due, 2).await, ["ns/a"]);
+        assert_eq!(due_within(&mut due, 10).await, ["ns/b"]);
+        assert!(due_within(&mut due, 60).await.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -156,21 +145,13 @@ mod tests {
         requeues.schedule("ns/a", Duration::from_secs(1));
         // A later reconcile decided to wait longer: the short requeue is gone.
         requeues.schedule("ns/a", Duration::from_secs(600));
-        assert!(
-            due_within(&mut due, Duration::from_secs(599))
-                .await
-                .is_empty()
-        );
-        assert_eq!(due_within(&mut due, Duration::from_secs(2)).await, ["ns/a"]);
+        assert!(due_within(&mut due, 599).await.is_empty());
+        assert_eq!(due_within(&mut due, 2).await, ["ns/a"]);
         // And the other way round: a long wait shortened.
         requeues.schedule("ns/a", Duration::from_secs(600));
         requeues.schedule("ns/a", Duration::from_secs(1));
-        assert_eq!(due_within(&mut due, Duration::from_secs(2)).await, ["ns/a"]);
-        assert!(
-            due_within(&mut due, Duration::from_secs(700))
-                .await
-                .is_empty()
-        );
+        assert_eq!(due_within(&mut due, 2).await, ["ns/a"]);
+        assert!(due_within(&mut due, 700).await.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -183,7 +164,7 @@ mod tests {
         requeues.cancel("ns/a");
         requeues.cancel("ns/never-scheduled");
         requeues.retain(|key| key.starts_with("ns/"));
-        assert_eq!(due_within(&mut due, Duration::from_secs(5)).await, ["ns/b"]);
+        assert_eq!(due_within(&mut due, 5).await, ["ns/b"]);
     }
 
     #[tokio::test(start_paused = true)]
