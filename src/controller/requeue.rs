@@ -67,13 +67,15 @@ impl Requeues {
 
     /// Cancels the requeues of every key `keep` refuses.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let gone: Vec<Arc<str>> = {
-            let state = self.state();
-            state.slots.keys().filter(|k| !keep(k)).cloned().collect()
-        };
-        for key in gone {
-            self.cancel(&key);
-        }
+        let mut state = self.state();
+        let State { queue, slots } = &mut *state;
+        slots.retain(|key, slot| {
+            let kept = keep(key);
+            if !kept {
+                queue.remove(slot);
+            }
+            kept
+        });
     }
 
     /// The resources whose requeue is due, as they fall due, for `Controller::reconcile_on`.
