@@ -450,6 +450,23 @@ pub fn status_changed(
     old != Some(new)
 }
 
+/// Whether the resource carries our [`FINALIZER`].
+pub(crate) fn has_finalizer(obj: &BlobBackupInstance) -> bool {
+    obj.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
+}
+
+/// The Azure operation the status records as running, with the URL to poll it.
+pub(crate) fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOperation> {
+    status
+        .operation
+        .as_ref()
+        .filter(|op| op.status == OperationPhase::InProgress && op.poll_url.is_some())
+}
+
 /// What the reconcile is working towards.
 enum Mode<'t> {
     /// The spec's backup instance, protected.
@@ -562,12 +579,7 @@ impl<'a> Step<'a> {
     }
 
     fn has_finalizer(&self) -> bool {
-        self.obj
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == FINALIZER)
+        has_finalizer(self.obj)
     }
 
     fn target(&self) -> Result<Target, SpecError> {
@@ -728,10 +740,12 @@ impl<'a> Step<'a> {
     fn remove_finalizer(mut self, reason: Reason, note: &str) -> Decision {
         self.event(EventType::Normal, reason, note);
         // The resource is about to go: no status write for it.
-        self.status = self.old.cloned().unwrap_or_default();
-        let mut decision = self.finish(Action::RemoveFinalizer, Requeue::AwaitChange);
-        decision.status = None;
-        decision
+        Decision {
+            action: Action::RemoveFinalizer,
+            status: None,
+            events: self.events,
+            requeue: Requeue::AwaitChange,
+        }
     }
 
     fn get(self, mode: &Mode) -> Decision {
@@ -786,10 +800,7 @@ impl<'a> Step<'a> {
     }
 
     fn in_flight(&self) -> Option<&AzureOperation> {
-        self.status
-            .operation
-            .as_ref()
-            .filter(|op| op.status == OperationPhase::InProgress && op.poll_url.is_some())
+        in_flight(&self.status)
     }
 
     fn next_from_status(self, mode: &Mode) -> Decision {
@@ -1066,10 +1077,11 @@ impl<'a> Step<'a> {
         match poll {
             Some(handle) => {
                 let requeue = Requeue::After(self.clamp_retry(handle.retry_after));
-                if write {
+                // What progressing_for says, except that an accepted write ends a Stalled retry.
+                if !retrying {
                     self.set_health(Health::Progressing, reason, &note);
                 }
-                self.progressing_for(mode, action, Action::None, requeue)
+                self.finish(Action::None, requeue)
             }
             None => self.succeeded(mode, action),
         }
@@ -1085,28 +1097,21 @@ impl<'a> Step<'a> {
             // A poll answer with nothing in flight is stale: look at Azure afresh.
             return self.get(mode);
         };
-        let end = |step: &mut Self, phase: OperationPhase, error: Option<&AzureErrorInfo>| {
-            if let Some(op) = step.status.operation.as_mut() {
-                op.status = phase;
-                op.end_time = Some(Time(step.now));
-                op.error = error.map(operation_error);
-            }
-        };
         match polled {
             PolledStatus::InProgress => {
                 let requeue = Requeue::After(self.clamp_retry(retry_after));
                 self.progressing_for(mode, action, Action::None, requeue)
             }
             PolledStatus::Succeeded => {
-                end(&mut self, OperationPhase::Succeeded, None);
+                self.end_operation(OperationPhase::Succeeded, None);
                 self.succeeded(mode, action)
             }
             PolledStatus::Failed(error) => {
-                end(&mut self, OperationPhase::Failed, Some(error));
+                self.end_operation(OperationPhase::Failed, Some(error));
                 self.operation_failed(action, error)
             }
             PolledStatus::Canceled => {
-                end(&mut self, OperationPhase::Canceled, None);
+                self.end_operation(OperationPhase::Canceled, None);
                 self.set_health(
                     Health::Progressing,
                     Reason::OperationCanceled,
@@ -1241,19 +1246,22 @@ impl<'a> Step<'a> {
         }
     }
 
+    /// Records how the operation in flight ended.
+    fn end_operation(&mut self, phase: OperationPhase, error: Option<&AzureErrorInfo>) {
+        if let Some(op) = self.status.operation.as_mut() {
+            op.status = phase;
+            op.end_time = Some(Time(self.now));
+            op.error = error.map(operation_error);
+        }
+    }
+
     /// Records a call that failed for good as the last operation, so status shows it and a
     /// retry of the same operation keeps the Stalled clock running.
     fn record_failure(&mut self, call: AzureCall, error: &AzureErrorInfo) {
         let now = Time(self.now);
         match call {
             AzureCall::Get => {}
-            AzureCall::Poll => {
-                if let Some(op) = self.status.operation.as_mut() {
-                    op.status = OperationPhase::Failed;
-                    op.end_time = Some(now);
-                    op.error = Some(operation_error(error));
-                }
-            }
+            AzureCall::Poll => self.end_operation(OperationPhase::Failed, Some(error)),
             AzureCall::Start(action) => {
                 self.status.operation = Some(AzureOperation {
                     action,

@@ -48,7 +48,10 @@ use crate::api::{
 use crate::arm::ArmClient;
 use crate::telemetry::{HealthState, Metrics};
 
-use decide::{Action, EventSpec, EventType, Observation, PolledStatus, Requeue, Settings, decide};
+use decide::{
+    Action, EventSpec, EventType, Observation, PolledStatus, Requeue, Settings, decide,
+    has_finalizer,
+};
 
 /// The field manager of every write the controller makes (status and finalizer).
 pub const FIELD_MANAGER: &str = "blob-backup-operator";
@@ -495,10 +498,6 @@ fn status_fingerprint(status: Option<&BlobBackupInstanceStatus>) -> u64 {
     writer.0.finish()
 }
 
-fn has_finalizer(obj: &BlobBackupInstance) -> bool {
-    obj.finalizers().iter().any(|f| f == FINALIZER)
-}
-
 fn object_key(obj: &BlobBackupInstance) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
@@ -509,14 +508,13 @@ fn records_new_operation(
     persisted: Option<&BlobBackupInstanceStatus>,
     current: Option<&BlobBackupInstanceStatus>,
 ) -> bool {
-    let in_flight = |status: Option<&BlobBackupInstanceStatus>| {
+    fn poll_url(status: Option<&BlobBackupInstanceStatus>) -> Option<&str> {
         status
-            .and_then(|s| s.operation.as_ref())
-            .filter(|op| op.status == OperationPhase::InProgress && op.poll_url.is_some())
-            .and_then(|op| op.poll_url.clone())
-    };
-    let now = in_flight(current);
-    now.is_some() && now != in_flight(persisted)
+            .and_then(decide::in_flight)
+            .and_then(|op| op.poll_url.as_deref())
+    }
+    let now = poll_url(current);
+    now.is_some() && now != poll_url(persisted)
 }
 
 /// Whether the observation is a poll that found the operation finished.
