@@ -56,7 +56,7 @@ impl WritePacer {
     /// Whether the resource `key` may send a write now; otherwise how long until its slot,
     /// which stays reserved for it until it comes back.
     pub fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = super::lock(&self.state);
         if let Some(slot) = state.slots.get(key).copied() {
             if now >= slot {
                 state.slots.remove(key);
@@ -82,7 +82,7 @@ impl WritePacer {
     /// Azure answered a write with 429: its bucket is empty for `retry_after`, then refills
     /// at the usual rate.
     pub fn throttled(&self, retry_after: Duration, now: Instant) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = super::lock(&self.state);
         state.full_at = state.full_at.max(now + retry_after + self.tolerance);
     }
 }

@@ -14,7 +14,7 @@
 //! resource at a time and holds a request that arrives during one until it ends.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ struct State {
 impl Requeues {
     fn state(&self) -> MutexGuard<'_, State> {
         // Both maps are updated together under the lock, before anything that could panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        super::lock(&self.state)
     }
 
     /// Reconcile `key` again after `delay`, instead of any requeue it had. Must be called
