@@ -174,19 +174,6 @@ impl Template {
         }
         Ok(names)
     }
-
-    /// Writes the canonical ID for `names` (in template order).
-    fn write(&self, f: &mut fmt::Formatter<'_>, names: &[&str]) -> fmt::Result {
-        let mut names = names.iter();
-        for seg in self.segments() {
-            let text = match seg {
-                Fixed(word) => word,
-                Name(_) => names.next().copied().unwrap_or_default(),
-            };
-            write!(f, "/{text}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Implements the traits every ID type shares, through its `template()` and `names()`.
@@ -208,7 +195,10 @@ macro_rules! arm_id_traits {
 
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                $template.write(f, &self.names())
+                for segment in self.path_segments() {
+                    write!(f, "/{segment}")?;
+                }
+                Ok(())
             }
         }
 
