@@ -147,13 +147,6 @@ impl<T> LroStart<T> {
             Self::Pending { handle, .. } => Some(handle),
         }
     }
-
-    /// The body, done or pending.
-    pub fn into_body(self) -> Option<T> {
-        match self {
-            Self::Done(body) | Self::Pending { body, .. } => body,
-        }
-    }
 }
 
 /// A client for the `Microsoft.DataProtection` backup-instance calls. Cheap to clone: one
@@ -614,7 +607,8 @@ impl ArmClient {
                     operation,
                     status,
                     headers,
-                    body: body.to_vec(),
+                    // Takes the buffer over when nothing else holds it (a collected body).
+                    body: Vec::from(body),
                 })
             }
             Err(e) => {
