@@ -175,6 +175,14 @@ pub(crate) struct State {
     emulator_guid: uuid::Uuid,
 }
 
+/// The ARM path of an operation's `kind` document (operationStatus or operationResults).
+fn operation_path(op: &Operation, kind: &str, id: &str) -> String {
+    format!(
+        "/subscriptions/{}/providers/Microsoft.DataProtection/locations/{}/{kind}/{id}",
+        op.subscription, op.location
+    )
+}
+
 pub(crate) fn instance_key(vault_key: &str, name: &str) -> String {
     format!("{vault_key}/backupinstances/{}", name.to_ascii_lowercase())
 }
@@ -465,10 +473,11 @@ impl State {
     fn check(
         &mut self,
         ctx: &Ctx,
-        vault_key: &str,
+        vault_id: &ArmId,
         props: &BackupInstance,
         own_key: Option<&str>,
     ) -> Result<Checked, Reply> {
+        let vault_key = vault_id.key.as_str();
         let bad = |code: &str, message: String| {
             user_error(StatusCode::BAD_REQUEST, code, message, ctx.activity_id)
         };
@@ -512,10 +521,7 @@ impl State {
             parse_policy_id(policy_id).map_err(|m| bad(INVALID_PARAMETER, m))?;
         let account_id =
             parse_storage_account_id(resource_id).map_err(|m| bad(INVALID_PARAMETER, m))?;
-        let vault = self
-            .vaults
-            .get(vault_key)
-            .ok_or_else(|| not_found(format!("Backup vault {vault_key} not found.")))?;
+        let vault = self.vault(vault_id)?;
         if policy_vault.key != vault.id.key {
             return Err(bad(
                 INVALID_PARAMETER,
@@ -579,10 +585,12 @@ impl State {
         Ok(checked)
     }
 
-    fn status_url(&self, ctx: &Ctx, op: &Operation, id: &str, kind: &str) -> String {
+    fn status_url(ctx: &Ctx, op: &Operation, id: &str, kind: &str) -> String {
         format!(
-            "{}/subscriptions/{}/providers/Microsoft.DataProtection/locations/{}/{kind}/{id}?api-version={}",
-            ctx.base, op.subscription, op.location, ctx.api_version
+            "{}{}?api-version={}",
+            ctx.base,
+            operation_path(op, kind, id),
+            ctx.api_version
         )
     }
 
@@ -599,12 +607,12 @@ impl State {
         };
         let mut reply = reply.header(
             AZURE_ASYNC_OPERATION,
-            self.status_url(ctx, op, op_id, "operationStatus"),
+            Self::status_url(ctx, op, op_id, "operationStatus"),
         );
         if with_location {
             reply = reply.header(
                 LOCATION,
-                self.status_url(ctx, op, op_id, "operationResults"),
+                Self::status_url(ctx, op, op_id, "operationResults"),
             );
         }
         reply.retry_after(self.settings.operation_retry_after())
@@ -675,7 +683,7 @@ impl State {
             .and_then(|infos| infos.first())
             .map(|i| i.info.clone());
         let op_id = self.start_operation(ctx, &vault_key, kind, Some(key.to_owned()), failure);
-        let done_at = ctx.now + self.settings.latency;
+        let done_at = self.operations[&op_id].done_at;
         if let Some(instance) = self.instances.get_mut(key) {
             instance.pending = Some(Pending {
                 op_id: op_id.clone(),
@@ -696,7 +704,7 @@ impl State {
             .backup_instance
             .ok_or_else(|| invalid_content("backupInstance is required"))?
             .without_read_only();
-        let checked = self.check(ctx, &vault.key, &props, None)?;
+        let checked = self.check(ctx, vault, &props, None)?;
         let op = self.start_operation(
             ctx,
             &vault.key,
@@ -716,7 +724,7 @@ impl State {
             .ok_or_else(|| invalid_content("properties is required"))?
             .without_read_only();
         let key = instance_key(&vault.key, name);
-        let checked = self.check(ctx, &vault.key, &props, Some(&key))?;
+        let checked = self.check(ctx, vault, &props, Some(&key))?;
         if props.object_type.is_none() {
             props.object_type = Some("BackupInstance".to_owned());
         }
@@ -941,10 +949,7 @@ impl State {
         Ok(Reply::json(
             StatusCode::OK,
             &OperationResource {
-                id: format!(
-                    "/subscriptions/{}/providers/Microsoft.DataProtection/locations/{}/operationStatus/{id}",
-                    op.subscription, op.location
-                ),
+                id: operation_path(op, "operationStatus", id),
                 name: id.to_owned(),
                 status: status.to_owned(),
                 error,
@@ -1222,7 +1227,7 @@ fn another_operation(ctx: &Ctx) -> Reply {
 
 fn instance_not_found(vault: &ArmId, name: &str) -> Reply {
     resource_not_found(
-        "Microsoft.DataProtection/backupVaults/backupInstances",
+        INSTANCE_TYPE,
         &format!("{}/{name}", vault.name),
         &vault.resource_group,
     )
