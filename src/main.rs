@@ -200,10 +200,12 @@ struct Plan {
 
 /// An environment variable's value; blank counts as unset.
 fn env_setting(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    std::env::var(name).ok().as_deref().and_then(non_blank)
+}
+
+/// A setting's trimmed value; blank counts as unset.
+fn non_blank(value: &str) -> Option<String> {
+    Some(value.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 impl RunArgs {
@@ -236,9 +238,8 @@ impl RunArgs {
         let leader = if self.leader_elect {
             let namespace = self
                 .leader_election_namespace
-                .clone()
-                .map(|ns| ns.trim().to_owned())
-                .filter(|ns| !ns.is_empty())
+                .as_deref()
+                .and_then(non_blank)
                 .or_else(|| env_setting("POD_NAMESPACE"))
                 .context("--leader-elect needs the namespace of its Lease: set --leader-election-namespace (BBO_LEADER_ELECTION_NAMESPACE) or POD_NAMESPACE")?;
             Some(LeaderElectionConfig::new(
@@ -249,8 +250,7 @@ impl RunArgs {
             None
         };
 
-        let watch_namespace =
-            Some(self.watch_namespace.trim().to_owned()).filter(|ns| !ns.is_empty());
+        let watch_namespace = non_blank(&self.watch_namespace);
         let settings = Settings {
             resync_interval: self.resync_interval,
             stalled_retry_max: self.stalled_retry_max,
@@ -370,7 +370,6 @@ async fn run(args: RunArgs) -> Result<()> {
     let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
 
     let (stop, stopped) = watch::channel(false);
-    let stop = Arc::new(stop);
     tokio::spawn(forward_signals(stop.clone()));
     let shutdown = move |stopped: &watch::Receiver<bool>| {
         let mut stopped = stopped.clone();
@@ -478,7 +477,7 @@ async fn azure_client(
 }
 
 /// Turns the first SIGTERM or Ctrl-C into a stop request.
-async fn forward_signals(stop: Arc<watch::Sender<bool>>) {
+async fn forward_signals(stop: watch::Sender<bool>) {
     let reason = wait_for_signal().await;
     info!("{reason}: shutting down");
     stop.send_replace(true);
