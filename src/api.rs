@@ -596,7 +596,7 @@ impl BlobBackupInstanceSpec {
                         format!("use {POLICY_SHAPE}"),
                     )
                 })?;
-                if !same_id(&policy.vault().to_string(), &vault.to_string()) {
+                if policy.vault() != &vault {
                     return Err(SpecError::new(
                         "spec.policy.id",
                         format!(
