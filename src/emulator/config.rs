@@ -392,14 +392,7 @@ impl Settings {
 impl FaultSettings {
     /// Checks that every share is within 0..=1 and that they add up to at most 1.
     pub fn validate(&self) -> Result<(), String> {
-        let shares = [
-            ("faults.internalError", self.internal_error),
-            ("faults.unavailable", self.unavailable),
-            ("faults.dropConnection", self.drop_connection),
-            ("faults.malformedBody", self.malformed_body),
-            ("faults.emptyBody", self.empty_body),
-            ("faults.slow", self.slow),
-        ];
+        let shares = self.named_shares();
         for (name, share) in shares {
             if !(0.0..=1.0).contains(&share) {
                 return Err(format!(
@@ -416,13 +409,19 @@ impl FaultSettings {
 
     /// Whether any fault can fire.
     pub fn any(&self) -> bool {
-        self.internal_error
-            + self.unavailable
-            + self.drop_connection
-            + self.malformed_body
-            + self.empty_body
-            + self.slow
-            > 0.0
+        self.named_shares().iter().map(|(_, s)| s).sum::<f64>() > 0.0
+    }
+
+    /// Every share with its field's name in the config, in the order they are rolled.
+    fn named_shares(&self) -> [(&'static str, f64); 6] {
+        [
+            ("faults.internalError", self.internal_error),
+            ("faults.unavailable", self.unavailable),
+            ("faults.dropConnection", self.drop_connection),
+            ("faults.malformedBody", self.malformed_body),
+            ("faults.emptyBody", self.empty_body),
+            ("faults.slow", self.slow),
+        ]
     }
 }
 

@@ -370,34 +370,29 @@ impl State {
             return None;
         }
         let roll = self.rng.f64();
-        let mut edge = faults.internal_error;
-        if roll < edge {
-            return Some(Fault::Status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                faults.retry_after,
-            ));
+        // In the order of FaultSettings::named_shares: each fault owns the next slice of 0..1.
+        let slices = [
+            (
+                faults.internal_error,
+                Fault::Status(StatusCode::INTERNAL_SERVER_ERROR, faults.retry_after),
+            ),
+            (
+                faults.unavailable,
+                Fault::Status(StatusCode::SERVICE_UNAVAILABLE, faults.retry_after),
+            ),
+            (faults.drop_connection, Fault::Drop),
+            (faults.malformed_body, Fault::MalformedBody),
+            (faults.empty_body, Fault::EmptyBody),
+            (faults.slow, Fault::Slow(faults.slow_delay)),
+        ];
+        let mut edge = 0.0;
+        for (share, fault) in slices {
+            edge += share;
+            if roll < edge {
+                return Some(fault);
+            }
         }
-        edge += faults.unavailable;
-        if roll < edge {
-            return Some(Fault::Status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                faults.retry_after,
-            ));
-        }
-        edge += faults.drop_connection;
-        if roll < edge {
-            return Some(Fault::Drop);
-        }
-        edge += faults.malformed_body;
-        if roll < edge {
-            return Some(Fault::MalformedBody);
-        }
-        edge += faults.empty_body;
-        if roll < edge {
-            return Some(Fault::EmptyBody);
-        }
-        edge += faults.slow;
-        (roll < edge).then_some(Fault::Slow(faults.slow_delay))
+        None
     }
 
     /// Takes one write from the throttle bucket: `Ok(remaining)` or `Err(retry_after_secs)`.
@@ -763,37 +758,43 @@ impl State {
                 }
             }
         };
-        let created = matches!(plan, PutPlan::Create);
         let (status, op_id) = match plan {
             PutPlan::Unchanged => (StatusCode::OK, None),
             PutPlan::Running(op) => (StatusCode::OK, Some(op)),
-            PutPlan::Update | PutPlan::Create => {
-                if created {
-                    self.instances.insert(
-                        key.clone(),
-                        Instance {
-                            id: format!("{vault_display}/backupInstances/{name}"),
-                            name: name.to_owned(),
-                            vault_key: vault.key.clone(),
-                            account_key: checked.account_key.clone(),
-                            props,
-                            tags: resource.tags,
-                            vaulted: checked.vaulted,
-                            phase: Phase::Configured,
-                            pending: None,
-                            protection_error: None,
-                        },
-                    );
-                    self.holders
-                        .insert(checked.account_key.clone(), Holder::Instance(key.clone()));
-                }
-                let (status, kind) = if created {
-                    (StatusCode::CREATED, OpKind::Create)
-                } else {
-                    (StatusCode::OK, OpKind::Update)
-                };
-                let op = self.start_instance_operation(ctx, &key, kind, checked.permission_failure);
-                (status, Some(op))
+            PutPlan::Update => {
+                let op = self.start_instance_operation(
+                    ctx,
+                    &key,
+                    OpKind::Update,
+                    checked.permission_failure,
+                );
+                (StatusCode::OK, Some(op))
+            }
+            PutPlan::Create => {
+                self.instances.insert(
+                    key.clone(),
+                    Instance {
+                        id: format!("{vault_display}/backupInstances/{name}"),
+                        name: name.to_owned(),
+                        vault_key: vault.key.clone(),
+                        account_key: checked.account_key.clone(),
+                        props,
+                        tags: resource.tags,
+                        vaulted: checked.vaulted,
+                        phase: Phase::Configured,
+                        pending: None,
+                        protection_error: None,
+                    },
+                );
+                self.holders
+                    .insert(checked.account_key.clone(), Holder::Instance(key.clone()));
+                let op = self.start_instance_operation(
+                    ctx,
+                    &key,
+                    OpKind::Create,
+                    checked.permission_failure,
+                );
+                (StatusCode::CREATED, Some(op))
             }
         };
         let body = self.instances.get(&key).map(view);
