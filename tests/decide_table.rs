@@ -9,7 +9,7 @@ use blob_backup_operator::api::{
     PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
 };
 use blob_backup_operator::controller::decide::{
-    Action, AzureCall, AzureErrorInfo, Decision, ErrorClass, Observation, ObservedError,
+    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, Observation, ObservedError,
     ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
 };
 use jiff::Timestamp;
@@ -214,8 +214,8 @@ fn found(instance: ObservedInstance) -> Observation {
     Observation::Instance(Some(instance))
 }
 
-fn azure(code: &str, message: &str, recommended: &[&str]) -> AzureErrorInfo {
-    AzureErrorInfo {
+fn azure(code: &str, message: &str, recommended: &[&str]) -> AzureErrorDetail {
+    AzureErrorDetail {
         code: code.into(),
         message: message.into(),
         recommended_actions: recommended.iter().map(|s| s.to_string()).collect(),
@@ -258,8 +258,8 @@ fn polled(status: PolledStatus) -> Observation {
     }
 }
 
-fn missing_permission() -> AzureErrorInfo {
-    AzureErrorInfo {
+fn missing_permission() -> AzureErrorDetail {
+    AzureErrorDetail {
         detail: Some(format!(
             "Validate for Protection failed. Exception Message: The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.Authorization/roleAssignments/read' over scope '{ACCOUNT}/providers/Microsoft.Authorization' or the scope is invalid."
         )),

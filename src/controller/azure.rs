@@ -10,8 +10,8 @@ use crate::arm::{
 };
 
 use super::decide::{
-    Action, AzureCall, AzureErrorInfo, ErrorClass, Observation, ObservedError, ObservedInstance,
-    PollHandle, PolledStatus, Target,
+    Action, AzureCall, Observation, ObservedError, ObservedInstance, PollHandle, PolledStatus,
+    Target,
 };
 
 /// Performs `action` against Azure. `None` for actions that are not Azure calls.
@@ -95,7 +95,7 @@ pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedIn
     let protection_error = protection
         .and_then(|p| p.error_details.as_ref())
         .or(properties.protection_error_details.as_ref())
-        .map(|e| error_info(AzureErrorDetail::from_user_facing(e)));
+        .map(AzureErrorDetail::from_user_facing);
     ObservedInstance {
         id: resource.id.clone().unwrap_or_default(),
         datasource_id: properties.data_source_info.resource_id.clone(),
@@ -115,17 +115,8 @@ fn polled_status(status: OperationStatus) -> PolledStatus {
             PolledStatus::InProgress
         }
         OperationStatus::Succeeded => PolledStatus::Succeeded,
-        OperationStatus::Failed(detail) => PolledStatus::Failed(error_info(detail)),
+        OperationStatus::Failed(detail) => PolledStatus::Failed(detail),
         OperationStatus::Canceled => PolledStatus::Canceled,
-    }
-}
-
-fn error_info(detail: AzureErrorDetail) -> AzureErrorInfo {
-    AzureErrorInfo {
-        code: detail.code,
-        message: detail.message,
-        recommended_actions: detail.recommended_actions,
-        detail: detail.detail,
     }
 }
 
@@ -134,16 +125,12 @@ fn error_info(detail: AzureErrorDetail) -> AzureErrorInfo {
 /// carries Azure's request ids when there were any).
 pub(crate) fn observed_error(error: &ArmError) -> ObservedError {
     log_failure(error);
-    let class = match error.class() {
-        crate::arm::ErrorClass::Transient => ErrorClass::Transient,
-        crate::arm::ErrorClass::NeedsPerson => ErrorClass::NeedsPerson,
-        crate::arm::ErrorClass::Bug => ErrorClass::Bug,
-    };
+    let class = error.class();
     let azure = match error.azure_detail() {
-        Some(detail) => error_info(detail.clone()),
-        None => AzureErrorInfo {
+        Some(detail) => detail.clone(),
+        None => AzureErrorDetail {
             message: error.to_string(),
-            ..AzureErrorInfo::default()
+            ..AzureErrorDetail::default()
         },
     };
     ObservedError {

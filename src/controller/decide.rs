@@ -42,6 +42,8 @@ use crate::api::{
     ValidatedSpec, condition_type, same_id,
 };
 use crate::arm::ids::{BackupInstanceId, StorageAccountId};
+// Azure's error and who can fix it, as the ARM client classifies them.
+pub use crate::arm::{AzureErrorDetail, ErrorClass};
 
 /// Timing and capabilities the decisions depend on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +149,7 @@ pub struct ObservedInstance {
     /// `properties.provisioningState`.
     pub provisioning_state: Option<String>,
     /// `protectionStatus.errorDetails`, else `protectionErrorDetails`.
-    pub protection_error: Option<AzureErrorInfo>,
+    pub protection_error: Option<AzureErrorDetail>,
 }
 
 /// An operation Azure accepted.
@@ -164,18 +166,8 @@ pub struct PollHandle {
 pub enum PolledStatus {
     InProgress,
     Succeeded,
-    Failed(AzureErrorInfo),
+    Failed(AzureErrorDetail),
     Canceled,
-}
-
-/// Azure's error text: from a CloudError, a UserFacingError or a failed operation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AzureErrorInfo {
-    pub code: String,
-    pub message: String,
-    pub recommended_actions: Vec<String>,
-    /// The non-localised detail (innerError `DetailedNonLocalisedMessage`), if any.
-    pub detail: Option<String>,
 }
 
 /// A failed Azure call.
@@ -187,18 +179,7 @@ pub struct ObservedError {
     pub retry_after: Option<Duration>,
     /// Azure's error; for network, token and decode failures the controller puts the error's
     /// text (with Azure's request ids) into `message` and leaves `code` empty.
-    pub azure: AzureErrorInfo,
-}
-
-/// Who can fix a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// 408, 429, 5xx, network: retry after a while.
-    Transient,
-    /// 401, 403 and other 4xx: a person must act.
-    NeedsPerson,
-    /// An answer the operator cannot read.
-    Bug,
+    pub azure: AzureErrorDetail,
 }
 
 /// The Azure call an observation answers.
@@ -1148,7 +1129,7 @@ impl<'a> Step<'a> {
         }
     }
 
-    fn operation_failed(mut self, action: OperationAction, error: &AzureErrorInfo) -> Decision {
+    fn operation_failed(mut self, action: OperationAction, error: &AzureErrorDetail) -> Decision {
         let fallback = match action {
             OperationAction::Validate => Reason::ValidationFailed,
             OperationAction::Delete | OperationAction::StopProtection => Reason::DeletionFailed,
@@ -1247,7 +1228,7 @@ impl<'a> Step<'a> {
     }
 
     /// Records how the operation in flight ended.
-    fn end_operation(&mut self, phase: OperationPhase, error: Option<&AzureErrorInfo>) {
+    fn end_operation(&mut self, phase: OperationPhase, error: Option<&AzureErrorDetail>) {
         if let Some(op) = self.status.operation.as_mut() {
             op.status = phase;
             op.end_time = Some(Time(self.now));
@@ -1257,7 +1238,7 @@ impl<'a> Step<'a> {
 
     /// Records a call that failed for good as the last operation, so status shows it and a
     /// retry of the same operation keeps the Stalled clock running.
-    fn record_failure(&mut self, call: AzureCall, error: &AzureErrorInfo) {
+    fn record_failure(&mut self, call: AzureCall, error: &AzureErrorDetail) {
         let now = Time(self.now);
         match call {
             AzureCall::Get => {}
@@ -1363,7 +1344,7 @@ fn spec_difference(target: &Target, instance: &ObservedInstance) -> Option<Strin
 }
 
 /// The reason and message for an Azure error, with the specifics of known codes.
-fn explain(fallback: Reason, error: &AzureErrorInfo) -> (Reason, String) {
+fn explain(fallback: Reason, error: &AzureErrorDetail) -> (Reason, String) {
     let code = error.code.as_str();
     if code.eq_ignore_ascii_case(CODE_ALREADY_PROTECTED) {
         let holder = arm_id_in(&error.message)
@@ -1395,7 +1376,7 @@ fn explain(fallback: Reason, error: &AzureErrorInfo) -> (Reason, String) {
 }
 
 /// "Azure: <code>: <message> Recommended action: <actions>".
-fn azure_text(error: &AzureErrorInfo) -> String {
+fn azure_text(error: &AzureErrorDetail) -> String {
     let mut text = match (error.code.is_empty(), error.message.is_empty()) {
         (true, true) => "Azure gave no details".to_owned(),
         (true, false) => format!("Azure: {}", error.message),
@@ -1409,7 +1390,7 @@ fn azure_text(error: &AzureErrorInfo) -> String {
     text
 }
 
-fn operation_error(error: &AzureErrorInfo) -> OperationError {
+fn operation_error(error: &AzureErrorDetail) -> OperationError {
     OperationError {
         code: error.code.clone(),
         message: truncate(&error.message, MAX_MESSAGE),
