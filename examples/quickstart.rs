@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use blob_backup_operator::api::BlobBackupInstance;
-use blob_backup_operator::arm::auth::{AuthConfig, AuthMode};
+use blob_backup_operator::arm::auth::AuthConfig;
 use blob_backup_operator::arm::{self, ArmClient, ArmConfig, DEFAULT_API_VERSION};
 use blob_backup_operator::controller::{self, ControllerConfig};
 use blob_backup_operator::emulator::{EmulatorConfig, RunningEmulator};
@@ -44,11 +44,7 @@ async fn main() -> Result<()> {
     println!("vault emulator:         {}", emulator.base_url());
     println!("Kubernetes API stand-in: {}", kubernetes.url());
 
-    let auth = AuthConfig {
-        mode: AuthMode::StaticToken,
-        static_token: Some(emulator.token().to_owned()),
-        ..AuthConfig::default()
-    };
+    let auth = AuthConfig::fixed_token(emulator.token());
     let http = arm::default_http_client()?;
     let credential = arm::credential(&auth, http.clone())?;
     let metrics = Metrics::new();

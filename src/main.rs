@@ -460,11 +460,7 @@ async fn azure_client(
             .await
             .context("--embedded-vault: cannot start the vault emulator")?;
             info!(url = %emulator.base_url(), "embedded vault emulator started");
-            let auth = AuthConfig {
-                mode: AuthMode::StaticToken,
-                static_token: Some(emulator.token().to_owned()),
-                ..AuthConfig::default()
-            };
+            let auth = AuthConfig::fixed_token(emulator.token());
             let config = ArmConfig::new(emulator.base_url(), api_version);
             (config, auth, Some(emulator))
         }

@@ -198,11 +198,7 @@ async fn workload_identity_with_an_unreadable_token_file() {
 async fn static_tokens() {
     arm::install_crypto_provider();
     let http = reqwest::Client::new();
-    let config = AuthConfig {
-        mode: AuthMode::StaticToken,
-        static_token: Some("emulator-token".into()),
-        ..AuthConfig::default()
-    };
+    let config = AuthConfig::fixed_token("emulator-token");
     let credential = arm::credential(&config, http.clone()).unwrap();
     let token = credential.get_token(&[SCOPE], None).await.unwrap();
     assert_eq!(token.token.secret(), "emulator-token");

@@ -198,11 +198,7 @@ fn http() -> reqwest::Client {
 }
 
 fn client_for(base: &Url, api_version: &str, observer: Arc<Observed>) -> ArmClient {
-    let auth = AuthConfig {
-        mode: AuthMode::StaticToken,
-        static_token: Some(TOKEN.into()),
-        ..AuthConfig::default()
-    };
+    let auth = AuthConfig::fixed_token(TOKEN);
     let credential = arm::credential(&auth, http()).unwrap();
     ArmClient::new(
         ArmConfig::new(base.clone(), api_version),
@@ -1116,15 +1112,7 @@ fn endpoint_and_api_version_validation() {
     );
     // ArmClient::new refuses an invalid configuration.
     arm::install_crypto_provider();
-    let credential = arm::credential(
-        &AuthConfig {
-            mode: AuthMode::StaticToken,
-            static_token: Some("t".into()),
-            ..AuthConfig::default()
-        },
-        http(),
-    )
-    .unwrap();
+    let credential = arm::credential(&AuthConfig::fixed_token("t"), http()).unwrap();
     let result = ArmClient::new(
         ArmConfig::new(Url::parse("http://example.com").unwrap(), "2026-06-01"),
         http(),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use blob_backup_operator::arm::{
-    self, ArmClient, ArmConfig, ArmError, AuthConfig, AuthMode, AzureErrorDetail, BackupInstance,
+    self, ArmClient, ArmConfig, ArmError, AuthConfig, AzureErrorDetail, BackupInstance,
     BackupInstanceId, BackupInstanceResource, ErrorClass, LroStart, OperationHandle,
     OperationStatus, PolicyId, StorageAccountId, VaultId, operation_ids as ops,
 };
@@ -51,11 +51,7 @@ fn fast_config() -> EmulatorConfig {
 
 fn client(base: &Url, api_version: &str, token: &str) -> ArmClient {
     let http = arm::default_http_client().unwrap();
-    let auth = AuthConfig {
-        mode: AuthMode::StaticToken,
-        static_token: Some(token.to_owned()),
-        ..AuthConfig::default()
-    };
+    let auth = AuthConfig::fixed_token(token);
     let credential = arm::credential(&auth, http.clone()).unwrap();
     ArmClient::new(
         ArmConfig::new(base.clone(), api_version),

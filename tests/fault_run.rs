@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use blob_backup_operator::arm::auth::{AuthConfig, AuthMode, credential};
+use blob_backup_operator::arm::auth::{AuthConfig, credential};
 use blob_backup_operator::arm::{
     ArmClient, ArmConfig, BackupInstance, StorageAccountId, VaultId, install_crypto_provider,
 };
@@ -75,15 +75,7 @@ async fn the_emulator_flags_writes_sent_while_an_operation_runs() {
         .await
         .unwrap();
     let http = reqwest::Client::new();
-    let token = credential(
-        &AuthConfig {
-            mode: AuthMode::StaticToken,
-            static_token: Some(DEFAULT_TOKEN.to_owned()),
-            ..AuthConfig::default()
-        },
-        http.clone(),
-    )
-    .unwrap();
+    let token = credential(&AuthConfig::fixed_token(DEFAULT_TOKEN), http.clone()).unwrap();
     let arm = ArmClient::new(
         ArmConfig::new(emulator.base_url(), "2026-06-01"),
         http,

@@ -80,6 +80,17 @@ pub struct AuthConfig {
     pub authority_host: Option<String>,
 }
 
+impl AuthConfig {
+    /// static-token with the token itself: the vault emulator's, or one pasted for debugging.
+    pub fn fixed_token(token: impl Into<String>) -> Self {
+        Self {
+            mode: AuthMode::StaticToken,
+            static_token: Some(token.into()),
+            ..Self::default()
+        }
+    }
+}
+
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")

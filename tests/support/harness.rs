@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blob_backup_operator::api::FINALIZER;
-use blob_backup_operator::arm::{self, ArmClient, ArmConfig, AuthConfig, AuthMode};
+use blob_backup_operator::arm::{self, ArmClient, ArmConfig, AuthConfig};
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::controller::leader::{
     LeaderElectionConfig, LeaderElectionError, LeaderOutcome, run_as_leader,
@@ -148,11 +148,7 @@ impl Harness {
     /// An ARM client for the emulator whose requests count in `metrics`.
     pub fn arm_observed_by(&self, api_version: &str, metrics: &Metrics) -> ArmClient {
         let http = arm::default_http_client().unwrap();
-        let auth = AuthConfig {
-            mode: AuthMode::StaticToken,
-            static_token: Some(self.emulator.token().to_owned()),
-            ..AuthConfig::default()
-        };
+        let auth = AuthConfig::fixed_token(self.emulator.token());
         let credential = arm::credential(&auth, http.clone()).unwrap();
         let config = ArmConfig::new(self.emulator.base_url(), api_version);
         ArmClient::new(config, http, credential, Some(Arc::new(metrics.clone()))).unwrap()
