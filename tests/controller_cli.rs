@@ -201,6 +201,27 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
     }
 }
 
+#[tokio::test]
+async fn a_taken_metrics_address_is_refused_naming_it() {
+    let api = FakeApiServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(
+        &["run", "--embedded-vault", "--metrics-addr", &addr],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let text = stderr(&output);
+    assert!(!output.status.success(), "started on a taken port: {text}");
+    let error_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "one error line in\n{text}");
+    assert!(error_lines[0].contains("--metrics-addr"), "{text}");
+    assert!(error_lines[0].contains(&addr), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
 #[test]
 fn crd_prints_the_checked_in_definition() {
     let output = run(&["crd"], &[]);
