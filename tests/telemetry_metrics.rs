@@ -252,18 +252,3 @@ async fn endpoints_over_http() {
         .unwrap()
         .unwrap();
 }
-
-#[tokio::test]
-async fn serve_reports_a_taken_address() {
-    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = taken.local_addr().unwrap();
-    let err = blob_backup_operator::telemetry::serve(
-        addr,
-        Metrics::new(),
-        HealthState::default(),
-        std::future::pending(),
-    )
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains(&addr.to_string()), "{err}");
-}

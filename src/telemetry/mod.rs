@@ -3,7 +3,7 @@
 //! - [`init_logging`] installs the global `tracing` subscriber (text or JSON, `RUST_LOG` filter).
 //! - [`Metrics`] holds the Prometheus registry and the operator's series; it also implements
 //!   [`crate::arm::RequestObserver`] so the ARM client counts and times its requests.
-//! - [`HealthState`] answers liveness and readiness; [`serve`] exposes both and the metrics.
+//! - [`HealthState`] answers liveness and readiness; [`serve_on`] exposes both and the metrics.
 
 mod health;
 mod logging;
@@ -13,7 +13,7 @@ mod server;
 pub use health::{HealthState, Role};
 pub use logging::{DEFAULT_LOG_FILTER, LogFormat, init_logging};
 pub use metrics::{ExpositionFormat, Metrics};
-pub use server::{router, serve, serve_on};
+pub use server::{router, serve_on};
 
 /// Errors from setting up logging or the metrics server.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +24,6 @@ pub enum TelemetryError {
     /// A global `tracing` subscriber was already installed.
     #[error("cannot install the logger: {0}")]
     LoggerInstalled(String),
-    /// The metrics address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
     /// The metrics server stopped with an I/O error.
     #[error("metrics server failed: {0}")]
     Serve(#[source] std::io::Error),

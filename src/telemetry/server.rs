@@ -1,5 +1,4 @@
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::State;
@@ -34,20 +33,8 @@ pub fn router(metrics: Metrics, health: HealthState) -> Router {
         .with_state(AppState { metrics, health })
 }
 
-/// Binds `addr` and serves [`router`] until `shutdown` completes.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Metrics,
-    health: HealthState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), TelemetryError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| TelemetryError::Bind { addr, source })?;
-    serve_on(listener, metrics, health, shutdown).await
-}
-
-/// Serves [`router`] on an already bound listener (port 0 in tests) until `shutdown` completes.
+/// Serves [`router`] on an already bound listener until `shutdown` completes. The caller
+/// binds, so a taken address fails start-up before anything is spawned.
 pub async fn serve_on(
     listener: TcpListener,
     metrics: Metrics,
