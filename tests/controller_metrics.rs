@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use blob_backup_operator::arm::{self, operation_ids as ops};
 use blob_backup_operator::controller::decide::Settings;
-use blob_backup_operator::telemetry::{self, HealthState};
+use blob_backup_operator::telemetry::{self, ExpositionFormat, HealthState};
 use support::fake_apiserver::Verb;
 use support::harness::{
-    Harness, NS, RESOURCE, WAIT, account, controller_config, spawn_operator, spec, stopped,
-    test_settings,
+    Harness, NS, RESOURCE, WAIT, account, add_accounts, controller_config, emulator_config,
+    spawn_operator, spec, stopped, test_settings,
 };
 use tokio::sync::watch;
 
@@ -424,4 +424,47 @@ async fn metrics_after_a_scenario_name_what_happened() {
     );
     stop_server.send_replace(true);
     server.await.unwrap().unwrap();
+}
+
+/// A controller that stops mid-operation (a leader losing its Lease, then winning it back in
+/// the same process) reports no resources while it does not lead, and its next term counts
+/// from its own watch: the operation that ended in between does not stay counted in flight.
+#[tokio::test]
+async fn the_gauges_start_over_with_each_leader_term() {
+    const NAME: &str = "termbackup";
+    let latency = Duration::from_secs(1);
+    let mut config = emulator_config(latency);
+    add_accounts(&mut config, &[NAME]);
+    let h = Harness::start(config).await;
+    let create_in_flight = r#"bbo_operations_in_flight{action="Create"} 1"#;
+
+    let first = h.controller(test_settings());
+    h.create(NAME, spec(&account(NAME), "BlobBackup-Policy"));
+    h.wait_metrics(&[create_in_flight, r#"bbo_instances_ready{ready="false"} 1"#])
+        .await;
+    first.stop().await;
+    let between = h.metrics.encode(ExpositionFormat::PrometheusText).unwrap();
+    for series in [
+        r#"bbo_operations_in_flight{action="Create"} 0"#,
+        r#"bbo_instances_ready{ready="false"} 0"#,
+        r#"bbo_instances_ready{ready="true"} 0"#,
+    ] {
+        assert!(
+            between.lines().any(|l| l == series),
+            "{series} in\n{between}"
+        );
+    }
+
+    // The PUT's operation ends while nobody leads; the next term finds it done.
+    tokio::time::sleep(latency + Duration::from_millis(200)).await;
+    let second = h.controller(test_settings());
+    h.wait_ready(NAME).await;
+    h.wait_metrics(&[
+        r#"bbo_operations_in_flight{action="Create"} 0"#,
+        r#"bbo_instances_ready{ready="true"} 1"#,
+        r#"bbo_instances_ready{ready="false"} 0"#,
+    ])
+    .await;
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "one PUT over both terms");
+    second.stop().await;
 }

@@ -32,8 +32,14 @@ fn recorded_values_appear_with_their_labels() {
     m.observe("BackupInstances_Get", Some(429), Duration::from_millis(5));
     m.observe("BackupInstances_Get", None, Duration::from_secs(3));
     m.observe("BackupInstances_Get", Some(429), Duration::from_millis(7));
-    m.set_operations_in_flight(Action::Create, 3);
-    m.set_operations_in_flight(Action::StopProtection, 1);
+    for (key, action) in [
+        ("ns/a", Action::Create),
+        ("ns/b", Action::Create),
+        ("ns/c", Action::Create),
+        ("ns/d", Action::StopProtection),
+    ] {
+        m.observe_instance(key, None, false, Some(action));
+    }
     m.record_throttling_wait("BackupInstances_Get");
     m.record_status_write();
     m.record_status_write();
@@ -102,6 +108,52 @@ fn recorded_values_appear_with_their_labels() {
 }
 
 #[test]
+fn operations_in_flight_follow_each_resource_and_a_stopped_controller_reports_none() {
+    let m = Metrics::new();
+    let in_flight = |action: &str| {
+        sample(
+            &openmetrics(&m),
+            &format!(r#"bbo_operations_in_flight{{action="{action}"}}"#),
+        )
+        .unwrap()
+    };
+
+    m.observe_instance("ns/a", None, false, Some(Action::Validate));
+    m.observe_instance("ns/b", None, false, Some(Action::Validate));
+    assert_eq!(in_flight("Validate"), 2.0);
+    // An operation ends, the next starts; repeats count once.
+    m.observe_instance("ns/a", None, false, Some(Action::Create));
+    m.observe_instance("ns/a", None, false, Some(Action::Create));
+    assert_eq!((in_flight("Validate"), in_flight("Create")), (1.0, 1.0));
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None);
+    assert_eq!(in_flight("Create"), 0.0);
+    // A resource deleted mid-operation no longer counts.
+    m.observe_instance("ns/c", None, false, Some(Action::Delete));
+    m.forget_instance("ns/c");
+    assert_eq!(in_flight("Delete"), 0.0);
+
+    // A fresh list without ns/b: forgotten with its operation.
+    m.retain_instances(|key| key == "ns/a");
+    assert_eq!(in_flight("Validate"), 0.0);
+    let ready_true = r#"bbo_instances_ready{ready="true"}"#;
+    assert_eq!(sample(&openmetrics(&m), ready_true), Some(1.0));
+
+    // A controller that stops leading forgets all; the next term counts from its own watch.
+    m.observe_instance("ns/b", None, false, Some(Action::Create));
+    m.retain_instances(|_| false);
+    let text = openmetrics(&m);
+    for series in [
+        r#"bbo_operations_in_flight{action="Create"}"#,
+        ready_true,
+        r#"bbo_instances_ready{ready="false"}"#,
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series}");
+    }
+    m.observe_instance("ns/b", None, false, Some(Action::Create));
+    assert_eq!(in_flight("Create"), 1.0);
+}
+
+#[test]
 fn instance_gauges_follow_each_resource_and_stay_bounded() {
     let m = Metrics::new();
     let status = |text: &str, s: &str| {
@@ -123,9 +175,9 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     );
     assert_eq!(ready(&text, true), 0.0);
 
-    m.observe_instance("ns/a", None, false);
-    m.observe_instance("ns/b", Some("configuringprotection"), false);
-    m.observe_instance("ns/c", Some("ProtectionConfigured"), true);
+    m.observe_instance("ns/a", None, false, None);
+    m.observe_instance("ns/b", Some("configuringprotection"), false, None);
+    m.observe_instance("ns/c", Some("ProtectionConfigured"), true, None);
     let text = openmetrics(&m);
     assert_eq!(status(&text, "Unknown"), 1.0);
     assert_eq!(
@@ -137,9 +189,9 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     assert_eq!((ready(&text, true), ready(&text, false)), (1.0, 2.0));
 
     // Moves between statuses, repeats are idempotent, deletion forgets.
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true);
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true);
-    m.observe_instance("ns/b", Some("ProtectionConfigured"), true);
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None);
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None);
+    m.observe_instance("ns/b", Some("ProtectionConfigured"), true, None);
     m.forget_instance("ns/c");
     m.forget_instance("ns/never-seen");
     let text = openmetrics(&m);
@@ -154,6 +206,7 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
             &format!("ns/x{i}"),
             Some(&format!("Weird State {i}")),
             false,
+            None,
         );
         m.record_reconcile(Duration::ZERO, Some(&format!("error text {i}: failed")));
     }

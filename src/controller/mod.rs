@@ -42,8 +42,7 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{
-    BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, FINALIZER, OperationAction,
-    OperationPhase, condition_type,
+    BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, FINALIZER, condition_type,
 };
 use crate::arm::ArmClient;
 use crate::telemetry::{HealthState, Metrics};
@@ -163,8 +162,6 @@ struct Memory {
     /// A fingerprint of the status after our last write ([`status_fingerprint`]): a copy
     /// of every status would be most of the controller's memory at 10,000 resources.
     status: u64,
-    /// The Azure operation in flight, as counted in `bbo_operations_in_flight`.
-    in_flight: Option<OperationAction>,
 }
 
 /// Shared state of all reconciles.
@@ -178,7 +175,6 @@ pub struct Context {
     settings: Settings,
     // Keyed by "namespace/name".
     memory: Mutex<HashMap<String, Memory>>,
-    in_flight: Mutex<HashMap<OperationAction, i64>>,
     writes: pacing::WritePacer,
     requeues: Arc<requeue::Requeues>,
 }
@@ -220,7 +216,6 @@ impl Context {
             metrics,
             settings,
             memory: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
             writes,
             requeues: Arc::default(),
         }
@@ -417,53 +412,25 @@ impl Context {
                 .any(|c| c.type_ == condition_type::READY && c.status == ConditionStatus::True)
         });
         let protection = status.and_then(|s| s.protection_status.as_deref());
-        self.metrics.observe_instance(key, protection, ready);
-        let in_flight = status
-            .and_then(|s| s.operation.as_ref())
-            .filter(|op| op.status == OperationPhase::InProgress)
-            .map(|op| op.action);
-        let previous = {
-            let mut memory = lock(&self.memory);
-            let entry = memory.entry(key.to_owned()).or_default();
-            std::mem::replace(&mut entry.in_flight, in_flight)
-        };
-        if previous != in_flight {
-            self.count_in_flight(previous, -1);
-            self.count_in_flight(in_flight, 1);
-        }
-    }
-
-    fn count_in_flight(&self, action: Option<OperationAction>, delta: i64) {
-        let Some(action) = action else { return };
-        let mut counts = lock(&self.in_flight);
-        let count = counts.entry(action).or_default();
-        *count += delta;
-        self.metrics.set_operations_in_flight(action, *count);
+        let in_flight = status.and_then(decide::in_flight).map(|op| op.action);
+        self.metrics
+            .observe_instance(key, protection, ready, in_flight);
     }
 
     /// Forgets a resource that is gone: its gauges and what we remembered of it.
     fn forget(&self, key: &str) {
         self.metrics.forget_instance(key);
         self.requeues.cancel(key);
-        let removed = lock(&self.memory).remove(key);
-        if let Some(memory) = removed {
-            self.count_in_flight(memory.in_flight, -1);
-        }
+        lock(&self.memory).remove(key);
     }
 
     /// Forgets every resource the watch no longer lists (deleted while it was not watching).
     fn forget_all_but(&self, store: &Store<BlobBackupInstance>) {
         let listed: std::collections::HashSet<String> =
             store.state().iter().map(|obj| object_key(obj)).collect();
-        let gone: Vec<String> = lock(&self.memory)
-            .keys()
-            .filter(|key| !listed.contains(*key))
-            .cloned()
-            .collect();
-        for key in gone {
-            self.forget(&key);
-        }
+        self.metrics.retain_instances(|key| listed.contains(key));
         self.requeues.retain(|key| listed.contains(key));
+        lock(&self.memory).retain(|key, _| listed.contains(key));
     }
 
     /// Schedules the resource's next reconcile (see [`requeue`]); kube only waits for a
@@ -754,7 +721,7 @@ pub async fn run(
         .reconcile_on(ctx.requeues.clone().due())
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(stopped.map(|_| ()))
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
             match result {
                 Ok(_) => {}
@@ -796,13 +763,15 @@ pub async fn run(
         }
     }
     health.set_watching(false);
+    // Another replica (or the next term here) reports them from its own watch.
+    ctx.metrics.retain_instances(|_| false);
     info!("controller stopped");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AzureOperation, BlobBackupInstanceStatus};
+    use crate::api::{AzureOperation, BlobBackupInstanceStatus, OperationAction, OperationPhase};
 
     fn with_operation(status: OperationPhase, url: Option<&str>) -> BlobBackupInstanceStatus {
         BlobBackupInstanceStatus {

@@ -119,11 +119,12 @@ fn azure_request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 13))
 }
 
-/// What the instance gauges last counted for one resource.
+/// What the instance gauges and `bbo_operations_in_flight` last counted for one resource.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct InstanceState {
     protection_status: &'static str,
     ready: bool,
+    in_flight: Option<Action>,
 }
 
 /// Admits CamelCase reasons as label values, at most [`MAX_REASONS`] distinct ones.
@@ -349,14 +350,6 @@ impl Metrics {
         }
     }
 
-    /// Sets `bbo_operations_in_flight{action}` to the number of operations of that kind.
-    pub fn set_operations_in_flight(&self, action: Action, count: i64) {
-        self.inner
-            .operations_in_flight
-            .get_or_create(&ActionLabels { action })
-            .set(count);
-    }
-
     /// Counts a reconcile deferred by a 429 `Retry-After` on `operation` (an Azure operationId).
     pub fn record_throttling_wait(&self, operation: &'static str) {
         self.inner
@@ -367,11 +360,19 @@ impl Metrics {
 
     /// Records what a resource looks like now (`key` identifies it, for example
     /// `namespace/name`; it never becomes a label). `protection_status` is Azure's
-    /// `protectionStatus.status` (any casing; `None` before Azure reports one).
-    pub fn observe_instance(&self, key: &str, protection_status: Option<&str>, ready: bool) {
+    /// `protectionStatus.status` (any casing; `None` before Azure reports one); `in_flight` is
+    /// the long-running Azure operation being tracked for it, if any.
+    pub fn observe_instance(
+        &self,
+        key: &str,
+        protection_status: Option<&str>,
+        ready: bool,
+        in_flight: Option<Action>,
+    ) {
         let new = InstanceState {
             protection_status: protection_status_label(protection_status),
             ready,
+            in_flight,
         };
         let mut tracked = lock(&self.inner.tracked);
         let old = tracked.insert(key.to_owned(), new);
@@ -385,10 +386,23 @@ impl Metrics {
 
     /// Forgets a resource that was deleted, so it no longer counts in the instance gauges.
     pub fn forget_instance(&self, key: &str) {
-        let mut tracked = lock(&self.inner.tracked);
-        if let Some(old) = tracked.remove(key) {
+        let removed = lock(&self.inner.tracked).remove(key);
+        if let Some(old) = removed {
             self.count_instance(old, -1);
         }
+    }
+
+    /// Forgets every resource for which `keep` is false (for example those a fresh list no
+    /// longer shows). A controller that stops forgets them all: a replica that does not lead
+    /// reports no resources, so summing the replicas' gauges counts each resource once.
+    pub fn retain_instances(&self, mut keep: impl FnMut(&str) -> bool) {
+        lock(&self.inner.tracked).retain(|key, state| {
+            let kept = keep(key);
+            if !kept {
+                self.count_instance(*state, -1);
+            }
+            kept
+        });
     }
 
     fn count_instance(&self, state: InstanceState, delta: i64) {
@@ -401,6 +415,12 @@ impl Metrics {
             .instances_ready
             .get_or_create(&ReadyLabels { ready: state.ready })
             .inc_by(delta);
+        if let Some(action) = state.in_flight {
+            self.inner
+                .operations_in_flight
+                .get_or_create(&ActionLabels { action })
+                .inc_by(delta);
+        }
     }
 
     /// Counts a status update written to the Kubernetes API.
