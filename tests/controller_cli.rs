@@ -2,7 +2,7 @@
 //! non-zero exit), `crd`, and `run --embedded-vault --leader-elect` against the in-memory
 //! Kubernetes API, from start to Ready to a clean exit on SIGTERM that releases the Lease.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! (its ARM client reports there) and its own `reportingInstance`, so every write and every
 //! Azure call can be traced to the replica that made it.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! stalls on a missing permission, one of the Ready ones is deleted. The exposition is parsed
 //! and each named series is checked for its labels and its value.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -5,7 +5,7 @@
 //! Timings are shortened (operations take 100 ms in the emulator, the controller's waits are
 //! clamped to a few hundred ms); every wait is a condition with a timeout, never a sleep.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

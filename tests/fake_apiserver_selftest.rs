@@ -1,7 +1,7 @@
 //! The fake apiserver behaves like a real one towards kube's Api, watcher, Controller,
 //! finalizer helper, event Recorder and kube-lease-manager.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,7 +7,6 @@
 
 #[path = "../benches/harness/mod.rs"]
 mod harness;
-mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;

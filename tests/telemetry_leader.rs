@@ -2,7 +2,7 @@
 //! two replicas never run the controller at once, and the standby takes over when the leader
 //! shuts down, is dropped, loses the Lease, or cannot reach the API.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
