@@ -687,13 +687,17 @@ async fn writes_past_the_budget_are_throttled_with_retry_after() {
     });
     let env = Env::start(config, V2026).await;
     let body = operational("msblobbackup");
-    for _ in 0..2 {
+    assert_eq!(env.client.take_remaining_writes(), None, "nothing sent yet");
+    for left in [1, 0] {
         pending(
             env.client
                 .validate_for_backup(&vault(), &body)
                 .await
                 .unwrap(),
         );
+        // x-ms-ratelimit-remaining-subscription-writes, taken once.
+        assert_eq!(env.client.take_remaining_writes(), Some(left));
+        assert_eq!(env.client.take_remaining_writes(), None);
     }
     let error = env
         .client
@@ -705,8 +709,18 @@ async fn writes_past_the_budget_are_throttled_with_retry_after() {
     assert_eq!(error.code(), Some("SubscriptionRequestsThrottled"));
     assert_eq!(error.class(), ErrorClass::Transient);
     assert_eq!(error.retry_after(), Some(Duration::from_secs(60)));
+    assert_eq!(
+        env.client.take_remaining_writes(),
+        Some(0),
+        "the 429 says 0"
+    );
     // Reads are not throttled.
     assert_eq!(env.client.get(&instance_id("bi-1")).await.unwrap(), None);
+    assert_eq!(
+        env.client.take_remaining_writes(),
+        None,
+        "a read reports no writes"
+    );
     env.assert_counts(&[
         (ops::VALIDATE_FOR_BACKUP, 202, 2),
         (ops::VALIDATE_FOR_BACKUP, 429, 1),

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use azure_core::credentials::TokenCredential;
@@ -162,7 +163,13 @@ struct Inner {
     http: reqwest::Client,
     credential: Arc<dyn TokenCredential>,
     observer: Option<Arc<dyn RequestObserver>>,
+    /// The last `x-ms-ratelimit-remaining-subscription-writes` a write was answered with, not
+    /// yet taken ([`NOT_REPORTED`] when none).
+    remaining_writes: AtomicU64,
 }
+
+/// [`Inner::remaining_writes`] holds no report.
+const NOT_REPORTED: u64 = u64::MAX;
 
 impl std::fmt::Debug for ArmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,8 +294,21 @@ impl ArmClient {
                 http,
                 credential,
                 observer,
+                remaining_writes: AtomicU64::new(NOT_REPORTED),
             }),
         })
+    }
+
+    /// How many writes Azure said the subscription had left
+    /// (`x-ms-ratelimit-remaining-subscription-writes`) in the last answer to a write since
+    /// the previous call; `None` when no write was answered with one. Other clients of the
+    /// subscription spend the same budget, which this is the only way to see.
+    pub fn take_remaining_writes(&self) -> Option<u64> {
+        let reported = self
+            .inner
+            .remaining_writes
+            .swap(NOT_REPORTED, Ordering::Relaxed);
+        (reported != NOT_REPORTED).then_some(reported)
     }
 
     /// The configuration.
@@ -594,6 +614,16 @@ impl ArmClient {
         match result {
             Ok((status, headers, body)) => {
                 observe(Some(status));
+                // Reads report the (separate) read budget under other names.
+                if method != Method::GET
+                    && let Some(remaining) =
+                        header_value(&headers, "x-ms-ratelimit-remaining-subscription-writes")
+                            .and_then(|v| v.parse::<u64>().ok())
+                {
+                    self.inner
+                        .remaining_writes
+                        .store(remaining.min(NOT_REPORTED - 1), Ordering::Relaxed);
+                }
                 debug!(
                     operation,
                     status,
