@@ -14,11 +14,12 @@ use blob_backup_operator::arm::{
     operation_ids as ops,
 };
 use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::emulator::ThrottleSettings;
 use serde_json::{Value, json};
 use support::fake_apiserver::Subresource;
 use support::harness::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
-    condition, emulator_config, has_finalizer, spec, test_settings,
+    add_accounts, condition, emulator_config, has_finalizer, spec, test_settings,
 };
 
 /// The article's resource, Ready, under a controller that resyncs every `interval`.
@@ -541,5 +542,66 @@ async fn every_example_goes_ready_and_deletes_per_its_policy() {
             h.emulator.admin().delete_instance_out_of_band(&id).unwrap();
         }
     }
+    controller.stop().await;
+}
+
+/// Another client of the subscription spent most of Azure's write budget. Once a write is
+/// answered with the writes left (`x-ms-ratelimit-remaining-subscription-writes`), the
+/// controller spaces the rest at its own refill rate instead of spending its larger burst,
+/// and provokes no 429.
+#[tokio::test]
+async fn writes_keep_to_the_budget_azure_reports_left() {
+    const FIRST: &str = "budgetfirst";
+    const LATER: [&str; 2] = ["budgetsecond", "budgetthird"];
+    let mut config = emulator_config(Duration::from_millis(100));
+    config.settings.throttle = Some(ThrottleSettings {
+        budget: 3,
+        refill_per_second: 2.0,
+    });
+    add_accounts(&mut config, &[&[FIRST][..], &LATER[..]].concat());
+    let h = Harness::start(config).await;
+
+    // Someone else's writes: two of the three.
+    let other = h.arm(arm::DEFAULT_API_VERSION);
+    let body = BackupInstance::for_blob_account(
+        &StorageAccountId::parse(ACCOUNT).unwrap(),
+        "westus",
+        &PolicyId::parse(&format!("{VAULT}/backupPolicies/BlobBackup-Policy")).unwrap(),
+        None,
+    );
+    let vault = blob_backup_operator::arm::VaultId::parse(VAULT).unwrap();
+    for _ in 0..2 {
+        other.validate_for_backup(&vault, &body).await.unwrap();
+    }
+
+    // The controller's own copy of the bucket would let 200 writes go at once; its refill
+    // (one write per 600 ms) is slower than Azure's.
+    let controller = h.controller(Settings {
+        write_burst: 200,
+        write_refill: Duration::from_millis(600),
+        ..test_settings()
+    });
+    h.create(FIRST, spec(&account(FIRST), "BlobBackup-Policy"));
+    let first_write_answered = h
+        .api
+        .wait_for(WAIT, |_| h.azure(ops::VALIDATE_FOR_BACKUP) >= 3)
+        .await;
+    assert!(first_write_answered.is_ok(), "the controller validated");
+    for name in LATER {
+        h.create(name, spec(&account(name), "BlobBackup-Policy"));
+    }
+    for name in [&[FIRST][..], &LATER[..]].concat() {
+        h.wait_ready(name).await;
+    }
+
+    let throttled: Vec<(String, u64)> = h
+        .emulator
+        .admin()
+        .request_counts()
+        .into_iter()
+        .filter_map(|(operation, by_status)| Some((operation, *by_status.get(&429)?)))
+        .collect();
+    assert_eq!(throttled, Vec::new(), "429s by operation");
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 3);
     controller.stop().await;
 }

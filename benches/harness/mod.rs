@@ -498,13 +498,17 @@ impl Operator {
             args.extend(["--watch-namespace".to_owned(), NAMESPACE.to_owned()]);
         }
         // The operator is told the subscription's write budget, as it would be told a real
-        // subscription's: the emulator's bucket when it throttles, else ARM's defaults.
+        // subscription's: the emulator's bucket when it throttles, else ARM's defaults. In a
+        // fault run it is told twice the refill rate, as when another client shares the
+        // subscription: the writes left that Azure reports keep it near the budget but not
+        // under it, so 429s and the recovery from them are part of the run.
         if let Some(throttle) = &options.throttle {
+            let rate_factor = if options.faults.is_some() { 2.0 } else { 1.0 };
             args.extend([
                 "--azure-write-burst".to_owned(),
                 throttle.budget.to_string(),
                 "--azure-write-rate".to_owned(),
-                throttle.refill_per_second.to_string(),
+                (throttle.refill_per_second * rate_factor).to_string(),
             ]);
         }
         let env = vec![

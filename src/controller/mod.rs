@@ -584,6 +584,9 @@ async fn reconcile_steps(
                     requeue = Some(decision.requeue);
                     break;
                 };
+                if let Some(remaining) = ctx.arm.take_remaining_writes() {
+                    ctx.writes.reported_remaining(remaining, Instant::now());
+                }
                 if let Some(operation) = azure::throttled_operation(&observation) {
                     ctx.metrics.record_throttling_wait(operation);
                     if let Observation::Failed {

@@ -79,6 +79,22 @@ impl WritePacer {
         Err(earliest - now)
     }
 
+    /// Azure said its bucket holds `remaining` writes
+    /// (`x-ms-ratelimit-remaining-subscription-writes`): other clients of the subscription
+    /// spend it too, so the copy never holds more. It may hold fewer (it refills at the
+    /// configured rate from now on).
+    pub fn reported_remaining(&self, remaining: u64, now: Instant) {
+        let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
+        // `remaining` writes may go at once, the next one `interval` later.
+        let Some(full_at) = (now + self.tolerance + self.interval)
+            .checked_sub(self.interval.saturating_mul(remaining))
+        else {
+            return;
+        };
+        let mut state = super::lock(&self.state);
+        state.full_at = state.full_at.max(full_at);
+    }
+
     /// Azure answered a write with 429: its bucket is empty for `retry_after`, then refills
     /// at the usual rate.
     pub fn throttled(&self, retry_after: Duration, now: Instant) {
@@ -130,6 +146,31 @@ mod tests {
         assert_eq!(p.admit("x", later), Ok(()));
         assert_eq!(p.admit("y", later), Ok(()));
         assert!(p.admit("z", later).is_err());
+    }
+
+    #[test]
+    fn azure_reporting_fewer_writes_left_shrinks_the_copy_and_more_changes_nothing() {
+        let t0 = Instant::now();
+        let p = pacer(200, 10, t0);
+        // Someone else spent most of the bucket: two writes are left, then the refill rate.
+        p.reported_remaining(2, t0);
+        assert_eq!(p.admit("a", t0), Ok(()));
+        assert_eq!(p.admit("b", t0), Ok(()));
+        assert_eq!(p.admit("c", t0), Err(Duration::from_millis(100)));
+        // Azure reporting more than the copy holds (its hourly counters say 1199) or nothing
+        // left after what is already queued changes no slot.
+        let q = pacer(3, 10, t0);
+        q.reported_remaining(1199, t0);
+        for key in ["a", "b", "c"] {
+            assert_eq!(q.admit(key, t0), Ok(()));
+        }
+        assert_eq!(q.admit("d", t0), Err(Duration::from_millis(100)));
+        q.reported_remaining(0, t0);
+        assert_eq!(q.admit("e", t0), Err(Duration::from_millis(200)));
+        // Empty: the next write waits one refill.
+        let r = pacer(200, 10, t0);
+        r.reported_remaining(0, t0);
+        assert_eq!(r.admit("a", t0), Err(Duration::from_millis(100)));
     }
 
     #[test]
