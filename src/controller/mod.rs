@@ -534,8 +534,9 @@ async fn reconcile_steps(
         let decision = decide(&obj, &observation, Timestamp::now(), &ctx.settings);
         // A write waits for its slot in Azure's write budget (neither its status nor its
         // events count before it is sent), so throttling never turns into a herd of 429s.
+        let admitted = Instant::now();
         if decision.action.operation().is_some()
-            && let Err(wait) = ctx.writes.admit(&key, Instant::now())
+            && let Err(wait) = ctx.writes.admit(&key, admitted)
         {
             debug!(?wait, "waiting for a slot in Azure's write budget");
             // Except when Azure just reported an operation's end (a validate, before the
@@ -584,8 +585,10 @@ async fn reconcile_steps(
                     requeue = Some(decision.requeue);
                     break;
                 };
-                if let Some(remaining) = ctx.arm.take_remaining_writes() {
-                    ctx.writes.reported_remaining(remaining, Instant::now());
+                if action.operation().is_some()
+                    && let Some(remaining) = ctx.arm.take_remaining_writes()
+                {
+                    ctx.writes.reported_remaining(remaining, admitted);
                 }
                 if let Some(operation) = azure::throttled_operation(&observation) {
                     ctx.metrics.record_throttling_wait(operation);

@@ -79,14 +79,18 @@ impl WritePacer {
         Err(earliest - now)
     }
 
-    /// Azure said its bucket holds `remaining` writes
-    /// (`x-ms-ratelimit-remaining-subscription-writes`): other clients of the subscription
-    /// spend it too, so the copy never holds more. It may hold fewer (it refills at the
-    /// configured rate from now on).
-    pub fn reported_remaining(&self, remaining: u64, now: Instant) {
+    /// Azure answered the write admitted at `admitted` saying its bucket holds `remaining`
+    /// writes (`x-ms-ratelimit-remaining-subscription-writes`): other clients of the
+    /// subscription spend it too, so the copy never holds more. It may hold fewer (it refills
+    /// at the configured rate).
+    ///
+    /// Counted from the admission, not the answer: a bucket kept empty by a steady queue is
+    /// reported as 0 left, and counting that from the answer would push every slot back by
+    /// the request's round trip.
+    pub fn reported_remaining(&self, remaining: u64, admitted: Instant) {
         let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
-        // `remaining` writes may go at once, the next one `interval` later.
-        let Some(full_at) = (now + self.tolerance + self.interval)
+        // `remaining` more writes could have gone at `admitted`, the next one `interval` later.
+        let Some(full_at) = (admitted + self.tolerance + self.interval)
             .checked_sub(self.interval.saturating_mul(remaining))
         else {
             return;
@@ -171,6 +175,32 @@ mod tests {
         let r = pacer(200, 10, t0);
         r.reported_remaining(0, t0);
         assert_eq!(r.admit("a", t0), Err(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn an_empty_bucket_reported_after_a_round_trip_keeps_the_queue_at_the_rate() {
+        let t0 = Instant::now();
+        let p = pacer(1, 10, t0);
+        let round_trip = Duration::from_millis(80);
+        let mut at = t0;
+        for i in 0..5 {
+            assert_eq!(
+                p.admit(&format!("w{i}"), at),
+                Ok(()),
+                "write {i} at its slot"
+            );
+            // Azure's answer, 80 ms later: nothing left (it refills at the same rate).
+            p.reported_remaining(0, at);
+            let wait = p
+                .admit(&format!("w{}", i + 1), at + round_trip)
+                .unwrap_err();
+            assert_eq!(
+                wait,
+                Duration::from_millis(20),
+                "the next slot stays 100 ms on"
+            );
+            at += Duration::from_millis(100);
+        }
     }
 
     #[test]
