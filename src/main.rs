@@ -106,8 +106,9 @@ struct RunArgs {
     stalled_retry_max: Duration,
 
     /// Azure writes (validate, PUT, DELETE, stopProtection, sync) sent at once before the
-    /// operator paces itself: the size of ARM's write bucket for the subscription (200). Lower
-    /// it when other clients share the subscription's budget.
+    /// operator paces itself: the size of ARM's write bucket for the subscription (200). The
+    /// operator never assumes more than the writes left that Azure reports on each write, so
+    /// other clients of the subscription are seen.
     #[arg(long, env = "BBO_AZURE_WRITE_BURST", value_name = "WRITES", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
     azure_write_burst: u32,
