@@ -624,15 +624,7 @@ impl BlobBackupInstanceSpec {
             &LOCATION,
             "the region's lowercase name, e.g. westus",
         )?;
-        if let Some(name) = &self.backup_instance_name {
-            check(
-                "spec.backupInstanceName",
-                name,
-                MAX_NAME_LEN,
-                &RESOURCE_NAME_RE,
-                NAME_SHAPE,
-            )?;
-        }
+        self.checked_backup_instance_name()?;
 
         let containers = match &self.vaulted_backup {
             Some(vaulted) => Some(validate_containers(&vaulted.containers)?),
@@ -664,20 +656,26 @@ impl BlobBackupInstanceSpec {
         uid: &str,
     ) -> Result<(StorageAccountId, BackupInstanceId), SpecError> {
         let (vault, account) = self.parse_ids()?;
-        let name = match &self.backup_instance_name {
-            Some(name) => {
-                check(
-                    "spec.backupInstanceName",
-                    name,
-                    MAX_NAME_LEN,
-                    &RESOURCE_NAME_RE,
-                    NAME_SHAPE,
-                )?;
-                name.clone()
-            }
+        let name = match self.checked_backup_instance_name()? {
+            Some(name) => name.to_owned(),
             None => default_backup_instance_name(&account, uid),
         };
         Ok((account, vault.backup_instance(&name)))
+    }
+
+    /// `spec.backupInstanceName`, if set, once it has the shape of an ARM resource name.
+    fn checked_backup_instance_name(&self) -> Result<Option<&str>, SpecError> {
+        let Some(name) = self.backup_instance_name.as_deref() else {
+            return Ok(None);
+        };
+        check(
+            "spec.backupInstanceName",
+            name,
+            MAX_NAME_LEN,
+            &RESOURCE_NAME_RE,
+            NAME_SHAPE,
+        )?;
+        Ok(Some(name))
     }
 
     fn parse_ids(&self) -> Result<(VaultId, StorageAccountId), SpecError> {
