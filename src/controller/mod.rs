@@ -534,10 +534,11 @@ async fn reconcile_steps(
         let decision = decide(&obj, &observation, Timestamp::now(), &ctx.settings);
         // A write waits for its slot in Azure's write budget (neither its status nor its
         // events count before it is sent), so throttling never turns into a herd of 429s.
-        let admitted = Instant::now();
-        if decision.action.operation().is_some()
-            && let Err(wait) = ctx.writes.admit(&key, admitted)
-        {
+        let admission = decision
+            .action
+            .operation()
+            .map(|_| ctx.writes.admit(&key, Instant::now()));
+        if let Some(Err(wait)) = admission {
             debug!(?wait, "waiting for a slot in Azure's write budget");
             // Except when Azure just reported an operation's end (a validate, before the
             // PUT): that is recorded now, with what the decision makes of it, or the next
@@ -585,10 +586,14 @@ async fn reconcile_steps(
                     requeue = Some(decision.requeue);
                     break;
                 };
-                if action.operation().is_some()
+                // The client keeps the last figure any write was answered with: with other
+                // reconciles' writes in between it may be theirs, which makes the correction
+                // a little too strong or too weak. It only ever lowers the copy, and the next
+                // answer corrects it again.
+                if let Some(Ok(admission)) = admission
                     && let Some(remaining) = ctx.arm.take_remaining_writes()
                 {
-                    ctx.writes.reported_remaining(remaining, admitted);
+                    ctx.writes.reported_remaining(remaining, admission);
                 }
                 if let Some(operation) = azure::throttled_operation(&observation) {
                     ctx.metrics.record_throttling_wait(operation);

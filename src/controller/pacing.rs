@@ -33,10 +33,27 @@ pub struct WritePacer {
 struct State {
     /// When the bucket would be full again ("theoretical arrival time").
     full_at: Instant,
+    /// Writes counted in `full_at` so far (sent, or holding a slot).
+    counted: u64,
     /// Resources waiting for their slot, by key.
-    slots: HashMap<String, Instant>,
+    slots: HashMap<String, Slot>,
     /// When stale slots were last swept.
     swept: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: Instant,
+    /// Its write's number in [`State::counted`].
+    number: u64,
+}
+
+/// A write [`WritePacer::admit`] let through: when, and its number among the writes the copy
+/// counted, so that Azure's answer to it can be applied ([`WritePacer::reported_remaining`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    at: Instant,
+    number: u64,
 }
 
 impl WritePacer {
@@ -47,6 +64,7 @@ impl WritePacer {
             tolerance: interval * burst.max(1).saturating_sub(1),
             state: Mutex::new(State {
                 full_at: now,
+                counted: 0,
                 slots: HashMap::new(),
                 swept: now,
             }),
@@ -55,48 +73,69 @@ impl WritePacer {
 
     /// Whether the resource `key` may send a write now; otherwise how long until its slot,
     /// which stays reserved for it until it comes back.
-    pub fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
+    pub fn admit(&self, key: &str, now: Instant) -> Result<Admission, Duration> {
         let mut state = super::lock(&self.state);
         if let Some(slot) = state.slots.get(key).copied() {
-            if now >= slot {
+            if now >= slot.at {
                 state.slots.remove(key);
-                return Ok(());
+                return Ok(Admission {
+                    at: now,
+                    number: slot.number,
+                });
             }
-            return Err(slot - now);
+            return Err(slot.at - now);
         }
         let earliest = state.full_at.checked_sub(self.tolerance).unwrap_or(now);
         state.full_at = state.full_at.max(now) + self.interval;
+        state.counted += 1;
+        let number = state.counted;
         if earliest <= now {
-            return Ok(());
+            return Ok(Admission { at: now, number });
         }
         if now.duration_since(state.swept) > STALE_SLOT {
             state
                 .slots
-                .retain(|_, slot| now.saturating_duration_since(*slot) < STALE_SLOT);
+                .retain(|_, slot| now.saturating_duration_since(slot.at) < STALE_SLOT);
             state.swept = now;
         }
-        state.slots.insert(key.to_owned(), earliest);
+        state.slots.insert(
+            key.to_owned(),
+            Slot {
+                at: earliest,
+                number,
+            },
+        );
         Err(earliest - now)
     }
 
-    /// Azure answered the write admitted at `admitted` saying its bucket holds `remaining`
-    /// writes (`x-ms-ratelimit-remaining-subscription-writes`): other clients of the
-    /// subscription spend it too, so the copy never holds more. It may hold fewer (it refills
-    /// at the configured rate).
+    /// Azure answered the write of `admission` saying its bucket holds `remaining` writes
+    /// (`x-ms-ratelimit-remaining-subscription-writes`): other clients of the subscription
+    /// spend it too, so the copy never holds more. It may hold fewer (it refills at the
+    /// configured rate).
     ///
     /// Counted from the admission, not the answer: a bucket kept empty by a steady queue is
     /// reported as 0 left, and counting that from the answer would push every slot back by
-    /// the request's round trip.
-    pub fn reported_remaining(&self, remaining: u64, admitted: Instant) {
-        let remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
-        // `remaining` more writes could have gone at `admitted`, the next one `interval` later.
-        let Some(full_at) = (admitted + self.tolerance + self.interval)
-            .checked_sub(self.interval.saturating_mul(remaining))
-        else {
-            return;
-        };
+    /// the request's round trip. Writes the copy counted after this one (sent by other
+    /// reconciles, or waiting for their slots) are not in Azure's figure and stay counted.
+    pub fn reported_remaining(&self, remaining: u64, admission: Admission) {
         let mut state = super::lock(&self.state);
-        state.full_at = state.full_at.max(full_at);
+        let counted_since = state.counted.saturating_sub(admission.number);
+        let times = |n: u64| {
+            self.interval
+                .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        // `remaining` more writes could have gone at the admission, then one per interval;
+        // the writes counted since take their places after those.
+        let ahead = (self.tolerance + self.interval).saturating_add(times(counted_since));
+        let spent = times(remaining);
+        let full_at = if ahead >= spent {
+            admission.at.checked_add(ahead - spent)
+        } else {
+            admission.at.checked_sub(spent - ahead)
+        };
+        if let Some(full_at) = full_at {
+            state.full_at = state.full_at.max(full_at);
+        }
     }
 
     /// Azure answered a write with 429: its bucket is empty for `retry_after`, then refills
@@ -115,66 +154,90 @@ mod tests {
         WritePacer::new(burst, Duration::from_secs(1) / per_second, now)
     }
 
+    /// `admit`, without the admission.
+    fn go(p: &WritePacer, key: &str, now: Instant) -> Result<(), Duration> {
+        p.admit(key, now).map(|_| ())
+    }
+
+    fn admitted(p: &WritePacer, key: &str, now: Instant) -> Admission {
+        p.admit(key, now).expect("admitted")
+    }
+
     #[test]
     fn a_full_bucket_lets_a_burst_through_then_hands_out_slots_in_order() {
         let t0 = Instant::now();
         let p = pacer(3, 10, t0);
         for key in ["a", "b", "c"] {
-            assert_eq!(p.admit(key, t0), Ok(()));
+            assert_eq!(go(&p, key, t0), Ok(()));
         }
-        assert_eq!(p.admit("d", t0), Err(Duration::from_millis(100)));
-        assert_eq!(p.admit("e", t0), Err(Duration::from_millis(200)));
+        assert_eq!(go(&p, "d", t0), Err(Duration::from_millis(100)));
+        assert_eq!(go(&p, "e", t0), Err(Duration::from_millis(200)));
         // Coming back early keeps the slot; at the slot the write goes.
         assert_eq!(
-            p.admit("d", t0 + Duration::from_millis(50)),
+            go(&p, "d", t0 + Duration::from_millis(50)),
             Err(Duration::from_millis(50))
         );
-        assert_eq!(p.admit("d", t0 + Duration::from_millis(100)), Ok(()));
+        assert_eq!(go(&p, "d", t0 + Duration::from_millis(100)), Ok(()));
         // A newcomer queues behind e.
         assert_eq!(
-            p.admit("f", t0 + Duration::from_millis(100)),
+            go(&p, "f", t0 + Duration::from_millis(100)),
             Err(Duration::from_millis(200))
         );
-        assert_eq!(p.admit("e", t0 + Duration::from_millis(200)), Ok(()));
+        assert_eq!(go(&p, "e", t0 + Duration::from_millis(200)), Ok(()));
     }
 
     #[test]
     fn the_bucket_refills_at_the_rate() {
         let t0 = Instant::now();
         let p = pacer(2, 10, t0);
-        assert_eq!(p.admit("a", t0), Ok(()));
-        assert_eq!(p.admit("b", t0), Ok(()));
-        assert!(p.admit("c", t0).is_err());
+        assert_eq!(go(&p, "a", t0), Ok(()));
+        assert_eq!(go(&p, "b", t0), Ok(()));
+        assert!(go(&p, "c", t0).is_err());
         // Long after: full again.
         let later = t0 + Duration::from_secs(5);
-        assert_eq!(p.admit("x", later), Ok(()));
-        assert_eq!(p.admit("y", later), Ok(()));
-        assert!(p.admit("z", later).is_err());
+        assert_eq!(go(&p, "x", later), Ok(()));
+        assert_eq!(go(&p, "y", later), Ok(()));
+        assert!(go(&p, "z", later).is_err());
     }
 
     #[test]
     fn azure_reporting_fewer_writes_left_shrinks_the_copy_and_more_changes_nothing() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Someone else spent most of the bucket: two writes are left after ours, then the
+        // refill rate.
         let p = pacer(200, 10, t0);
-        // Someone else spent most of the bucket: two writes are left, then the refill rate.
-        p.reported_remaining(2, t0);
-        assert_eq!(p.admit("a", t0), Ok(()));
-        assert_eq!(p.admit("b", t0), Ok(()));
-        assert_eq!(p.admit("c", t0), Err(Duration::from_millis(100)));
-        // Azure reporting more than the copy holds (its hourly counters say 1199) or nothing
-        // left after what is already queued changes no slot.
+        let ours = admitted(&p, "ours", t0);
+        p.reported_remaining(2, ours);
+        assert_eq!(go(&p, "a", t0), Ok(()));
+        assert_eq!(go(&p, "b", t0), Ok(()));
+        assert_eq!(go(&p, "c", t0), Err(ms(100)));
+        // Azure reporting more than the copy holds (its hourly counters say 1199), or nothing
+        // left once the burst is spent and a slot handed out, changes no slot.
         let q = pacer(3, 10, t0);
-        q.reported_remaining(1199, t0);
-        for key in ["a", "b", "c"] {
-            assert_eq!(q.admit(key, t0), Ok(()));
+        let first = admitted(&q, "a", t0);
+        q.reported_remaining(1199, first);
+        for key in ["b", "c"] {
+            assert_eq!(go(&q, key, t0), Ok(()));
         }
-        assert_eq!(q.admit("d", t0), Err(Duration::from_millis(100)));
-        q.reported_remaining(0, t0);
-        assert_eq!(q.admit("e", t0), Err(Duration::from_millis(200)));
-        // Empty: the next write waits one refill.
-        let r = pacer(200, 10, t0);
-        r.reported_remaining(0, t0);
-        assert_eq!(r.admit("a", t0), Err(Duration::from_millis(100)));
+        assert_eq!(go(&q, "d", t0), Err(ms(100)));
+        let d = admitted(&q, "d", t0 + ms(100));
+        q.reported_remaining(0, d);
+        assert_eq!(go(&q, "e", t0 + ms(100)), Err(ms(100)));
+    }
+
+    #[test]
+    fn writes_admitted_after_the_one_azure_answered_stay_counted() {
+        let t0 = Instant::now();
+        let p = pacer(200, 10, t0);
+        // Eleven writes go at once; Azure answers the first: nothing left after it.
+        let first = admitted(&p, "w0", t0);
+        for i in 1..=10 {
+            assert_eq!(go(&p, &format!("w{i}"), t0), Ok(()));
+        }
+        p.reported_remaining(0, first);
+        // Ten more are already on their way, so the next goes after eleven refills.
+        assert_eq!(go(&p, "next", t0), Err(Duration::from_millis(1100)));
     }
 
     #[test]
@@ -183,23 +246,19 @@ mod tests {
         let p = pacer(1, 10, t0);
         let round_trip = Duration::from_millis(80);
         let mut at = t0;
-        for i in 0..5 {
-            assert_eq!(
-                p.admit(&format!("w{i}"), at),
-                Ok(()),
-                "write {i} at its slot"
-            );
+        let mut write = admitted(&p, "w0", at);
+        for i in 1..=5 {
             // Azure's answer, 80 ms later: nothing left (it refills at the same rate).
-            p.reported_remaining(0, at);
-            let wait = p
-                .admit(&format!("w{}", i + 1), at + round_trip)
-                .unwrap_err();
+            p.reported_remaining(0, write);
+            let key = format!("w{i}");
+            let wait = go(&p, &key, at + round_trip).unwrap_err();
             assert_eq!(
                 wait,
                 Duration::from_millis(20),
                 "the next slot stays 100 ms on"
             );
             at += Duration::from_millis(100);
+            write = admitted(&p, &key, at);
         }
     }
 
@@ -208,8 +267,8 @@ mod tests {
         let t0 = Instant::now();
         let p = pacer(200, 10, t0);
         p.throttled(Duration::from_secs(2), t0);
-        assert_eq!(p.admit("a", t0), Err(Duration::from_secs(2)));
-        assert_eq!(p.admit("b", t0), Err(Duration::from_millis(2100)));
-        assert_eq!(p.admit("a", t0 + Duration::from_secs(2)), Ok(()));
+        assert_eq!(go(&p, "a", t0), Err(Duration::from_secs(2)));
+        assert_eq!(go(&p, "b", t0), Err(Duration::from_millis(2100)));
+        assert_eq!(go(&p, "a", t0 + Duration::from_secs(2)), Ok(()));
     }
 }
