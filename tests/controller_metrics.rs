@@ -426,9 +426,10 @@ async fn metrics_after_a_scenario_name_what_happened() {
     server.await.unwrap().unwrap();
 }
 
-/// A controller that stops mid-operation (a leader losing its Lease, then winning it back in
-/// the same process) reports no resources while it does not lead, and its next term counts
-/// from its own watch: the operation that ended in between does not stay counted in flight.
+/// A controller dropped mid-operation (a leader losing its Lease: its work is dropped, then
+/// restarted when it wins the Lease back in the same process) reports no resources while it
+/// does not lead, and its next term counts from its own watch: the operation that ended in
+/// between does not stay counted in flight. A graceful stop forgets them as well.
 #[tokio::test]
 async fn the_gauges_start_over_with_each_leader_term() {
     const NAME: &str = "termbackup";
@@ -442,7 +443,7 @@ async fn the_gauges_start_over_with_each_leader_term() {
     h.create(NAME, spec(&account(NAME), "BlobBackup-Policy"));
     h.wait_metrics(&[create_in_flight, r#"bbo_instances_ready{ready="false"} 1"#])
         .await;
-    first.stop().await;
+    first.kill().await;
     let between = h.metrics.encode(ExpositionFormat::PrometheusText).unwrap();
     for series in [
         r#"bbo_operations_in_flight{action="Create"} 0"#,
@@ -467,4 +468,11 @@ async fn the_gauges_start_over_with_each_leader_term() {
     .await;
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "one PUT over both terms");
     second.stop().await;
+    let after = h.metrics.encode(ExpositionFormat::PrometheusText).unwrap();
+    let ready_true = r#"bbo_instances_ready{ready="true"} 0"#;
+    assert!(
+        after.lines().any(|l| l == ready_true),
+        "{ready_true} in
+{after}"
+    );
 }

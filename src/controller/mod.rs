@@ -687,6 +687,9 @@ pub async fn run(
     health: HealthState,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Declared first, dropped last: after the reconciles, however the loop ends (on
+    // shutdown, or dropped when a leader term is lost).
+    let _forget_instances = ForgetInstancesOnDrop(metrics.clone());
     let mut settings = config.settings.clone();
     settings.instance_actions_supported = arm.supports_instance_actions();
     settings.api_version = arm.api_version().to_owned();
@@ -732,7 +735,7 @@ pub async fn run(
         .reconcile_on(ctx.requeues.clone().due())
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(stopped.map(|_| ()))
-        .run(reconcile, error_policy, ctx.clone())
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {
                 Ok(_) => {}
@@ -774,9 +777,17 @@ pub async fn run(
         }
     }
     health.set_watching(false);
-    // Another replica (or the next term here) reports them from its own watch.
-    ctx.metrics.retain_instances(|_| false);
     info!("controller stopped");
+}
+
+/// Forgets every resource in the instance gauges when the controller stops: another replica
+/// (or the next leader term here) reports them from its own watch.
+struct ForgetInstancesOnDrop(Metrics);
+
+impl Drop for ForgetInstancesOnDrop {
+    fn drop(&mut self) {
+        self.0.retain_instances(|_| false);
+    }
 }
 
 #[cfg(test)]
