@@ -444,16 +444,16 @@ async fn the_gauges_start_over_with_each_leader_term() {
     h.wait_metrics(&[create_in_flight, r#"bbo_instances_ready{ready="false"} 1"#])
         .await;
     first.kill().await;
-    let between = h.metrics.encode(ExpositionFormat::PrometheusText).unwrap();
-    for series in [
-        r#"bbo_operations_in_flight{action="Create"} 0"#,
-        r#"bbo_instances_ready{ready="false"} 0"#,
-        r#"bbo_instances_ready{ready="true"} 0"#,
-    ] {
-        assert!(
-            between.lines().any(|l| l == series),
-            "{series} in\n{between}"
-        );
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let text = h.metrics.encode(ExpositionFormat::PrometheusText).unwrap();
+        parse_exposition(&text).value(name, labels)
+    };
+    assert_eq!(
+        value("bbo_operations_in_flight", &[("action", "Create")]),
+        0.0
+    );
+    for ready in ["false", "true"] {
+        assert_eq!(value("bbo_instances_ready", &[("ready", ready)]), 0.0);
     }
 
     // The PUT's operation ends while nobody leads; the next term finds it done.
@@ -468,11 +468,5 @@ async fn the_gauges_start_over_with_each_leader_term() {
     .await;
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "one PUT over both terms");
     second.stop().await;
-    let after = h.metrics.encode(ExpositionFormat::PrometheusText).unwrap();
-    let ready_true = r#"bbo_instances_ready{ready="true"} 0"#;
-    assert!(
-        after.lines().any(|l| l == ready_true),
-        "{ready_true} in
-{after}"
-    );
+    assert_eq!(value("bbo_instances_ready", &[("ready", "true")]), 0.0);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use blob_backup_operator::arm::{
     self, BackupInstance, BackupInstanceId, LroStart, OperationStatus, PolicyId, StorageAccountId,
-    operation_ids as ops,
+    VaultId, operation_ids as ops,
 };
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::emulator::ThrottleSettings;
@@ -110,19 +110,25 @@ async fn create_from_nothing_to_ready() {
     controller.stop().await;
 }
 
-#[tokio::test]
-async fn adopts_an_existing_instance_without_a_put() {
-    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    // Someone protected the account already, under the name the resource asks for.
-    let arm = h.arm(arm::DEFAULT_API_VERSION);
-    let vault = blob_backup_operator::arm::VaultId::parse(VAULT).unwrap();
-    let id: BackupInstanceId = vault.backup_instance("msblobbackup-existing");
+/// The article's vault, and the body that protects its storage account with its policy, for
+/// writes a test makes as another Azure client.
+fn article_vault_and_body() -> (VaultId, BackupInstance) {
     let body = BackupInstance::for_blob_account(
         &StorageAccountId::parse(ACCOUNT).unwrap(),
         "westus",
         &PolicyId::parse(&format!("{VAULT}/backupPolicies/BlobBackup-Policy")).unwrap(),
         None,
     );
+    (VaultId::parse(VAULT).unwrap(), body)
+}
+
+#[tokio::test]
+async fn adopts_an_existing_instance_without_a_put() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    // Someone protected the account already, under the name the resource asks for.
+    let arm = h.arm(arm::DEFAULT_API_VERSION);
+    let (vault, body) = article_vault_and_body();
+    let id: BackupInstanceId = vault.backup_instance("msblobbackup-existing");
     if let LroStart::Pending { handle, .. } = arm.create_or_update(&id, &body).await.unwrap() {
         tokio::time::timeout(WAIT, async {
             while !matches!(
@@ -563,13 +569,7 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
 
     // Someone else's writes: two of the three.
     let other = h.arm(arm::DEFAULT_API_VERSION);
-    let body = BackupInstance::for_blob_account(
-        &StorageAccountId::parse(ACCOUNT).unwrap(),
-        "westus",
-        &PolicyId::parse(&format!("{VAULT}/backupPolicies/BlobBackup-Policy")).unwrap(),
-        None,
-    );
-    let vault = blob_backup_operator::arm::VaultId::parse(VAULT).unwrap();
+    let (vault, body) = article_vault_and_body();
     for _ in 0..2 {
         other.validate_for_backup(&vault, &body).await.unwrap();
     }
