@@ -8,140 +8,24 @@
 
 use crate::support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blob_backup_operator::arm::{self, operation_ids as ops};
+use blob_backup_operator::arm::operation_ids as ops;
 use blob_backup_operator::controller::REPORTING_CONTROLLER;
-use blob_backup_operator::controller::leader::{
-    LeaderElectionConfig, LeaderElectionError, LeaderOutcome,
-};
-use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics, Role};
+use blob_backup_operator::controller::leader::LeaderOutcome;
+use blob_backup_operator::telemetry::Role;
 use http::Method;
 use serde_json::Value;
 use support::harness::{
-    Harness, NS, RESOURCE, WAIT, account, controller_config, spawn_operator, spec, test_settings,
+    Harness, LEASE, LEASE_DURATION, NS, RESOURCE, Replica, RequestLog, ResourceWaits, WAIT,
+    account, is_write, spec,
 };
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-const LEASE: &str = "blob-backup-operator";
-const LEASE_DURATION: Duration = Duration::from_secs(2);
 /// Slack for scheduling and API round trips on a busy machine.
 const SLACK: Duration = Duration::from_millis(1500);
 /// Resource names, also the names of the storage accounts they protect.
 const FIRST: [&str; 3] = ["first", "second", "third"];
 const AFTER_HANDOVER: &str = "fourth";
-
-/// The requests one replica's Kubernetes client sent: method and path.
-#[derive(Clone, Default)]
-struct RequestLog(Arc<Mutex<Vec<(Method, String)>>>);
-
-impl RequestLog {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    /// Requests (from the `skip`th on) whose path contains `fragment`.
-    fn touching(&self, skip: usize, fragment: &str) -> Vec<(Method, String)> {
-        self.0.lock().unwrap()[skip..]
-            .iter()
-            .filter(|(_, path)| path.contains(fragment))
-            .cloned()
-            .collect()
-    }
-}
-
-fn is_write(method: &Method) -> bool {
-    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
-}
-
-/// A client that logs each request before `client` sends it.
-fn recording(client: kube::Client, log: RequestLog) -> kube::Client {
-    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
-        log.0
-            .lock()
-            .unwrap()
-            .push((request.method().clone(), request.uri().path().to_owned()));
-        let client = client.clone();
-        async move {
-            client
-                .send(request)
-                .await
-                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
-        }
-    });
-    kube::Client::new(service, NS)
-}
-
-/// One operator process as `run --leader-elect` starts it.
-struct Replica {
-    name: &'static str,
-    requests: RequestLog,
-    metrics: Metrics,
-    health: HealthState,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<LeaderOutcome<()>, LeaderElectionError>>,
-}
-
-impl Replica {
-    fn start(h: &Harness, name: &'static str) -> Self {
-        let requests = RequestLog::default();
-        let client = recording(h.api.client_in(NS).unwrap(), requests.clone());
-        let metrics = Metrics::new();
-        let health = HealthState::default();
-        let election = LeaderElectionConfig {
-            identity: name.to_owned(),
-            lease_duration: LEASE_DURATION,
-            renew_grace: Duration::from_secs(1),
-            ..LeaderElectionConfig::new(NS, LEASE)
-        };
-        let (stop, stop_rx) = watch::channel(false);
-        let task = spawn_operator(
-            client,
-            h.arm_observed_by(arm::DEFAULT_API_VERSION, &metrics),
-            Some(election),
-            controller_config(test_settings(), name),
-            &metrics,
-            &health,
-            &stop_rx,
-        );
-        Self {
-            name,
-            requests,
-            metrics,
-            health,
-            stop,
-            task,
-        }
-    }
-
-    fn exposition(&self) -> String {
-        self.metrics
-            .encode(ExpositionFormat::PrometheusText)
-            .unwrap()
-    }
-
-    fn leads(&self) -> bool {
-        self.exposition().lines().any(|l| l == "bbo_leader 1")
-    }
-
-    /// Whether its ARM client has sent any request at all.
-    fn called_azure(&self) -> bool {
-        self.exposition()
-            .lines()
-            .any(|l| l.starts_with("bbo_azure_requests_total{"))
-    }
-
-    async fn shut_down(self) -> LeaderOutcome<()> {
-        self.stop.send_replace(true);
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("run_as_leader returns after shutdown")
-            .expect("no panic")
-            .expect("valid election settings")
-    }
-}
 
 /// Waits until `done` holds, re-checking on every API change and every 20 ms.
 async fn wait_until(h: &Harness, what: &str, within: Duration, done: impl Fn() -> bool) {

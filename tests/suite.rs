@@ -21,6 +21,7 @@ mod controller_scenarios;
 mod crd_schema;
 mod decide_table;
 mod emulator_api;
+mod envtest_scenarios;
 mod fake_apiserver_selftest;
 mod fault_run;
 mod readme_docs;

@@ -2,12 +2,16 @@
 //! emulator over HTTP, with helpers to create `BlobBackupInstance` resources, run the real
 //! controller against them and wait for conditions (never sleeps).
 //!
+//! The free functions below (the emulator, the ARM client, the controller task, the resource
+//! body, conditions, events, recorded clients) serve this harness and the real-API-server one
+//! ([`super::real_cluster`]) alike.
+//!
 //! Timings are shortened (operations take ~100 ms in the emulator, the controller's waits are
 //! clamped to a few hundred ms).
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blob_backup_operator::api::FINALIZER;
@@ -21,6 +25,7 @@ use blob_backup_operator::emulator::{
     EmulatorConfig, PolicyConfig, PolicyTier, RunningEmulator, StorageAccountConfig,
 };
 use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics};
+use http::Method;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -83,8 +88,17 @@ pub fn test_settings() -> Settings {
 
 /// The controller's settings in the tests' namespace, reporting Events as `instance`.
 pub fn controller_config(settings: Settings, instance: &str) -> ControllerConfig {
+    controller_config_in(NS, settings, instance)
+}
+
+/// The controller's settings watching `namespace`, reporting Events as `instance`.
+pub fn controller_config_in(
+    namespace: &str,
+    settings: Settings,
+    instance: &str,
+) -> ControllerConfig {
     ControllerConfig {
-        watch_namespace: Some(NS.to_owned()),
+        watch_namespace: Some(namespace.to_owned()),
         concurrency: 4,
         settings,
         reporting_instance: Some(instance.to_owned()),
@@ -94,6 +108,121 @@ pub fn controller_config(settings: Settings, instance: &str) -> ControllerConfig
 pub struct RunningController {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+}
+
+/// Starts the emulator with `config` on a free loopback port.
+pub async fn start_emulator(config: EmulatorConfig) -> RunningEmulator {
+    arm::install_crypto_provider();
+    RunningEmulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("emulator starts")
+}
+
+/// An ARM client for `emulator` whose requests count in `metrics`.
+pub fn arm_client(emulator: &RunningEmulator, api_version: &str, metrics: &Metrics) -> ArmClient {
+    let http = arm::default_http_client().unwrap();
+    let auth = AuthConfig::fixed_token(emulator.token());
+    let credential = arm::credential(&auth, http.clone()).unwrap();
+    let config = ArmConfig::new(emulator.base_url(), api_version);
+    ArmClient::new(config, http, credential, Some(Arc::new(metrics.clone()))).unwrap()
+}
+
+/// Spawns the real controller (`controller::run`) with `client` and `arm`.
+pub fn spawn_controller(
+    client: kube::Client,
+    arm: ArmClient,
+    config: ControllerConfig,
+    metrics: &Metrics,
+) -> RunningController {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(controller::run(
+        client,
+        arm,
+        config,
+        metrics.clone(),
+        HealthState::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    RunningController { stop, task }
+}
+
+/// A `BlobBackupInstance` named `name` in `namespace` with `spec`.
+pub fn resource(name: &str, namespace: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
+        "kind": "BlobBackupInstance",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    })
+}
+
+/// The reasons of `events`, oldest first.
+pub fn reasons(mut events: Vec<Value>) -> Vec<String> {
+    events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
+    events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The note of the first of `events` with `reason` (empty when there is none).
+pub fn note(events: &[Value], reason: &str) -> String {
+    events
+        .iter()
+        .find(|e| e["reason"] == reason)
+        .and_then(|e| e["note"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// What a wait for condition `type_` = `status` (`reason`) looks for, and how it reads.
+pub fn condition_check(
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> (String, impl Fn(&Value) -> bool + Send + Sync + 'static) {
+    let what = format!("{type_}={status} ({reason})");
+    let (type_, status, reason) = (type_.to_owned(), status.to_owned(), reason.to_owned());
+    let check = move |o: &Value| {
+        condition(o, &type_).is_some_and(|c| c["status"] == *status && c["reason"] == *reason)
+    };
+    (what, check)
+}
+
+/// Waits on a `BlobBackupInstance` in the test's namespace, the same way on the in-memory API
+/// ([`Harness`]) and on the real server ([`super::real_cluster::RealCluster`]).
+pub trait ResourceWaits {
+    /// Waits until resource `name` satisfies `done`, and returns it; after [`WAIT`], panics
+    /// naming `what` and showing the resource and its events.
+    fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool + Send + Sync,
+    ) -> impl Future<Output = Value>;
+
+    async fn wait_condition(&self, name: &str, type_: &str, status: &str, reason: &str) -> Value {
+        let (what, check) = condition_check(type_, status, reason);
+        self.wait_for(name, &what, check).await
+    }
+
+    async fn wait_ready(&self, name: &str) -> Value {
+        self.wait_condition(name, "Ready", "True", "ProtectionConfigured")
+            .await
+    }
+}
+
+impl ResourceWaits for Harness {
+    fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool + Send + Sync,
+    ) -> impl Future<Output = Value> {
+        Harness::wait_for(self, name, what, done)
+    }
 }
 
 impl RunningController {
@@ -121,11 +250,8 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(config: EmulatorConfig) -> Self {
-        arm::install_crypto_provider();
         let api = FakeApiServer::start().await.expect("fake apiserver starts");
-        let emulator = RunningEmulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .expect("emulator starts");
+        let emulator = start_emulator(config).await;
         Self {
             api,
             emulator,
@@ -147,11 +273,7 @@ impl Harness {
 
     /// An ARM client for the emulator whose requests count in `metrics`.
     pub fn arm_observed_by(&self, api_version: &str, metrics: &Metrics) -> ArmClient {
-        let http = arm::default_http_client().unwrap();
-        let auth = AuthConfig::fixed_token(self.emulator.token());
-        let credential = arm::credential(&auth, http.clone()).unwrap();
-        let config = ArmConfig::new(self.emulator.base_url(), api_version);
-        ArmClient::new(config, http, credential, Some(Arc::new(metrics.clone()))).unwrap()
+        arm_client(&self.emulator, api_version, metrics)
     }
 
     pub fn controller(&self, settings: Settings) -> RunningController {
@@ -159,29 +281,16 @@ impl Harness {
     }
 
     pub fn controller_with(&self, settings: Settings, api_version: &str) -> RunningController {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(
+        spawn_controller(
             self.api.client_in(NS).unwrap(),
             self.arm(api_version),
             controller_config(settings, "test"),
-            self.metrics.clone(),
-            HealthState::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        RunningController { stop, task }
+            &self.metrics,
+        )
     }
 
     pub fn create(&self, name: &str, spec: Value) -> Value {
-        self.api
-            .create(json!({
-                "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
-                "kind": "BlobBackupInstance",
-                "metadata": {"name": name, "namespace": NS},
-                "spec": spec,
-            }))
-            .expect("created")
+        self.api.create(resource(name, NS, spec)).expect("created")
     }
 
     pub fn get(&self, name: &str) -> Option<Value> {
@@ -208,25 +317,6 @@ impl Harness {
         }
     }
 
-    pub async fn wait_condition(
-        &self,
-        name: &str,
-        type_: &str,
-        status: &str,
-        reason: &str,
-    ) -> Value {
-        let what = format!("{type_}={status} ({reason})");
-        self.wait_for(name, &what, |o| {
-            condition(o, type_).is_some_and(|c| c["status"] == status && c["reason"] == reason)
-        })
-        .await
-    }
-
-    pub async fn wait_ready(&self, name: &str) -> Value {
-        self.wait_condition(name, "Ready", "True", "ProtectionConfigured")
-            .await
-    }
-
     pub async fn wait_gone(&self, name: &str) {
         if self
             .api
@@ -243,22 +333,11 @@ impl Harness {
     }
 
     pub fn event_reasons(&self, name: &str) -> Vec<String> {
-        let mut events = self.api.events_for(NS, name);
-        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
-        events
-            .iter()
-            .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        reasons(self.api.events_for(NS, name))
     }
 
     pub fn event_note(&self, name: &str, reason: &str) -> String {
-        self.api
-            .events_for(NS, name)
-            .iter()
-            .find(|e| e["reason"] == reason)
-            .and_then(|e| e["note"].as_str())
-            .unwrap_or_default()
-            .to_owned()
+        note(&self.api.events_for(NS, name), reason)
     }
 
     /// Requests the emulator has served for Azure operation `operation`.
@@ -333,6 +412,136 @@ pub fn spawn_operator(
         stopped(stop),
         work,
     ))
+}
+
+/// Name of the leader election Lease replicas share in tests.
+pub const LEASE: &str = "blob-backup-operator";
+/// The Lease duration of test replicas (renewed with 1 s left).
+pub const LEASE_DURATION: Duration = Duration::from_secs(2);
+
+/// One operator process as `run --leader-elect` starts it (`spawn_operator` with an election),
+/// with its own recorded Kubernetes client, its own metrics (its ARM client reports there) and
+/// its own `reportingInstance`, so every write and Azure call can be traced to it.
+pub struct Replica {
+    pub name: &'static str,
+    pub requests: RequestLog,
+    pub metrics: Metrics,
+    pub health: HealthState,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<LeaderOutcome<()>, LeaderElectionError>>,
+}
+
+impl Replica {
+    /// A replica against the in-memory API, its Lease in the tests' namespace.
+    pub fn start(h: &Harness, name: &'static str) -> Self {
+        Self::spawn(name, h.api.client_in(NS).unwrap(), NS, NS, &h.emulator)
+    }
+
+    /// A replica with `client` watching `namespace`, its Lease [`LEASE`] in `lease_namespace`,
+    /// Azure being `emulator`.
+    pub fn spawn(
+        name: &'static str,
+        client: kube::Client,
+        namespace: &str,
+        lease_namespace: &str,
+        emulator: &RunningEmulator,
+    ) -> Self {
+        let requests = RequestLog::default();
+        let client = recording(client, namespace, requests.clone());
+        let metrics = Metrics::new();
+        let health = HealthState::default();
+        let election = LeaderElectionConfig {
+            identity: name.to_owned(),
+            lease_duration: LEASE_DURATION,
+            renew_grace: Duration::from_secs(1),
+            ..LeaderElectionConfig::new(lease_namespace, LEASE)
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = spawn_operator(
+            client,
+            arm_client(emulator, arm::DEFAULT_API_VERSION, &metrics),
+            Some(election),
+            controller_config_in(namespace, test_settings(), name),
+            &metrics,
+            &health,
+            &stop_rx,
+        );
+        Self {
+            name,
+            requests,
+            metrics,
+            health,
+            stop,
+            task,
+        }
+    }
+
+    pub fn exposition(&self) -> String {
+        self.metrics
+            .encode(ExpositionFormat::PrometheusText)
+            .unwrap()
+    }
+
+    pub fn leads(&self) -> bool {
+        self.exposition().lines().any(|l| l == "bbo_leader 1")
+    }
+
+    /// Whether its ARM client has sent any request at all.
+    pub fn called_azure(&self) -> bool {
+        self.exposition()
+            .lines()
+            .any(|l| l.starts_with("bbo_azure_requests_total{"))
+    }
+
+    pub async fn shut_down(self) -> LeaderOutcome<()> {
+        self.stop.send_replace(true);
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("run_as_leader returns after shutdown")
+            .expect("no panic")
+            .expect("valid election settings")
+    }
+}
+
+/// The requests one replica's Kubernetes client sent: method and path.
+#[derive(Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Vec<(Method, String)>>>);
+
+impl RequestLog {
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// Requests (from the `skip`th on) whose path contains `fragment`.
+    pub fn touching(&self, skip: usize, fragment: &str) -> Vec<(Method, String)> {
+        self.0.lock().unwrap()[skip..]
+            .iter()
+            .filter(|(_, path)| path.contains(fragment))
+            .cloned()
+            .collect()
+    }
+}
+
+pub fn is_write(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
+}
+
+/// A client that logs each request before `client` sends it (default namespace `namespace`).
+pub fn recording(client: kube::Client, namespace: &str, log: RequestLog) -> kube::Client {
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        log.0
+            .lock()
+            .unwrap()
+            .push((request.method().clone(), request.uri().path().to_owned()));
+        let client = client.clone();
+        async move {
+            client
+                .send(request)
+                .await
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        }
+    });
+    kube::Client::new(service, namespace)
 }
 
 pub fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {

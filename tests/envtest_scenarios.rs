@@ -1,0 +1,558 @@
+//! Controller scenarios against a real Kubernetes API server (the envtest tier): the real
+//! controller (`controller::run`, under `run_as_leader` where leader election matters) against
+//! `kube-apiserver` + `etcd` from `KUBEBUILDER_ASSETS` (one server for this test binary, a
+//! namespace per test; tests/support/real_cluster.rs) and the vault emulator as Azure.
+//!
+//! What only a real server checks: the CRD's schema (structural, pruning, the status
+//! subresource), server-side apply of the status with real field ownership, finalizers and
+//! deletion, events.k8s.io/v1 Events, watches, Leases, and RBAC as the operator's own
+//! ServiceAccount under the chart's roles. The CRD's CEL rules are not served (v1.19 predates
+//! CEL); tests/crd_schema.rs checks them offline.
+//!
+//! Without `KUBEBUILDER_ASSETS` each test says it skipped and how to get the binaries, except
+//! under `CI=true`, where it fails.
+
+use crate::support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use blob_backup_operator::arm::operation_ids as ops;
+use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::leader::LeaderOutcome;
+use blob_backup_operator::controller::{FIELD_MANAGER, REPORTING_CONTROLLER};
+use blob_backup_operator::telemetry::Role;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+use support::harness::{
+    ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, WAIT, account, add_accounts, condition,
+    emulator_config, has_finalizer, is_write, spec, test_settings,
+};
+use support::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster, repo, tool};
+use testkit::envtest::{self, Identity};
+
+/// The emulator's world with operations of `latency`.
+async fn cluster(test: &str, latency: Duration) -> Option<RealCluster> {
+    RealCluster::start(test, emulator_config(latency)).await
+}
+
+const FAST: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn create_goes_ready_with_the_status_applied_by_the_operator() {
+    let Some(c) = cluster("create-ready", FAST).await else {
+        return;
+    };
+    let controller = c.controller(test_settings());
+    let created = c
+        .create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+
+    let ready = c.wait_ready("msblobbackup").await;
+    let status = &ready["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(
+        status["backupInstanceName"],
+        format!("msblobbackup-{uid}").as_str()
+    );
+    assert_eq!(status["protectionStatus"], "ProtectionConfigured");
+    assert_eq!(status["operation"]["action"], "Create");
+    assert_eq!(status["operation"]["status"], "Succeeded");
+    assert!(has_finalizer(&ready));
+    // The server's own bookkeeping of server-side apply: the operator's field manager owns the
+    // status, through the status subresource.
+    let managers: Vec<(&str, &str)> = ready["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap_or_default(),
+                m["subresource"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        ready["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["manager"] == FIELD_MANAGER
+                && m["operation"] == "Apply"
+                && m["fieldsV1"]["f:status"].is_object()),
+        "status applied by {FIELD_MANAGER}: {managers:?}"
+    );
+
+    let reasons = c.event_reasons("msblobbackup").await;
+    for reason in ["Validating", "Creating", "Protected"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
+    let events = c.events("msblobbackup").await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e["reportingController"] == REPORTING_CONTROLLER),
+        "{events:#?}"
+    );
+    assert_eq!(c.azure(ops::VALIDATE_FOR_BACKUP), 1);
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 1);
+    assert_eq!(c.emulator.admin().instances().len(), 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_policy_change_sends_exactly_one_put() {
+    let Some(c) = cluster("policy-change", FAST).await else {
+        return;
+    };
+    let controller = c.controller(test_settings());
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    c.wait_ready("msblobbackup").await;
+    c.emulator.admin().reset_counts();
+
+    c.merge_patch(
+        "msblobbackup",
+        json!({"spec": {"policy": {"name": "BlobBackup-Policy2"}}}),
+    )
+    .await;
+    let updated = c
+        .wait_for("msblobbackup", "Ready for generation 2", |o| {
+            o["status"]["observedGeneration"] == 2
+                && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+        .await;
+    assert_eq!(updated["metadata"]["generation"], 2);
+    assert_eq!(updated["status"]["operation"]["action"], "Update");
+    // One Azure write since the edit: the PUT, with the new policy.
+    let writes = [
+        ops::VALIDATE_FOR_BACKUP,
+        ops::CREATE_OR_UPDATE,
+        ops::STOP_PROTECTION,
+        ops::DELETE,
+    ]
+    .map(|op| (op, c.azure(op)));
+    assert_eq!(
+        writes,
+        [
+            (ops::VALIDATE_FOR_BACKUP, 0),
+            (ops::CREATE_OR_UPDATE, 1),
+            (ops::STOP_PROTECTION, 0),
+            (ops::DELETE, 0)
+        ]
+    );
+    let policies: Vec<Value> = c
+        .emulator
+        .admin()
+        .instances()
+        .iter()
+        .map(|i| i["properties"]["policyInfo"]["policyId"].clone())
+        .collect();
+    assert!(
+        policies.len() == 1
+            && policies[0]
+                .as_str()
+                .unwrap()
+                .ends_with("/BlobBackup-Policy2"),
+        "{policies:?}"
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn an_account_protected_elsewhere_stalls_as_already_protected() {
+    let Some(c) = cluster("already-protected", FAST).await else {
+        return;
+    };
+    c.emulator
+        .admin()
+        .protect_elsewhere(ACCOUNT, OTHER_VAULT)
+        .unwrap();
+    let controller = c.controller(test_settings());
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let stalled = c
+        .wait_condition("msblobbackup", "Stalled", "True", "AlreadyProtected")
+        .await;
+    let message = condition(&stalled, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("otherVault"), "{message}");
+    assert!(
+        c.event_note("msblobbackup", "ValidationFailed")
+            .await
+            .contains("UserErrorDppDatasourceAlreadyProtected")
+    );
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 0);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_permission_stalls_until_granted_then_goes_ready() {
+    let Some(c) = cluster("missing-permission", FAST).await else {
+        return;
+    };
+    c.emulator.admin().revoke_role(ACCOUNT).unwrap();
+    let controller = c.controller(test_settings());
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    c.wait_condition("msblobbackup", "Stalled", "True", "MissingPermissions")
+        .await;
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 0);
+
+    // Someone grants the role in Azure; nobody touches the resource.
+    c.emulator.admin().grant_role(ACCOUNT).unwrap();
+    let ready = c.wait_ready("msblobbackup").await;
+    assert_eq!(ready["metadata"]["generation"], 1);
+    assert!(c.azure(ops::VALIDATE_FOR_BACKUP) >= 2, "validation retried");
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 1);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn each_deletion_policy_makes_exactly_its_azure_calls() {
+    let Some(c) = cluster("deletion-policies", FAST).await else {
+        return;
+    };
+    let controller = c.controller(test_settings());
+    let mut orphan = spec(&account("orphanacct"), "BlobBackup-Policy");
+    orphan["deletionPolicy"] = json!("Orphan");
+    let mut retain = spec(&account("vaultedacct"), "BlobVaulted-Policy");
+    retain["vaultedBackup"] = json!({"containers": ["images", "logs"]});
+    retain["deletionPolicy"] = json!("Retain");
+    let mut delete = spec(ACCOUNT, "BlobBackup-Policy");
+    delete["deletionPolicy"] = json!("Delete");
+    for (name, spec) in [("orphan", orphan), ("retain", retain), ("delete", delete)] {
+        c.create(name, spec).await;
+    }
+    for name in ["orphan", "retain", "delete"] {
+        c.wait_ready(name).await;
+    }
+
+    // Orphan: no Azure call at all.
+    let before = c.emulator.admin().request_counts();
+    c.delete("orphan").await;
+    c.wait_gone("orphan").await;
+    assert_eq!(
+        c.emulator.admin().request_counts(),
+        before,
+        "Orphan calls Azure"
+    );
+    assert!(
+        c.event_reasons("orphan")
+            .await
+            .iter()
+            .any(|r| r == "Orphaned")
+    );
+
+    // Retain: one stopProtection, the instance and its recovery points stay.
+    c.emulator.admin().reset_counts();
+    c.delete("retain").await;
+    c.wait_gone("retain").await;
+    assert_eq!(c.azure(ops::STOP_PROTECTION), 1);
+    assert_eq!(c.azure(ops::DELETE), 0);
+
+    // Delete: one DELETE, confirmed before the finalizer goes.
+    c.emulator.admin().reset_counts();
+    c.delete("delete").await;
+    c.wait_gone("delete").await;
+    assert_eq!(c.azure(ops::DELETE), 1);
+    assert_eq!(c.azure(ops::STOP_PROTECTION), 0);
+
+    let left = c.emulator.admin().instances();
+    let statuses: Vec<&str> = left
+        .iter()
+        .map(|i| {
+            i["properties"]["protectionStatus"]["status"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(left.len(), 2, "orphaned and retained stay: {statuses:?}");
+    assert!(statuses.contains(&"ProtectionStopped"), "{statuses:?}");
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_deleted_in_azure_is_recreated_with_a_drift_event() {
+    let Some(c) = cluster("drift", FAST).await else {
+        return;
+    };
+    let controller = c.controller(Settings {
+        resync_interval: Duration::from_millis(300),
+        ..test_settings()
+    });
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let ready = c.wait_ready("msblobbackup").await;
+    let id = ready["status"]["backupInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    c.emulator.admin().delete_instance_out_of_band(&id).unwrap();
+    c.wait_event("msblobbackup", "DriftDetected").await;
+    assert!(
+        c.event_note("msblobbackup", "DriftDetected")
+            .await
+            .contains("deleted outside Kubernetes")
+    );
+    // The recreation's PUT comes after a status write that leaves Ready=True, so a Ready seen
+    // once the emulator has the instance again is the recreated one's.
+    let emulator = c.emulator.admin();
+    c.wait_for("msblobbackup", "Ready after the recreation", move |o| {
+        emulator.instances().len() == 1
+            && condition(o, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 2);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_delete() {
+    // Operations long enough to kill the controller while they run.
+    let Some(c) = cluster("restart", Duration::from_millis(1500)).await else {
+        return;
+    };
+    let in_progress = |action: &'static str| {
+        move |o: &Value| {
+            o["status"]["operation"]["action"] == action
+                && o["status"]["operation"]["status"] == "InProgress"
+        }
+    };
+    let first = c.controller(test_settings());
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let creating = c
+        .wait_for("msblobbackup", "Create in progress", in_progress("Create"))
+        .await;
+    first.kill().await;
+
+    let second = c.controller(test_settings());
+    let ready = c.wait_ready("msblobbackup").await;
+    assert_eq!(
+        ready["status"]["operation"]["pollUrl"], creating["status"]["operation"]["pollUrl"],
+        "the recorded operation was resumed"
+    );
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
+    assert_eq!(
+        c.azure(ops::VALIDATE_FOR_BACKUP),
+        1,
+        "exactly one validation"
+    );
+
+    c.delete("msblobbackup").await;
+    c.wait_for("msblobbackup", "Delete in progress", in_progress("Delete"))
+        .await;
+    second.kill().await;
+    let third = c.controller(test_settings());
+    c.wait_gone("msblobbackup").await;
+    assert_eq!(c.azure(ops::DELETE), 1, "exactly one DELETE");
+    assert!(c.emulator.admin().instances().is_empty());
+    third.stop().await;
+}
+
+/// Waits until `replica` has `role`.
+async fn wait_role(replica: &Replica, role: Role) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while replica.health.role() != role {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never {role:?}",
+            replica.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn lease_holder(c: &RealCluster, namespace: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(c.kube.clone(), namespace);
+    leases
+        .get_opt(OPERATOR_NAME)
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
+}
+
+/// Asserts every Event about `name` was reported by replica `by`.
+async fn assert_events_from(c: &RealCluster, name: &str, by: &str) {
+    let events = c.events(name).await;
+    assert!(!events.is_empty(), "{name}: no events");
+    for event in &events {
+        assert_eq!(event["reportingInstance"], by, "{name}: {event:#}");
+    }
+}
+
+#[tokio::test]
+async fn with_two_replicas_only_the_lease_holder_writes() {
+    let mut config = emulator_config(FAST);
+    add_accounts(&mut config, &["first", "second", "after"]);
+    let Some(c) = RealCluster::start("leader-election", config).await else {
+        return;
+    };
+    let a = Replica::spawn("replica-a", c.kube.clone(), &c.ns, &c.ns, &c.emulator);
+    wait_role(&a, Role::Leader).await;
+    let b = Replica::spawn("replica-b", c.kube.clone(), &c.ns, &c.ns, &c.emulator);
+    wait_role(&b, Role::Standby).await;
+    assert_eq!(lease_holder(&c, &c.ns).await.as_deref(), Some(a.name));
+
+    let first = ["first", "second"];
+    for name in first {
+        c.create(name, spec(&account(name), "BlobBackup-Policy"))
+            .await;
+    }
+    for name in first {
+        c.wait_ready(name).await;
+        assert_events_from(&c, name, a.name).await;
+        assert!(
+            !a.requests
+                .touching(0, &format!("/{RESOURCE}/{name}/status"))
+                .is_empty()
+        );
+    }
+    assert!(a.called_azure());
+    assert!(!b.called_azure(), "the standby called Azure");
+    let standby = b.requests.touching(0, "/");
+    assert!(
+        standby
+            .iter()
+            .all(|(_, path)| path.starts_with("/apis/coordination.k8s.io/v1/")),
+        "the standby touched more than its Lease: {standby:?}"
+    );
+
+    // The leader stops: it releases the Lease, the standby takes it and reconciles from then on.
+    let a_requests = a.requests.clone();
+    assert_eq!(a.shut_down().await, LeaderOutcome::Shutdown);
+    let a_sent = a_requests.len();
+    wait_role(&b, Role::Leader).await;
+    assert_eq!(lease_holder(&c, &c.ns).await.as_deref(), Some(b.name));
+    c.create("after", spec(&account("after"), "BlobBackup-Policy"))
+        .await;
+    c.wait_ready("after").await;
+    assert_events_from(&c, "after", b.name).await;
+    assert!(b.called_azure());
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 3, "one PUT per resource");
+    assert_eq!(a_requests.len(), a_sent, "the old leader kept writing");
+    assert!(
+        !b.requests
+            .touching(0, &format!("/{RESOURCE}/first/status"))
+            .iter()
+            .any(|(m, _)| is_write(m)),
+        "the new leader rewrote a status that was current"
+    );
+    assert_eq!(b.shut_down().await, LeaderOutcome::Shutdown);
+}
+
+/// The chart's RBAC for a release in [`OPERATOR_NAMESPACE`] watching `namespace`: its
+/// ServiceAccount, Roles and bindings (`helm template` with ./.tools/bin/helm).
+fn chart_rbac(namespace: &str) -> Vec<Value> {
+    let output = Command::new(tool("helm"))
+        .args(["template", OPERATOR_NAME])
+        .arg(repo().join("charts/blob-backup-operator"))
+        .args(["--namespace", OPERATOR_NAMESPACE])
+        .args(["--set", &format!("watchNamespace={namespace}")])
+        .args(["--set", "crds.install=false"])
+        .output()
+        .expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    docs.into_iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "Role"
+                        | "RoleBinding"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                )
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn under_the_charts_rbac_as_its_service_account_it_goes_ready_and_deletes() {
+    let Some(c) = cluster("chart-rbac", FAST).await else {
+        return;
+    };
+    assert_eq!(
+        c.env.service_account().username(),
+        format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_NAME}")
+    );
+    c.env.ensure_namespace(OPERATOR_NAMESPACE).await.unwrap();
+    let rbac = chart_rbac(&c.ns);
+    let kinds: Vec<&str> = rbac.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert!(kinds.contains(&"RoleBinding"), "{kinds:?}");
+    envtest::apply(&c.kube, &rbac)
+        .await
+        .expect("the chart's RBAC applies");
+
+    let operator = c.client(Identity::ServiceAccount).await;
+    // The token is the ServiceAccount's, not an admin's: what the chart does not grant is refused.
+    let secrets: Api<Secret> = Api::namespaced(operator.clone(), &c.ns);
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the operator's ServiceAccount listed Secrets: {other:?}"),
+    }
+
+    let replica = Replica::spawn(
+        "chart-rbac",
+        operator,
+        &c.ns,
+        OPERATOR_NAMESPACE,
+        &c.emulator,
+    );
+    wait_role(&replica, Role::Leader).await;
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let ready = c.wait_ready("msblobbackup").await;
+    assert!(has_finalizer(&ready));
+    assert_events_from(&c, "msblobbackup", "chart-rbac").await;
+    c.delete("msblobbackup").await;
+    c.wait_gone("msblobbackup").await;
+    assert_eq!(c.azure(ops::DELETE), 1);
+    assert!(c.emulator.admin().instances().is_empty());
+    assert_eq!(replica.shut_down().await, LeaderOutcome::Shutdown);
+}
+
+#[tokio::test]
+async fn the_launcher_stops_its_processes_and_removes_its_directory() {
+    let Some(assets) = envtest::assets_or_skip("envtest launcher") else {
+        return;
+    };
+    let options = support::real_cluster::envtest_options();
+    let env = envtest::Envtest::start(&assets, options).await.unwrap();
+    let pids = env.pids();
+    let dir = env.dir();
+    assert_eq!(pids.len(), 2);
+    assert!(dir.is_dir());
+    let client = env.client(Identity::Admin).await.unwrap();
+    assert_eq!(
+        env.version(),
+        client.apiserver_version().await.unwrap().git_version
+    );
+    drop(env);
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} outlived the launcher"
+        );
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
