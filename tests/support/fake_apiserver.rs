@@ -1,6 +1,18 @@
 //! An in-memory Kubernetes API server for controller tests, leader-election tests and the
 //! convergence benchmark.
 //!
+//! It earns its place where the real server (the envtest tier: tests/envtest_scenarios.rs,
+//! tests/support/real_cluster.rs, crates/testkit) cannot go: injected faults (failed requests,
+//! latency, dropped watches), exact request accounting, thousands of objects for the benchmark,
+//! and the quickstart without a cluster. What it does NOT model, so a test that needs any of it
+//! belongs in the real tier:
+//! - no OpenAPI schema: no validation against the CRD, no defaulting, no pruning of unknown
+//!   fields, no CEL rules (`x-kubernetes-validations`), no printer columns;
+//! - no authentication or authorization: no RBAC, no ServiceAccounts, every client is admin;
+//! - no admission, no API discovery (only `/version`), no namespace lifecycle, no
+//!   garbage collection, no field-selector index beyond name and namespace;
+//! - server-side apply and strategic merge are approximations (see the end of this header).
+//!
 //! [`FakeApiServer::start`] serves plain HTTP on `127.0.0.1:0` (axum), so a [`kube::Client`] from
 //! [`FakeApiServer::client`] talks to it exactly as to a real apiserver, and a separate operator
 //! process can use it through [`FakeApiServer::write_kubeconfig`]. Objects are kept as JSON,
