@@ -81,8 +81,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A manifest that does not parse or is not what it should be.
     #[error("{0}")]
     Manifest(String),
+    /// Anything else that keeps the server from starting or being used.
+    #[error("{0}")]
+    Setup(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -293,7 +297,7 @@ fn spawn_watched(commands: Vec<Command>) -> Result<(Vec<Child>, Launcher), Error
     let launcher = (stop_tx, thread);
     let results = children_rx
         .recv()
-        .map_err(|_| Error::Manifest("the envtest launcher thread died".to_owned()))?;
+        .map_err(|_| Error::Setup("the envtest launcher thread died".to_owned()))?;
     let mut children = Vec::new();
     let mut error = None;
     for result in results {
@@ -369,8 +373,24 @@ pub async fn apply(client: &kube::Client, docs: &[Value]) -> Result<(), Error> {
 
 impl Envtest {
     /// Starts etcd and kube-apiserver from `assets`, waits until the server is ready and
-    /// installs `options.crds`.
+    /// installs `options.crds`. A process that exits during startup (most likely a port taken
+    /// between choosing it and binding it) is retried twice on new ports.
     pub async fn start(assets: &Path, options: Options) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(assets, options.clone()).await {
+                Err(Error::Exited { process, log, .. }) if attempt < 3 => {
+                    say(&format!(
+                        "envtest: {process} exited during startup (attempt {attempt}), retrying on new ports; its log:\n{log}"
+                    ));
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn start_once(assets: &Path, options: Options) -> Result<Self, Error> {
         let binary = |name: &'static str| {
             let path = assets.join(name);
             if path.is_file() {
@@ -421,11 +441,14 @@ impl Envtest {
 
         let (etcd_port, peer_port, port) = (free_port()?, free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let log = |name: &str| -> Result<Stdio, Error> {
-            Ok(File::create(d.join(name))
-                .map_err(io(format!("create {name}")))?
-                .into())
+        // stdout and stderr share one file (and its offset), as `2>&1` would.
+        let log = |name: &str| -> Result<(Stdio, Stdio), Error> {
+            let file = File::create(d.join(name)).map_err(io(format!("create {name}")))?;
+            let clone = file.try_clone().map_err(io(format!("open {name}")))?;
+            Ok((file.into(), clone.into()))
         };
+        let (etcd_out, etcd_err) = log("etcd.log")?;
+        let (apiserver_out, apiserver_err) = log("kube-apiserver.log")?;
         let mut etcd = Command::new(&etcd_bin);
         etcd.arg("--data-dir")
             .arg(d.join("etcd"))
@@ -434,8 +457,8 @@ impl Envtest {
             .arg("--listen-peer-urls")
             .arg(format!("http://127.0.0.1:{peer_port}"))
             .stdin(Stdio::null())
-            .stdout(log("etcd.log")?)
-            .stderr(log("etcd.log")?);
+            .stdout(etcd_out)
+            .stderr(etcd_err);
         let flag = |name: &str, path: &Path| {
             let mut arg = OsString::from(format!("--{name}="));
             arg.push(path);
@@ -456,12 +479,12 @@ impl Envtest {
             .arg(flag("service-account-signing-key-file", &key))
             .arg("--service-cluster-ip-range=10.96.0.0/16")
             .stdin(Stdio::null())
-            .stdout(log("kube-apiserver.log")?)
-            .stderr(log("kube-apiserver.log")?);
+            .stdout(apiserver_out)
+            .stderr(apiserver_err);
         let (children, launcher) = spawn_watched(vec![etcd, apiserver])?;
         let [etcd, apiserver]: [Child; 2] = children
             .try_into()
-            .map_err(|_| Error::Manifest("expected two processes".to_owned()))?;
+            .map_err(|_| Error::Setup("expected two processes".to_owned()))?;
         let running = Running {
             etcd,
             apiserver,
@@ -542,7 +565,7 @@ impl Envtest {
     fn check_alive(&self) -> Result<(), Error> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let Some(running) = running.as_mut() else {
-            return Err(Error::Manifest("envtest was stopped".to_owned()));
+            return Err(Error::Setup("envtest was stopped".to_owned()));
         };
         for (process, child, log) in [
             ("etcd", &mut running.etcd, "etcd.log"),
@@ -636,11 +659,11 @@ impl Envtest {
         let mut kubeconfig = self.kubeconfig(identity);
         kubeconfig["contexts"][0]["context"]["namespace"] = json!(namespace);
         let kubeconfig = Kubeconfig::from_yaml(&kubeconfig.to_string())
-            .map_err(|e| Error::Manifest(format!("envtest kubeconfig: {e}")))?;
+            .map_err(|e| Error::Setup(format!("envtest kubeconfig: {e}")))?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| Error::Manifest(format!("envtest kubeconfig: {e}")))?;
+                .map_err(|e| Error::Setup(format!("envtest kubeconfig: {e}")))?;
         kube::Client::try_from(config).map_err(kube_err("envtest client"))
     }
 
@@ -660,7 +683,7 @@ impl Envtest {
         let client = self.client(Identity::Admin).await?;
         let namespaces: Api<Namespace> = Api::all(client);
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))
-            .map_err(|e| Error::Manifest(e.to_string()))?;
+            .map_err(|e| Error::Setup(e.to_string()))?;
         match namespaces.create(&PostParams::default(), &namespace).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
@@ -697,8 +720,8 @@ impl Envtest {
                 await_condition(crds.clone(), &name, conditions::is_crd_established()),
             )
             .await
-            .map_err(|_| Error::Manifest(format!("CRD {name} not Established in {STARTUP:?}")))?
-            .map_err(|e| Error::Manifest(format!("CRD {name}: {e}")))?;
+            .map_err(|_| Error::Setup(format!("CRD {name} not Established in {STARTUP:?}")))?
+            .map_err(|e| Error::Setup(format!("CRD {name}: {e}")))?;
             // Established can come a moment before the resource is served.
             let version = crd.spec.versions.iter().find(|v| v.served);
             let resource = ApiResource {
