@@ -107,6 +107,28 @@ async fn create_goes_ready_with_the_status_applied_by_the_operator() {
 }
 
 #[tokio::test]
+async fn the_served_schema_refuses_a_malformed_vault_id_and_prunes_unknown_fields() {
+    let Some(c) = cluster("served-schema", FAST).await else {
+        return;
+    };
+    let mut bad = spec(ACCOUNT, "BlobBackup-Policy");
+    bad["vault"]["id"] = json!("/subscriptions/not-a-uuid/resourceGroups/rg");
+    match c.try_create("malformed", bad).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(status.message.contains("spec.vault.id"), "{status:?}");
+        }
+        other => panic!("a malformed vault id was accepted: {other:?}"),
+    }
+
+    let mut extra = spec(ACCOUNT, "BlobBackup-Policy");
+    extra["notAField"] = json!("dropped");
+    let created = c.create("pruned", extra).await;
+    assert_eq!(created["spec"]["notAField"], Value::Null, "{created:#}");
+    assert_eq!(created["spec"]["policy"]["name"], "BlobBackup-Policy");
+}
+
+#[tokio::test]
 async fn a_policy_change_sends_exactly_one_put() {
     let Some(c) = cluster("policy-change", FAST).await else {
         return;

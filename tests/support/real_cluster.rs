@@ -132,13 +132,16 @@ impl RealCluster {
     }
 
     pub async fn create(&self, name: &str, spec: Value) -> Value {
-        let object: DynamicObject = serde_json::from_value(resource(name, &self.ns, spec)).unwrap();
-        let created = self
-            .api()
-            .create(&PostParams::default(), &object)
+        self.try_create(name, spec)
             .await
-            .unwrap_or_else(|e| panic!("create {name}: {e}"));
-        serde_json::to_value(created).unwrap()
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    }
+
+    /// Creates the resource; the server's refusal as it is.
+    pub async fn try_create(&self, name: &str, spec: Value) -> kube::Result<Value> {
+        let object: DynamicObject = serde_json::from_value(resource(name, &self.ns, spec)).unwrap();
+        let created = self.api().create(&PostParams::default(), &object).await?;
+        Ok(serde_json::to_value(created).unwrap())
     }
 
     pub async fn get(&self, name: &str) -> Option<Value> {
