@@ -533,14 +533,13 @@ impl Envtest {
                     format!("{last_error}\n{}", tail(&log, 30)),
                 ));
             }
-            if self.ca_pem.is_empty() {
-                // The server writes its certificate (and the CA that signed it) at startup.
-                match std::fs::read_to_string(&cert) {
-                    Ok(pem) if pem.contains("END CERTIFICATE") => self.ca_pem = pem,
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
+            // The server writes its certificate and the CA that signed it at startup; read
+            // again on every try, in case a try saw the file half-written.
+            match std::fs::read_to_string(&cert) {
+                Ok(pem) if pem.contains("END CERTIFICATE") => self.ca_pem = pem,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
             }
             let client = self.client(Identity::Admin).await?;
