@@ -17,8 +17,8 @@ use blob_backup_operator::telemetry::Role;
 use http::Method;
 use serde_json::Value;
 use support::harness::{
-    Harness, LEASE, LEASE_DURATION, NS, RESOURCE, Replica, RequestLog, ResourceWaits, WAIT,
-    account, is_write, spec,
+    Harness, LEASE, LEASE_DURATION, NS, RESOURCE, Replica, RequestLog, WAIT, account, is_write,
+    spec,
 };
 
 /// Slack for scheduling and API round trips on a busy machine.

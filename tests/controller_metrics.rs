@@ -13,8 +13,6 @@ use blob_backup_operator::arm::{self, operation_ids as ops};
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::telemetry::{self, ExpositionFormat, HealthState};
 use support::fake_apiserver::Verb;
-// wait_ready and wait_condition, shared with the real-API-server tier.
-use support::harness::ResourceWaits as _;
 use support::harness::{
     Harness, NS, RESOURCE, WAIT, account, add_accounts, controller_config, emulator_config,
     spawn_operator, spec, stopped, test_settings,

@@ -17,8 +17,6 @@ use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::emulator::ThrottleSettings;
 use serde_json::{Value, json};
 use support::fake_apiserver::Subresource;
-// wait_ready and wait_condition, shared with the real-API-server tier.
-use support::harness::ResourceWaits as _;
 use support::harness::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
     add_accounts, condition, emulator_config, has_finalizer, spec, test_settings,

@@ -317,6 +317,22 @@ impl Harness {
         }
     }
 
+    /// [`ResourceWaits::wait_condition`], without importing the trait.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> Value {
+        ResourceWaits::wait_condition(self, name, type_, status, reason).await
+    }
+
+    /// [`ResourceWaits::wait_ready`], without importing the trait.
+    pub async fn wait_ready(&self, name: &str) -> Value {
+        ResourceWaits::wait_ready(self, name).await
+    }
+
     pub async fn wait_gone(&self, name: &str) {
         if self
             .api
