@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use blob_backup_operator::api::BlobBackupInstance;
-use blob_backup_operator::arm::{self, ArmClient};
+use blob_backup_operator::arm;
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::emulator::{EmulatorConfig, RunningEmulator};
 use blob_backup_operator::telemetry::Metrics;
@@ -107,20 +107,12 @@ impl RealCluster {
             .expect("client")
     }
 
-    pub fn arm(&self) -> ArmClient {
-        arm_client(&self.emulator, arm::DEFAULT_API_VERSION, &self.metrics)
-    }
-
-    /// The real controller, as admin, watching the test's namespace.
+    /// The real controller, as admin, watching the test's namespace; its Azure calls count in
+    /// [`RealCluster::metrics`].
     pub fn controller(&self, settings: Settings) -> RunningController {
-        self.controller_as(self.kube.clone(), settings)
-    }
-
-    /// The real controller with `client`, watching the test's namespace.
-    pub fn controller_as(&self, client: kube::Client, settings: Settings) -> RunningController {
         spawn_controller(
-            client,
-            self.arm(),
+            self.kube.clone(),
+            arm_client(&self.emulator, arm::DEFAULT_API_VERSION, &self.metrics),
             controller_config_in(&self.ns, settings, "test"),
             &self.metrics,
         )
