@@ -192,9 +192,9 @@ impl Observed {
 const TOKEN: &str = "test-token";
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 
+/// The operator's own HTTP client (no redirects, its timeouts).
 fn http() -> reqwest::Client {
-    arm::install_crypto_provider();
-    reqwest::Client::new()
+    arm::default_http_client().unwrap()
 }
 
 fn client_for(base: &Url, api_version: &str, observer: Arc<Observed>) -> ArmClient {
@@ -956,6 +956,112 @@ async fn foreign_poll_urls_are_refused_without_a_request() {
     assert!(foreign.seen().is_empty());
     assert_eq!(mock.seen().len(), 1);
     assert_eq!(observed.take().len(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_refused_naming_the_host_and_nothing_is_sent_again() {
+    let Setup {
+        mock,
+        client,
+        observed,
+    } = setup(arm::DEFAULT_API_VERSION).await;
+    let target = Mock::start().await;
+    let target_host = format!("127.0.0.1:{}", target.base.port().unwrap());
+    let location = target.url("collect?code=secret-in-the-query");
+    for status in [307, 308, 302] {
+        mock.push(
+            reply(status)
+                .header("location", &location)
+                .header("x-ms-request-id", "req-3xx"),
+        );
+    }
+    let put = client.create_or_update(&instance_id(), &instance()).await;
+    let validate = client.validate_for_backup(&vault(), &instance()).await;
+    let get = client.get(&instance_id()).await;
+    for error in [put.unwrap_err(), validate.unwrap_err(), get.unwrap_err()] {
+        assert!(matches!(error, ArmError::Redirected { .. }), "{error:?}");
+        assert_eq!(error.class(), ErrorClass::Bug);
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("redirect to host {target_host}")),
+            "{text}"
+        );
+        assert!(!text.contains("secret-in-the-query"), "{text}");
+        assert!(text.contains("x-ms-request-id: req-3xx"), "{text}");
+    }
+    assert!(target.seen().is_empty(), "{:?}", target.seen());
+    assert_eq!(mock.seen().len(), 3);
+    assert_eq!(
+        observed.take(),
+        vec![
+            ("BackupInstances_CreateOrUpdate", Some(307)),
+            ("BackupInstances_ValidateForBackup", Some(308)),
+            ("BackupInstances_Get", Some(302)),
+        ]
+    );
+}
+
+/// Sends the token requests meant for Entra ID to a local server instead (azure_identity
+/// insists on an https authority), through the operator's identity transport.
+#[derive(Debug)]
+struct ToLocal {
+    base: Url,
+    inner: arm::transport::IdentityHttpClient,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for ToLocal {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        let mut local = request.clone();
+        let mut url = self.base.join(request.url().path()).unwrap();
+        url.set_query(request.url().query());
+        *local.url_mut() = url;
+        self.inner.execute_request(&local).await
+    }
+}
+
+#[tokio::test]
+async fn token_requests_are_not_redirected() {
+    let entra = Mock::start().await;
+    let target = Mock::start().await;
+    entra.push(reply(307).header("location", &target.url("steal")));
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "s3cret").unwrap();
+    let config = AuthConfig {
+        mode: AuthMode::ClientSecret,
+        client_id: Some("app".into()),
+        tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+        client_secret_file: Some(secret_file),
+        ..AuthConfig::default()
+    };
+    let transport = azure_core::http::Transport::new(Arc::new(ToLocal {
+        base: entra.base.clone(),
+        inner: arm::transport::IdentityHttpClient::new(http()),
+    }));
+    let credential = arm::auth::credential_with_transport(&config, transport).unwrap();
+    let error = credential
+        .get_token(&["https://management.azure.com/.default"], None)
+        .await
+        .unwrap_err();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    let target_host = format!("127.0.0.1:{}", target.base.port().unwrap());
+    assert!(
+        text.contains(&format!("redirect to host {target_host}")),
+        "{text}"
+    );
+    // The secret went to the token endpoint once, and nowhere else.
+    assert_eq!(entra.seen().len(), 1);
+    assert!(String::from_utf8_lossy(&entra.seen()[0].body).contains("s3cret"));
+    assert!(target.seen().is_empty(), "{:?}", target.seen());
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ use super::models::{
 use super::operation::{
     OperationHandle, OperationStatus, Poll, header_value, retry_after_from_headers,
 };
+use super::transport::redirect_host;
 use super::{RequestObserver, operation_ids as ops};
 
 /// The default API version: the newest stable `Microsoft.DataProtection` version.
@@ -598,11 +599,7 @@ impl ArmClient {
         debug!(operation, %method, path = url.path(), client_request_id, "ARM request");
         let started = Instant::now();
         let result = match request.send().await {
-            Ok(answer) => {
-                let status = answer.status().as_u16();
-                let headers = answer.headers().clone();
-                answer.bytes().await.map(|body| (status, headers, body))
-            }
+            Ok(answer) => read_answer(answer).await,
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed();
@@ -611,44 +608,73 @@ impl ArmClient {
                 observer.observe(operation, status, elapsed);
             }
         };
-        match result {
+        let (status, headers, body) = match result {
             Ok((status, headers, body)) => {
                 observe(Some(status));
-                // Reads report the (separate) read budget under other names.
-                if method != Method::GET
-                    && let Some(remaining) =
-                        header_value(&headers, "x-ms-ratelimit-remaining-subscription-writes")
-                            .and_then(|v| v.parse::<u64>().ok())
-                {
-                    self.inner
-                        .remaining_writes
-                        .store(remaining.min(NOT_REPORTED - 1), Ordering::Relaxed);
-                }
-                debug!(
-                    operation,
-                    status,
-                    client_request_id,
-                    request_id = header_value(&headers, "x-ms-request-id"),
-                    correlation_id = header_value(&headers, "x-ms-correlation-request-id"),
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "ARM response"
-                );
-                Ok(Response {
-                    operation,
-                    status,
-                    headers,
-                    // Takes the buffer over when nothing else holds it (a collected body).
-                    body: Vec::from(body),
-                })
+                (status, headers, body)
             }
             Err(e) => {
                 observe(None);
                 let message = super::auth::error_chain(&e);
                 debug!(operation, client_request_id, error = %message, "ARM request failed");
-                Err(ArmError::Network { operation, message })
+                return Err(ArmError::Network { operation, message });
             }
+        };
+        // Reads report the (separate) read budget under other names.
+        if method != Method::GET
+            && let Some(remaining) =
+                header_value(&headers, "x-ms-ratelimit-remaining-subscription-writes")
+                    .and_then(|v| v.parse::<u64>().ok())
+        {
+            self.inner
+                .remaining_writes
+                .store(remaining.min(NOT_REPORTED - 1), Ordering::Relaxed);
         }
+        let request_id = header_value(&headers, "x-ms-request-id").map(str::to_string);
+        debug!(
+            operation,
+            status,
+            client_request_id,
+            request_id,
+            correlation_id = header_value(&headers, "x-ms-correlation-request-id"),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "ARM response"
+        );
+        if (300..400).contains(&status) {
+            let location_host = redirect_host(header_value(&headers, "location"), &url);
+            warn!(
+                operation,
+                status, location_host, "ARM answered with a redirect; not followed"
+            );
+            return Err(ArmError::Redirected {
+                operation,
+                status,
+                location_host,
+                request_id,
+            });
+        }
+        Ok(Response {
+            operation,
+            status,
+            headers,
+            body,
+        })
     }
+}
+
+/// The status, headers and body of an answer (the body of a redirect, which is refused, is
+/// not read).
+async fn read_answer(
+    answer: reqwest::Response,
+) -> Result<(u16, HeaderMap, Vec<u8>), reqwest::Error> {
+    let status = answer.status().as_u16();
+    let headers = answer.headers().clone();
+    if answer.status().is_redirection() {
+        return Ok((status, headers, Vec::new()));
+    }
+    // Takes the buffer over when nothing else holds it (a collected body).
+    let body = Vec::from(answer.bytes().await?);
+    Ok((status, headers, body))
 }
 
 /// The operationId of a poll: `OperationResult_Get` for `operationResults` URLs (Location),

@@ -168,6 +168,19 @@ pub enum ArmError {
         /// `x-ms-request-id`.
         request_id: Option<String>,
     },
+    /// Azure answered with a redirect, which the client does not follow (it would re-send the
+    /// request's body and token to wherever it points).
+    #[error("{operation}: Azure Resource Manager answered HTTP {status}, a redirect to host {location_host}; redirects are not followed, so nothing was sent there. Check --arm-endpoint{}", ids_suffix(request_id.as_deref(), None))]
+    Redirected {
+        /// Azure's operationId.
+        operation: &'static str,
+        /// The HTTP status (3xx).
+        status: u16,
+        /// The host (and port) of `Location`; never its path or query.
+        location_host: String,
+        /// `x-ms-request-id`.
+        request_id: Option<String>,
+    },
     /// A poll URL points somewhere other than the configured ARM endpoint; no token was sent.
     #[error(
         "refused to poll {}: it is not on the ARM endpoint {endpoint} (scheme, host and port must match), so no token was sent to it",
@@ -244,9 +257,10 @@ impl ArmError {
                 _ => ErrorClass::NeedsPerson,
             },
             Self::Network { .. } | Self::Auth { .. } => ErrorClass::Transient,
-            Self::Decode { .. } | Self::ForeignPollUrl { .. } | Self::Config { .. } => {
-                ErrorClass::Bug
-            }
+            Self::Decode { .. }
+            | Self::Redirected { .. }
+            | Self::ForeignPollUrl { .. }
+            | Self::Config { .. } => ErrorClass::Bug,
         }
     }
 
@@ -269,7 +283,9 @@ impl ArmError {
     /// The HTTP status of Azure's answer.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Azure { status, .. } | Self::Decode { status, .. } => Some(*status),
+            Self::Azure { status, .. }
+            | Self::Decode { status, .. }
+            | Self::Redirected { status, .. } => Some(*status),
             _ => None,
         }
     }
