@@ -670,11 +670,12 @@ fn retry_after_is_clamped() {
         started(OperationAction::Validate, None),
     )
     .requeue(secs(15));
-    let settings = Settings {
-        retry_after_min: Duration::from_secs(5),
-        retry_after_max: Duration::from_secs(20),
+    let waits = |min: u64, max: u64| Settings {
+        retry_after_min: Duration::from_secs(min),
+        retry_after_max: Duration::from_secs(max),
         ..Settings::default()
     };
+    let settings = waits(5, 20);
     row_with(
         "the clamp is a setting",
         validating(),
@@ -682,6 +683,50 @@ fn retry_after_is_clamped() {
         &settings,
     )
     .requeue(secs(20));
+    // Any value a header can carry, on every answer that brings one: 202, poll, 429.
+    let creating = || {
+        at(
+            Reason::Creating,
+            OperationAction::Create,
+            OperationPhase::InProgress,
+        )
+    };
+    let huge = Duration::from_secs(u64::MAX);
+    for (name, obj, observation) in [
+        (
+            "u64::MAX on a 202",
+            validating(),
+            started(OperationAction::Validate, Some(u64::MAX)),
+        ),
+        (
+            "u64::MAX on a poll",
+            creating(),
+            Observation::Polled {
+                status: PolledStatus::InProgress,
+                retry_after: Some(huge),
+            },
+        ),
+        (
+            "u64::MAX on a 429",
+            creating(),
+            failed(
+                AzureCall::Poll,
+                ErrorClass::Transient,
+                429,
+                "TooManyRequests",
+                Some(u64::MAX),
+            ),
+        ),
+    ] {
+        row_with(name, obj, observation, &settings).requeue(secs(20));
+    }
+    row_with(
+        "bounds that cross do not panic: the shortest wait wins",
+        validating(),
+        started(OperationAction::Validate, Some(u64::MAX)),
+        &waits(30, 20),
+    )
+    .requeue(secs(30));
 }
 
 #[test]

@@ -114,14 +114,25 @@ pub(crate) fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
         .filter(|v| !v.is_empty())
 }
 
-/// Parses `Retry-After`: a number of seconds, or an HTTP date (a date in the past means now).
+/// Parses `Retry-After`: a number of seconds (digits only), or an HTTP date (a date in the
+/// past means now). Any value is read without panicking; how long to really wait is the
+/// caller's decision (the controller cuts it to `--retry-after-max`).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
+    if let Some(seconds) = digits(value) {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A number written with digits only (`u64::from_str` also takes a leading `+`); `None` past
+/// `u64::MAX`.
+fn digits(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 /// The wait Azure asks for: `retry-after-ms` / `x-ms-retry-after-ms` (milliseconds, which
@@ -129,7 +140,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 pub fn retry_after_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     ["retry-after-ms", "x-ms-retry-after-ms"]
         .into_iter()
-        .find_map(|name| header_value(headers, name)?.parse::<u64>().ok())
+        .find_map(|name| digits(header_value(headers, name)?))
         .map(Duration::from_millis)
         .or_else(|| parse_retry_after(header_value(headers, "retry-after")?, now))
 }
@@ -189,6 +200,37 @@ mod tests {
         for junk in ["", "-5", "1.5", "soon", "99999999999999999999999"] {
             assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_read_without_panicking() {
+        // What the controller does with them (cut to --retry-after-max) is its business; here
+        // no value may panic.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_625_662_065);
+        assert_eq!(
+            parse_retry_after(&u64::MAX.to_string(), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert!(far > Duration::from_secs(7_000 * 365 * 86_400), "{far:?}");
+        for junk in [
+            "-1",
+            "+5",
+            "0x10",
+            "Sat, 31 Dec 99999 23:59:59 GMT",
+            "\u{1F600}",
+        ] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after-ms", u64::MAX.to_string().parse().unwrap());
+        assert_eq!(
+            retry_after_from_headers(&headers, now),
+            Some(Duration::from_millis(u64::MAX))
+        );
+        headers.insert("retry-after-ms", "-3".parse().unwrap());
+        headers.insert("retry-after", "garbage".parse().unwrap());
+        assert_eq!(retry_after_from_headers(&headers, now), None);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub struct Settings {
     pub stalled_retry_max: Duration,
     /// Shortest wait before polling an operation or retrying a transient error.
     pub retry_after_min: Duration,
-    /// Longest wait Azure's `Retry-After` may impose.
+    /// Longest wait Azure's `Retry-After` may impose, on any answer (`--retry-after-max`).
     pub retry_after_max: Duration,
     /// Wait when Azure gives no `Retry-After`.
     pub retry_after_default: Duration,
@@ -670,10 +670,13 @@ impl<'a> Step<'a> {
 
     // ---- timing ----
 
+    /// Azure's wait, within the configured bounds (min/max rather than `clamp`, which panics
+    /// when the bounds cross).
     fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
         retry_after
             .unwrap_or(self.settings.retry_after_default)
-            .clamp(self.settings.retry_after_min, self.settings.retry_after_max)
+            .min(self.settings.retry_after_max)
+            .max(self.settings.retry_after_min)
     }
 
     /// 10s, 10s, 20s, 40s, ... capped: the wait grows with the time already spent Stalled,
