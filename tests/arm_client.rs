@@ -29,6 +29,8 @@ struct Reply {
     body: Vec<u8>,
     /// Send the headers, then break the body off.
     cut_body: bool,
+    /// Send a body without end (no Content-Length).
+    endless: bool,
 }
 
 fn reply(status: u16) -> Reply {
@@ -37,6 +39,7 @@ fn reply(status: u16) -> Reply {
         headers: Vec::new(),
         body: Vec::new(),
         cut_body: false,
+        endless: false,
     }
 }
 
@@ -157,6 +160,9 @@ async fn answer(State(script): State<Script>, request: Request) -> Response {
             Err(std::io::Error::other("connection dropped")),
         ];
         Body::from_stream(futures::stream::iter(chunks))
+    } else if next.endless {
+        let chunk = || Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]);
+        Body::from_stream(futures::stream::repeat_with(chunk))
     } else {
         Body::from(next.body)
     };
@@ -1023,36 +1029,58 @@ impl azure_core::http::HttpClient for ToLocal {
     }
 }
 
-#[tokio::test]
-async fn token_requests_are_not_redirected() {
-    let entra = Mock::start().await;
-    let target = Mock::start().await;
-    entra.push(reply(307).header("location", &target.url("steal")));
+/// The operator's identity transport, with Entra ID at `base`.
+fn to_local(base: &Url) -> azure_core::http::Transport {
+    azure_core::http::Transport::new(Arc::new(ToLocal {
+        base: base.clone(),
+        inner: arm::transport::IdentityHttpClient::new(http()),
+    }))
+}
+
+/// Client-secret settings, with the secret in a file that lives as long as this does.
+struct SecretConfig {
+    auth: AuthConfig,
+    _dir: tempfile::TempDir,
+}
+
+fn client_secret_config() -> SecretConfig {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("client-secret");
     std::fs::write(&secret_file, "s3cret").unwrap();
-    let config = AuthConfig {
+    let auth = AuthConfig {
         mode: AuthMode::ClientSecret,
         client_id: Some("app".into()),
         tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
         client_secret_file: Some(secret_file),
         ..AuthConfig::default()
     };
-    let transport = azure_core::http::Transport::new(Arc::new(ToLocal {
-        base: entra.base.clone(),
-        inner: arm::transport::IdentityHttpClient::new(http()),
-    }));
-    let credential = arm::auth::credential_with_transport(&config, transport).unwrap();
-    let error = credential
-        .get_token(&["https://management.azure.com/.default"], None)
-        .await
-        .unwrap_err();
+    SecretConfig { auth, _dir: dir }
+}
+
+/// An error and its sources, as one line.
+fn error_text(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
     }
+    text
+}
+
+#[tokio::test]
+async fn token_requests_are_not_redirected() {
+    let entra = Mock::start().await;
+    let target = Mock::start().await;
+    entra.push(reply(307).header("location", &target.url("steal")));
+    let config = client_secret_config();
+    let credential =
+        arm::auth::credential_with_transport(&config.auth, to_local(&entra.base)).unwrap();
+    let error = credential
+        .get_token(&["https://management.azure.com/.default"], None)
+        .await
+        .unwrap_err();
+    let text = error_text(&error);
     let target_host = format!("127.0.0.1:{}", target.base.port().unwrap());
     assert!(
         text.contains(&format!("redirect to host {target_host}")),
@@ -1062,6 +1090,127 @@ async fn token_requests_are_not_redirected() {
     assert_eq!(entra.seen().len(), 1);
     assert!(String::from_utf8_lossy(&entra.seen()[0].body).contains("s3cret"));
     assert!(target.seen().is_empty(), "{:?}", target.seen());
+}
+
+/// The error of a GET from a fresh client for `base`, with what the observer saw.
+async fn get_error(base: &Url) -> (ArmError, Arc<Observed>) {
+    let observed = Arc::new(Observed::default());
+    let client = client_for(base, arm::DEFAULT_API_VERSION, observed.clone());
+    (client.get(&instance_id()).await.unwrap_err(), observed)
+}
+
+/// A server that answers every request with `head` (status line and headers) and then
+/// keeps the connection open without sending the body.
+async fn declaring(head: &'static str) -> Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(head.as_bytes()).await;
+                // Hold the connection until the client gives up on it.
+                let _ = socket.read(&mut request).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn oversized_answers_are_refused_naming_the_operation_and_the_size() {
+    // A Content-Length of 10 GiB: refused before reading anything.
+    let base = declaring(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-ms-request-id: req-big\r\ncontent-length: 10737418240\r\n\r\n{",
+    )
+    .await;
+    let (error, observed) = get_error(&base).await;
+    assert!(
+        matches!(
+            error,
+            ArmError::ResponseTooLarge {
+                operation: "BackupInstances_Get",
+                status: 200,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.starts_with("BackupInstances_Get: "), "{text}");
+    assert!(
+        text.contains("10737418240 bytes (Content-Length)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&arm::transport::MAX_RESPONSE_BYTES.to_string()),
+        "{text}"
+    );
+    assert!(text.contains("x-ms-request-id: req-big"), "{text}");
+    assert_eq!(observed.take(), vec![("BackupInstances_Get", Some(200))]);
+
+    // No Content-Length and no end: reading stops just past the limit.
+    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let mut endless = reply(200).header("content-type", "application/json");
+    endless.endless = true;
+    mock.push(endless.clone());
+    mock.push(endless);
+    for error in [
+        client.get(&instance_id()).await.unwrap_err(),
+        client
+            .poll(&mock.url("subscriptions/s/operationStatus/op"))
+            .await
+            .unwrap_err(),
+    ] {
+        let ArmError::ResponseTooLarge { size, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            matches!(size, arm::transport::Oversize::Streamed(read)
+                if *read > arm::transport::MAX_RESPONSE_BYTES
+                    && *read <= arm::transport::MAX_RESPONSE_BYTES + 1024 * 1024),
+            "{size:?}"
+        );
+        assert!(
+            error.to_string().contains("reading stopped after"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_token_answers_are_refused() {
+    let config = client_secret_config();
+    for answer in ["declared", "endless"] {
+        let entra = Mock::start().await;
+        let base = if answer == "declared" {
+            declaring("HTTP/1.1 200 OK\r\ncontent-length: 10737418240\r\n\r\n").await
+        } else {
+            let mut endless = reply(200).header("content-type", "application/json");
+            endless.endless = true;
+            entra.push(endless);
+            entra.base.clone()
+        };
+        let credential =
+            arm::auth::credential_with_transport(&config.auth, to_local(&base)).unwrap();
+        let error = credential
+            .get_token(&["https://management.azure.com/.default"], None)
+            .await
+            .unwrap_err();
+        let text = error_text(&error);
+        assert!(
+            text.contains(&format!(
+                "more than the {} bytes",
+                arm::transport::MAX_RESPONSE_BYTES
+            )) || text.contains(&format!(
+                "past the {} bytes",
+                arm::transport::MAX_RESPONSE_BYTES
+            )),
+            "{answer}: {text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1098,9 +1247,7 @@ async fn dropped_connections_are_network_errors() {
             drop(socket);
         }
     });
-    let observed = Arc::new(Observed::default());
-    let client = client_for(&base, arm::DEFAULT_API_VERSION, observed.clone());
-    let error = client.get(&instance_id()).await.unwrap_err();
+    let (error, observed) = get_error(&base).await;
     assert!(
         matches!(
             error,

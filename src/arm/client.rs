@@ -23,7 +23,7 @@ use super::models::{
 use super::operation::{
     OperationHandle, OperationStatus, Poll, header_value, retry_after_from_headers,
 };
-use super::transport::redirect_host;
+use super::transport::{Oversize, redirect_host};
 use super::{RequestObserver, operation_ids as ops};
 
 /// The default API version: the newest stable `Microsoft.DataProtection` version.
@@ -653,6 +653,15 @@ impl ArmClient {
                 request_id,
             });
         }
+        let body = body.map_err(|size| {
+            warn!(operation, status, %size, "refused an oversized answer from ARM");
+            ArmError::ResponseTooLarge {
+                operation,
+                status,
+                size,
+                request_id,
+            }
+        })?;
         Ok(Response {
             operation,
             status,
@@ -662,19 +671,31 @@ impl ArmClient {
     }
 }
 
-/// The status, headers and body of an answer (the body of a redirect, which is refused, is
-/// not read).
+/// An answer's status and headers, and its body: read chunk by chunk up to
+/// [`super::transport::MAX_RESPONSE_BYTES`] (refused at once when `Content-Length` says it is
+/// larger), not read at all for a redirect (which is refused).
 async fn read_answer(
-    answer: reqwest::Response,
-) -> Result<(u16, HeaderMap, Vec<u8>), reqwest::Error> {
+    mut answer: reqwest::Response,
+) -> Result<(u16, HeaderMap, Result<Vec<u8>, Oversize>), reqwest::Error> {
     let status = answer.status().as_u16();
     let headers = answer.headers().clone();
     if answer.status().is_redirection() {
-        return Ok((status, headers, Vec::new()));
+        return Ok((status, headers, Ok(Vec::new())));
     }
-    // Takes the buffer over when nothing else holds it (a collected body).
-    let body = Vec::from(answer.bytes().await?);
-    Ok((status, headers, body))
+    let declared = answer.content_length();
+    if let Err(oversize) = Oversize::check_declared(declared) {
+        return Ok((status, headers, Err(oversize)));
+    }
+    // Within the limit, checked above.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = answer.chunk().await? {
+        let read = body.len().saturating_add(chunk.len());
+        if let Err(oversize) = Oversize::check_read(read) {
+            return Ok((status, headers, Err(oversize)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, Ok(body)))
 }
 
 /// The operationId of a poll: `OperationResult_Get` for `operationResults` URLs (Location),

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::models::{CloudError, ErrorBody, UserFacingError};
+use super::transport::Oversize;
 
 /// What Azure said went wrong: from a CloudError (and its `UserFacingError`) or from a
 /// backup instance's protection error details.
@@ -181,6 +182,18 @@ pub enum ArmError {
         /// `x-ms-request-id`.
         request_id: Option<String>,
     },
+    /// Azure's answer is larger than the client reads ([`super::transport::MAX_RESPONSE_BYTES`]).
+    #[error("{operation}: refused Azure's answer (HTTP {status}): {size}{}", ids_suffix(request_id.as_deref(), None))]
+    ResponseTooLarge {
+        /// Azure's operationId.
+        operation: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// How large it is, or how much arrived before reading stopped.
+        size: Oversize,
+        /// `x-ms-request-id`.
+        request_id: Option<String>,
+    },
     /// A poll URL points somewhere other than the configured ARM endpoint; no token was sent.
     #[error(
         "refused to poll {}: it is not on the ARM endpoint {endpoint} (scheme, host and port must match), so no token was sent to it",
@@ -259,6 +272,7 @@ impl ArmError {
             Self::Network { .. } | Self::Auth { .. } => ErrorClass::Transient,
             Self::Decode { .. }
             | Self::Redirected { .. }
+            | Self::ResponseTooLarge { .. }
             | Self::ForeignPollUrl { .. }
             | Self::Config { .. } => ErrorClass::Bug,
         }
@@ -285,7 +299,8 @@ impl ArmError {
         match self {
             Self::Azure { status, .. }
             | Self::Decode { status, .. }
-            | Self::Redirected { status, .. } => Some(*status),
+            | Self::Redirected { status, .. }
+            | Self::ResponseTooLarge { status, .. } => Some(*status),
             _ => None,
         }
     }
