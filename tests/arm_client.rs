@@ -106,9 +106,11 @@ impl Mock {
         format!("{}{path_and_query}", self.base)
     }
 
-    /// `text` with the article's and examples' ARM host replaced by this server.
+    /// `text` with the article's and examples' ARM host replaced by this server, and the
+    /// article's placeholder subscription by the tests' (poll URLs must be in the vault's).
     fn rebase(&self, text: &str) -> String {
         text.replace("https://management.azure.com/", self.base.as_str())
+            .replace("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxxx", SUB)
     }
 
     /// A recorded whole response (tests/fixtures/azure/article/*.json), rebased here.
@@ -197,6 +199,8 @@ impl Observed {
 
 const TOKEN: &str = "test-token";
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
+/// An operation status path of the tests' vault (no leading slash).
+const OPERATION: &str = "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op";
 
 /// The operator's own HTTP client (no redirects, its timeouts).
 fn http() -> reqwest::Client {
@@ -305,7 +309,7 @@ async fn article_flow_on_2021_01_01() {
     ] {
         mock.push(reply(200).json(&article(body)).header("retry-after", "15"));
     }
-    let poll = client.poll(&handle.poll_url).await.unwrap();
+    let poll = client.poll(&handle.poll_url, &instance_id()).await.unwrap();
     assert_eq!(
         poll.status,
         OperationStatus::InProgress {
@@ -313,7 +317,12 @@ async fn article_flow_on_2021_01_01() {
         }
     );
     assert_eq!(poll.retry_after, Some(Duration::from_secs(15)));
-    match client.poll(&handle.poll_url).await.unwrap().status {
+    match client
+        .poll(&handle.poll_url, &instance_id())
+        .await
+        .unwrap()
+        .status
+    {
         OperationStatus::Failed(detail) => {
             assert_eq!(detail.code, "UserErrorMissingRequiredPermissions");
             assert!(detail.detail.unwrap().contains("roleAssignments/read"));
@@ -321,7 +330,11 @@ async fn article_flow_on_2021_01_01() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        client.poll(&handle.poll_url).await.unwrap().status,
+        client
+            .poll(&handle.poll_url, &instance_id())
+            .await
+            .unwrap()
+            .status,
         OperationStatus::Succeeded
     );
 
@@ -342,7 +355,11 @@ async fn article_flow_on_2021_01_01() {
     assert_eq!(resource.protection_status(), Some("ConfiguringProtection"));
     mock.push(reply(200).json(&article("put-operation-status-succeeded.json")));
     assert_eq!(
-        client.poll(&handle.poll_url).await.unwrap().status,
+        client
+            .poll(&handle.poll_url, &instance_id())
+            .await
+            .unwrap()
+            .status,
         OperationStatus::Succeeded
     );
 
@@ -356,7 +373,11 @@ async fn article_flow_on_2021_01_01() {
     assert_eq!(handle.retry_after, Some(Duration::from_secs(30)));
     mock.push(reply(200).json(&article("delete-operation-status-succeeded.json")));
     assert_eq!(
-        client.poll(&handle.poll_url).await.unwrap().status,
+        client
+            .poll(&handle.poll_url, &instance_id())
+            .await
+            .unwrap()
+            .status,
         OperationStatus::Succeeded
     );
 
@@ -371,7 +392,9 @@ async fn article_flow_on_2021_01_01() {
     );
     let instance_path = format!("{vault_path}/backupInstances/{}", instance_id().name());
     // The article's subscription placeholder, as its headers name it.
-    let status_prefix = "/subscriptions/xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxxx/providers/Microsoft.DataProtection/locations/westus/operationStatus/";
+    let status_prefix = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.DataProtection/locations/westus/operationStatus/"
+    );
     assert_eq!(
         calls[0],
         (
@@ -402,7 +425,7 @@ async fn article_flow_on_2021_01_01() {
     );
     for i in [1, 2, 3, 5, 8] {
         assert_eq!(calls[i].0, "GET");
-        assert!(calls[i].1.starts_with(status_prefix), "{:?}", calls[i]);
+        assert!(calls[i].1.starts_with(&status_prefix), "{:?}", calls[i]);
         // The poll URL is used as given: its own api-version, none added.
         assert_eq!(
             calls[i].1.matches("api-version").count(),
@@ -495,8 +518,8 @@ async fn validate_already_protected_is_a_needs_person_error_with_ids() {
 async fn put_answers_200_201_202_and_bad_bodies() {
     let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
     let id = instance_id();
-    let status_url = mock.url("subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/op==2026-06-01");
-    let result_url = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v/backupInstances/bi/operationResults/op==2026-06-01");
+    let status_url = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op==2026-06-01");
+    let result_url = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/v/backupInstances/bi/operationResults/op==2026-06-01");
 
     // 200: done, with the resource.
     mock.push(reply(200).json(&resource_json()));
@@ -761,13 +784,13 @@ async fn poll_shapes() {
     } = setup(arm::DEFAULT_API_VERSION).await;
     // Opaque URLs: `==2026-06-01` junk without a query, a foreign api-version with more
     // parameters, and one over 4 KB.
-    let junk = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v/operationStatus/ZTA4YjQ0==2026-06-01");
-    let deployments = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858?api-version=2022-12-01&t=638749912006014742&c=MIIHhzCCBm");
+    let junk = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/operationStatus/ZTA4YjQ0==2026-06-01");
+    let deployments = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858?api-version=2022-12-01&t=638749912006014742&c=MIIHhzCCBm");
     let long = mock.url(&format!(
-        "subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/{}",
+        "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/{}",
         "A".repeat(5000)
     ));
-    let result = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/operationResults/op?api-version=2026-06-01");
+    let result = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/operationResults/op?api-version=2026-06-01");
 
     let cases: Vec<(&String, Reply, OperationStatus)> = vec![
         (
@@ -831,7 +854,7 @@ async fn poll_shapes() {
     ];
     for (url, r, expected) in cases {
         mock.push(r);
-        let poll = client.poll(url).await.unwrap();
+        let poll = client.poll(url, &instance_id()).await.unwrap();
         assert_eq!(poll.status, expected, "{url}");
     }
     let targets: Vec<String> = mock.seen().iter().map(|s| s.target.clone()).collect();
@@ -848,7 +871,7 @@ async fn poll_shapes() {
     // Retry-After as an HTTP date.
     let in_two_minutes = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
     mock.push(reply(202).header("Retry-After", &in_two_minutes));
-    let poll = client.poll(&result).await.unwrap();
+    let poll = client.poll(&result, &instance_id()).await.unwrap();
     let wait = poll.retry_after.unwrap();
     assert!(
         wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
@@ -860,7 +883,7 @@ async fn poll_shapes() {
     mock.push(reply(200).text("{\"status\": "));
     mock.push(reply(200).json(&json!({"id": "x"})));
     for _ in 0..3 {
-        match client.poll(&junk).await.unwrap_err() {
+        match client.poll(&junk, &instance_id()).await.unwrap_err() {
             ArmError::Decode {
                 operation, status, ..
             } => {
@@ -872,7 +895,7 @@ async fn poll_shapes() {
     // A result URL answering malformed JSON is not taken for success either.
     mock.push(reply(200).text("{oops"));
     assert!(matches!(
-        client.poll(&result).await.unwrap_err(),
+        client.poll(&result, &instance_id()).await.unwrap_err(),
         ArmError::Decode {
             operation: "OperationResult_Get",
             ..
@@ -884,7 +907,7 @@ async fn poll_shapes() {
 async fn throttling_and_server_errors_are_transient() {
     let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
     let url = mock.url(
-        "subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/op",
+        "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op",
     );
     mock.push(
         reply(429)
@@ -902,7 +925,7 @@ async fn throttling_and_server_errors_are_transient() {
         (408, None, "RequestTimeout"),
     ];
     for (status, retry, code) in expected {
-        let error = azure_error(client.poll(&url).await);
+        let error = azure_error(client.poll(&url, &instance_id()).await);
         assert_eq!(error.class(), ErrorClass::Transient, "{error}");
         assert_eq!(error.http_status(), Some(status));
         assert_eq!(error.retry_after(), retry.map(Duration::from_secs));
@@ -946,7 +969,7 @@ async fn foreign_poll_urls_are_refused_without_a_request() {
         "/relative/operationStatus".to_string(),
     ];
     for url in &urls {
-        let error = client.poll(url).await.unwrap_err();
+        let error = client.poll(url, &instance_id()).await.unwrap_err();
         assert!(
             matches!(error, ArmError::ForeignPollUrl { .. }),
             "{url}: {error:?}"
@@ -962,6 +985,81 @@ async fn foreign_poll_urls_are_refused_without_a_request() {
     assert!(foreign.seen().is_empty());
     assert_eq!(mock.seen().len(), 1);
     assert_eq!(observed.take().len(), 1);
+}
+
+#[tokio::test]
+async fn poll_urls_must_be_operations_of_the_instances_vault() {
+    let Setup {
+        mock,
+        client,
+        observed,
+    } = setup(arm::DEFAULT_API_VERSION).await;
+    let group = format!("subscriptions/{SUB}/resourceGroups/TestBkpVaultRG/providers");
+    let refused = [
+        // Any other ARM path on the endpoint, with the operator's token.
+        (
+            format!("{group}/Microsoft.Storage/storageAccounts/msblobbackup/listKeys?api-version=2023-05-01"),
+            "names providers \"Microsoft.Storage\"",
+        ),
+        (
+            format!("subscriptions/{SUB}/resourceGroups/TestBkpVaultRG"),
+            "no providers",
+        ),
+        // An operation of another subscription's, or another vault's.
+        (
+            "subscriptions/11111111-1111-1111-1111-111111111111/providers/Microsoft.DataProtection/locations/westus/operationStatus/op".to_owned(),
+            "names subscriptions \"11111111-1111-1111-1111-111111111111\"",
+        ),
+        (
+            format!("{group}/Microsoft.DataProtection/backupVaults/otherVault/operationStatus/op"),
+            "names backupVaults \"otherVault\"",
+        ),
+        // The instance itself, not an operation.
+        (
+            format!("{group}/Microsoft.DataProtection/backupVaults/testBkpVault/backupInstances/{}?api-version=2026-06-01", instance_id().name()),
+            "not in {operationStatus|",
+        ),
+    ];
+    for (path, says) in &refused {
+        let error = client
+            .poll(&mock.url(path), &instance_id())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ArmError::PollPathRefused { .. }),
+            "{path}: {error:?}"
+        );
+        assert_eq!(error.class(), ErrorClass::Bug);
+        let text = error.to_string();
+        assert!(text.contains(says), "{path}: {text}");
+        assert!(text.contains("no token was sent"), "{text}");
+        assert!(
+            !text.contains("api-version"),
+            "the query is left out: {text}"
+        );
+    }
+    assert!(mock.seen().is_empty(), "{:?}", mock.seen());
+    assert!(observed.take().is_empty());
+
+    // Azure's own shapes, in any casing, are polled.
+    for path in [
+        OPERATION.to_lowercase(),
+        format!(
+            "{group}/Microsoft.DataProtection/backupVaults/testBkpVault/operationStatus/ZTA4YjQ0==2026-06-01"
+        ),
+        format!(
+            "{group}/microsoft.dataprotection/backupInstances/{}/operationResults/op",
+            instance_id().name()
+        ),
+        format!(
+            "{group}/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858?api-version=2022-12-01&t=6&c=M"
+        ),
+    ] {
+        mock.push(reply(200).json(&json!({"status": "Succeeded"})));
+        let poll = client.poll(&mock.url(&path), &instance_id()).await.unwrap();
+        assert_eq!(poll.status, OperationStatus::Succeeded, "{path}");
+    }
+    assert_eq!(mock.seen().len(), 4);
 }
 
 #[tokio::test]
@@ -1160,7 +1258,7 @@ async fn oversized_answers_are_refused_naming_the_operation_and_the_size() {
     for error in [
         client.get(&instance_id()).await.unwrap_err(),
         client
-            .poll(&mock.url("subscriptions/s/operationStatus/op"))
+            .poll(&mock.url(OPERATION), &instance_id())
             .await
             .unwrap_err(),
     ] {

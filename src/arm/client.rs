@@ -21,7 +21,8 @@ use super::models::{
     OperationResource, SyncBackupInstanceRequest, ValidateForBackupRequest,
 };
 use super::operation::{
-    OperationHandle, OperationStatus, Poll, header_value, retry_after_from_headers,
+    OperationHandle, OperationStatus, Poll, header_value, operation_path_problem,
+    retry_after_from_headers,
 };
 use super::transport::{Oversize, redirect_host};
 use super::{RequestObserver, operation_ids as ops};
@@ -488,14 +489,26 @@ impl ArmClient {
         lro_start(&response, mode)
     }
 
-    /// GET a poll URL (`Azure-AsyncOperation` or `Location`), used exactly as given. The URL
-    /// must be on the configured endpoint (scheme, host, port); otherwise no request is made
-    /// and no token is sent.
+    /// GET a poll URL (`Azure-AsyncOperation` or `Location`) of an operation on `instance`,
+    /// used exactly as given. The URL must be on the configured endpoint (scheme, host, port)
+    /// and its path a `Microsoft.DataProtection` operation of the instance's vault
+    /// ([`operation_path_problem`]); otherwise no request is made and no token is sent.
     ///
     /// 200 with a `status` field: that status; 202: in progress; a 200/201/204 without a
     /// `status` from an `operationResults` URL: succeeded. 408/429/5xx are transient errors.
-    pub async fn poll(&self, poll_url: &str) -> Result<Poll, ArmError> {
+    pub async fn poll(
+        &self,
+        poll_url: &str,
+        instance: &BackupInstanceId,
+    ) -> Result<Poll, ArmError> {
         let url = self.checked_url(poll_url)?;
+        if let Some(problem) = operation_path_problem(url.path(), instance) {
+            warn!(path = url.path(), %problem, "refused a poll URL");
+            return Err(ArmError::PollPathRefused {
+                path: url.path().to_owned(),
+                problem,
+            });
+        }
         let operation = poll_operation(&url);
         let response = self.send::<()>(operation, Method::GET, url, None).await?;
         let retry_after = retry_after_from_headers(&response.headers, SystemTime::now());

@@ -205,6 +205,18 @@ pub enum ArmError {
         /// The configured endpoint.
         endpoint: String,
     },
+    /// A poll URL on the ARM endpoint whose path is not an operation of the instance's vault
+    /// (`Microsoft.DataProtection`, the vault's subscription); no token was sent.
+    #[error(
+        "refused to poll {}: {problem}, so no token was sent to it",
+        shorten(path)
+    )]
+    PollPathRefused {
+        /// The URL's path (its query left out).
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// No access token could be acquired.
     #[error("cannot get an Azure access token: {message}")]
     Auth {
@@ -274,6 +286,7 @@ impl ArmError {
             | Self::Redirected { .. }
             | Self::ResponseTooLarge { .. }
             | Self::ForeignPollUrl { .. }
+            | Self::PollPathRefused { .. }
             | Self::Config { .. } => ErrorClass::Bug,
         }
     }

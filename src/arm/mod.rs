@@ -23,7 +23,9 @@ pub use client::{
 pub use error::{ArmError, AzureErrorDetail, ErrorClass};
 pub use ids::*;
 pub use models::*;
-pub use operation::{OperationHandle, OperationStatus, Poll, parse_retry_after};
+pub use operation::{
+    OperationHandle, OperationStatus, Poll, operation_path_problem, parse_retry_after,
+};
 
 /// Azure's operationIds of the calls, verbatim: the operation names shared by logs, metrics
 /// labels and the emulator's request counts.

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 
 use super::error::AzureErrorDetail;
+use super::ids::BackupInstanceId;
 use super::models::OperationResource;
 
 /// The state of a long-running operation.
@@ -93,6 +94,118 @@ impl OperationHandle {
             poll_url: poll_url.to_string(),
             retry_after: retry_after_from_headers(headers, now),
         })
+    }
+}
+
+/// The collections operations live in, as Azure spells them in poll URLs.
+const OPERATION_KINDS: [&str; 4] = [
+    "operationStatus",
+    "operationStatuses",
+    "operationResults",
+    "operations",
+];
+
+/// Why `path` is not the path of an operation of `instance` (its vault's subscription,
+/// resource group, vault and name); `None` when it is. A status the operator does not own
+/// could otherwise make it GET any ARM path with its token.
+///
+/// Accepted, as Azure and its API description produce them (segment names and names compared
+/// case-insensitively, as ARM does; `{kind}` is `operationStatus`, `operationStatuses`,
+/// `operationResults` or `operations`):
+/// - `/subscriptions/{sub}/providers/Microsoft.DataProtection/locations/{location}/{kind}/{id}`
+/// - `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataProtection/{kind}/{id}`
+/// - `.../resourceGroups/{rg}/providers/Microsoft.DataProtection/backupVaults/{vault}/{kind}/{id}`
+/// - `.../backupVaults/{vault}/backupInstances/{instance}/{kind}/{id}`
+/// - `.../resourceGroups/{rg}/providers/Microsoft.DataProtection/backupInstances/{instance}/{kind}/{id}`
+///   (Azure's examples of DELETE and stopProtection)
+/// - `.../resourceGroups/{rg}/providers/Microsoft.Resources/deployments/{name}/operationStatuses/{id}`
+///   (Azure's examples of a blob PUT: the configure-protection deployment in the vault's group)
+pub fn operation_path_problem(path: &str, instance: &BackupInstanceId) -> Option<String> {
+    let vault = instance.vault();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut path = Segments(&segments);
+    let checked = (|| {
+        let lower = segments.join("/").to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            // ARM could decode them into segments of their own.
+            return Err("it has an encoded slash or backslash".to_owned());
+        }
+        path.take("subscriptions", Some(vault.subscription()))?;
+        let in_group = path.next_is("resourceGroups");
+        if in_group {
+            path.take("resourceGroups", Some(vault.resource_group()))?;
+            if path
+                .0
+                .get(1)
+                .is_some_and(|p| same(p, "Microsoft.Resources"))
+            {
+                path.take("providers", Some("Microsoft.Resources"))?;
+                path.take("deployments", None)?;
+                return path.operation(&["operationStatuses"]);
+            }
+        }
+        path.take("providers", Some("Microsoft.DataProtection"))?;
+        if !in_group {
+            path.take("locations", None)?;
+        } else if path.next_is("backupVaults") {
+            path.take("backupVaults", Some(vault.name()))?;
+            if path.next_is("backupInstances") {
+                path.take("backupInstances", Some(instance.name()))?;
+            }
+        } else if path.next_is("backupInstances") {
+            path.take("backupInstances", Some(instance.name()))?;
+        }
+        path.operation(&OPERATION_KINDS)
+    })();
+    checked.err().map(|problem| {
+        format!(
+            "{problem}; only operations of vault {} in subscription {} are polled (Microsoft.DataProtection operationStatus, operationResults or operations URLs)",
+            vault.name(),
+            vault.subscription()
+        )
+    })
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The segments of a path not yet checked.
+struct Segments<'p>(&'p [&'p str]);
+
+impl Segments<'_> {
+    fn next_is(&self, name: &str) -> bool {
+        self.0.first().is_some_and(|s| same(s, name))
+    }
+
+    /// Takes `{name}/{value}`: `name` in any casing, then `value` (in any casing, or anything
+    /// not empty when `None`).
+    fn take(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
+        match self.0 {
+            [segment, named, tail @ ..] if same(segment, name) => {
+                if named.is_empty() || value.is_some_and(|v| !same(named, v)) {
+                    let wanted = value
+                        .map(|v| format!(" instead of {v}"))
+                        .unwrap_or_default();
+                    return Err(format!("it names {name} {named:?}{wanted}"));
+                }
+                self.0 = tail;
+                Ok(())
+            }
+            _ => Err(format!("it has no {name}/{{name}} where one belongs")),
+        }
+    }
+
+    /// The rest is `{kind}/{id}`, `kind` one of `kinds`.
+    fn operation(&self, kinds: &[&str]) -> Result<(), String> {
+        match self.0 {
+            [kind, id] if kinds.iter().any(|k| same(kind, k)) && !id.is_empty() => Ok(()),
+            rest => Err(format!(
+                "it ends in {:?}, not in {{{}}}/{{id}}",
+                rest.join("/"),
+                kinds.join("|")
+            )),
+        }
     }
 }
 
@@ -247,5 +360,59 @@ mod tests {
         assert_eq!(handle.poll_url, "https://h/status");
         assert_eq!(handle.retry_after, Some(Duration::from_millis(1500)));
         assert!(OperationHandle::from_headers(&HeaderMap::new(), SystemTime::now()).is_none());
+    }
+
+    #[test]
+    fn poll_paths_must_be_operations_of_the_vault() {
+        let instance: BackupInstanceId = "/subscriptions/f0c630e0-2995-4853-b056-0b3c09cb673f/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/backupInstances/msblob-1".parse().unwrap();
+        let sub = "/subscriptions/F0C630E0-2995-4853-B056-0B3C09CB673F";
+        let rg = format!("{sub}/resourcegroups/testbkpvaultrg");
+        let dp = format!("{rg}/providers/Microsoft.DataProtection");
+        for ok in [
+            format!(
+                "{sub}/providers/Microsoft.DataProtection/locations/westus/operationStatus/ZmMz=="
+            ),
+            format!("{sub}/PROVIDERS/microsoft.dataprotection/LOCATIONS/westus/operationresults/x"),
+            format!("{dp}/operationResults/op"),
+            format!("{dp}/backupvaults/TESTBKPVAULT/operationStatus/ZTA4YjQ0==2026-06-01"),
+            format!("{dp}/backupVaults/testBkpVault/backupInstances/MSBLOB-1/operationResults/op"),
+            format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1/operationStatuses/08"),
+            format!("{dp}/backupInstances/msblob-1/operationResults/op"),
+            format!("{dp}/backupVaults/testBkpVault/operations/op"),
+            format!(
+                "{rg}/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858"
+            ),
+        ] {
+            assert_eq!(operation_path_problem(&ok, &instance), None, "{ok}");
+        }
+        for (refused, says) in [
+            (
+                "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/x".to_owned(),
+                "names subscriptions \"00000000-0000-0000-0000-000000000000\" instead of f0c630e0",
+            ),
+            (format!("{sub}/resourceGroups/other/providers/Microsoft.DataProtection/operationResults/x"), "resourceGroups \"other\""),
+            (format!("{dp}/backupVaults/otherVault/operationStatus/x"), "backupVaults \"otherVault\""),
+            (format!("{dp}/backupVaults/testBkpVault/backupInstances/other/operationResults/x"), "backupInstances \"other\""),
+            (format!("{rg}/providers/Microsoft.KeyVault/vaults/kv/secrets/x"), "providers \"Microsoft.KeyVault\""),
+            (format!("{sub}/resourceGroups/rg2/providers/Microsoft.Storage/storageAccounts/sa/listKeys"), "resourceGroups \"rg2\""),
+            (format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1"), "ends in \"\""),
+            (format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1/operationResults/x/more"), "ends in \"operationResults/x/more\""),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/"), "ends in \"operationStatus/\""),
+            (format!("{dp}/backupVaults/testBkpVault"), "ends in \"\""),
+            (format!("{sub}/providers/Microsoft.DataProtection/operationStatus/x"), "no locations"),
+            (format!("{rg}/providers/Microsoft.Resources/deployments/d"), "ends in \"\""),
+            (format!("{rg}/providers/Microsoft.Resources/deployments/d/operationStatus/x"), "not in {operationStatuses}"),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/..%2F..%2Fsecrets"), "encoded slash"),
+            ("/providers/Microsoft.DataProtection/operations".to_owned(), "no subscriptions"),
+            (String::new(), "no subscriptions"),
+        ] {
+            let problem = operation_path_problem(&refused, &instance)
+                .unwrap_or_else(|| panic!("{refused} was accepted"));
+            assert!(problem.contains(says), "{refused}: {problem}");
+            assert!(
+                problem.contains("only operations of vault testBkpVault in subscription f0c630e0-2995-4853-b056-0b3c09cb673f"),
+                "{problem}"
+            );
+        }
     }
 }
