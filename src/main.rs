@@ -105,6 +105,13 @@ struct RunArgs {
           value_parser = parse_duration)]
     stalled_retry_max: Duration,
 
+    /// Longest wait Azure's `Retry-After` may impose (on throttling, accepted operations and
+    /// polls; for a 429 on a write, on every Azure write): longer waits are cut to this (1s to
+    /// 24h).
+    #[arg(long, env = "BBO_RETRY_AFTER_MAX", value_name = "DURATION", default_value = "5m",
+          value_parser = parse_retry_after_max)]
+    retry_after_max: Duration,
+
     /// Azure writes (validate, PUT, DELETE, stopProtection, sync) sent at once before the
     /// operator paces itself: the size of ARM's write bucket for the subscription (200). The
     /// operator never assumes more than the writes left that Azure reports on each write, so
@@ -162,6 +169,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (write a duration such as 30s, 10m or 1h)"))?;
     if duration.is_zero() {
         return Err("must be longer than 0s".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_retry_after_max(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    let shortest = Settings::default().retry_after_min;
+    let longest = Duration::from_secs(24 * 3600);
+    if duration < shortest || duration > longest {
+        return Err(format!(
+            "must be between {} and {}",
+            humantime::format_duration(shortest),
+            humantime::format_duration(longest)
+        ));
     }
     Ok(duration)
 }
@@ -255,6 +276,7 @@ impl RunArgs {
         let settings = Settings {
             resync_interval: self.resync_interval,
             stalled_retry_max: self.stalled_retry_max,
+            retry_after_max: self.retry_after_max,
             write_burst: self.azure_write_burst,
             write_refill: Duration::from_secs_f64(1.0 / self.azure_write_rate),
             ..Settings::default()

@@ -29,6 +29,8 @@ struct Reply {
     body: Vec<u8>,
     /// Send the headers, then break the body off.
     cut_body: bool,
+    /// Send a body without end (no Content-Length).
+    endless: bool,
 }
 
 fn reply(status: u16) -> Reply {
@@ -37,6 +39,7 @@ fn reply(status: u16) -> Reply {
         headers: Vec::new(),
         body: Vec::new(),
         cut_body: false,
+        endless: false,
     }
 }
 
@@ -103,9 +106,11 @@ impl Mock {
         format!("{}{path_and_query}", self.base)
     }
 
-    /// `text` with the article's and examples' ARM host replaced by this server.
+    /// `text` with the article's and examples' ARM host replaced by this server, and the
+    /// article's placeholder subscription by the tests' (poll URLs must be in the vault's).
     fn rebase(&self, text: &str) -> String {
         text.replace("https://management.azure.com/", self.base.as_str())
+            .replace("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxxx", SUB)
     }
 
     /// A recorded whole response (tests/fixtures/azure/article/*.json), rebased here.
@@ -157,6 +162,9 @@ async fn answer(State(script): State<Script>, request: Request) -> Response {
             Err(std::io::Error::other("connection dropped")),
         ];
         Body::from_stream(futures::stream::iter(chunks))
+    } else if next.endless {
+        let chunk = || Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]);
+        Body::from_stream(futures::stream::repeat_with(chunk))
     } else {
         Body::from(next.body)
     };
@@ -191,10 +199,12 @@ impl Observed {
 
 const TOKEN: &str = "test-token";
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
+/// An operation status path of the tests' vault (no leading slash).
+const OPERATION: &str = "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op";
 
+/// The operator's own HTTP client (no redirects, its timeouts).
 fn http() -> reqwest::Client {
-    arm::install_crypto_provider();
-    reqwest::Client::new()
+    arm::default_http_client().unwrap()
 }
 
 fn client_for(base: &Url, api_version: &str, observer: Arc<Observed>) -> ArmClient {
@@ -299,7 +309,7 @@ async fn article_flow_on_2021_01_01() {
     ] {
         mock.push(reply(200).json(&article(body)).header("retry-after", "15"));
     }
-    let poll = client.poll(&handle.poll_url).await.unwrap();
+    let poll = client.poll(&handle.poll_url, &instance_id()).await.unwrap();
     assert_eq!(
         poll.status,
         OperationStatus::InProgress {
@@ -307,7 +317,12 @@ async fn article_flow_on_2021_01_01() {
         }
     );
     assert_eq!(poll.retry_after, Some(Duration::from_secs(15)));
-    match client.poll(&handle.poll_url).await.unwrap().status {
+    match client
+        .poll(&handle.poll_url, &instance_id())
+        .await
+        .unwrap()
+        .status
+    {
         OperationStatus::Failed(detail) => {
             assert_eq!(detail.code, "UserErrorMissingRequiredPermissions");
             assert!(detail.detail.unwrap().contains("roleAssignments/read"));
@@ -315,7 +330,11 @@ async fn article_flow_on_2021_01_01() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        client.poll(&handle.poll_url).await.unwrap().status,
+        client
+            .poll(&handle.poll_url, &instance_id())
+            .await
+            .unwrap()
+            .status,
         OperationStatus::Succeeded
     );
 
@@ -336,7 +355,11 @@ async fn article_flow_on_2021_01_01() {
     assert_eq!(resource.protection_status(), Some("ConfiguringProtection"));
     mock.push(reply(200).json(&article("put-operation-status-succeeded.json")));
     assert_eq!(
-        client.poll(&handle.poll_url).await.unwrap().status,
+        client
+            .poll(&handle.poll_url, &instance_id())
+            .await
+            .unwrap()
+            .status,
         OperationStatus::Succeeded
     );
 
@@ -350,7 +373,11 @@ async fn article_flow_on_2021_01_01() {
     assert_eq!(handle.retry_after, Some(Duration::from_secs(30)));
     mock.push(reply(200).json(&article("delete-operation-status-succeeded.json")));
     assert_eq!(
-        client.poll(&handle.poll_url).await.unwrap().status,
+        client
+            .poll(&handle.poll_url, &instance_id())
+            .await
+            .unwrap()
+            .status,
         OperationStatus::Succeeded
     );
 
@@ -365,7 +392,9 @@ async fn article_flow_on_2021_01_01() {
     );
     let instance_path = format!("{vault_path}/backupInstances/{}", instance_id().name());
     // The article's subscription placeholder, as its headers name it.
-    let status_prefix = "/subscriptions/xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxxx/providers/Microsoft.DataProtection/locations/westus/operationStatus/";
+    let status_prefix = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.DataProtection/locations/westus/operationStatus/"
+    );
     assert_eq!(
         calls[0],
         (
@@ -396,7 +425,7 @@ async fn article_flow_on_2021_01_01() {
     );
     for i in [1, 2, 3, 5, 8] {
         assert_eq!(calls[i].0, "GET");
-        assert!(calls[i].1.starts_with(status_prefix), "{:?}", calls[i]);
+        assert!(calls[i].1.starts_with(&status_prefix), "{:?}", calls[i]);
         // The poll URL is used as given: its own api-version, none added.
         assert_eq!(
             calls[i].1.matches("api-version").count(),
@@ -489,8 +518,8 @@ async fn validate_already_protected_is_a_needs_person_error_with_ids() {
 async fn put_answers_200_201_202_and_bad_bodies() {
     let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
     let id = instance_id();
-    let status_url = mock.url("subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/op==2026-06-01");
-    let result_url = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v/backupInstances/bi/operationResults/op==2026-06-01");
+    let status_url = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op==2026-06-01");
+    let result_url = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/v/backupInstances/bi/operationResults/op==2026-06-01");
 
     // 200: done, with the resource.
     mock.push(reply(200).json(&resource_json()));
@@ -755,13 +784,13 @@ async fn poll_shapes() {
     } = setup(arm::DEFAULT_API_VERSION).await;
     // Opaque URLs: `==2026-06-01` junk without a query, a foreign api-version with more
     // parameters, and one over 4 KB.
-    let junk = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v/operationStatus/ZTA4YjQ0==2026-06-01");
-    let deployments = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858?api-version=2022-12-01&t=638749912006014742&c=MIIHhzCCBm");
+    let junk = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/operationStatus/ZTA4YjQ0==2026-06-01");
+    let deployments = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858?api-version=2022-12-01&t=638749912006014742&c=MIIHhzCCBm");
     let long = mock.url(&format!(
-        "subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/{}",
+        "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/{}",
         "A".repeat(5000)
     ));
-    let result = mock.url("subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/operationResults/op?api-version=2026-06-01");
+    let result = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/operationResults/op?api-version=2026-06-01");
 
     let cases: Vec<(&String, Reply, OperationStatus)> = vec![
         (
@@ -825,7 +854,7 @@ async fn poll_shapes() {
     ];
     for (url, r, expected) in cases {
         mock.push(r);
-        let poll = client.poll(url).await.unwrap();
+        let poll = client.poll(url, &instance_id()).await.unwrap();
         assert_eq!(poll.status, expected, "{url}");
     }
     let targets: Vec<String> = mock.seen().iter().map(|s| s.target.clone()).collect();
@@ -842,7 +871,7 @@ async fn poll_shapes() {
     // Retry-After as an HTTP date.
     let in_two_minutes = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
     mock.push(reply(202).header("Retry-After", &in_two_minutes));
-    let poll = client.poll(&result).await.unwrap();
+    let poll = client.poll(&result, &instance_id()).await.unwrap();
     let wait = poll.retry_after.unwrap();
     assert!(
         wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
@@ -854,7 +883,7 @@ async fn poll_shapes() {
     mock.push(reply(200).text("{\"status\": "));
     mock.push(reply(200).json(&json!({"id": "x"})));
     for _ in 0..3 {
-        match client.poll(&junk).await.unwrap_err() {
+        match client.poll(&junk, &instance_id()).await.unwrap_err() {
             ArmError::Decode {
                 operation, status, ..
             } => {
@@ -866,7 +895,7 @@ async fn poll_shapes() {
     // A result URL answering malformed JSON is not taken for success either.
     mock.push(reply(200).text("{oops"));
     assert!(matches!(
-        client.poll(&result).await.unwrap_err(),
+        client.poll(&result, &instance_id()).await.unwrap_err(),
         ArmError::Decode {
             operation: "OperationResult_Get",
             ..
@@ -878,7 +907,7 @@ async fn poll_shapes() {
 async fn throttling_and_server_errors_are_transient() {
     let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
     let url = mock.url(
-        "subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/op",
+        "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op",
     );
     mock.push(
         reply(429)
@@ -896,7 +925,7 @@ async fn throttling_and_server_errors_are_transient() {
         (408, None, "RequestTimeout"),
     ];
     for (status, retry, code) in expected {
-        let error = azure_error(client.poll(&url).await);
+        let error = azure_error(client.poll(&url, &instance_id()).await);
         assert_eq!(error.class(), ErrorClass::Transient, "{error}");
         assert_eq!(error.http_status(), Some(status));
         assert_eq!(error.retry_after(), retry.map(Duration::from_secs));
@@ -940,7 +969,7 @@ async fn foreign_poll_urls_are_refused_without_a_request() {
         "/relative/operationStatus".to_string(),
     ];
     for url in &urls {
-        let error = client.poll(url).await.unwrap_err();
+        let error = client.poll(url, &instance_id()).await.unwrap_err();
         assert!(
             matches!(error, ArmError::ForeignPollUrl { .. }),
             "{url}: {error:?}"
@@ -956,6 +985,330 @@ async fn foreign_poll_urls_are_refused_without_a_request() {
     assert!(foreign.seen().is_empty());
     assert_eq!(mock.seen().len(), 1);
     assert_eq!(observed.take().len(), 1);
+}
+
+#[tokio::test]
+async fn poll_urls_must_be_operations_of_the_instances_vault() {
+    let Setup {
+        mock,
+        client,
+        observed,
+    } = setup(arm::DEFAULT_API_VERSION).await;
+    let group = format!("subscriptions/{SUB}/resourceGroups/TestBkpVaultRG/providers");
+    let refused = [
+        // Any other ARM path on the endpoint, with the operator's token.
+        (
+            format!("{group}/Microsoft.Storage/storageAccounts/msblobbackup/listKeys?api-version=2023-05-01"),
+            "names providers \"Microsoft.Storage\"",
+        ),
+        (
+            format!("subscriptions/{SUB}/resourceGroups/TestBkpVaultRG"),
+            "no providers",
+        ),
+        // An operation of another subscription's, or another vault's.
+        (
+            "subscriptions/11111111-1111-1111-1111-111111111111/providers/Microsoft.DataProtection/locations/westus/operationStatus/op".to_owned(),
+            "names subscriptions \"11111111-1111-1111-1111-111111111111\"",
+        ),
+        (
+            format!("{group}/Microsoft.DataProtection/backupVaults/otherVault/operationStatus/op"),
+            "names backupVaults \"otherVault\"",
+        ),
+        // The instance itself, not an operation.
+        (
+            format!("{group}/Microsoft.DataProtection/backupVaults/testBkpVault/backupInstances/{}?api-version=2026-06-01", instance_id().name()),
+            "not in {operationStatus|",
+        ),
+    ];
+    for (path, says) in &refused {
+        let error = client
+            .poll(&mock.url(path), &instance_id())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ArmError::PollPathRefused { .. }),
+            "{path}: {error:?}"
+        );
+        assert_eq!(error.class(), ErrorClass::Bug);
+        let text = error.to_string();
+        assert!(text.contains(says), "{path}: {text}");
+        assert!(text.contains("no token was sent"), "{text}");
+        assert!(
+            !text.contains("api-version"),
+            "the query is left out: {text}"
+        );
+    }
+    assert!(mock.seen().is_empty(), "{:?}", mock.seen());
+    assert!(observed.take().is_empty());
+
+    // Azure's own shapes, in any casing, are polled.
+    for path in [
+        OPERATION.to_lowercase(),
+        format!(
+            "{group}/Microsoft.DataProtection/backupVaults/testBkpVault/operationStatus/ZTA4YjQ0==2026-06-01"
+        ),
+        format!(
+            "{group}/microsoft.dataprotection/backupInstances/{}/operationResults/op",
+            instance_id().name()
+        ),
+        format!(
+            "{group}/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858?api-version=2022-12-01&t=6&c=M"
+        ),
+    ] {
+        mock.push(reply(200).json(&json!({"status": "Succeeded"})));
+        let poll = client.poll(&mock.url(&path), &instance_id()).await.unwrap();
+        assert_eq!(poll.status, OperationStatus::Succeeded, "{path}");
+    }
+    assert_eq!(mock.seen().len(), 4);
+}
+
+#[tokio::test]
+async fn redirects_are_refused_naming_the_host_and_nothing_is_sent_again() {
+    let Setup {
+        mock,
+        client,
+        observed,
+    } = setup(arm::DEFAULT_API_VERSION).await;
+    let target = Mock::start().await;
+    let target_host = format!("127.0.0.1:{}", target.base.port().unwrap());
+    let location = target.url("collect?code=secret-in-the-query");
+    for status in [307, 308, 302] {
+        mock.push(
+            reply(status)
+                .header("location", &location)
+                .header("x-ms-request-id", "req-3xx"),
+        );
+    }
+    let put = client.create_or_update(&instance_id(), &instance()).await;
+    let validate = client.validate_for_backup(&vault(), &instance()).await;
+    let get = client.get(&instance_id()).await;
+    for error in [put.unwrap_err(), validate.unwrap_err(), get.unwrap_err()] {
+        assert!(matches!(error, ArmError::Redirected { .. }), "{error:?}");
+        assert_eq!(error.class(), ErrorClass::Bug);
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("redirect to host {target_host}")),
+            "{text}"
+        );
+        assert!(!text.contains("secret-in-the-query"), "{text}");
+        assert!(text.contains("x-ms-request-id: req-3xx"), "{text}");
+    }
+    assert!(target.seen().is_empty(), "{:?}", target.seen());
+    assert_eq!(mock.seen().len(), 3);
+    assert_eq!(
+        observed.take(),
+        vec![
+            ("BackupInstances_CreateOrUpdate", Some(307)),
+            ("BackupInstances_ValidateForBackup", Some(308)),
+            ("BackupInstances_Get", Some(302)),
+        ]
+    );
+}
+
+/// Sends the token requests meant for Entra ID to a local server instead (azure_identity
+/// insists on an https authority), through the operator's identity transport.
+#[derive(Debug)]
+struct ToLocal {
+    base: Url,
+    inner: arm::transport::IdentityHttpClient,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for ToLocal {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        let mut local = request.clone();
+        let mut url = self.base.join(request.url().path()).unwrap();
+        url.set_query(request.url().query());
+        *local.url_mut() = url;
+        self.inner.execute_request(&local).await
+    }
+}
+
+/// The operator's identity transport, with Entra ID at `base`.
+fn to_local(base: &Url) -> azure_core::http::Transport {
+    azure_core::http::Transport::new(Arc::new(ToLocal {
+        base: base.clone(),
+        inner: arm::transport::IdentityHttpClient::new(http()),
+    }))
+}
+
+/// Client-secret settings, with the secret in a file that lives as long as this does.
+struct SecretConfig {
+    auth: AuthConfig,
+    _dir: tempfile::TempDir,
+}
+
+fn client_secret_config() -> SecretConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "s3cret").unwrap();
+    let auth = AuthConfig {
+        mode: AuthMode::ClientSecret,
+        client_id: Some("app".into()),
+        tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
+        client_secret_file: Some(secret_file),
+        ..AuthConfig::default()
+    };
+    SecretConfig { auth, _dir: dir }
+}
+
+/// An error and its sources, as one line.
+fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn token_requests_are_not_redirected() {
+    let entra = Mock::start().await;
+    let target = Mock::start().await;
+    entra.push(reply(307).header("location", &target.url("steal")));
+    let config = client_secret_config();
+    let credential =
+        arm::auth::credential_with_transport(&config.auth, to_local(&entra.base)).unwrap();
+    let error = credential
+        .get_token(&["https://management.azure.com/.default"], None)
+        .await
+        .unwrap_err();
+    let text = error_text(&error);
+    let target_host = format!("127.0.0.1:{}", target.base.port().unwrap());
+    assert!(
+        text.contains(&format!("redirect to host {target_host}")),
+        "{text}"
+    );
+    // The secret went to the token endpoint once, and nowhere else.
+    assert_eq!(entra.seen().len(), 1);
+    assert!(String::from_utf8_lossy(&entra.seen()[0].body).contains("s3cret"));
+    assert!(target.seen().is_empty(), "{:?}", target.seen());
+}
+
+/// The error of a GET from a fresh client for `base`, with what the observer saw.
+async fn get_error(base: &Url) -> (ArmError, Arc<Observed>) {
+    let observed = Arc::new(Observed::default());
+    let client = client_for(base, arm::DEFAULT_API_VERSION, observed.clone());
+    (client.get(&instance_id()).await.unwrap_err(), observed)
+}
+
+/// A server that answers every request with `head` (status line and headers) and then
+/// keeps the connection open without sending the body.
+async fn declaring(head: &'static str) -> Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(head.as_bytes()).await;
+                // Hold the connection until the client gives up on it.
+                let _ = socket.read(&mut request).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn oversized_answers_are_refused_naming_the_operation_and_the_size() {
+    // A Content-Length of 10 GiB: refused before reading anything.
+    let base = declaring(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-ms-request-id: req-big\r\ncontent-length: 10737418240\r\n\r\n{",
+    )
+    .await;
+    let (error, observed) = get_error(&base).await;
+    assert!(
+        matches!(
+            error,
+            ArmError::ResponseTooLarge {
+                operation: "BackupInstances_Get",
+                status: 200,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(text.starts_with("BackupInstances_Get: "), "{text}");
+    assert!(
+        text.contains("10737418240 bytes (Content-Length)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&arm::transport::MAX_RESPONSE_BYTES.to_string()),
+        "{text}"
+    );
+    assert!(text.contains("x-ms-request-id: req-big"), "{text}");
+    assert_eq!(observed.take(), vec![("BackupInstances_Get", Some(200))]);
+
+    // No Content-Length and no end: reading stops just past the limit.
+    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let mut endless = reply(200).header("content-type", "application/json");
+    endless.endless = true;
+    mock.push(endless.clone());
+    mock.push(endless);
+    for error in [
+        client.get(&instance_id()).await.unwrap_err(),
+        client
+            .poll(&mock.url(OPERATION), &instance_id())
+            .await
+            .unwrap_err(),
+    ] {
+        let ArmError::ResponseTooLarge { size, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            matches!(size, arm::transport::Oversize::Streamed(read)
+                if *read > arm::transport::MAX_RESPONSE_BYTES
+                    && *read <= arm::transport::MAX_RESPONSE_BYTES + 1024 * 1024),
+            "{size:?}"
+        );
+        assert!(
+            error.to_string().contains("reading stopped after"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_token_answers_are_refused() {
+    let config = client_secret_config();
+    for answer in ["declared", "endless"] {
+        let entra = Mock::start().await;
+        let base = if answer == "declared" {
+            declaring("HTTP/1.1 200 OK\r\ncontent-length: 10737418240\r\n\r\n").await
+        } else {
+            let mut endless = reply(200).header("content-type", "application/json");
+            endless.endless = true;
+            entra.push(endless);
+            entra.base.clone()
+        };
+        let credential =
+            arm::auth::credential_with_transport(&config.auth, to_local(&base)).unwrap();
+        let error = credential
+            .get_token(&["https://management.azure.com/.default"], None)
+            .await
+            .unwrap_err();
+        let text = error_text(&error);
+        assert!(
+            text.contains(&format!(
+                "more than the {} bytes",
+                arm::transport::MAX_RESPONSE_BYTES
+            )) || text.contains(&format!(
+                "past the {} bytes",
+                arm::transport::MAX_RESPONSE_BYTES
+            )),
+            "{answer}: {text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -992,9 +1345,7 @@ async fn dropped_connections_are_network_errors() {
             drop(socket);
         }
     });
-    let observed = Arc::new(Observed::default());
-    let client = client_for(&base, arm::DEFAULT_API_VERSION, observed.clone());
-    let error = client.get(&instance_id()).await.unwrap_err();
+    let (error, observed) = get_error(&base).await;
     assert!(
         matches!(
             error,

@@ -103,7 +103,7 @@ impl Env {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut polls = 0;
         loop {
-            let poll = self.client.poll(poll_url).await.unwrap();
+            let poll = self.client.poll(poll_url, &poll_scope()).await.unwrap();
             polls += 1;
             if poll.status.is_terminal() {
                 return (poll.status, polls);
@@ -199,6 +199,12 @@ fn instance_id(name: &str) -> BackupInstanceId {
     vault().backup_instance(name)
 }
 
+/// The instance polls are made for: the emulator puts every operation under
+/// `locations/{location}`, so only the vault's subscription matters.
+fn poll_scope() -> BackupInstanceId {
+    instance_id("msblobbackup")
+}
+
 #[track_caller]
 fn pending<T: std::fmt::Debug>(start: LroStart<T>) -> (OperationHandle, Option<T>) {
     match start {
@@ -254,7 +260,11 @@ async fn validate_reports_either_in_progress_spelling_and_retry_after_as_sent() 
         "{handle:?}"
     );
 
-    let poll = env.client.poll(&handle.poll_url).await.unwrap();
+    let poll = env
+        .client
+        .poll(&handle.poll_url, &poll_scope())
+        .await
+        .unwrap();
     assert_eq!(
         poll.status,
         OperationStatus::InProgress {
@@ -267,7 +277,11 @@ async fn validate_reports_either_in_progress_spelling_and_retry_after_as_sent() 
         .admin()
         .set_in_progress_status(InProgressSpelling::InProgress)
         .unwrap();
-    let poll = env.client.poll(&handle.poll_url).await.unwrap();
+    let poll = env
+        .client
+        .poll(&handle.poll_url, &poll_scope())
+        .await
+        .unwrap();
     assert_eq!(
         poll.status,
         OperationStatus::InProgress {
@@ -276,7 +290,11 @@ async fn validate_reports_either_in_progress_spelling_and_retry_after_as_sent() 
     );
 
     // The Location URL answers 202 while running, with the Retry-After the emulator sends.
-    let poll = env.client.poll(&location_of(&handle)).await.unwrap();
+    let poll = env
+        .client
+        .poll(&location_of(&handle), &poll_scope())
+        .await
+        .unwrap();
     assert_eq!(
         poll.status,
         OperationStatus::InProgress {
@@ -303,7 +321,11 @@ async fn validate_runs_to_succeeded_through_either_poll_url() {
     let (status, polls) = env.finish(&handle.poll_url).await;
     assert_eq!(status, OperationStatus::Succeeded);
     // Finished: the Location URL now answers 200 with the job (no `status` field).
-    let poll = env.client.poll(&location_of(&handle)).await.unwrap();
+    let poll = env
+        .client
+        .poll(&location_of(&handle), &poll_scope())
+        .await
+        .unwrap();
     assert_eq!(poll.status, OperationStatus::Succeeded);
 
     // The same from the Location URL alone: 202s, then 200.
@@ -325,7 +347,13 @@ async fn missing_permission_fails_the_operation_until_granted() {
     admin.revoke_role(DEFAULT_STORAGE_ACCOUNT_ID).unwrap();
     let body = operational("msblobbackup");
     let handle = env.validate().await;
-    let detail = failed(env.client.poll(&handle.poll_url).await.unwrap().status);
+    let detail = failed(
+        env.client
+            .poll(&handle.poll_url, &poll_scope())
+            .await
+            .unwrap()
+            .status,
+    );
     assert_eq!(detail.code, MISSING_PERMISSIONS);
     assert_eq!(
         detail.message,
@@ -357,7 +385,11 @@ async fn missing_permission_fails_the_operation_until_granted() {
     );
 
     // Through the Location URL, the failure is the operation's error answer.
-    let error = env.client.poll(&location_of(&handle)).await.unwrap_err();
+    let error = env
+        .client
+        .poll(&location_of(&handle), &poll_scope())
+        .await
+        .unwrap_err();
     let (operation, status, from_location) = azure(&error);
     assert_eq!((operation, status), (ops::OPERATION_RESULT, 400));
     assert_eq!(from_location, &detail);
@@ -774,7 +806,11 @@ async fn injected_server_errors_are_transient_with_retry_after() {
         .set_faults(faults_on(ops::OPERATION_STATUS, unavailable))
         .unwrap();
     let handle = env.validate().await;
-    let error = env.client.poll(&handle.poll_url).await.unwrap_err();
+    let error = env
+        .client
+        .poll(&handle.poll_url, &poll_scope())
+        .await
+        .unwrap_err();
     assert_eq!(azure(&error).0, ops::OPERATION_STATUS);
     assert_eq!(error.http_status(), Some(503));
     assert_eq!(error.class(), ErrorClass::Transient);
@@ -926,7 +962,7 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
     let before = env.counts();
     for url in &rewritten {
         assert_ne!(url, &handle.poll_url);
-        let error = env.client.poll(url).await.unwrap_err();
+        let error = env.client.poll(url, &poll_scope()).await.unwrap_err();
         assert!(
             matches!(&error, ArmError::ForeignPollUrl { url: refused, .. } if refused == url),
             "{error:?}"
@@ -946,7 +982,11 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
     add_accounts(&env, &["acct1"]);
     let handle = env.validate().await;
     assert!(handle.poll_url.starts_with(&foreign_base), "{handle:?}");
-    let error = env.client.poll(&handle.poll_url).await.unwrap_err();
+    let error = env
+        .client
+        .poll(&handle.poll_url, &poll_scope())
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, ArmError::ForeignPollUrl { .. }),
         "{error:?}"
@@ -980,8 +1020,16 @@ async fn attempt(env: &Env, operation: &str, handle: &OperationHandle) -> Result
             let body = operational("msblobbackup");
             env.client.create_or_update(&id, &body).await.map(drop)
         }
-        ops::OPERATION_STATUS => env.client.poll(&handle.poll_url).await.map(drop),
-        ops::OPERATION_RESULT => env.client.poll(&location_of(handle)).await.map(drop),
+        ops::OPERATION_STATUS => env
+            .client
+            .poll(&handle.poll_url, &poll_scope())
+            .await
+            .map(drop),
+        ops::OPERATION_RESULT => env
+            .client
+            .poll(&location_of(handle), &poll_scope())
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     }
 }
@@ -1053,7 +1101,11 @@ async fn malformed_and_empty_bodies_are_decode_errors_naming_the_operation() {
     admin
         .set_faults(faults_on(ops::OPERATION_RESULT, empty))
         .unwrap();
-    let poll = env.client.poll(&location_of(&handle)).await.unwrap();
+    let poll = env
+        .client
+        .poll(&location_of(&handle), &poll_scope())
+        .await
+        .unwrap();
     assert_eq!(poll.status, OperationStatus::Succeeded);
     expected.extend([
         (ops::VALIDATE_FOR_BACKUP, 200, 1),

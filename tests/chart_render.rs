@@ -249,6 +249,7 @@ fn default_pod_is_restricted_probed_and_flagged() {
             "--api-version=2026-06-01",
             "--azure-write-burst=200",
             "--azure-write-rate=10",
+            "--retry-after-max=5m",
             "--metrics-addr=0.0.0.0:8080",
             "--concurrency=16",
             "--resync-interval=10m",

@@ -42,6 +42,7 @@ fn run_help_documents_every_flag_with_its_environment_variable() {
         ("--concurrency", "BBO_CONCURRENCY"),
         ("--resync-interval", "BBO_RESYNC_INTERVAL"),
         ("--stalled-retry-max", "BBO_STALLED_RETRY_MAX"),
+        ("--retry-after-max", "BBO_RETRY_AFTER_MAX"),
         ("--azure-write-burst", "BBO_AZURE_WRITE_BURST"),
         ("--azure-write-rate", "BBO_AZURE_WRITE_RATE"),
         ("--metrics-addr", "BBO_METRICS_ADDR"),
@@ -137,6 +138,11 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
             &["run", "--stalled-retry-max", "0s"],
             &[],
             &["--stalled-retry-max", "longer than 0s"],
+        ),
+        (
+            &["run", "--retry-after-max", "500ms"],
+            &[],
+            &["--retry-after-max", "between 1s and 1day"],
         ),
         (
             &["run", "--azure-write-burst", "0"],

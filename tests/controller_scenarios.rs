@@ -35,6 +35,18 @@ async fn protected_with_resync(interval: Duration) -> (Harness, RunningControlle
     (h, controller, ready)
 }
 
+/// The article's resource made Ready, then deleted: as it is while Azure's DELETE runs.
+async fn ready_then_deleting(h: &Harness) -> Value {
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.wait_ready("msblobbackup").await;
+    h.api.delete(RESOURCE, NS, "msblobbackup").unwrap();
+    h.wait_for("msblobbackup", "Delete in progress", |o| {
+        o["status"]["operation"]["action"] == "Delete"
+            && o["status"]["operation"]["status"] == "InProgress"
+    })
+    .await
+}
+
 /// Asserts that `text` contains each of `needles`.
 fn assert_mentions(text: &str, needles: &[&str]) {
     for needle in needles {
@@ -132,7 +144,7 @@ async fn adopts_an_existing_instance_without_a_put() {
     if let LroStart::Pending { handle, .. } = arm.create_or_update(&id, &body).await.unwrap() {
         tokio::time::timeout(WAIT, async {
             while !matches!(
-                arm.poll(&handle.poll_url).await.unwrap().status,
+                arm.poll(&handle.poll_url, &id).await.unwrap().status,
                 OperationStatus::Succeeded
             ) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -282,16 +294,7 @@ async fn delete_policy_deletes_the_instance_before_the_finalizer_goes() {
     // Slow operations, to see the resource wait for Azure's confirmation.
     let h = Harness::start(emulator_config(Duration::from_millis(600))).await;
     let controller = h.controller(test_settings());
-    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
-    h.wait_ready("msblobbackup").await;
-
-    h.api.delete(RESOURCE, NS, "msblobbackup").unwrap();
-    let deleting = h
-        .wait_for("msblobbackup", "Delete in progress", |o| {
-            o["status"]["operation"]["action"] == "Delete"
-                && o["status"]["operation"]["status"] == "InProgress"
-        })
-        .await;
+    let deleting = ready_then_deleting(&h).await;
     assert!(
         has_finalizer(&deleting),
         "the finalizer stays while Azure deletes"
@@ -422,6 +425,61 @@ async fn a_second_operator_resumes_the_recorded_operation() {
         h.azure(ops::VALIDATE_FOR_BACKUP),
         1,
         "exactly one validation"
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_poll_url_gets_no_request_and_does_not_block_deletion() {
+    let h = Harness::start(emulator_config(Duration::from_millis(600))).await;
+    let first = h.controller(test_settings());
+    let deleting = ready_then_deleting(&h).await;
+    first.kill().await;
+
+    // Someone who can write /status points the operation at another ARM path on the endpoint.
+    let genuine = deleting["status"]["operation"]["pollUrl"].as_str().unwrap();
+    let base = &genuine[..genuine.find("/subscriptions/").unwrap()];
+    let forged = format!(
+        "{base}{}/providers/Microsoft.Storage/storageAccounts/other/listKeys?api-version=2023-05-01",
+        &VAULT[..VAULT.find("/providers/").unwrap()]
+    );
+    h.api
+        .edit(RESOURCE, NS, "msblobbackup", Subresource::Status, |o| {
+            o["status"]["operation"]["pollUrl"] = json!(forged);
+        })
+        .unwrap();
+    // Azure finishes the deletion meanwhile.
+    tokio::time::timeout(WAIT, async {
+        while !h.emulator.admin().instances().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the emulator finishes the DELETE");
+    let before = h.emulator.admin().request_counts();
+
+    let second = h.controller(test_settings());
+    h.wait_gone("msblobbackup").await;
+    let after = h.emulator.admin().request_counts();
+    let called: Vec<&String> = after
+        .iter()
+        .filter(|(operation, counts)| before.get(*operation) != Some(counts))
+        .map(|(operation, _)| operation)
+        .collect();
+    assert_eq!(
+        called,
+        [ops::GET],
+        "only a GET of the instance, no second DELETE"
+    );
+    assert_eq!(h.azure(ops::DELETE), 1);
+    let reasons = h.event_reasons("msblobbackup");
+    assert!(reasons.iter().any(|r| r == "PollUrlRefused"), "{reasons:?}");
+    assert_mentions(
+        &h.event_note("msblobbackup", "PollUrlRefused"),
+        &[
+            "/providers/Microsoft.Storage/storageAccounts/other/listKeys",
+            "no token was sent",
+        ],
     );
     second.stop().await;
 }

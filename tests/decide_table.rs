@@ -105,6 +105,7 @@ fn stalled_reason(reason: Reason) -> bool {
             | Reason::AzureThrottled
             | Reason::AzureUnavailable
             | Reason::OperationCanceled
+            | Reason::PollUrlRefused
             | Reason::Initializing
     )
 }
@@ -307,7 +308,7 @@ fn action_name(action: &Action) -> String {
             "Put {operation:?} {} policy {}",
             target.instance, target.spec.policy
         ),
-        Action::Poll(url) => format!("Poll {url}"),
+        Action::Poll { url, instance } => format!("Poll {url} for {instance}"),
         Action::Delete(id) => format!("Delete {id}"),
         Action::StopProtection(id) => format!("StopProtection {id}"),
         Action::Sync(id) => format!("Sync {id}"),
@@ -670,11 +671,12 @@ fn retry_after_is_clamped() {
         started(OperationAction::Validate, None),
     )
     .requeue(secs(15));
-    let settings = Settings {
-        retry_after_min: Duration::from_secs(5),
-        retry_after_max: Duration::from_secs(20),
+    let waits = |min: u64, max: u64| Settings {
+        retry_after_min: Duration::from_secs(min),
+        retry_after_max: Duration::from_secs(max),
         ..Settings::default()
     };
+    let settings = waits(5, 20);
     row_with(
         "the clamp is a setting",
         validating(),
@@ -682,6 +684,50 @@ fn retry_after_is_clamped() {
         &settings,
     )
     .requeue(secs(20));
+    // Any value a header can carry, on every answer that brings one: 202, poll, 429.
+    let creating = || {
+        at(
+            Reason::Creating,
+            OperationAction::Create,
+            OperationPhase::InProgress,
+        )
+    };
+    let huge = Duration::from_secs(u64::MAX);
+    for (name, obj, observation) in [
+        (
+            "u64::MAX on a 202",
+            validating(),
+            started(OperationAction::Validate, Some(u64::MAX)),
+        ),
+        (
+            "u64::MAX on a poll",
+            creating(),
+            Observation::Polled {
+                status: PolledStatus::InProgress,
+                retry_after: Some(huge),
+            },
+        ),
+        (
+            "u64::MAX on a 429",
+            creating(),
+            failed(
+                AzureCall::Poll,
+                ErrorClass::Transient,
+                429,
+                "TooManyRequests",
+                Some(u64::MAX),
+            ),
+        ),
+    ] {
+        row_with(name, obj, observation, &settings).requeue(secs(20));
+    }
+    row_with(
+        "bounds that cross do not panic: the shortest wait wins",
+        validating(),
+        started(OperationAction::Validate, Some(u64::MAX)),
+        &waits(30, 20),
+    )
+    .requeue(secs(30));
 }
 
 #[test]
@@ -995,18 +1041,31 @@ fn operation_outcomes_and_transient_trouble() {
     )
     .health(False, Reason::UnexpectedAzureResponse);
 
-    row(
-        "foreign poll host: Stalled naming the host, no token sent",
-        creating(),
+    let refused = || {
         Observation::PollRefused {
-            url: "https://evil.example.com/operationStatus/1".into(),
-            endpoint: "https://management.azure.com/".into(),
-        },
+        message: "refused to poll /subscriptions/other/providers/Microsoft.KeyVault/x: it names subscriptions \"other\" instead of s, so no token was sent to it".into(),
+    }
+    };
+    row(
+        "refused poll URL: the operation fails, the instance is read instead",
+        creating(),
+        refused(),
     )
-    .action("None")
+    .action(&format!("GetInstance {}", instance_id()))
     .health(False, Reason::PollUrlRefused)
-    .message_has(READY, "host evil.example.com")
-    .operation(OperationAction::Create, OperationPhase::InProgress);
+    .message_has(READY, "/subscriptions/other/providers/Microsoft.KeyVault/x")
+    .message_has(READY, "marked Failed")
+    .operation(OperationAction::Create, OperationPhase::Failed)
+    .events(&[Reason::PollUrlRefused]);
+    let r = row(
+        "refused poll URL while deleting: the same, never a stall",
+        deleting(creating(), DeletionPolicy::Delete),
+        refused(),
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+    let error = r.status().operation.unwrap().error.unwrap();
+    assert_eq!(error.code, "PollUrlRefused");
+    assert!(error.message.contains("no token was sent"), "{error:?}");
 }
 
 #[test]
@@ -1610,13 +1669,13 @@ fn whole_create_and_delete_flow_is_minimal() {
     };
     assert_eq!(world.reconcile(&mut azure_answers), secs(10));
     let mut azure_answers = |action: &Action| match action {
-        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Poll { .. } => polled(PolledStatus::Succeeded),
         Action::Put { .. } => started(OperationAction::Create, Some(15)),
         _ => panic!("unexpected {action:?}"),
     };
     assert_eq!(world.reconcile(&mut azure_answers), secs(15));
     let mut azure_answers = |action: &Action| match action {
-        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Poll { .. } => polled(PolledStatus::Succeeded),
         Action::GetInstance(_) => found(instance("ProtectionConfigured")),
         _ => panic!("unexpected {action:?}"),
     };
@@ -1660,12 +1719,63 @@ fn whole_create_and_delete_flow_is_minimal() {
     };
     assert_eq!(world.reconcile(&mut azure_answers), secs(30));
     let mut azure_answers = |action: &Action| match action {
-        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Poll { .. } => polled(PolledStatus::Succeeded),
         _ => panic!("unexpected {action:?}"),
     };
     assert_eq!(world.reconcile(&mut azure_answers), Requeue::AwaitChange);
     assert_eq!(world.calls, ["GetInstance", "Delete", "Poll"]);
     assert!(world.obj.metadata.finalizers.is_none());
+}
+
+#[test]
+fn a_deletion_with_a_forged_poll_url_still_completes() {
+    // Someone wrote a poll URL of their choosing into the status of a resource being deleted.
+    let mut obj = deleting(ready(), DeletionPolicy::Delete);
+    obj.status.as_mut().unwrap().operation = Some(AzureOperation {
+        poll_url: Some("https://management.azure.com/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv/secrets/x".into()),
+        ..op(OperationAction::Delete, OperationPhase::InProgress)
+    });
+    let world = |obj: &BlobBackupInstance| World {
+        obj: obj.clone(),
+        now: now(),
+        status_writes: 0,
+        calls: Vec::new(),
+        events: Vec::new(),
+    };
+    let refused = || {
+        Observation::PollRefused {
+        message: "refused to poll /subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv/secrets/x: it names providers \"Microsoft.KeyVault\"".into(),
+    }
+    };
+
+    // The instance is already gone: done, without a second DELETE.
+    let mut gone = world(&obj);
+    let mut answer = |action: &Action| match action {
+        Action::Poll { .. } => refused(),
+        Action::GetInstance(_) => Observation::Instance(None),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(gone.reconcile(&mut answer), Requeue::AwaitChange);
+    assert_eq!(gone.calls, ["Poll", "GetInstance"]);
+    assert!(gone.obj.metadata.finalizers.is_none());
+    assert_eq!(gone.events, [Reason::PollUrlRefused, Reason::Deleted]);
+
+    // Still there: deleted again, then followed at Azure's (genuine) poll URL.
+    let mut there = world(&obj);
+    let mut answer = |action: &Action| match action {
+        Action::Poll { .. } => refused(),
+        Action::GetInstance(_) => found(instance("ProtectionConfigured")),
+        Action::Delete(_) => started(OperationAction::Delete, Some(30)),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(there.reconcile(&mut answer), secs(30));
+    let mut answer = |action: &Action| match action {
+        Action::Poll { url, .. } if url == POLL => polled(PolledStatus::Succeeded),
+        _ => panic!("unexpected {action:?}"),
+    };
+    assert_eq!(there.reconcile(&mut answer), Requeue::AwaitChange);
+    assert_eq!(there.calls, ["Poll", "GetInstance", "Delete", "Poll"]);
+    assert!(there.obj.metadata.finalizers.is_none());
 }
 
 #[test]
@@ -1757,7 +1867,7 @@ fn stalled_retries_back_off_and_recover_by_themselves() {
     };
     world.reconcile(&mut granted);
     let mut granted = |action: &Action| match action {
-        Action::Poll(_) => polled(PolledStatus::Succeeded),
+        Action::Poll { .. } => polled(PolledStatus::Succeeded),
         Action::Put { .. } => started(OperationAction::Create, Some(10)),
         _ => panic!("unexpected {action:?}"),
     };

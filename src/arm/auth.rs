@@ -20,6 +20,7 @@ use azure_identity::{
 use tokio::sync::Mutex;
 
 use super::error::ArmError;
+use super::transport::IdentityHttpClient;
 
 const AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
 const AZURE_TENANT_ID: &str = "AZURE_TENANT_ID";
@@ -109,14 +110,15 @@ impl fmt::Debug for AuthConfig {
     }
 }
 
-/// The credential for `config`, sending its token requests through `http`.
+/// The credential for `config`, sending its token requests through `http` (which should not
+/// follow redirects: [`super::default_http_client`]); a redirect is an error naming its host.
 ///
 /// Errors name the mode and the missing environment variable or unreadable file.
 pub fn credential(
     config: &AuthConfig,
     http: reqwest::Client,
 ) -> Result<Arc<dyn TokenCredential>, ArmError> {
-    credential_with_transport(config, Transport::new(Arc::new(http)))
+    credential_with_transport(config, IdentityHttpClient::new(http).transport())
 }
 
 /// Like [`credential`], with any `azure_core` transport (tests answer token requests with one).

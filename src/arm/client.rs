@@ -21,8 +21,10 @@ use super::models::{
     OperationResource, SyncBackupInstanceRequest, ValidateForBackupRequest,
 };
 use super::operation::{
-    OperationHandle, OperationStatus, Poll, header_value, retry_after_from_headers,
+    OperationHandle, OperationStatus, Poll, header_value, operation_path_problem,
+    retry_after_from_headers,
 };
+use super::transport::{Oversize, redirect_host};
 use super::{RequestObserver, operation_ids as ops};
 
 /// The default API version: the newest stable `Microsoft.DataProtection` version.
@@ -487,14 +489,26 @@ impl ArmClient {
         lro_start(&response, mode)
     }
 
-    /// GET a poll URL (`Azure-AsyncOperation` or `Location`), used exactly as given. The URL
-    /// must be on the configured endpoint (scheme, host, port); otherwise no request is made
-    /// and no token is sent.
+    /// GET a poll URL (`Azure-AsyncOperation` or `Location`) of an operation on `instance`,
+    /// used exactly as given. The URL must be on the configured endpoint (scheme, host, port)
+    /// and its path a `Microsoft.DataProtection` operation of the instance's vault
+    /// ([`operation_path_problem`]); otherwise no request is made and no token is sent.
     ///
     /// 200 with a `status` field: that status; 202: in progress; a 200/201/204 without a
     /// `status` from an `operationResults` URL: succeeded. 408/429/5xx are transient errors.
-    pub async fn poll(&self, poll_url: &str) -> Result<Poll, ArmError> {
+    pub async fn poll(
+        &self,
+        poll_url: &str,
+        instance: &BackupInstanceId,
+    ) -> Result<Poll, ArmError> {
         let url = self.checked_url(poll_url)?;
+        if let Some(problem) = operation_path_problem(url.path(), instance) {
+            warn!(path = url.path(), %problem, "refused a poll URL");
+            return Err(ArmError::PollPathRefused {
+                path: url.path().to_owned(),
+                problem,
+            });
+        }
         let operation = poll_operation(&url);
         let response = self.send::<()>(operation, Method::GET, url, None).await?;
         let retry_after = retry_after_from_headers(&response.headers, SystemTime::now());
@@ -598,11 +612,7 @@ impl ArmClient {
         debug!(operation, %method, path = url.path(), client_request_id, "ARM request");
         let started = Instant::now();
         let result = match request.send().await {
-            Ok(answer) => {
-                let status = answer.status().as_u16();
-                let headers = answer.headers().clone();
-                answer.bytes().await.map(|body| (status, headers, body))
-            }
+            Ok(answer) => read_answer(answer).await,
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed();
@@ -611,44 +621,94 @@ impl ArmClient {
                 observer.observe(operation, status, elapsed);
             }
         };
-        match result {
+        let (status, headers, body) = match result {
             Ok((status, headers, body)) => {
                 observe(Some(status));
-                // Reads report the (separate) read budget under other names.
-                if method != Method::GET
-                    && let Some(remaining) =
-                        header_value(&headers, "x-ms-ratelimit-remaining-subscription-writes")
-                            .and_then(|v| v.parse::<u64>().ok())
-                {
-                    self.inner
-                        .remaining_writes
-                        .store(remaining.min(NOT_REPORTED - 1), Ordering::Relaxed);
-                }
-                debug!(
-                    operation,
-                    status,
-                    client_request_id,
-                    request_id = header_value(&headers, "x-ms-request-id"),
-                    correlation_id = header_value(&headers, "x-ms-correlation-request-id"),
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "ARM response"
-                );
-                Ok(Response {
-                    operation,
-                    status,
-                    headers,
-                    // Takes the buffer over when nothing else holds it (a collected body).
-                    body: Vec::from(body),
-                })
+                (status, headers, body)
             }
             Err(e) => {
                 observe(None);
                 let message = super::auth::error_chain(&e);
                 debug!(operation, client_request_id, error = %message, "ARM request failed");
-                Err(ArmError::Network { operation, message })
+                return Err(ArmError::Network { operation, message });
             }
+        };
+        // Reads report the (separate) read budget under other names.
+        if method != Method::GET
+            && let Some(remaining) =
+                header_value(&headers, "x-ms-ratelimit-remaining-subscription-writes")
+                    .and_then(|v| v.parse::<u64>().ok())
+        {
+            self.inner
+                .remaining_writes
+                .store(remaining.min(NOT_REPORTED - 1), Ordering::Relaxed);
         }
+        let request_id = header_value(&headers, "x-ms-request-id").map(str::to_string);
+        debug!(
+            operation,
+            status,
+            client_request_id,
+            request_id,
+            correlation_id = header_value(&headers, "x-ms-correlation-request-id"),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "ARM response"
+        );
+        if (300..400).contains(&status) {
+            let location_host = redirect_host(header_value(&headers, "location"), &url);
+            warn!(
+                operation,
+                status, location_host, "ARM answered with a redirect; not followed"
+            );
+            return Err(ArmError::Redirected {
+                operation,
+                status,
+                location_host,
+                request_id,
+            });
+        }
+        let body = body.map_err(|size| {
+            warn!(operation, status, %size, "refused an oversized answer from ARM");
+            ArmError::ResponseTooLarge {
+                operation,
+                status,
+                size,
+                request_id,
+            }
+        })?;
+        Ok(Response {
+            operation,
+            status,
+            headers,
+            body,
+        })
     }
+}
+
+/// An answer's status and headers, and its body: read chunk by chunk up to
+/// [`super::transport::MAX_RESPONSE_BYTES`] (refused at once when `Content-Length` says it is
+/// larger), not read at all for a redirect (which is refused).
+async fn read_answer(
+    mut answer: reqwest::Response,
+) -> Result<(u16, HeaderMap, Result<Vec<u8>, Oversize>), reqwest::Error> {
+    let status = answer.status().as_u16();
+    let headers = answer.headers().clone();
+    if answer.status().is_redirection() {
+        return Ok((status, headers, Ok(Vec::new())));
+    }
+    let declared = answer.content_length();
+    if let Err(oversize) = Oversize::check_declared(declared) {
+        return Ok((status, headers, Err(oversize)));
+    }
+    // Within the limit, checked above.
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = answer.chunk().await? {
+        let read = body.len().saturating_add(chunk.len());
+        if let Err(oversize) = Oversize::check_read(read) {
+            return Ok((status, headers, Err(oversize)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, Ok(body)))
 }
 
 /// The operationId of a poll: `OperationResult_Get` for `operationResults` URLs (Location),

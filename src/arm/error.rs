@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::models::{CloudError, ErrorBody, UserFacingError};
+use super::transport::Oversize;
 
 /// What Azure said went wrong: from a CloudError (and its `UserFacingError`) or from a
 /// backup instance's protection error details.
@@ -168,6 +169,31 @@ pub enum ArmError {
         /// `x-ms-request-id`.
         request_id: Option<String>,
     },
+    /// Azure answered with a redirect, which the client does not follow (it would re-send the
+    /// request's body and token to wherever it points).
+    #[error("{operation}: Azure Resource Manager answered HTTP {status}, a redirect to host {location_host}; redirects are not followed, so nothing was sent there. Check --arm-endpoint{}", ids_suffix(request_id.as_deref(), None))]
+    Redirected {
+        /// Azure's operationId.
+        operation: &'static str,
+        /// The HTTP status (3xx).
+        status: u16,
+        /// The host (and port) of `Location`; never its path or query.
+        location_host: String,
+        /// `x-ms-request-id`.
+        request_id: Option<String>,
+    },
+    /// Azure's answer is larger than the client reads ([`super::transport::MAX_RESPONSE_BYTES`]).
+    #[error("{operation}: refused Azure's answer (HTTP {status}): {size}{}", ids_suffix(request_id.as_deref(), None))]
+    ResponseTooLarge {
+        /// Azure's operationId.
+        operation: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// How large it is, or how much arrived before reading stopped.
+        size: Oversize,
+        /// `x-ms-request-id`.
+        request_id: Option<String>,
+    },
     /// A poll URL points somewhere other than the configured ARM endpoint; no token was sent.
     #[error(
         "refused to poll {}: it is not on the ARM endpoint {endpoint} (scheme, host and port must match), so no token was sent to it",
@@ -178,6 +204,18 @@ pub enum ArmError {
         url: String,
         /// The configured endpoint.
         endpoint: String,
+    },
+    /// A poll URL on the ARM endpoint whose path is not an operation of the instance's vault
+    /// (`Microsoft.DataProtection`, the vault's subscription); no token was sent.
+    #[error(
+        "refused to poll {}: {problem}, so no token was sent to it",
+        shorten(path)
+    )]
+    PollPathRefused {
+        /// The URL's path (its query left out).
+        path: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// No access token could be acquired.
     #[error("cannot get an Azure access token: {message}")]
@@ -244,9 +282,12 @@ impl ArmError {
                 _ => ErrorClass::NeedsPerson,
             },
             Self::Network { .. } | Self::Auth { .. } => ErrorClass::Transient,
-            Self::Decode { .. } | Self::ForeignPollUrl { .. } | Self::Config { .. } => {
-                ErrorClass::Bug
-            }
+            Self::Decode { .. }
+            | Self::Redirected { .. }
+            | Self::ResponseTooLarge { .. }
+            | Self::ForeignPollUrl { .. }
+            | Self::PollPathRefused { .. }
+            | Self::Config { .. } => ErrorClass::Bug,
         }
     }
 
@@ -269,7 +310,10 @@ impl ArmError {
     /// The HTTP status of Azure's answer.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Azure { status, .. } | Self::Decode { status, .. } => Some(*status),
+            Self::Azure { status, .. }
+            | Self::Decode { status, .. }
+            | Self::Redirected { status, .. }
+            | Self::ResponseTooLarge { status, .. } => Some(*status),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod models;
 pub mod operation;
+pub mod transport;
 
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ pub use client::{
 pub use error::{ArmError, AzureErrorDetail, ErrorClass};
 pub use ids::*;
 pub use models::*;
-pub use operation::{OperationHandle, OperationStatus, Poll, parse_retry_after};
+pub use operation::{
+    OperationHandle, OperationStatus, Poll, operation_path_problem, parse_retry_after,
+};
 
 /// Azure's operationIds of the calls, verbatim: the operation names shared by logs, metrics
 /// labels and the emulator's request counts.
@@ -63,14 +66,17 @@ pub fn install_crypto_provider() {
     }
 }
 
-/// An HTTP client for ARM and token requests: installs the crypto provider, and sets the
-/// `User-Agent` and timeouts (ARM gives a resource provider 60 s; connects should be quick).
+/// An HTTP client for ARM and token requests: installs the crypto provider, sets the
+/// `User-Agent` and timeouts (ARM gives a resource provider 60 s; connects should be quick),
+/// and follows no redirects (a 307 re-sends a PUT or POST body: a backup request, a client
+/// secret or an assertion); the callers turn a 3xx into an error naming the host.
 pub fn default_http_client() -> Result<reqwest::Client, ArmError> {
     install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| ArmError::Config {
             message: format!("cannot build the HTTP client: {}", auth::error_chain(&e)),

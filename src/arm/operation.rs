@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 
 use super::error::AzureErrorDetail;
+use super::ids::BackupInstanceId;
 use super::models::OperationResource;
 
 /// The state of a long-running operation.
@@ -96,6 +97,118 @@ impl OperationHandle {
     }
 }
 
+/// The collections operations live in, as Azure spells them in poll URLs.
+const OPERATION_KINDS: [&str; 4] = [
+    "operationStatus",
+    "operationStatuses",
+    "operationResults",
+    "operations",
+];
+
+/// Why `path` is not the path of an operation of `instance` (its vault's subscription,
+/// resource group, vault and name); `None` when it is. A status the operator does not own
+/// could otherwise make it GET any ARM path with its token.
+///
+/// Accepted, as Azure and its API description produce them (segment names and names compared
+/// case-insensitively, as ARM does; `{kind}` is `operationStatus`, `operationStatuses`,
+/// `operationResults` or `operations`):
+/// - `/subscriptions/{sub}/providers/Microsoft.DataProtection/locations/{location}/{kind}/{id}`
+/// - `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.DataProtection/{kind}/{id}`
+/// - `.../resourceGroups/{rg}/providers/Microsoft.DataProtection/backupVaults/{vault}/{kind}/{id}`
+/// - `.../backupVaults/{vault}/backupInstances/{instance}/{kind}/{id}`
+/// - `.../resourceGroups/{rg}/providers/Microsoft.DataProtection/backupInstances/{instance}/{kind}/{id}`
+///   (Azure's examples of DELETE and stopProtection)
+/// - `.../resourceGroups/{rg}/providers/Microsoft.Resources/deployments/{name}/operationStatuses/{id}`
+///   (Azure's examples of a blob PUT: the configure-protection deployment in the vault's group)
+pub fn operation_path_problem(path: &str, instance: &BackupInstanceId) -> Option<String> {
+    let vault = instance.vault();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut path = Segments(&segments);
+    let checked = (|| {
+        let lower = segments.join("/").to_ascii_lowercase();
+        if lower.contains("%2f") || lower.contains("%5c") {
+            // ARM could decode them into segments of their own.
+            return Err("it has an encoded slash or backslash".to_owned());
+        }
+        path.take("subscriptions", Some(vault.subscription()))?;
+        let in_group = path.next_is("resourceGroups");
+        if in_group {
+            path.take("resourceGroups", Some(vault.resource_group()))?;
+            if path
+                .0
+                .get(1)
+                .is_some_and(|p| same(p, "Microsoft.Resources"))
+            {
+                path.take("providers", Some("Microsoft.Resources"))?;
+                path.take("deployments", None)?;
+                return path.operation(&["operationStatuses"]);
+            }
+        }
+        path.take("providers", Some("Microsoft.DataProtection"))?;
+        if !in_group {
+            path.take("locations", None)?;
+        } else if path.next_is("backupVaults") {
+            path.take("backupVaults", Some(vault.name()))?;
+            if path.next_is("backupInstances") {
+                path.take("backupInstances", Some(instance.name()))?;
+            }
+        } else if path.next_is("backupInstances") {
+            path.take("backupInstances", Some(instance.name()))?;
+        }
+        path.operation(&OPERATION_KINDS)
+    })();
+    checked.err().map(|problem| {
+        format!(
+            "{problem}; only operations of vault {} in subscription {} are polled (Microsoft.DataProtection operationStatus, operationResults or operations URLs)",
+            vault.name(),
+            vault.subscription()
+        )
+    })
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The segments of a path not yet checked.
+struct Segments<'p>(&'p [&'p str]);
+
+impl Segments<'_> {
+    fn next_is(&self, name: &str) -> bool {
+        self.0.first().is_some_and(|s| same(s, name))
+    }
+
+    /// Takes `{name}/{value}`: `name` in any casing, then `value` (in any casing, or anything
+    /// not empty when `None`).
+    fn take(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
+        match self.0 {
+            [segment, named, tail @ ..] if same(segment, name) => {
+                if named.is_empty() || value.is_some_and(|v| !same(named, v)) {
+                    let wanted = value
+                        .map(|v| format!(" instead of {v}"))
+                        .unwrap_or_default();
+                    return Err(format!("it names {name} {named:?}{wanted}"));
+                }
+                self.0 = tail;
+                Ok(())
+            }
+            _ => Err(format!("it has no {name}/{{name}} where one belongs")),
+        }
+    }
+
+    /// The rest is `{kind}/{id}`, `kind` one of `kinds`.
+    fn operation(&self, kinds: &[&str]) -> Result<(), String> {
+        match self.0 {
+            [kind, id] if kinds.iter().any(|k| same(kind, k)) && !id.is_empty() => Ok(()),
+            rest => Err(format!(
+                "it ends in {:?}, not in {{{}}}/{{id}}",
+                rest.join("/"),
+                kinds.join("|")
+            )),
+        }
+    }
+}
+
 /// The answer to one poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poll {
@@ -114,14 +227,25 @@ pub(crate) fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
         .filter(|v| !v.is_empty())
 }
 
-/// Parses `Retry-After`: a number of seconds, or an HTTP date (a date in the past means now).
+/// Parses `Retry-After`: a number of seconds (digits only), or an HTTP date (a date in the
+/// past means now). Any value is read without panicking; how long to really wait is the
+/// caller's decision (the controller cuts it to `--retry-after-max`).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
+    if let Some(seconds) = digits(value) {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A number written with digits only (`u64::from_str` also takes a leading `+`); `None` past
+/// `u64::MAX`.
+fn digits(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 /// The wait Azure asks for: `retry-after-ms` / `x-ms-retry-after-ms` (milliseconds, which
@@ -129,7 +253,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 pub fn retry_after_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     ["retry-after-ms", "x-ms-retry-after-ms"]
         .into_iter()
-        .find_map(|name| header_value(headers, name)?.parse::<u64>().ok())
+        .find_map(|name| digits(header_value(headers, name)?))
         .map(Duration::from_millis)
         .or_else(|| parse_retry_after(header_value(headers, "retry-after")?, now))
 }
@@ -192,6 +316,37 @@ mod tests {
     }
 
     #[test]
+    fn absurd_retry_after_values_are_read_without_panicking() {
+        // What the controller does with them (cut to --retry-after-max) is its business; here
+        // no value may panic.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_625_662_065);
+        assert_eq!(
+            parse_retry_after(&u64::MAX.to_string(), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert!(far > Duration::from_secs(7_000 * 365 * 86_400), "{far:?}");
+        for junk in [
+            "-1",
+            "+5",
+            "0x10",
+            "Sat, 31 Dec 99999 23:59:59 GMT",
+            "\u{1F600}",
+        ] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after-ms", u64::MAX.to_string().parse().unwrap());
+        assert_eq!(
+            retry_after_from_headers(&headers, now),
+            Some(Duration::from_millis(u64::MAX))
+        );
+        headers.insert("retry-after-ms", "-3".parse().unwrap());
+        headers.insert("retry-after", "garbage".parse().unwrap());
+        assert_eq!(retry_after_from_headers(&headers, now), None);
+    }
+
+    #[test]
     fn async_operation_header_wins_over_location() {
         let mut headers = HeaderMap::new();
         headers.insert("location", "https://h/location".parse().unwrap());
@@ -205,5 +360,59 @@ mod tests {
         assert_eq!(handle.poll_url, "https://h/status");
         assert_eq!(handle.retry_after, Some(Duration::from_millis(1500)));
         assert!(OperationHandle::from_headers(&HeaderMap::new(), SystemTime::now()).is_none());
+    }
+
+    #[test]
+    fn poll_paths_must_be_operations_of_the_vault() {
+        let instance: BackupInstanceId = "/subscriptions/f0c630e0-2995-4853-b056-0b3c09cb673f/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/backupInstances/msblob-1".parse().unwrap();
+        let sub = "/subscriptions/F0C630E0-2995-4853-B056-0B3C09CB673F";
+        let rg = format!("{sub}/resourcegroups/testbkpvaultrg");
+        let dp = format!("{rg}/providers/Microsoft.DataProtection");
+        for ok in [
+            format!(
+                "{sub}/providers/Microsoft.DataProtection/locations/westus/operationStatus/ZmMz=="
+            ),
+            format!("{sub}/PROVIDERS/microsoft.dataprotection/LOCATIONS/westus/operationresults/x"),
+            format!("{dp}/operationResults/op"),
+            format!("{dp}/backupvaults/TESTBKPVAULT/operationStatus/ZTA4YjQ0==2026-06-01"),
+            format!("{dp}/backupVaults/testBkpVault/backupInstances/MSBLOB-1/operationResults/op"),
+            format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1/operationStatuses/08"),
+            format!("{dp}/backupInstances/msblob-1/operationResults/op"),
+            format!("{dp}/backupVaults/testBkpVault/operations/op"),
+            format!(
+                "{rg}/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858"
+            ),
+        ] {
+            assert_eq!(operation_path_problem(&ok, &instance), None, "{ok}");
+        }
+        for (refused, says) in [
+            (
+                "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/x".to_owned(),
+                "names subscriptions \"00000000-0000-0000-0000-000000000000\" instead of f0c630e0",
+            ),
+            (format!("{sub}/resourceGroups/other/providers/Microsoft.DataProtection/operationResults/x"), "resourceGroups \"other\""),
+            (format!("{dp}/backupVaults/otherVault/operationStatus/x"), "backupVaults \"otherVault\""),
+            (format!("{dp}/backupVaults/testBkpVault/backupInstances/other/operationResults/x"), "backupInstances \"other\""),
+            (format!("{rg}/providers/Microsoft.KeyVault/vaults/kv/secrets/x"), "providers \"Microsoft.KeyVault\""),
+            (format!("{sub}/resourceGroups/rg2/providers/Microsoft.Storage/storageAccounts/sa/listKeys"), "resourceGroups \"rg2\""),
+            (format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1"), "ends in \"\""),
+            (format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1/operationResults/x/more"), "ends in \"operationResults/x/more\""),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/"), "ends in \"operationStatus/\""),
+            (format!("{dp}/backupVaults/testBkpVault"), "ends in \"\""),
+            (format!("{sub}/providers/Microsoft.DataProtection/operationStatus/x"), "no locations"),
+            (format!("{rg}/providers/Microsoft.Resources/deployments/d"), "ends in \"\""),
+            (format!("{rg}/providers/Microsoft.Resources/deployments/d/operationStatus/x"), "not in {operationStatuses}"),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/..%2F..%2Fsecrets"), "encoded slash"),
+            ("/providers/Microsoft.DataProtection/operations".to_owned(), "no subscriptions"),
+            (String::new(), "no subscriptions"),
+        ] {
+            let problem = operation_path_problem(&refused, &instance)
+                .unwrap_or_else(|| panic!("{refused} was accepted"));
+            assert!(problem.contains(says), "{refused}: {problem}");
+            assert!(
+                problem.contains("only operations of vault testBkpVault in subscription f0c630e0-2995-4853-b056-0b3c09cb673f"),
+                "{problem}"
+            );
+        }
     }
 }

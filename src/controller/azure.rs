@@ -40,13 +40,15 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
             arm.stop_protection(id).await,
         ),
         Action::Sync(id) => started(OperationAction::Sync, arm.sync(id).await),
-        Action::Poll(url) => match arm.poll(url).await {
+        Action::Poll { url, instance } => match arm.poll(url, instance).await {
             Ok(poll) => Observation::Polled {
                 status: polled_status(poll.status),
                 retry_after: poll.retry_after,
             },
-            Err(ArmError::ForeignPollUrl { url, endpoint }) => {
-                Observation::PollRefused { url, endpoint }
+            Err(error @ (ArmError::ForeignPollUrl { .. } | ArmError::PollPathRefused { .. })) => {
+                Observation::PollRefused {
+                    message: error.to_string(),
+                }
             }
             Err(error) => failed(AzureCall::Poll, error),
         },

@@ -17,7 +17,7 @@
 //!         Action::RemoveFinalizer => { remove it; return d.requeue }
 //!         Action::GetInstance(id) => Observation::Instance(..) or Observation::Failed{..},
 //!         Action::Validate / Put / Delete / StopProtection / Sync => Observation::Started{..} or Failed,
-//!         Action::Poll(url) => Observation::Polled{..}, Failed{..} or PollRefused{..},
+//!         Action::Poll{..} => Observation::Polled{..}, Failed{..} or PollRefused{..},
 //!     }
 //! }
 //! ```
@@ -56,7 +56,7 @@ pub struct Settings {
     pub stalled_retry_max: Duration,
     /// Shortest wait before polling an operation or retrying a transient error.
     pub retry_after_min: Duration,
-    /// Longest wait Azure's `Retry-After` may impose.
+    /// Longest wait Azure's `Retry-After` may impose, on any answer (`--retry-after-max`).
     pub retry_after_max: Duration,
     /// Wait when Azure gives no `Retry-After`.
     pub retry_after_default: Duration,
@@ -122,12 +122,11 @@ pub enum Observation {
         /// What Azure (or the network) said.
         error: ObservedError,
     },
-    /// The poll URL's scheme or host is not the configured ARM endpoint's: no token was sent.
+    /// The client refused the poll URL (not on the configured ARM endpoint, or not an operation
+    /// of the instance's vault): no request was made, no token sent.
     PollRefused {
-        /// The refused URL.
-        url: String,
-        /// The configured endpoint.
-        endpoint: String,
+        /// Why, naming the URL's host or path.
+        message: String,
     },
 }
 
@@ -208,8 +207,12 @@ pub enum Action {
         target: Target,
         operation: OperationAction,
     },
-    /// Poll the operation in flight.
-    Poll(String),
+    /// Poll the operation in flight on `instance` at `url` (the client refuses a URL that is
+    /// not an operation of the instance's vault on the ARM endpoint).
+    Poll {
+        url: String,
+        instance: BackupInstanceId,
+    },
     /// DELETE the backup instance.
     Delete(BackupInstanceId),
     /// POST stopProtection (keep the recovery points).
@@ -368,8 +371,11 @@ reasons! {
     /// Condition and event. A backup instance of that name protects another storage account.
     /// Set spec.backupInstanceName to a free name.
     InstanceConflict,
-    /// Condition and event. The operation's poll URL is not on the configured ARM endpoint, so no
-    /// token was sent to it. Check `--arm-endpoint` (sovereign clouds have their own).
+    /// Condition and event. The operation's poll URL (status.operation.pollUrl) is not on the
+    /// configured ARM endpoint, or not a Microsoft.DataProtection operation of the vault, so it
+    /// was not polled and no token was sent to it: the operation is marked Failed and the
+    /// backup instance is read from Azure instead. Check `--arm-endpoint` (sovereign clouds have
+    /// their own), and who else writes this resource's status.
     PollUrlRefused,
     /// Condition and event. deletionPolicy Retain needs stopProtection, which the configured
     /// api-version lacks. Run with a newer `--api-version`, or change deletionPolicy.
@@ -670,10 +676,13 @@ impl<'a> Step<'a> {
 
     // ---- timing ----
 
+    /// Azure's wait, within the configured bounds (min/max rather than `clamp`, which panics
+    /// when the bounds cross).
     fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
         retry_after
             .unwrap_or(self.settings.retry_after_default)
-            .clamp(self.settings.retry_after_min, self.settings.retry_after_max)
+            .min(self.settings.retry_after_max)
+            .max(self.settings.retry_after_min)
     }
 
     /// 10s, 10s, 20s, 40s, ... capped: the wait grows with the time already spent Stalled,
@@ -767,21 +776,34 @@ impl<'a> Step<'a> {
                 retry_after,
             } => self.on_polled(mode, status, *retry_after),
             Observation::Failed { call, error } => self.on_failed(mode, *call, error),
-            Observation::PollRefused { url, endpoint } => {
-                let host = url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_else(|| url.clone());
-                let message = format!(
-                    "Refused to poll the Azure operation at host {host}: it is not the configured ARM endpoint {endpoint}, so no token was sent (URL {url}). Check --arm-endpoint"
-                );
-                self.stalled(Reason::PollUrlRefused, &message)
-            }
+            Observation::PollRefused { message } => self.poll_refused(mode, message),
         }
     }
 
     fn in_flight(&self) -> Option<&AzureOperation> {
         in_flight(&self.status)
+    }
+
+    /// The client would not poll the recorded URL: waiting on it would stall the resource (and
+    /// block its deletion) for good, so the operation ends as Failed and Azure's instance, read
+    /// afresh, says what to do next (a deletion whose instance is gone completes without a
+    /// second DELETE).
+    fn poll_refused(mut self, mode: &Mode, message: &str) -> Decision {
+        let error = AzureErrorDetail {
+            code: Reason::PollUrlRefused.as_str().to_owned(),
+            message: format!(
+                "{message}. Check --arm-endpoint, and who else writes this resource's status"
+            ),
+            ..AzureErrorDetail::default()
+        };
+        self.end_operation(OperationPhase::Failed, Some(&error));
+        let note = format!(
+            "{}; the operation is marked Failed and the backup instance is read from Azure instead",
+            error.message
+        );
+        self.event(EventType::Warning, Reason::PollUrlRefused, &note);
+        self.set_health(Health::Progressing, Reason::PollUrlRefused, &note);
+        self.get(mode)
     }
 
     fn next_from_status(self, mode: &Mode) -> Decision {
@@ -791,7 +813,11 @@ impl<'a> Step<'a> {
             if !deleting_abandons {
                 let url = op.poll_url.clone().unwrap_or_default();
                 let (action, requeue) = (op.action, Requeue::After(self.settings.retry_after_min));
-                return self.progressing_for(mode, action, Action::Poll(url), requeue);
+                let poll = Action::Poll {
+                    url,
+                    instance: mode.instance().clone(),
+                };
+                return self.progressing_for(mode, action, poll, requeue);
             }
         }
         let last = self

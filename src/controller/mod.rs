@@ -206,8 +206,12 @@ impl Context {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance: reporting_instance,
         };
-        let writes =
-            pacing::WritePacer::new(settings.write_burst, settings.write_refill, Instant::now());
+        let writes = pacing::WritePacer::new(
+            settings.write_burst,
+            settings.write_refill,
+            settings.retry_after_max,
+            Instant::now(),
+        );
         Self {
             recorder: Mutex::new((Recorder::new(client.clone(), reporter.clone()), 0)),
             reporter,

@@ -5,7 +5,8 @@
 //! at 10 per second). [`WritePacer`] keeps a copy of that bucket on the client side, as the
 //! generic cell rate algorithm: a write may go when the bucket has a token, otherwise the
 //! resource gets a slot in the queue and is requeued for it, so waiting resources neither
-//! hold a worker nor retry in a herd. A 429 empties the copy until Azure's `Retry-After`.
+//! hold a worker nor retry in a herd. A 429 empties the copy until Azure's `Retry-After`,
+//! cut to `--retry-after-max`.
 //!
 //! Written here rather than with `governor`: each waiting resource must *reserve* its future
 //! slot (governor only says "not until T", so every waiter would wake at the same T), and a
@@ -26,6 +27,8 @@ pub struct WritePacer {
     interval: Duration,
     /// How far the bucket may run ahead: `(burst - 1) × interval`.
     tolerance: Duration,
+    /// The longest `Retry-After` a 429 may stop the writes for.
+    max_throttle: Duration,
     state: Mutex<State>,
 }
 
@@ -57,11 +60,13 @@ pub struct Admission {
 }
 
 impl WritePacer {
-    /// A full bucket of `burst` writes, one more every `interval`.
-    pub fn new(burst: u32, interval: Duration, now: Instant) -> Self {
+    /// A full bucket of `burst` writes, one more every `interval`; a 429 stops the writes for
+    /// at most `max_throttle`.
+    pub fn new(burst: u32, interval: Duration, max_throttle: Duration, now: Instant) -> Self {
         Self {
             interval,
-            tolerance: interval * burst.max(1).saturating_sub(1),
+            tolerance: interval.saturating_mul(burst.max(1).saturating_sub(1)),
+            max_throttle,
             state: Mutex::new(State {
                 full_at: now,
                 counted: 0,
@@ -138,11 +143,17 @@ impl WritePacer {
         }
     }
 
-    /// Azure answered a write with 429: its bucket is empty for `retry_after`, then refills
-    /// at the usual rate.
+    /// Azure answered a write with 429: its bucket is empty for `retry_after` (at most
+    /// `max_throttle`: any header value is accepted), then refills at the usual rate.
     pub fn throttled(&self, retry_after: Duration, now: Instant) {
+        let wait = retry_after
+            .min(self.max_throttle)
+            .saturating_add(self.tolerance);
         let mut state = super::lock(&self.state);
-        state.full_at = state.full_at.max(now + retry_after + self.tolerance);
+        // Checked: even an absurd configuration must not panic the controller.
+        if let Some(until) = now.checked_add(wait) {
+            state.full_at = state.full_at.max(until);
+        }
     }
 }
 
@@ -150,8 +161,15 @@ impl WritePacer {
 mod tests {
     use super::*;
 
+    const MAX_THROTTLE: Duration = Duration::from_secs(300);
+
     fn pacer(burst: u32, per_second: u32, now: Instant) -> WritePacer {
-        WritePacer::new(burst, Duration::from_secs(1) / per_second, now)
+        WritePacer::new(
+            burst,
+            Duration::from_secs(1) / per_second,
+            MAX_THROTTLE,
+            now,
+        )
     }
 
     /// `admit`, without the admission.
@@ -270,5 +288,16 @@ mod tests {
         assert_eq!(go(&p, "a", t0), Err(Duration::from_secs(2)));
         assert_eq!(go(&p, "b", t0), Err(Duration::from_millis(2100)));
         assert_eq!(go(&p, "a", t0 + Duration::from_secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn any_retry_after_stops_the_writes_for_at_most_the_longest_wait() {
+        let t0 = Instant::now();
+        let p = pacer(200, 10, t0);
+        // Near u64::MAX seconds: no overflow of Instant + Duration, cut to the longest wait.
+        p.throttled(Duration::from_secs(u64::MAX), t0);
+        p.throttled(Duration::MAX, t0);
+        assert_eq!(go(&p, "a", t0), Err(MAX_THROTTLE));
+        assert_eq!(go(&p, "a", t0 + MAX_THROTTLE), Ok(()));
     }
 }
