@@ -16,7 +16,7 @@ use blob_backup_operator::arm::{
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::emulator::ThrottleSettings;
 use serde_json::{Value, json};
-use support::fake_apiserver::Subresource;
+use support::fake_apiserver::{Subresource, Verb};
 use support::harness::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
     add_accounts, condition, emulator_config, has_finalizer, spec, test_settings,
@@ -603,5 +603,33 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
         .collect();
     assert_eq!(throttled, Vec::new(), "429s by operation");
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 3);
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_write_refused_as_invalid_is_not_retried_at_once() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    // A 422 is no conflict: retrying it at once (every retry_after_min, 50 ms here) only
+    // hammers the API server. It waits for the longest Stalled backoff.
+    let settings = Settings {
+        stalled_retry_max: Duration::from_secs(60),
+        ..test_settings()
+    };
+    h.api.fail_next_where(100, 422, |info| {
+        info.verb == Verb::Patch && info.subresource.as_deref() == Some("status")
+    });
+    let controller = h.controller(settings);
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.api
+        .wait_for(WAIT, |_| h.status_writes("msblobbackup") >= 1)
+        .await
+        .expect("the controller writes a status");
+    // Absence over a window forty times the conflict retry delay.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.status_writes("msblobbackup"),
+        1,
+        "the refused status write was sent again at once"
+    );
     controller.stop().await;
 }

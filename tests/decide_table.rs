@@ -1264,6 +1264,41 @@ fn invalid_spec() {
     row("no uid to default the name from", no_uid, Observation::None)
         .health(False, Reason::InvalidSpec)
         .message_has(READY, "metadata.uid");
+
+    // The schema no longer compares the spec with the status (that rule judged every status
+    // write too): the controller refuses a name unlike the one it recorded, and never follows
+    // it to Azure.
+    let mut renamed = ready();
+    renamed.spec.backup_instance_name = Some("another-name".into());
+    row(
+        "name set unlike the one recorded in status: Stalled, no Azure call",
+        renamed.clone(),
+        Observation::None,
+    )
+    .action("None")
+    .health(False, Reason::InvalidSpec)
+    .message_has(
+        READY,
+        "spec.backupInstanceName: cannot differ from status.backupInstanceName",
+    )
+    .message_has(READY, &format!("msblobbackup-{UID}"))
+    .events(&[Reason::InvalidSpec])
+    .requeue(Requeue::AwaitChange);
+    row(
+        "deleting it deletes the recorded instance, not the one the spec names",
+        deleting(renamed, DeletionPolicy::Delete),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+
+    let mut same_name = ready();
+    same_name.spec.backup_instance_name = Some(format!("MsBlobBackup-{UID}"));
+    row(
+        "name set to the recorded one (ARM names ignore case): carries on",
+        same_name,
+        Observation::None,
+    )
+    .action("GetInstance");
 }
 
 #[test]

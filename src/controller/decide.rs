@@ -38,8 +38,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
-    DeletionPolicy, FINALIZER, OperationAction, OperationError, OperationPhase, SpecError,
-    ValidatedSpec, condition_type, same_id,
+    DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
+    OperationPhase, SpecError, ValidatedSpec, condition_type, same_id, truncate,
 };
 use crate::arm::ids::{BackupInstanceId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
@@ -394,7 +394,7 @@ const CODE_MISSING_PERMISSIONS: &str = "UserErrorMissingRequiredPermissions";
 
 // Kubernetes caps event notes at 1 kB; long condition messages only clutter `kubectl get`.
 const MAX_NOTE: usize = 1024;
-const MAX_MESSAGE: usize = 4096;
+const MAX_MESSAGE: usize = MAX_STATUS_MESSAGE_LEN;
 
 /// Decides the next step for `obj`, given what Azure said in the previous step.
 pub fn decide(
@@ -572,6 +572,8 @@ impl<'a> Step<'a> {
                 fix: "set spec.backupInstanceName".into(),
             });
         }
+        let recorded = self.old.and_then(|s| s.backup_instance_name.as_deref());
+        spec.check_recorded_name(self.uid(), recorded)?;
         let instance = spec.backup_instance_id(self.uid());
         Ok(Target { instance, spec })
     }
@@ -659,6 +661,7 @@ impl<'a> Step<'a> {
         if self.health_set {
             self.status.observed_generation = self.obj.metadata.generation;
         }
+        self.status.fit_to_schema();
         let status = status_changed(self.old, &self.status).then_some(self.status);
         Decision {
             action,
@@ -1269,7 +1272,8 @@ impl<'a> Step<'a> {
                 "deletionPolicy Orphan: the backup instance stays in Azure untouched",
             );
         }
-        let (account, instance) = match self.obj.spec.instance_ref(self.uid()) {
+        let recorded = self.status.backup_instance_name.as_deref();
+        let (account, instance) = match self.obj.spec.instance_ref(self.uid(), recorded) {
             Ok(found) => found,
             Err(_) if self.status.backup_instance_id.is_none() => {
                 return self.remove_finalizer(Reason::Deleted, "Nothing was created in Azure");
@@ -1411,15 +1415,4 @@ fn arm_id_in(text: &str) -> Option<&str> {
     let start = text.find("/subscriptions/")?;
     let id = text[start..].split_whitespace().next()?;
     Some(id.trim_end_matches(['.', ',', ';']))
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }

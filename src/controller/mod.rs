@@ -138,17 +138,30 @@ impl Error {
         }
     }
 
-    /// Whether someone else changed the resource in between (409, or a failed JSON patch
-    /// `test`): worth retrying at once against the new state.
-    fn is_conflict(&self) -> bool {
+    fn api_status(&self) -> Option<u16> {
         let source = match self {
             Error::AddFinalizer(e)
             | Error::RemoveFinalizer(e)
             | Error::WriteStatus(e)
             | Error::Read(e) => e,
-            Error::MissingMetadata(_) | Error::Patch(_) => return false,
+            Error::MissingMetadata(_) | Error::Patch(_) => return None,
         };
-        matches!(source, kube::Error::Api(status) if status.code == 409 || status.code == 422)
+        match source {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+
+    /// Whether someone else changed the resource in between (409: a stale resourceVersion, or
+    /// a failed JSON patch `test`): worth retrying at once against the new state.
+    fn is_conflict(&self) -> bool {
+        self.api_status() == Some(409)
+    }
+
+    /// Whether the API server refused the write as invalid (422): retrying the same write at
+    /// once would only be refused again.
+    fn is_invalid(&self) -> bool {
+        self.api_status() == Some(422)
     }
 }
 
@@ -393,7 +406,9 @@ impl Context {
                     self.metrics.record_status_write();
                     return Ok(written);
                 }
-                Err(error) if attempt < attempts => {
+                // A refusal (409: a stale resourceVersion, 422: invalid) would only be
+                // refused again; network trouble, 429 and 5xx may pass on a second try.
+                Err(error) if attempt < attempts && !is_refusal(&error) => {
                     warn!(%error, attempt, "cannot record the Azure operation just started; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -442,6 +457,12 @@ impl Context {
         }
         ReconcileAction::await_change()
     }
+}
+
+/// Whether the API server refused a request for what it asked (4xx other than 429): sending
+/// it again unchanged cannot succeed.
+fn is_refusal(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429)
 }
 
 /// A hash of the status as the API would serialize it (no allocation): enough to tell whether
@@ -627,22 +648,36 @@ async fn reconcile_steps(
 }
 
 /// What to do after a failed reconcile: conflicts are retried at once (against the new
-/// state), other Kubernetes API trouble after the default Azure retry delay.
+/// state), a write the API server refused as invalid after the longest Stalled backoff (it
+/// takes a person: a CRD of another version, or a bug), other Kubernetes API trouble after
+/// the default Azure retry delay.
 pub fn error_policy(
     obj: Arc<BlobBackupInstance>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> ReconcileAction {
-    warn!(
-        resource = %obj.name_any(),
-        namespace = %obj.namespace().unwrap_or_default(),
-        "reconcile failed: {error}"
-    );
     let delay = if error.is_conflict() {
         ctx.settings.retry_after_min
+    } else if error.is_invalid() {
+        ctx.settings.stalled_retry_max
     } else {
         ctx.settings.retry_after_default
     };
+    if error.is_invalid() {
+        warn!(
+            resource = %obj.name_any(),
+            namespace = %obj.namespace().unwrap_or_default(),
+            retry_in = ?delay,
+            "reconcile failed: the API server refused a write as invalid (HTTP 422): {error}. \
+             Check that the installed CRD is the one of this operator version (crds/ of its release)"
+        );
+    } else {
+        warn!(
+            resource = %obj.name_any(),
+            namespace = %obj.namespace().unwrap_or_default(),
+            "reconcile failed: {error}"
+        );
+    }
     ctx.requeue(&object_key(&obj), Requeue::After(delay))
 }
 
