@@ -381,7 +381,8 @@ pub struct AzureOperation {
     /// What the operation does: Validate, Create, Update, Delete, StopProtection or Sync.
     pub action: OperationAction,
 
-    /// InProgress, Succeeded, Failed or Canceled.
+    /// Pending (recorded before the request is sent: Azure may not have it), InProgress,
+    /// Succeeded, Failed or Canceled.
     pub status: OperationPhase,
 
     /// The URL Azure gave to track the operation (Azure-AsyncOperation, else Location). A
@@ -449,6 +450,9 @@ impl OperationAction {
 /// Where an Azure operation stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OperationPhase {
+    // Recorded before the request is sent; whether Azure got it is unknown until it answers.
+    // A restarted controller looks at the instance before acting again.
+    Pending,
     InProgress,
     Succeeded,
     Failed,

@@ -7,6 +7,8 @@
 
 use crate::support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use blob_backup_operator::arm::{
@@ -448,9 +450,11 @@ async fn status_is_written_only_when_it_changes() {
         events,
         "no new events either"
     );
-    // A whole creation takes three writes, not one per step: validation started, creation
-    // started (Validated=True), Ready.
-    assert_eq!(writes, 3, "status writes for a creation");
+    // A whole creation takes five writes, not one per step: the validation's intent, the
+    // validation started (its poll URL), the creation's intent (Validated=True), the creation
+    // started, Ready. An intent is written before each Azure write, so a crash never repeats
+    // or loses one.
+    assert_eq!(writes, 5, "status writes for a creation");
     controller.stop().await;
 }
 
@@ -632,4 +636,92 @@ async fn a_status_write_refused_as_invalid_is_not_retried_at_once() {
         "the refused status write was sent again at once"
     );
     controller.stop().await;
+}
+
+/// Fails the controller's status writes with 500 while `armed` holds and the emulator has
+/// served `operation` at least once: the write that records the started operation (its poll
+/// URL) cannot get through.
+fn fail_status_writes_after(h: &Harness, operation: &'static str, armed: Arc<AtomicBool>) {
+    let admin = h.emulator.admin().clone();
+    h.api.fail_next_where(u64::MAX, 500, move |info| {
+        armed.load(Ordering::SeqCst)
+            && info.verb == Verb::Patch
+            && info.subresource.as_deref() == Some("status")
+            && admin.request_count(operation) > 0
+    });
+}
+
+#[tokio::test]
+async fn an_operation_that_cannot_be_recorded_is_never_sent_twice() {
+    // Operations long enough that the first status writes fail while they still run.
+    let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
+    let controller = h.controller(test_settings());
+    let armed = Arc::new(AtomicBool::new(true));
+    fail_status_writes_after(&h, ops::CREATE_OR_UPDATE, armed.clone());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    // The PUT went out; its poll URL cannot be recorded: more than the three quick retries.
+    let failed_writes = || {
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.info.subresource.as_deref() == Some("status") && r.status == 500)
+            .count()
+    };
+    h.api
+        .wait_for(WAIT, |_| failed_writes() >= 5)
+        .await
+        .expect("the status writes after the PUT fail");
+    armed.store(false, Ordering::SeqCst);
+    let ready = h.wait_ready("msblobbackup").await;
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
+    assert_eq!(ready["status"]["operation"]["action"], "Create");
+
+    // The same for the DELETE.
+    h.api.clear_requests();
+    let armed = Arc::new(AtomicBool::new(true));
+    fail_status_writes_after(&h, ops::DELETE, armed.clone());
+    h.api
+        .delete(RESOURCE, NS, "msblobbackup")
+        .expect("deletion requested");
+    h.api
+        .wait_for(WAIT, |_| failed_writes() >= 5)
+        .await
+        .expect("the status writes after the DELETE fail");
+    armed.store(false, Ordering::SeqCst);
+    h.wait_gone("msblobbackup").await;
+    assert_eq!(h.azure(ops::DELETE), 1, "exactly one DELETE");
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_after_an_unrecorded_put_takes_the_instance_as_its_outcome() {
+    let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
+    let first = h.controller(test_settings());
+    let armed = Arc::new(AtomicBool::new(true));
+    fail_status_writes_after(&h, ops::CREATE_OR_UPDATE, armed.clone());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    // Recorded before the PUT: the intent. The PUT's poll URL never made it.
+    let intent = h
+        .wait_for("msblobbackup", "the PUT's intent", |o| {
+            o["status"]["operation"]["action"] == "Create"
+                && o["status"]["operation"]["status"] == "Pending"
+        })
+        .await;
+    assert!(intent["status"]["backupInstanceName"].is_string());
+    h.api
+        .wait_for(WAIT, |_| h.azure(ops::CREATE_OR_UPDATE) == 1)
+        .await
+        .expect("the PUT is sent");
+    first.kill().await;
+    armed.store(false, Ordering::SeqCst);
+
+    let second = h.controller(test_settings());
+    h.wait_ready("msblobbackup").await;
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1, "one validation");
+    let reasons = h.event_reasons("msblobbackup");
+    for unwanted in ["AlreadyProtected", "Adopted"] {
+        assert!(!reasons.iter().any(|r| r == unwanted), "{reasons:?}");
+    }
+    second.stop().await;
 }

@@ -461,6 +461,7 @@ fn create_flow_rows() {
     )
     .action(&format!("Validate {}", instance_id()))
     .health(False, Reason::Validating)
+    .operation(OperationAction::Validate, OperationPhase::Pending)
     .events(&[]);
 
     row(
@@ -503,15 +504,64 @@ fn create_flow_rows() {
         instance_id(),
         policy_id("BlobBackup-Policy")
     ))
-    .operation(OperationAction::Validate, OperationPhase::Succeeded)
+    .operation(OperationAction::Create, OperationPhase::Pending)
     .cond(VALIDATED, True, Reason::ValidationSucceeded)
     .health(False, Reason::Creating);
+    // The intent, written before the PUT is sent: the name, the ID and the operation.
     let s = r.status();
     assert_eq!(
         s.backup_instance_name.as_deref(),
         Some(format!("msblobbackup-{UID}").as_str())
     );
-    assert_eq!(s.operation.unwrap().end_time, Some(Time(now())));
+    assert_eq!(s.backup_instance_id, Some(instance_id()));
+    let intent = s.operation.unwrap();
+    assert_eq!(
+        (intent.start_time, intent.poll_url),
+        (Some(Time(now())), None)
+    );
+
+    // Intents recorded before a crash: Azure may or may not have the request.
+    let put_intended = after(validating(), &[polled(PolledStatus::Succeeded)]);
+    row(
+        "restart with a PUT intended: look at the instance first",
+        put_intended.clone(),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+    row(
+        "the intended PUT landed: its outcome, not AlreadyProtected, not adopted",
+        put_intended.clone(),
+        found(instance("ConfiguringProtection")),
+    )
+    .action("None")
+    .health(False, Reason::ConfiguringProtection)
+    .events(&[]);
+    row(
+        "the intended PUT never landed: PUT without validating again",
+        put_intended,
+        Observation::Instance(None),
+    )
+    .action("Put Create")
+    .operation(OperationAction::Create, OperationPhase::Pending);
+    let validate_intended = after(bbi(), &[Observation::Instance(None)]);
+    row(
+        "restart with a validation intended: look at the instance first",
+        validate_intended.clone(),
+        Observation::None,
+    )
+    .action("GetInstance");
+    row(
+        "found after only a validation was intended: someone else's, adopted",
+        validate_intended,
+        found(instance("ProtectionConfigured")),
+    )
+    .events(&[Reason::Adopted, Reason::Protected]);
+    row(
+        "resync of an adopted instance: adopted once only",
+        after(bbi(), &[found(instance("ProtectionConfigured"))]),
+        found(instance("ProtectionConfigured")),
+    )
+    .events(&[]);
 
     row(
         "restart after validation: PUT without validating again",
@@ -1303,6 +1353,23 @@ fn invalid_spec() {
 
 #[test]
 fn deletion() {
+    let delete_intended = after(
+        deleting(ready(), DeletionPolicy::Delete),
+        &[found(instance("ProtectionConfigured"))],
+    );
+    row(
+        "restart with a DELETE intended: look at the instance first",
+        delete_intended.clone(),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+    row(
+        "the intended DELETE landed: nothing left, the finalizer goes",
+        delete_intended,
+        Observation::Instance(None),
+    )
+    .action("RemoveFinalizer");
+
     row(
         "Delete: look the instance up first",
         deleting(ready(), DeletionPolicy::Delete),
@@ -1816,12 +1883,13 @@ fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
         &[polled(PolledStatus::Failed(missing_permission()))],
     );
     row(
-        "retrying validation: no write yet",
+        "retrying validation: only its intent is written, Stalled stays",
         stalled.clone(),
         Observation::Instance(None),
     )
     .action("Validate")
-    .writes(false)
+    .writes(true)
+    .operation(OperationAction::Validate, OperationPhase::Pending)
     .health(False, Reason::MissingPermissions);
     row(
         "retry accepted: the operation is recorded, Stalled stays, no event",

@@ -22,9 +22,11 @@
 //! }
 //! ```
 //!
-//! `Decision::status` is `Some` only when something changed; the controller may write each one
-//! or only the last of a reconcile (fewer writes; a crash then repeats at most one Azure call,
-//! which the next GET reconciles).
+//! `Decision::status` is `Some` only when something changed. The controller writes it before an
+//! Azure write (it records the intent: the instance's name and ID, the operation as `Pending`)
+//! and right after an operation started (its poll URL); other changes only at the end of a
+//! reconcile. After a crash, a `Pending` intent makes the next reconcile GET the instance before
+//! acting again: an instance found is the intended write's outcome.
 //!
 //! Everything the next step depends on is in the status (the operation in flight with its poll
 //! URL, the conditions), so a restarted controller resumes where the last one stopped. The
@@ -737,25 +739,55 @@ impl<'a> Step<'a> {
         self.finish(Action::GetInstance(mode.instance().clone()), requeue)
     }
 
-    /// Starts `action` (chosen for `mode`): the conditions say so before it is sent.
-    fn start(self, mode: &Mode, action: Action) -> Decision {
+    /// Starts `action` (chosen for `mode`): the conditions say so, and the status records the
+    /// intent (the instance's name and ID, the operation as Pending), before it is sent. The
+    /// controller writes that status before the request: after a crash the next reconcile finds
+    /// the intent and looks at the instance before acting again.
+    fn start(mut self, mode: &Mode, action: Action) -> Decision {
         let requeue = Requeue::After(self.settings.retry_after_min);
         match action.operation() {
-            Some(operation) => self.progressing_for(mode, operation, action, requeue),
+            Some(operation) => {
+                // From here on the name is taken: a spec naming another one is refused.
+                self.status.backup_instance_name = Some(mode.instance().name().to_owned());
+                self.status.backup_instance_id = Some(mode.instance().to_string());
+                self.status.operation = Some(AzureOperation {
+                    action: operation,
+                    status: OperationPhase::Pending,
+                    poll_url: None,
+                    start_time: Some(Time(self.now)),
+                    end_time: None,
+                    error: None,
+                });
+                self.progressing_for(mode, operation, action, requeue)
+            }
             None => self.finish(action, requeue),
         }
     }
 
-    fn put(mut self, target: &Target, operation: OperationAction) -> Decision {
-        // Recorded before the PUT: from here on the name is taken (the CRD keeps it immutable).
-        self.status.backup_instance_name = Some(target.instance.name().to_owned());
-        self.status.backup_instance_id = Some(target.instance.to_string());
+    fn put(self, target: &Target, operation: OperationAction) -> Decision {
         let mode = Mode::Apply(target);
         let action = Action::Put {
             target: target.clone(),
             operation,
         };
         self.start(&mode, action)
+    }
+
+    /// Whether the status records `action` as intended but not answered by Azure.
+    fn intended(&self, action: OperationAction) -> bool {
+        self.status
+            .operation
+            .as_ref()
+            .is_some_and(|op| op.action == action && op.status == OperationPhase::Pending)
+    }
+
+    /// Whether Azure validated the backup request for this generation.
+    fn validated_for_this_generation(&self) -> bool {
+        self.old_condition(condition_type::VALIDATED)
+            .is_some_and(|c| {
+                c.status == ConditionStatus::True
+                    && c.observed_generation == self.obj.metadata.generation
+            })
     }
 
     // ---- the state machine ----
@@ -871,6 +903,13 @@ impl<'a> Step<'a> {
                         );
                         self.event(EventType::Warning, Reason::DriftDetected, &note);
                     }
+                    // A creation intended after a validation of this spec never reached Azure:
+                    // send it now, without validating again.
+                    if self.intended(OperationAction::Create)
+                        && self.validated_for_this_generation()
+                    {
+                        return self.put(target, OperationAction::Create);
+                    }
                     self.start(mode, Action::Validate((*target).clone()))
                 }
             };
@@ -900,7 +939,16 @@ impl<'a> Step<'a> {
             };
         }
 
-        if self.status.backup_instance_id.is_none() && matches!(mode, Mode::Apply(_)) {
+        // Ours if we adopted it before (an ID without an operation) or ever sent a write for
+        // it (a PUT intended but unanswered included: this is its outcome); found after only
+        // a validation, someone else created it.
+        let ours = match &self.status.operation {
+            None => self.status.backup_instance_id.is_some(),
+            Some(op) => {
+                op.action != OperationAction::Validate || self.status.protection_status.is_some()
+            }
+        };
+        if !ours && matches!(mode, Mode::Apply(_)) {
             let note = format!("Adopted the existing backup instance {}", mode.instance());
             self.event(EventType::Normal, Reason::Adopted, &note);
         }

@@ -175,6 +175,10 @@ struct Memory {
     /// A fingerprint of the status after our last write ([`status_fingerprint`]): a copy
     /// of every status would be most of the controller's memory at 10,000 resources.
     status: u64,
+    /// A status recording an Azure operation already sent that could not be written (its poll
+    /// URL): written before anything else happens to the resource, or the operation would be
+    /// sent again. For the resource with this uid.
+    unwritten: Option<(String, BlobBackupInstanceStatus)>,
 }
 
 /// Shared state of all reconciles.
@@ -378,30 +382,21 @@ impl Context {
             .await
     }
 
-    /// Writes `obj.status` by server-side apply on the status subresource, as the one field
-    /// manager of the status (forced: the status is ours alone). A status that records an
-    /// operation just started is retried a few times, since losing its poll URL would mean
-    /// starting the operation again.
+    /// Writes `obj.status` (see [`apply_status`]). A status that records an operation just
+    /// started (`precious`) is retried a few times on transient trouble, and if it still cannot
+    /// be written it is kept in memory and written first on the next reconcile: losing its
+    /// poll URL would mean sending the operation again.
     async fn write_status(
         &self,
         api: &Api<BlobBackupInstance>,
         obj: &BlobBackupInstance,
         precious: bool,
     ) -> Result<BlobBackupInstance, Error> {
-        let body = json!({
-            "apiVersion": BlobBackupInstance::api_version(&()),
-            "kind": BlobBackupInstance::kind(&()),
-            "status": obj.status,
-        });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         let attempts = if precious { STATUS_WRITE_ATTEMPTS } else { 1 };
         let mut pause = STATUS_WRITE_RETRY;
         let mut attempt = 1;
         loop {
-            match api
-                .patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
-                .await
-            {
+            match apply_status(api, obj).await {
                 Ok(written) => {
                     self.metrics.record_status_write();
                     return Ok(written);
@@ -414,9 +409,55 @@ impl Context {
                     pause *= 2;
                     attempt += 1;
                 }
-                Err(error) => return Err(Error::WriteStatus(error)),
+                Err(error) => {
+                    if precious && let Some(status) = &obj.status {
+                        warn!(%error, "cannot record the Azure operation just started; keeping it to write first on the next reconcile");
+                        let uid = obj.metadata.uid.clone().unwrap_or_default();
+                        lock(&self.memory)
+                            .entry(object_key(obj))
+                            .or_default()
+                            .unwritten = Some((uid, status.clone()));
+                    }
+                    return Err(Error::WriteStatus(error));
+                }
             }
         }
+    }
+
+    /// Writes the status kept by a failed `precious` [`Self::write_status`], onto a fresh read
+    /// of the resource (its resourceVersion), before anything else is decided. `Ok(None)`:
+    /// nothing was kept, or the resource is gone.
+    async fn write_unwritten(
+        &self,
+        api: &Api<BlobBackupInstance>,
+        key: &str,
+        obj: &BlobBackupInstance,
+    ) -> Result<Option<BlobBackupInstance>, Error> {
+        let kept = lock(&self.memory)
+            .get_mut(key)
+            .and_then(|memory| memory.unwritten.take());
+        let Some((uid, status)) = kept else {
+            return Ok(None);
+        };
+        if obj.metadata.uid.as_deref() != Some(uid.as_str()) {
+            // Another resource of the same name: the kept status is not about it.
+            return Ok(None);
+        }
+        let Some(mut fresh) = api.get_opt(&obj.name_any()).await.map_err(|error| {
+            lock(&self.memory)
+                .entry(key.to_owned())
+                .or_default()
+                .unwritten = Some((uid.clone(), status.clone()));
+            Error::Read(error)
+        })?
+        else {
+            return Ok(None);
+        };
+        info!("writing the status of an Azure operation that could not be recorded before");
+        fresh.status = Some(status);
+        let written = self.write_status(api, &fresh, true).await?;
+        self.remember_write(key, &written);
+        Ok(Some(written))
     }
 
     /// Updates the per-resource gauges from the status now in effect.
@@ -457,6 +498,25 @@ impl Context {
         }
         ReconcileAction::await_change()
     }
+}
+
+/// Writes `obj.status` by server-side apply on the status subresource, as the one field manager
+/// of the status (forced: the status is ours alone). The apply carries the resourceVersion the
+/// status was decided on, so a writer that decided on a stale copy (a replica that lost its
+/// lease, a cache behind a spec edit) gets a 409 Conflict instead of overwriting newer state.
+pub async fn apply_status(
+    api: &Api<BlobBackupInstance>,
+    obj: &BlobBackupInstance,
+) -> Result<BlobBackupInstance, kube::Error> {
+    let body = json!({
+        "apiVersion": BlobBackupInstance::api_version(&()),
+        "kind": BlobBackupInstance::kind(&()),
+        "metadata": {"resourceVersion": obj.metadata.resource_version},
+        "status": obj.status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
+        .await
 }
 
 /// Whether the API server refused a request for what it asked (4xx other than 429): sending
@@ -547,6 +607,10 @@ async fn reconcile_steps(
         ctx.forget(&key);
         return Ok(ReconcileAction::await_change());
     };
+    // An operation sent but not recorded: record it before deciding anything.
+    if let Some(written) = ctx.write_unwritten(&api, &key, &obj).await? {
+        obj = written;
+    }
 
     let mut persisted = obj.status.clone();
     let mut observation = Observation::None;
@@ -576,9 +640,16 @@ async fn reconcile_steps(
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
-        // An operation just started: its poll URL goes to the API before anything else.
-        if records_new_operation(persisted.as_ref(), obj.status.as_ref()) {
-            let written = ctx.write_status(&api, &obj, true).await?;
+        // Before an Azure write, its intent (the instance's name and ID, the operation) goes
+        // to the API: after a crash the next reconcile looks at the instance before acting
+        // again. After an operation started, its poll URL goes to the API before anything else.
+        let intent = decision.action.operation().is_some();
+        let started = records_new_operation(persisted.as_ref(), obj.status.as_ref());
+        if (intent || started)
+            && let Some(status) = &obj.status
+            && decide::status_changed(persisted.as_ref(), status)
+        {
+            let written = ctx.write_status(&api, &obj, started).await?;
             ctx.remember_write(&key, &written);
             persisted = written.status.clone();
             obj = written;
