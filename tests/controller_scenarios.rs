@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use blob_backup_operator::api::{BlobBackupInstance, BlobBackupInstanceStatus};
 use blob_backup_operator::arm::{
     self, BackupInstance, BackupInstanceId, LroStart, OperationStatus, PolicyId, StorageAccountId,
     VaultId, operation_ids as ops,
 };
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::{self, decide::Settings};
 use blob_backup_operator::emulator::ThrottleSettings;
 use serde_json::{Value, json};
 use support::fake_apiserver::{Subresource, Verb};
@@ -724,4 +725,39 @@ async fn a_restart_after_an_unrecorded_put_takes_the_instance_as_its_outcome() {
         assert!(!reasons.iter().any(|r| r == unwanted), "{reasons:?}");
     }
     second.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_apply_decided_on_a_stale_copy_gets_a_conflict() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let api: kube::Api<BlobBackupInstance> =
+        kube::Api::namespaced(h.api.client_in(NS).unwrap(), NS);
+    let stale = api.get("msblobbackup").await.unwrap();
+    // Someone changes the resource after the copy the status was decided on.
+    h.api
+        .edit(RESOURCE, NS, "msblobbackup", Subresource::Main, |o| {
+            o["spec"]["policy"]["name"] = json!("BlobBackup-Policy2")
+        })
+        .unwrap();
+    let decided = |mut obj: BlobBackupInstance| {
+        obj.status = Some(BlobBackupInstanceStatus {
+            observed_generation: obj.metadata.generation,
+            ..BlobBackupInstanceStatus::default()
+        });
+        obj
+    };
+    match controller::apply_status(&api, &decided(stale)).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a stale status apply must conflict, got {other:?}"),
+    }
+    assert!(
+        h.get("msblobbackup").unwrap()["status"].is_null(),
+        "nothing overwritten"
+    );
+    let fresh = api.get("msblobbackup").await.unwrap();
+    let written = controller::apply_status(&api, &decided(fresh))
+        .await
+        .unwrap();
+    assert_eq!(written.status.unwrap().observed_generation, Some(2));
 }
