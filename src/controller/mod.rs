@@ -76,7 +76,7 @@ const STATUS_WRITE_RETRY: Duration = Duration::from_millis(200);
 const EVENTS_PER_RECORDER: usize = 400;
 
 /// How the controller runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControllerConfig {
     /// The namespace to watch; `None` (or empty) watches all namespaces.
     pub watch_namespace: Option<String>,
@@ -88,6 +88,13 @@ pub struct ControllerConfig {
     pub settings: Settings,
     /// `reportingInstance` of Events (the pod name); `None`: the controller name.
     pub reporting_instance: Option<String>,
+    /// Whether this replica still leads ([`leader::run_as_leader`] hands it to the work):
+    /// checked right before every Azure write. The default always holds.
+    pub fence: leader::Fence,
+    /// The client for the watch, when the one [`run`] gets has a read timeout: a watch waits
+    /// for events for minutes, and kube's watcher has an idle timeout of its own (the watch's
+    /// server-side timeout plus 5 s). `None`: the same client.
+    pub watch_client: Option<Client>,
 }
 
 impl Default for ControllerConfig {
@@ -97,7 +104,59 @@ impl Default for ControllerConfig {
             concurrency: 16,
             settings: Settings::default(),
             reporting_instance: None,
+            fence: leader::Fence::default(),
+            watch_client: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ControllerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerConfig")
+            .field("watch_namespace", &self.watch_namespace)
+            .field("concurrency", &self.concurrency)
+            .field("settings", &self.settings)
+            .field("reporting_instance", &self.reporting_instance)
+            .field("fence", &self.fence)
+            .field("separate_watch_client", &self.watch_client.is_some())
+            .finish()
+    }
+}
+
+/// Longest wait to connect to the Kubernetes API.
+pub const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for an answer from the Kubernetes API (not for watches): a request that hangs
+/// (a Lease renewal above all) fails instead of holding up the controller or the election.
+pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The two Kubernetes clients of the operator, from one configuration.
+#[derive(Clone)]
+pub struct KubeClients {
+    /// For every request but watches: connect and read timeouts.
+    pub requests: Client,
+    /// For watches: a connect timeout only. A read timeout would cut a watch that has no
+    /// event to send for longer than it; kube's watcher already reconnects a watch that stays
+    /// silent past its server-side timeout (290 s) plus 5 s.
+    pub watches: Client,
+}
+
+impl KubeClients {
+    /// Builds both clients from `config` with these timeouts (see [`KUBE_CONNECT_TIMEOUT`] and
+    /// [`KUBE_READ_TIMEOUT`]).
+    pub fn new(config: kube::Config, connect: Duration, read: Duration) -> kube::Result<Self> {
+        let mut requests = config.clone();
+        requests.connect_timeout = Some(connect);
+        requests.read_timeout = Some(read);
+        // Count the read timeout from when a request is sent, not from when its pooled
+        // connection went idle.
+        requests.reset_reader_on_write = true;
+        let mut watches = config;
+        watches.connect_timeout = Some(connect);
+        watches.read_timeout = None;
+        Ok(Self {
+            requests: Client::try_from(requests)?,
+            watches: Client::try_from(watches)?,
+        })
     }
 }
 
@@ -194,6 +253,7 @@ pub struct Context {
     memory: Mutex<HashMap<String, Memory>>,
     writes: pacing::WritePacer,
     requeues: Arc<requeue::Requeues>,
+    fence: leader::Fence,
 }
 
 impl std::fmt::Debug for Context {
@@ -235,7 +295,14 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             writes,
             requeues: Arc::default(),
+            fence: leader::Fence::default(),
         }
+    }
+
+    /// The context of a leader term: Azure writes only while `fence` holds.
+    pub fn with_fence(mut self, fence: leader::Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// The decision settings in use.
@@ -489,6 +556,15 @@ impl Context {
         lock(&self.memory).retain(|key, _| listed.contains(key));
     }
 
+    /// Whether this replica may still write to Azure (see [`leader::Fence`]).
+    fn leads(&self) -> bool {
+        let leads = self.fence.holds();
+        if !leads {
+            warn!("the leader term ended: no more Azure writes from this replica");
+        }
+        leads
+    }
+
     /// Schedules the resource's next reconcile (see [`requeue`]); kube only waits for a
     /// change.
     fn requeue(&self, key: &str, requeue: Requeue) -> ReconcileAction {
@@ -644,6 +720,10 @@ async fn reconcile_steps(
         // to the API: after a crash the next reconcile looks at the instance before acting
         // again. After an operation started, its poll URL goes to the API before anything else.
         let intent = decision.action.operation().is_some();
+        // A replica whose leader term ended writes nothing more: the next leader takes over.
+        if intent && !ctx.leads() {
+            return Ok(ReconcileAction::await_change());
+        }
         let started = records_new_operation(persisted.as_ref(), obj.status.as_ref());
         if (intent || started)
             && let Some(status) = &obj.status
@@ -674,6 +754,10 @@ async fn reconcile_steps(
                 return Ok(ctx.requeue(&key, decision.requeue));
             }
             action => {
+                // The intent write may have taken long: the term may have ended meanwhile.
+                if intent && !ctx.leads() {
+                    return Ok(ReconcileAction::await_change());
+                }
                 let Some(observation) = azure::perform(&ctx.arm, action).await else {
                     requeue = Some(decision.requeue);
                     break;
@@ -799,17 +883,21 @@ pub async fn run(
     let mut settings = config.settings.clone();
     settings.instance_actions_supported = arm.supports_instance_actions();
     settings.api_version = arm.api_version().to_owned();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        arm,
-        metrics,
-        settings,
-        config.reporting_instance.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            arm,
+            metrics,
+            settings,
+            config.reporting_instance.clone(),
+        )
+        .with_fence(config.fence.clone()),
+    );
 
+    let watch_client = config.watch_client.clone().unwrap_or(client);
     let api: Api<BlobBackupInstance> = match config.watch_namespace.as_deref() {
-        Some(namespace) if !namespace.is_empty() => Api::namespaced(client, namespace),
-        _ => Api::all(client),
+        Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
+        _ => Api::all(watch_client),
     };
     let (reader, writer) = reflector::store();
     let watch_ctx = ctx.clone();
