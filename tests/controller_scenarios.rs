@@ -761,3 +761,36 @@ async fn a_status_apply_decided_on_a_stale_copy_gets_a_conflict() {
         .unwrap();
     assert_eq!(written.status.unwrap().observed_generation, Some(2));
 }
+
+#[tokio::test]
+async fn a_conflict_is_retried_against_a_fresh_read() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    // The first status write conflicts, as when someone changed the resource after the
+    // watch's copy: the retry must not decide on that copy again.
+    h.api.fail_next_where(1, 409, |info| {
+        info.verb == Verb::Patch && info.subresource.as_deref() == Some("status")
+    });
+    let controller = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.wait_ready("msblobbackup").await;
+    let requests = h.api.requests();
+    let conflict = requests
+        .iter()
+        .position(|r| r.status == 409 && r.info.subresource.as_deref() == Some("status"))
+        .expect("the injected conflict");
+    let next_status_write = conflict
+        + 1
+        + requests[conflict + 1..]
+            .iter()
+            .position(|r| r.info.subresource.as_deref() == Some("status"))
+            .expect("a status write after the conflict");
+    assert!(
+        requests[conflict + 1..next_status_write].iter().any(|r| {
+            r.info.verb == Verb::Get
+                && r.info.resource == RESOURCE
+                && r.info.name.as_deref() == Some("msblobbackup")
+        }),
+        "no fresh read between the conflict and the next status write"
+    );
+    controller.stop().await;
+}

@@ -238,6 +238,8 @@ struct Memory {
     /// URL): written before anything else happens to the resource, or the operation would be
     /// sent again. For the resource with this uid.
     unwritten: Option<(String, BlobBackupInstanceStatus)>,
+    /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
+    read_fresh: bool,
 }
 
 /// Shared state of all reconciles.
@@ -321,17 +323,23 @@ impl Context {
         cached: &BlobBackupInstance,
     ) -> Result<Option<BlobBackupInstance>, Error> {
         let stale = lock(&self.memory).get(key).is_some_and(|memory| {
-            cached.metadata.uid.as_deref() == Some(memory.uid.as_str())
-                && (memory.status != status_fingerprint(cached.status.as_ref())
-                    || memory.finalized != has_finalizer(cached))
+            memory.read_fresh
+                || (cached.metadata.uid.as_deref() == Some(memory.uid.as_str())
+                    && (memory.status != status_fingerprint(cached.status.as_ref())
+                        || memory.finalized != has_finalizer(cached)))
         });
         if !stale {
             return Ok(Some(cached.clone()));
         }
         debug!("the watch cache is behind our last write; reading the resource");
         let fresh = api.get_opt(&cached.name_any()).await.map_err(Error::Read)?;
-        if let Some(fresh) = &fresh {
-            self.remember_write(key, fresh);
+        match &fresh {
+            Some(fresh) => self.remember_write(key, fresh),
+            None => {
+                if let Some(memory) = lock(&self.memory).get_mut(key) {
+                    memory.read_fresh = false;
+                }
+            }
         }
         Ok(fresh)
     }
@@ -342,6 +350,7 @@ impl Context {
         entry.uid = written.metadata.uid.clone().unwrap_or_default();
         entry.finalized = has_finalizer(written);
         entry.status = status_fingerprint(written.status.as_ref());
+        entry.read_fresh = false;
     }
 
     /// The Recorder for the next Event (see [`EVENTS_PER_RECORDER`]).
@@ -587,9 +596,12 @@ pub async fn apply_status(
     let body = json!({
         "apiVersion": BlobBackupInstance::api_version(&()),
         "kind": BlobBackupInstance::kind(&()),
-        "metadata": {"resourceVersion": obj.metadata.resource_version},
         "status": obj.status,
     });
+    let mut body = body;
+    if let Some(version) = &obj.metadata.resource_version {
+        body["metadata"] = json!({"resourceVersion": version});
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
         .await
@@ -811,7 +823,10 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> ReconcileAction {
+    let key = object_key(&obj);
     let delay = if error.is_conflict() {
+        // Against the new state: the watch cache may not have it yet.
+        lock(&ctx.memory).entry(key.clone()).or_default().read_fresh = true;
         ctx.settings.retry_after_min
     } else if error.is_invalid() {
         ctx.settings.stalled_retry_max
@@ -833,7 +848,7 @@ pub fn error_policy(
             "reconcile failed: {error}"
         );
     }
-    ctx.requeue(&object_key(&obj), Requeue::After(delay))
+    ctx.requeue(&key, Requeue::After(delay))
 }
 
 /// `Some(1)` while the resource is being deleted: with the generation and the finalizers,
