@@ -1215,6 +1215,17 @@ fn drift_and_protection_errors() {
     )
     .action(&format!("Sync {}", instance_id()))
     .health(False, Reason::ProtectionError);
+    let sync_intended = after(
+        with_status(False, Reason::ProtectionError, None),
+        &[found(broken.clone())],
+    );
+    row(
+        "restart with a sync intended just now: no second sync before the backoff",
+        sync_intended,
+        found(broken.clone()),
+    )
+    .action("None")
+    .health(False, Reason::ProtectionError);
     let old_api = Settings {
         instance_actions_supported: false,
         api_version: "2021-01-01".into(),

@@ -1062,7 +1062,11 @@ impl<'a> Step<'a> {
             .operation
             .as_ref()
             .filter(|op| op.action == OperationAction::Sync)
-            .and_then(|op| op.end_time.as_ref())
+            // A sync intended but unanswered may have reached Azure: it counts from then.
+            .and_then(|op| match op.status {
+                OperationPhase::Pending => op.start_time.as_ref(),
+                _ => op.end_time.as_ref(),
+            })
             .and_then(|end| Duration::try_from(self.now.duration_since(end.0)).ok());
         let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
         // `sync` arrived with `stopProtection` (api-version 2022-01-01); without it the person
