@@ -794,3 +794,34 @@ async fn a_conflict_is_retried_against_a_fresh_read() {
     );
     controller.stop().await;
 }
+
+#[tokio::test]
+async fn a_crash_right_after_the_puts_intent_sends_one_put() {
+    let h = Harness::start(emulator_config(Duration::from_millis(300))).await;
+    let first = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    // Killed as soon as the intent is stored: before the PUT went out, or just after.
+    h.wait_for("msblobbackup", "the PUT's intent", |o| {
+        o["status"]["operation"]["action"] == "Create"
+            && o["status"]["operation"]["status"] == "Pending"
+    })
+    .await;
+    first.kill().await;
+    let sent_before = h.azure(ops::CREATE_OR_UPDATE);
+    assert!(sent_before <= 1);
+
+    let second = h.controller(test_settings());
+    h.wait_ready("msblobbackup").await;
+    assert_eq!(
+        h.azure(ops::CREATE_OR_UPDATE),
+        1,
+        "exactly one PUT over both"
+    );
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1, "no second validation");
+    let reasons = h.event_reasons("msblobbackup");
+    assert!(
+        !reasons.iter().any(|r| r == "AlreadyProtected"),
+        "{reasons:?}"
+    );
+    second.stop().await;
+}
