@@ -925,3 +925,76 @@ pub(crate) fn same_id(a: &str, b: &str) -> bool {
     a.trim_end_matches('/')
         .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_in_group(group: &str) -> BlobBackupInstanceSpec {
+        let sub = "00000000-0000-0000-0000-000000000000";
+        BlobBackupInstanceSpec {
+            vault: VaultRef {
+                id: format!(
+                    "/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.DataProtection/backupVaults/vault1"
+                ),
+            },
+            policy: PolicyRef {
+                name: Some("policy".into()),
+                id: None,
+            },
+            storage_account: StorageAccountRef {
+                id: format!(
+                    "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/account1"
+                ),
+                location: "westus".into(),
+            },
+            backup_instance_name: None,
+            vaulted_backup: None,
+            deletion_policy: DeletionPolicy::Delete,
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_no_resource_groups() {
+        for group in [".", "..", "rg."] {
+            let error = spec_in_group(group).validate().unwrap_err();
+            assert_eq!(error.field, "spec.vault.id", "{group}: {error}");
+        }
+        for group in ["rg", "r.g", "(rg)", "a", &"r".repeat(90)] {
+            assert!(spec_in_group(group).validate().is_ok(), "{group}");
+        }
+        assert!(spec_in_group(&"r".repeat(91)).validate().is_err());
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole_and_says_so() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate(&"é".repeat(10), 9);
+        assert_eq!(cut, "ééé...");
+        assert!(cut.len() <= 9);
+    }
+
+    #[test]
+    fn the_recorded_name_wins_over_the_spec() {
+        let mut spec = spec_in_group("rg");
+        let validated = spec.validate().unwrap();
+        assert!(validated.check_recorded_name("uid", None).is_ok());
+        assert!(
+            validated
+                .check_recorded_name("uid", Some("ACCOUNT1-uid"))
+                .is_ok()
+        );
+        let error = validated
+            .check_recorded_name("uid", Some("other"))
+            .unwrap_err();
+        assert_eq!(error.field, "spec.backupInstanceName");
+
+        spec.backup_instance_name = Some("renamed".into());
+        let (_, instance) = spec.instance_ref("uid", Some("recorded")).unwrap();
+        assert_eq!(instance.name(), "recorded");
+        let (_, instance) = spec.instance_ref("uid", None).unwrap();
+        assert_eq!(instance.name(), "renamed");
+        let error = spec.instance_ref("uid", Some("../x")).unwrap_err();
+        assert_eq!(error.field, "status.backupInstanceName");
+    }
+}
