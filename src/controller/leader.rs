@@ -102,8 +102,9 @@ pub struct LeaderElectionConfig {
     /// after the leader dies. Whole seconds.
     pub lease_duration: Duration,
     /// The leader renews when this much validity is left, so renewals happen every
-    /// `lease_duration - renew_grace`; also the clock skew tolerated between nodes. Whole
-    /// seconds, shorter than `lease_duration`.
+    /// `lease_duration - renew_grace`. A renewal must succeed within the first half of it or
+    /// the leader stops (see [`Fence`]); the second half is the clock skew tolerated between
+    /// nodes. Whole seconds, shorter than `lease_duration`.
     pub renew_grace: Duration,
 }
 
