@@ -37,8 +37,27 @@ const MAX_LOCATION_LEN: usize = 64;
 const MAX_CONTAINERS: usize = 100;
 const CONTAINER_MIN_LEN: usize = 3;
 const CONTAINER_MAX_LEN: usize = 63;
-/// Longest `status.backupInstanceName`: keeps the CEL cost of comparing it bounded.
+
+// Longest status strings the schema accepts; the controller truncates what it records to them
+// ([`BlobBackupInstanceStatus::fit_to_schema`]), so a long answer from Azure can never make
+// every status write fail.
 const MAX_STATUS_NAME_LEN: usize = 2 * MAX_NAME_LEN;
+const MAX_STATUS_ID_LEN: usize = 2 * MAX_ID_LEN;
+/// Longest Azure state (`protectionStatus`, `protectionState`, `provisioningState`) and error
+/// code recorded in status.
+const MAX_STATUS_STATE_LEN: usize = 256;
+/// Longest poll URL recorded in status (ARM's are a few hundred characters).
+const MAX_POLL_URL_LEN: usize = 2048;
+/// Longest message recorded in status (conditions, Azure's error message).
+pub const MAX_STATUS_MESSAGE_LEN: usize = 4096;
+/// Longest recommended action, and how many of them, recorded in status.
+const MAX_RECOMMENDED_ACTION_LEN: usize = 1024;
+const MAX_RECOMMENDED_ACTIONS: usize = 16;
+// metav1.Condition's own limits for type and reason.
+const MAX_CONDITION_TYPE_LEN: usize = 316;
+const MAX_CONDITION_REASON_LEN: usize = 1024;
+/// Longest RFC 3339 time (with nanoseconds and an offset it is 35 characters).
+const MAX_TIME_LEN: usize = 64;
 
 /// Spells every ASCII letter of `literal` as `[Xx]` and escapes the rest, so a pattern matches
 /// ARM's case-insensitive segments. Character classes mean the same in ECMA 262, in RE2 (which
@@ -58,7 +77,9 @@ fn case_insensitive(literal: &str) -> String {
 
 const SUBSCRIPTION: &str =
     "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}";
-const RESOURCE_GROUP: &str = r"[-A-Za-z0-9_.()]{1,90}";
+// Azure's rule for resource group names: 1 to 90 of these characters, not ending with a
+// period (which also keeps `.` and `..`, path segments a URL resolver would act on, out of IDs).
+const RESOURCE_GROUP: &str = r"[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]";
 // Azure's own pattern for vault names (2 to 50 characters).
 const VAULT_NAME: &str = "[A-Za-z][-A-Za-z0-9]{0,48}[A-Za-z0-9]";
 // Policy and instance names have no published pattern: letters, digits, '-', '_' and '.' keep
@@ -120,6 +141,8 @@ pub fn container_name_pattern() -> String {
 }
 
 /// The desired protection of one storage account's blobs.
+// Each printcolumn(...) has its own `type_`: not the duplicate clippy takes it for.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "dataprotection.blobbackup.io",
@@ -133,27 +156,71 @@ pub fn container_name_pattern() -> String {
     status = "BlobBackupInstanceStatus",
     derive = "PartialEq",
     doc = "Protects the blobs of an Azure storage account in an Azure Backup vault with a backup policy (Microsoft.DataProtection backup instance).",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether Azure reports the account protected as specified"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the resource is or is not Ready"),
-    printcolumn(name = "Protection", type_ = "string", json_path = ".status.protectionStatus", description = "Azure's protection status of the backup instance"),
-    printcolumn(name = "Operation", type_ = "string", json_path = ".status.operation.action", description = "The Azure operation in flight, or the last one"),
-    printcolumn(name = "OpStatus", type_ = "string", json_path = ".status.operation.status", description = "The status of that Azure operation"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Vault", type_ = "string", json_path = ".spec.vault.id", priority = 1, description = "The Backup vault"),
-    printcolumn(name = "Account", type_ = "string", json_path = ".spec.storageAccount.id", priority = 1, description = "The protected storage account"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1, description = "Details of the Ready condition"),
-    validation = Rule::new(
-        "!has(oldSelf.status) || !has(oldSelf.status.backupInstanceName) || !has(self.spec.backupInstanceName) || self.spec.backupInstanceName == oldSelf.status.backupInstanceName"
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether Azure reports the account protected as specified"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the resource is or is not Ready"
+    ),
+    printcolumn(
+        name = "Protection",
+        type_ = "string",
+        json_path = ".status.protectionStatus",
+        description = "Azure's protection status of the backup instance"
+    ),
+    printcolumn(
+        name = "Operation",
+        type_ = "string",
+        json_path = ".status.operation.action",
+        description = "The Azure operation in flight, or the last one"
+    ),
+    printcolumn(
+        name = "OpStatus",
+        type_ = "string",
+        json_path = ".status.operation.status",
+        description = "The status of that Azure operation"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Vault",
+        type_ = "string",
+        json_path = ".spec.vault.id",
+        priority = 1,
+        description = "The Backup vault"
+    ),
+    printcolumn(
+        name = "Account",
+        type_ = "string",
+        json_path = ".spec.storageAccount.id",
+        priority = 1,
+        description = "The protected storage account"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1,
+        description = "Details of the Ready condition"
     )
-    .message("spec.backupInstanceName cannot differ from status.backupInstanceName: the backup instance already exists under that name; recreate the resource to use another name")
-    .reason(Reason::FieldValueForbidden),
 )]
 #[x_kube(
     validation = Rule::new("!has(self.policy.id) || self.policy.id.lowerAscii().startsWith(self.vault.id.lowerAscii() + '/backuppolicies/')")
         .message("spec.policy.id must be a backup policy of spec.vault.id (<vault id>/backupPolicies/<name>); or name the vault's policy with spec.policy.name"),
     validation = Rule::new("!has(self.deletionPolicy) || self.deletionPolicy != 'Retain' || has(self.vaultedBackup)")
         .message("deletionPolicy Retain keeps recovery points, which only vaulted backup has: add spec.vaultedBackup, or use Delete (stop protection and delete the backup data) or Orphan (leave the backup instance in Azure untouched)"),
-    validation = Rule::new("!has(oldSelf.backupInstanceName) || (has(self.backupInstanceName) && self.backupInstanceName == oldSelf.backupInstanceName)")
+    // Removal only: the field's own rule below forbids a change. Rules here see the spec alone,
+    // so a status write (which keeps the stored spec) never fails them.
+    validation = Rule::new("!has(oldSelf.backupInstanceName) || has(self.backupInstanceName)")
         .message("spec.backupInstanceName is immutable once set")
         .reason(Reason::FieldValueForbidden),
 )]
@@ -176,6 +243,11 @@ pub struct BlobBackupInstanceSpec {
     /// backup instance exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_NAME_LEN), regex(pattern = resource_name_pattern()))]
+    // A transition rule on the field, not on the whole object: a rule that reads the status
+    // would also judge every status write, and fail them all once it fails once. Setting the
+    // name later, unlike the one the controller recorded in status, is the controller's to
+    // refuse (InvalidSpec); it keeps using the recorded name.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.backupInstanceName is immutable once set").reason(Reason::FieldValueForbidden))]
     pub backup_instance_name: Option<String>,
 
     /// Vaulted backup: scheduled copies of the listed containers into the vault (the policy
@@ -274,18 +346,22 @@ pub struct BlobBackupInstanceStatus {
 
     /// The backup instance's full ARM ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_STATUS_ID_LEN))]
     pub backup_instance_id: Option<String>,
 
     /// Azure's `properties.protectionStatus.status`, verbatim, e.g. `ProtectionConfigured`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_STATUS_STATE_LEN))]
     pub protection_status: Option<String>,
 
     /// Azure's `properties.currentProtectionState`, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_STATUS_STATE_LEN))]
     pub protection_state: Option<String>,
 
     /// Azure's `properties.provisioningState`, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_STATUS_STATE_LEN))]
     pub provisioning_state: Option<String>,
 
     /// The Azure long-running operation in flight, or the last one.
@@ -305,12 +381,14 @@ pub struct AzureOperation {
     /// What the operation does: Validate, Create, Update, Delete, StopProtection or Sync.
     pub action: OperationAction,
 
-    /// InProgress, Succeeded, Failed or Canceled.
+    /// Pending (recorded before the request is sent: Azure may not have it), InProgress,
+    /// Succeeded, Failed or Canceled.
     pub status: OperationPhase,
 
     /// The URL Azure gave to track the operation (Azure-AsyncOperation, else Location). A
     /// restarted controller resumes polling it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_POLL_URL_LEN))]
     pub poll_url: Option<String>,
 
     /// When the controller started the operation.
@@ -372,6 +450,9 @@ impl OperationAction {
 /// Where an Azure operation stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum OperationPhase {
+    // Recorded before the request is sent; whether Azure got it is unknown until it answers.
+    // A restarted controller looks at the instance before acting again.
+    Pending,
     InProgress,
     Succeeded,
     Failed,
@@ -383,11 +464,14 @@ pub enum OperationPhase {
 #[serde(rename_all = "camelCase")]
 pub struct OperationError {
     /// Azure's error code, e.g. `UserErrorMissingRequiredPermissions`.
+    #[schemars(length(max = MAX_STATUS_STATE_LEN))]
     pub code: String,
     /// Azure's message.
+    #[schemars(length(max = MAX_STATUS_MESSAGE_LEN))]
     pub message: String,
     /// Azure's recommended actions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RECOMMENDED_ACTIONS), inner(length(max = MAX_RECOMMENDED_ACTION_LEN)))]
     pub recommended_actions: Vec<String>,
 }
 
@@ -397,12 +481,15 @@ pub struct OperationError {
 pub struct Condition {
     /// Ready, Validated, Reconciling or Stalled.
     #[serde(rename = "type")]
+    #[schemars(length(max = MAX_CONDITION_TYPE_LEN))]
     pub type_: String,
     /// True, False or Unknown.
     pub status: ConditionStatus,
     /// A CamelCase reason; the operator's README lists them with what to do.
+    #[schemars(length(max = MAX_CONDITION_REASON_LEN))]
     pub reason: String,
     /// Details for people, with Azure's own message and recommended action where there is one.
+    #[schemars(length(max = MAX_STATUS_MESSAGE_LEN))]
     pub message: String,
     /// The `metadata.generation` the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -460,7 +547,62 @@ fn optional_not_nullable(schema: &mut Schema) {
 }
 
 fn time_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": "string", "format": "date-time"})
+    json_schema!({"type": "string", "format": "date-time", "maxLength": MAX_TIME_LEN})
+}
+
+impl BlobBackupInstanceStatus {
+    /// Truncates every string to the schema's limit for it (Azure's answers are recorded
+    /// verbatim and could be longer), so the apiserver never refuses the status for a length.
+    pub fn fit_to_schema(&mut self) {
+        fn fit(value: &mut Option<String>, max: usize) {
+            if let Some(text) = value.as_mut() {
+                truncate_in_place(text, max);
+            }
+        }
+        fit(&mut self.backup_instance_name, MAX_STATUS_NAME_LEN);
+        fit(&mut self.backup_instance_id, MAX_STATUS_ID_LEN);
+        fit(&mut self.protection_status, MAX_STATUS_STATE_LEN);
+        fit(&mut self.protection_state, MAX_STATUS_STATE_LEN);
+        fit(&mut self.provisioning_state, MAX_STATUS_STATE_LEN);
+        if let Some(op) = self.operation.as_mut() {
+            // A cut URL cannot be polled: the poll fails and the controller falls back to a
+            // GET of the instance. ARM's URLs are far shorter than the limit.
+            fit(&mut op.poll_url, MAX_POLL_URL_LEN);
+            if let Some(error) = op.error.as_mut() {
+                truncate_in_place(&mut error.code, MAX_STATUS_STATE_LEN);
+                truncate_in_place(&mut error.message, MAX_STATUS_MESSAGE_LEN);
+                error.recommended_actions.truncate(MAX_RECOMMENDED_ACTIONS);
+                for action in &mut error.recommended_actions {
+                    truncate_in_place(action, MAX_RECOMMENDED_ACTION_LEN);
+                }
+            }
+        }
+        for condition in &mut self.conditions {
+            truncate_in_place(&mut condition.type_, MAX_CONDITION_TYPE_LEN);
+            truncate_in_place(&mut condition.reason, MAX_CONDITION_REASON_LEN);
+            truncate_in_place(&mut condition.message, MAX_STATUS_MESSAGE_LEN);
+        }
+    }
+}
+
+/// `text`, cut to at most `max` bytes (so at most `max` characters) on a character boundary,
+/// ending in "..." when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    let mut text = text.to_owned();
+    truncate_in_place(&mut text, max);
+    text
+}
+
+fn truncate_in_place(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("...");
 }
 
 /// The CRD as YAML, as `blob-backup-operator crd` prints it and `crds/` holds it.
@@ -521,6 +663,24 @@ impl ValidatedSpec {
     /// The backup instance's ID in the vault.
     pub fn backup_instance_id(&self, uid: &str) -> BackupInstanceId {
         self.vault.backup_instance(&self.backup_instance_name(uid))
+    }
+
+    /// Refuses a spec that names another backup instance than the one the controller recorded
+    /// (`status.backupInstanceName`, set before its first Azure write): the instance exists
+    /// under the recorded name, and following the spec would orphan it.
+    pub fn check_recorded_name(&self, uid: &str, recorded: Option<&str>) -> Result<(), SpecError> {
+        let name = self.backup_instance_name(uid);
+        match recorded {
+            // ARM names are case-insensitive.
+            Some(recorded) if !recorded.eq_ignore_ascii_case(&name) => Err(SpecError::new(
+                "spec.backupInstanceName",
+                format!(
+                    "cannot differ from status.backupInstanceName ({recorded}; the spec names {name}): the backup instance already exists under that name"
+                ),
+                format!("set it to {recorded}, or recreate the resource to use another name"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -650,15 +810,28 @@ impl BlobBackupInstanceSpec {
     }
 
     /// The storage account and backup instance this resource addresses: what deletion needs,
-    /// even when another part of the spec is invalid.
+    /// even when another part of the spec is invalid. `recorded` is `status.backupInstanceName`:
+    /// once the controller recorded a name, the instance has that name whatever the spec says.
     pub fn instance_ref(
         &self,
         uid: &str,
+        recorded: Option<&str>,
     ) -> Result<(StorageAccountId, BackupInstanceId), SpecError> {
         let (vault, account) = self.parse_ids()?;
-        let name = match self.checked_backup_instance_name()? {
-            Some(name) => name.to_owned(),
-            None => default_backup_instance_name(&account, uid),
+        let name = match (recorded, self.checked_backup_instance_name()) {
+            (Some(recorded), _) => {
+                check(
+                    "status.backupInstanceName",
+                    recorded,
+                    MAX_NAME_LEN,
+                    &RESOURCE_NAME_RE,
+                    NAME_SHAPE,
+                )?;
+                recorded.to_owned()
+            }
+            (None, Ok(Some(name))) => name.to_owned(),
+            (None, Ok(None)) => default_backup_instance_name(&account, uid),
+            (None, Err(e)) => return Err(e),
         };
         Ok((account, vault.backup_instance(&name)))
     }
@@ -751,4 +924,77 @@ fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> 
 pub(crate) fn same_id(a: &str, b: &str) -> bool {
     a.trim_end_matches('/')
         .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_in_group(group: &str) -> BlobBackupInstanceSpec {
+        let sub = "00000000-0000-0000-0000-000000000000";
+        BlobBackupInstanceSpec {
+            vault: VaultRef {
+                id: format!(
+                    "/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.DataProtection/backupVaults/vault1"
+                ),
+            },
+            policy: PolicyRef {
+                name: Some("policy".into()),
+                id: None,
+            },
+            storage_account: StorageAccountRef {
+                id: format!(
+                    "/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/account1"
+                ),
+                location: "westus".into(),
+            },
+            backup_instance_name: None,
+            vaulted_backup: None,
+            deletion_policy: DeletionPolicy::Delete,
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_no_resource_groups() {
+        for group in [".", "..", "rg."] {
+            let error = spec_in_group(group).validate().unwrap_err();
+            assert_eq!(error.field, "spec.vault.id", "{group}: {error}");
+        }
+        for group in ["rg", "r.g", "(rg)", "a", &"r".repeat(90)] {
+            assert!(spec_in_group(group).validate().is_ok(), "{group}");
+        }
+        assert!(spec_in_group(&"r".repeat(91)).validate().is_err());
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole_and_says_so() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate(&"é".repeat(10), 9);
+        assert_eq!(cut, "ééé...");
+        assert!(cut.len() <= 9);
+    }
+
+    #[test]
+    fn the_recorded_name_wins_over_the_spec() {
+        let mut spec = spec_in_group("rg");
+        let validated = spec.validate().unwrap();
+        assert!(validated.check_recorded_name("uid", None).is_ok());
+        assert!(
+            validated
+                .check_recorded_name("uid", Some("ACCOUNT1-uid"))
+                .is_ok()
+        );
+        let error = validated
+            .check_recorded_name("uid", Some("other"))
+            .unwrap_err();
+        assert_eq!(error.field, "spec.backupInstanceName");
+
+        spec.backup_instance_name = Some("renamed".into());
+        let (_, instance) = spec.instance_ref("uid", Some("recorded")).unwrap();
+        assert_eq!(instance.name(), "recorded");
+        let (_, instance) = spec.instance_ref("uid", None).unwrap();
+        assert_eq!(instance.name(), "renamed");
+        let error = spec.instance_ref("uid", Some("../x")).unwrap_err();
+        assert_eq!(error.field, "status.backupInstanceName");
+    }
 }

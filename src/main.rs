@@ -15,7 +15,7 @@ use blob_backup_operator::arm::{
 };
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::controller::leader::{LeaderElectionConfig, run_as_leader};
-use blob_backup_operator::controller::{self, ControllerConfig};
+use blob_backup_operator::controller::{self, ControllerConfig, KubeClients};
 use blob_backup_operator::emulator::{self, EmulatorArgs, EmulatorConfig, RunningEmulator};
 use blob_backup_operator::telemetry::{self, HealthState, LogFormat, Metrics, Role};
 use clap::{Args, Parser, Subcommand};
@@ -288,6 +288,7 @@ impl RunArgs {
                 concurrency: self.concurrency,
                 settings,
                 reporting_instance: env_setting("POD_NAME").or_else(|| env_setting("HOSTNAME")),
+                ..ControllerConfig::default()
             },
             metrics_addr: self.metrics_addr,
             log_format: self.log_format,
@@ -386,9 +387,16 @@ async fn run(args: RunArgs) -> Result<()> {
     telemetry::init_logging(plan.log_format)?;
     arm::install_crypto_provider();
 
-    let client = kube::Client::try_default().await.context(
+    let kube_config = kube::Config::infer().await.context(
         "cannot configure the Kubernetes client (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
     )?;
+    let clients = KubeClients::new(
+        kube_config,
+        controller::KUBE_CONNECT_TIMEOUT,
+        controller::KUBE_READ_TIMEOUT,
+    )
+    .context("cannot build the Kubernetes client")?;
+    let client = clients.requests.clone();
     let metrics = Metrics::new();
     let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
 
@@ -440,11 +448,15 @@ async fn run(args: RunArgs) -> Result<()> {
         metrics.clone(),
         health.clone(),
         leader_shutdown,
-        || {
+        |fence| {
             controller::run(
                 client.clone(),
                 arm.clone(),
-                plan.controller.clone(),
+                ControllerConfig {
+                    fence,
+                    watch_client: Some(clients.watches.clone()),
+                    ..plan.controller.clone()
+                },
                 metrics.clone(),
                 health.clone(),
                 shutdown(&stopped),

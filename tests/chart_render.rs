@@ -91,16 +91,17 @@ fn env<'a>(docs: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 /// The rules on the operator's own resources and events: the same in a ClusterRole and in a
-/// namespace's Role.
+/// namespace's Role. Exactly the calls the operator makes: list/watch (the watch), get (a fresh
+/// read when the watch is behind), patch (the finalizer's JSON patch), patch on status
+/// (server-side apply), create/patch of events.k8s.io Events (kube's Recorder). No `update`,
+/// no `finalizers` subresource, no core/v1 Events.
 fn operator_rules() -> Value {
     json!([
         {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobbackupinstances"],
-         "verbs": ["get", "list", "watch", "patch", "update"]},
+         "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobbackupinstances/status"],
-         "verbs": ["get", "patch", "update"]},
-        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobbackupinstances/finalizers"],
-         "verbs": ["update"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+         "verbs": ["patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }
 
@@ -108,7 +109,7 @@ fn lease_rules() -> Value {
     json!([
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "resourceNames": ["blob-backup-operator"], "verbs": ["get", "update", "patch"]},
+         "resourceNames": ["blob-backup-operator"], "verbs": ["get", "patch"]},
     ])
 }
 
@@ -200,6 +201,8 @@ fn default_pod_is_restricted_probed_and_flagged() {
     let deployment = one(&docs, "Deployment");
     assert_eq!(deployment["metadata"]["namespace"], NAMESPACE);
     assert_eq!(deployment["spec"]["replicas"], 2);
+    // With leader election, a rolling update hands the Lease over: no Recreate needed.
+    assert!(deployment["spec"]["strategy"].is_null());
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], RELEASE);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -401,6 +404,11 @@ fn replicas_require_leader_election() {
     );
 
     let docs = render_ok(&["--set", "leaderElection.enabled=false,replicaCount=1"]);
+    // A rolling update would run the new pod next to the old one: two controllers at once.
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["strategy"],
+        json!({"type": "Recreate"})
+    );
     assert!(
         of_kind(&docs, "Role").is_empty(),
         "no lease rights without leader election"

@@ -16,6 +16,7 @@ use blob_backup_operator::controller::leader::LeaderOutcome;
 use blob_backup_operator::telemetry::Role;
 use http::Method;
 use serde_json::Value;
+use support::fake_apiserver::Verb;
 use support::harness::{
     Harness, LEASE, LEASE_DURATION, NS, RESOURCE, Replica, RequestLog, WAIT, account, is_write,
     spec,
@@ -187,4 +188,131 @@ async fn only_the_leader_reconciles_and_stopping_it_hands_over() {
 
     assert_eq!(b.shut_down().await, LeaderOutcome::Shutdown);
     assert_ne!(lease_holder(&h).as_deref(), Some("replica-b"), "released");
+}
+
+/// Azure requests `replica` has sent so far.
+fn azure_requests(replica: &Replica) -> f64 {
+    replica
+        .exposition()
+        .lines()
+        .filter(|l| l.starts_with("bbo_azure_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_leader_whose_renewals_hang_stops_before_its_lease_could_be_taken() {
+    let h = Harness::with_accounts(&["early", "late"]).await;
+    let a = Replica::start(&h, "replica-a");
+    wait_until(&h, "replica-a leads and watches", WAIT, || {
+        a.health.role() == Role::Leader && a.health.is_ready()
+    })
+    .await;
+    h.create("early", spec(&account("early"), "BlobBackup-Policy"));
+    h.wait_ready("early").await;
+
+    // From now on every write of the Lease hangs: no answer and no error, as with a
+    // half-open connection. Nothing else does.
+    h.api
+        .hang_where(|info| info.resource == "leases" && info.verb == Verb::Patch);
+    wait_until(&h, "replica-a steps down", WAIT, || {
+        a.health.role() != Role::Leader
+    })
+    .await;
+    let stepped_down = jiff::Timestamp::now();
+    let lease = h.api.get("leases", NS, LEASE).unwrap();
+    assert_eq!(
+        lease["spec"]["holderIdentity"], a.name,
+        "no renewal got through, so the Lease still names replica-a"
+    );
+    let renewed: jiff::Timestamp = lease["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expiry = renewed + jiff::SignedDuration::try_from(LEASE_DURATION).unwrap();
+    assert!(
+        stepped_down < expiry,
+        "replica-a still led at {stepped_down}, after its Lease expired at {expiry}"
+    );
+
+    // A resource created now gets nothing from replica-a, though its Lease has not yet
+    // expired: watched until well past the expiry.
+    let sent = azure_requests(&a);
+    h.create("late", spec(&account("late"), "BlobBackup-Policy"));
+    let until = expiry + jiff::SignedDuration::try_from(SLACK).unwrap();
+    while jiff::Timestamp::now() < until {
+        assert_eq!(
+            azure_requests(&a),
+            sent,
+            "replica-a called Azure after stepping down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.azure(ops::VALIDATE_FOR_BACKUP),
+        1,
+        "only for the early resource"
+    );
+    assert!(!a.leads());
+    a.shut_down().await;
+}
+
+#[tokio::test]
+async fn requests_time_out_but_quiet_watches_do_not() {
+    use blob_backup_operator::api::BlobBackupInstance;
+    use blob_backup_operator::controller::KubeClients;
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{Api, WatchEvent, WatchParams};
+
+    let h = Harness::with_accounts(&["quiet"]).await;
+    let read_timeout = Duration::from_millis(300);
+    let clients = KubeClients::new(h.api.kube_config(), Duration::from_secs(5), read_timeout)
+        .expect("clients build");
+
+    // A request that gets no answer fails after the read timeout.
+    h.api
+        .hang_where(|info| info.resource == "leases" && info.verb == Verb::Get);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(clients.requests.clone(), NS);
+    let started = Instant::now();
+    let result = tokio::time::timeout(WAIT, leases.get("any")).await;
+    assert!(
+        matches!(result, Ok(Err(_))),
+        "a hung request must fail, got {result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A watch with nothing to say for three read timeouts keeps going on the watch client.
+    let params = WatchParams::default().disable_bookmarks().timeout(60);
+    let watch = |client: kube::Client| {
+        let params = params.clone();
+        async move {
+            let api: Api<BlobBackupInstance> = Api::namespaced(client, NS);
+            api.watch(&params, "0").await.expect("watch starts").boxed()
+        }
+    };
+    let mut quiet = watch(clients.watches.clone()).await;
+    let mut cut = watch(clients.requests.clone()).await;
+    tokio::time::sleep(read_timeout * 3).await;
+    h.create("quiet", spec(&account("quiet"), "BlobBackup-Policy"));
+    let event = tokio::time::timeout(WAIT, quiet.try_next())
+        .await
+        .expect("an event");
+    assert!(
+        matches!(event, Ok(Some(WatchEvent::Added(_)))),
+        "the quiet watch delivers the new resource: {event:?}"
+    );
+    // The same watch on the client with a read timeout was cut meanwhile.
+    let event = tokio::time::timeout(WAIT, cut.next())
+        .await
+        .expect("an answer");
+    assert!(
+        !matches!(event, Some(Ok(WatchEvent::Added(_)))),
+        "a read timeout cuts a quiet watch: {event:?}"
+    );
 }

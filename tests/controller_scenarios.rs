@@ -7,16 +7,19 @@
 
 use crate::support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use blob_backup_operator::api::{BlobBackupInstance, BlobBackupInstanceStatus};
 use blob_backup_operator::arm::{
     self, BackupInstance, BackupInstanceId, LroStart, OperationStatus, PolicyId, StorageAccountId,
     VaultId, operation_ids as ops,
 };
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::{self, decide::Settings};
 use blob_backup_operator::emulator::ThrottleSettings;
 use serde_json::{Value, json};
-use support::fake_apiserver::Subresource;
+use support::fake_apiserver::{Subresource, Verb};
 use support::harness::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
     add_accounts, condition, emulator_config, has_finalizer, spec, test_settings,
@@ -506,9 +509,11 @@ async fn status_is_written_only_when_it_changes() {
         events,
         "no new events either"
     );
-    // A whole creation takes three writes, not one per step: validation started, creation
-    // started (Validated=True), Ready.
-    assert_eq!(writes, 3, "status writes for a creation");
+    // A whole creation takes five writes, not one per step: the validation's intent, the
+    // validation started (its poll URL), the creation's intent (Validated=True), the creation
+    // started, Ready. An intent is written before each Azure write, so a crash never repeats
+    // or loses one.
+    assert_eq!(writes, 5, "status writes for a creation");
     controller.stop().await;
 }
 
@@ -662,4 +667,219 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
     assert_eq!(throttled, Vec::new(), "429s by operation");
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 3);
     controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_write_refused_as_invalid_is_not_retried_at_once() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    // A 422 is no conflict: retrying it at once (every retry_after_min, 50 ms here) only
+    // hammers the API server. It waits for the longest Stalled backoff.
+    let settings = Settings {
+        stalled_retry_max: Duration::from_secs(60),
+        ..test_settings()
+    };
+    h.api.fail_next_where(100, 422, |info| {
+        info.verb == Verb::Patch && info.subresource.as_deref() == Some("status")
+    });
+    let controller = h.controller(settings);
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.api
+        .wait_for(WAIT, |_| h.status_writes("msblobbackup") >= 1)
+        .await
+        .expect("the controller writes a status");
+    // Absence over a window forty times the conflict retry delay.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.status_writes("msblobbackup"),
+        1,
+        "the refused status write was sent again at once"
+    );
+    controller.stop().await;
+}
+
+/// Fails the controller's status writes with 500 while `armed` holds and the emulator has
+/// served `operation` at least once: the write that records the started operation (its poll
+/// URL) cannot get through.
+fn fail_status_writes_after(h: &Harness, operation: &'static str, armed: Arc<AtomicBool>) {
+    let admin = h.emulator.admin().clone();
+    h.api.fail_next_where(u64::MAX, 500, move |info| {
+        armed.load(Ordering::SeqCst)
+            && info.verb == Verb::Patch
+            && info.subresource.as_deref() == Some("status")
+            && admin.request_count(operation) > 0
+    });
+}
+
+#[tokio::test]
+async fn an_operation_that_cannot_be_recorded_is_never_sent_twice() {
+    // Operations long enough that the first status writes fail while they still run.
+    let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
+    let controller = h.controller(test_settings());
+    let armed = Arc::new(AtomicBool::new(true));
+    fail_status_writes_after(&h, ops::CREATE_OR_UPDATE, armed.clone());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    // The PUT went out; its poll URL cannot be recorded: more than the three quick retries.
+    let failed_writes = || {
+        h.api
+            .requests()
+            .iter()
+            .filter(|r| r.info.subresource.as_deref() == Some("status") && r.status == 500)
+            .count()
+    };
+    h.api
+        .wait_for(WAIT, |_| failed_writes() >= 5)
+        .await
+        .expect("the status writes after the PUT fail");
+    armed.store(false, Ordering::SeqCst);
+    let ready = h.wait_ready("msblobbackup").await;
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
+    assert_eq!(ready["status"]["operation"]["action"], "Create");
+
+    // The same for the DELETE.
+    h.api.clear_requests();
+    let armed = Arc::new(AtomicBool::new(true));
+    fail_status_writes_after(&h, ops::DELETE, armed.clone());
+    h.api
+        .delete(RESOURCE, NS, "msblobbackup")
+        .expect("deletion requested");
+    h.api
+        .wait_for(WAIT, |_| failed_writes() >= 5)
+        .await
+        .expect("the status writes after the DELETE fail");
+    armed.store(false, Ordering::SeqCst);
+    h.wait_gone("msblobbackup").await;
+    assert_eq!(h.azure(ops::DELETE), 1, "exactly one DELETE");
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_after_an_unrecorded_put_takes_the_instance_as_its_outcome() {
+    let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
+    let first = h.controller(test_settings());
+    let armed = Arc::new(AtomicBool::new(true));
+    fail_status_writes_after(&h, ops::CREATE_OR_UPDATE, armed.clone());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    // Recorded before the PUT: the intent. The PUT's poll URL never made it.
+    let intent = h
+        .wait_for("msblobbackup", "the PUT's intent", |o| {
+            o["status"]["operation"]["action"] == "Create"
+                && o["status"]["operation"]["status"] == "Pending"
+        })
+        .await;
+    assert!(intent["status"]["backupInstanceName"].is_string());
+    h.api
+        .wait_for(WAIT, |_| h.azure(ops::CREATE_OR_UPDATE) == 1)
+        .await
+        .expect("the PUT is sent");
+    first.kill().await;
+    armed.store(false, Ordering::SeqCst);
+
+    let second = h.controller(test_settings());
+    h.wait_ready("msblobbackup").await;
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1, "one validation");
+    let reasons = h.event_reasons("msblobbackup");
+    for unwanted in ["AlreadyProtected", "Adopted"] {
+        assert!(!reasons.iter().any(|r| r == unwanted), "{reasons:?}");
+    }
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_apply_decided_on_a_stale_copy_gets_a_conflict() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    let api: kube::Api<BlobBackupInstance> =
+        kube::Api::namespaced(h.api.client_in(NS).unwrap(), NS);
+    let stale = api.get("msblobbackup").await.unwrap();
+    // Someone changes the resource after the copy the status was decided on.
+    h.api
+        .edit(RESOURCE, NS, "msblobbackup", Subresource::Main, |o| {
+            o["spec"]["policy"]["name"] = json!("BlobBackup-Policy2")
+        })
+        .unwrap();
+    let decided = |mut obj: BlobBackupInstance| {
+        obj.status = Some(BlobBackupInstanceStatus {
+            observed_generation: obj.metadata.generation,
+            ..BlobBackupInstanceStatus::default()
+        });
+        obj
+    };
+    match controller::apply_status(&api, &decided(stale)).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a stale status apply must conflict, got {other:?}"),
+    }
+    assert!(
+        h.get("msblobbackup").unwrap()["status"].is_null(),
+        "nothing overwritten"
+    );
+    let fresh = api.get("msblobbackup").await.unwrap();
+    let written = controller::apply_status(&api, &decided(fresh))
+        .await
+        .unwrap();
+    assert_eq!(written.status.unwrap().observed_generation, Some(2));
+}
+
+#[tokio::test]
+async fn a_conflict_is_retried_against_a_fresh_read() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    // The first status write conflicts, as when someone changed the resource after the
+    // watch's copy: the retry must not decide on that copy again.
+    h.api.fail_next_where(1, 409, |info| {
+        info.verb == Verb::Patch && info.subresource.as_deref() == Some("status")
+    });
+    let controller = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    h.wait_ready("msblobbackup").await;
+    let requests = h.api.requests();
+    let conflict = requests
+        .iter()
+        .position(|r| r.status == 409 && r.info.subresource.as_deref() == Some("status"))
+        .expect("the injected conflict");
+    let next_status_write = conflict
+        + 1
+        + requests[conflict + 1..]
+            .iter()
+            .position(|r| r.info.subresource.as_deref() == Some("status"))
+            .expect("a status write after the conflict");
+    assert!(
+        requests[conflict + 1..next_status_write].iter().any(|r| {
+            r.info.verb == Verb::Get
+                && r.info.resource == RESOURCE
+                && r.info.name.as_deref() == Some("msblobbackup")
+        }),
+        "no fresh read between the conflict and the next status write"
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_puts_intent_sends_one_put() {
+    let h = Harness::start(emulator_config(Duration::from_millis(300))).await;
+    let first = h.controller(test_settings());
+    h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
+    // Killed as soon as the intent is stored: before the PUT went out, or just after.
+    h.wait_for("msblobbackup", "the PUT's intent", |o| {
+        o["status"]["operation"]["action"] == "Create"
+            && o["status"]["operation"]["status"] == "Pending"
+    })
+    .await;
+    first.kill().await;
+    let sent_before = h.azure(ops::CREATE_OR_UPDATE);
+    assert!(sent_before <= 1);
+
+    let second = h.controller(test_settings());
+    h.wait_ready("msblobbackup").await;
+    assert_eq!(
+        h.azure(ops::CREATE_OR_UPDATE),
+        1,
+        "exactly one PUT over both"
+    );
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1, "no second validation");
+    let reasons = h.event_reasons("msblobbackup");
+    assert!(
+        !reasons.iter().any(|r| r == "AlreadyProtected"),
+        "{reasons:?}"
+    );
+    second.stop().await;
 }

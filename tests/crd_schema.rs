@@ -289,6 +289,37 @@ fn bad_specs_are_rejected_by_schema_and_controller() {
             "spec.vault.id",
         ),
         (
+            "vault id with a '.' resource group",
+            with(|v| {
+                v["spec"]["vault"]["id"] =
+                    json!(VAULT.replace("/resourceGroups/TestBkpVaultRG/", "/resourceGroups/./"))
+            }),
+            ".spec.vault.id: Invalid value",
+            "spec.vault.id",
+        ),
+        (
+            "account id with a '..' resource group",
+            with(|v| {
+                v["spec"]["storageAccount"]["id"] =
+                    json!(ACCOUNT.replace("/resourceGroups/RG-BlobBackup/", "/resourceGroups/../"))
+            }),
+            ".spec.storageAccount.id: Invalid value",
+            "spec.storageAccount.id",
+        ),
+        (
+            "policy id with a resource group ending in '.'",
+            with(|v| {
+                v["spec"]["policy"] = json!({"id": format!(
+                    "{}/backupPolicies/p",
+                    VAULT.replace("/resourceGroups/TestBkpVaultRG/", "/resourceGroups/rg./")
+                )});
+                v["spec"]["vault"]["id"] =
+                    json!(VAULT.replace("/resourceGroups/TestBkpVaultRG/", "/resourceGroups/rg./"));
+            }),
+            ".spec.vault.id: Invalid value",
+            "spec.vault.id",
+        ),
+        (
             "vault id with a trailing slash",
             with(|v| v["spec"]["vault"]["id"] = json!(format!("{VAULT}/"))),
             ".spec.vault.id: Invalid value",
@@ -517,13 +548,31 @@ fn transition_rules_keep_identity_fields_immutable() {
             Some("spec.backupInstanceName is immutable once set"),
         ),
         (
+            // The controller refuses it (InvalidSpec) and keeps the recorded name: a rule
+            // reading the status would also judge every status write.
             "instance name set unlike the defaulted one in status",
             with(|v| status_named(v, "msblobbackup-uid")),
             with(|v| {
                 status_named(v, "msblobbackup-uid");
                 v["spec"]["backupInstanceName"] = json!("mine");
             }),
-            Some("cannot differ from status.backupInstanceName"),
+            None,
+        ),
+        (
+            // A status written from an older snapshot raced a spec edit: the stored spec names
+            // another instance than the status. Later status writes must still pass, or the
+            // controller can never record anything again.
+            "status-only write under a spec that differs from the status",
+            with(|v| {
+                status_named(v, "msblobbackup-uid");
+                v["spec"]["backupInstanceName"] = json!("mine");
+            }),
+            with(|v| {
+                status_named(v, "msblobbackup-uid");
+                v["spec"]["backupInstanceName"] = json!("mine");
+                v["status"]["protectionStatus"] = json!("ProtectionConfigured");
+            }),
+            None,
         ),
         (
             "instance name set to the defaulted one in status",
@@ -569,4 +618,52 @@ fn defaulted_instance_name_is_account_and_uid() {
         validated.policy.to_string(),
         format!("{VAULT}/backupPolicies/BlobBackup-Policy")
     );
+}
+
+/// Every string in the status schema, with its path, and whether it has a maxLength.
+fn status_strings(schema: &Value, path: &str, out: &mut Vec<(String, bool)>) {
+    if schema.get("type").and_then(Value::as_str) == Some("string") && schema.get("enum").is_none()
+    {
+        out.push((path.to_owned(), schema.get("maxLength").is_some()));
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (key, s) in props {
+            status_strings(s, &format!("{path}.{key}"), out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        status_strings(items, &format!("{path}[]"), out);
+    }
+}
+
+#[test]
+fn every_status_string_has_a_max_length_the_controller_keeps_to() {
+    let mut strings = Vec::new();
+    status_strings(&schema()["properties"]["status"], ".status", &mut strings);
+    assert!(strings.len() >= 15, "{strings:?}");
+    let unbounded: Vec<_> = strings.iter().filter(|(_, bounded)| !bounded).collect();
+    assert!(unbounded.is_empty(), "no maxLength: {unbounded:?}");
+
+    // Azure's answers are recorded verbatim: however long, the written status fits.
+    let huge = "é".repeat(40_000);
+    let mut status: blob_backup_operator::api::BlobBackupInstanceStatus =
+        serde_json::from_value(json!({
+            "backupInstanceName": huge, "backupInstanceId": huge,
+            "protectionStatus": huge, "protectionState": huge, "provisioningState": huge,
+            "operation": {"action": "Create", "status": "Failed", "pollUrl": huge,
+                "startTime": "2026-01-01T00:00:00Z",
+                "error": {"code": huge, "message": huge,
+                          "recommendedActions": vec![huge.clone(); 40]}},
+            "conditions": [{"type": huge, "status": "True", "reason": huge, "message": huge,
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+        }))
+        .unwrap();
+    let object = with(|v| v["status"] = serde_json::to_value(&status).unwrap());
+    assert!(
+        apiserver_errors(&object, None).len() >= 10,
+        "the huge status is refused before fitting"
+    );
+    status.fit_to_schema();
+    let object = with(|v| v["status"] = serde_json::to_value(&status).unwrap());
+    assert_eq!(apiserver_errors(&object, None), Vec::<String>::new());
 }

@@ -462,6 +462,7 @@ fn create_flow_rows() {
     )
     .action(&format!("Validate {}", instance_id()))
     .health(False, Reason::Validating)
+    .operation(OperationAction::Validate, OperationPhase::Pending)
     .events(&[]);
 
     row(
@@ -504,15 +505,64 @@ fn create_flow_rows() {
         instance_id(),
         policy_id("BlobBackup-Policy")
     ))
-    .operation(OperationAction::Validate, OperationPhase::Succeeded)
+    .operation(OperationAction::Create, OperationPhase::Pending)
     .cond(VALIDATED, True, Reason::ValidationSucceeded)
     .health(False, Reason::Creating);
+    // The intent, written before the PUT is sent: the name, the ID and the operation.
     let s = r.status();
     assert_eq!(
         s.backup_instance_name.as_deref(),
         Some(format!("msblobbackup-{UID}").as_str())
     );
-    assert_eq!(s.operation.unwrap().end_time, Some(Time(now())));
+    assert_eq!(s.backup_instance_id, Some(instance_id()));
+    let intent = s.operation.unwrap();
+    assert_eq!(
+        (intent.start_time, intent.poll_url),
+        (Some(Time(now())), None)
+    );
+
+    // Intents recorded before a crash: Azure may or may not have the request.
+    let put_intended = after(validating(), &[polled(PolledStatus::Succeeded)]);
+    row(
+        "restart with a PUT intended: look at the instance first",
+        put_intended.clone(),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+    row(
+        "the intended PUT landed: its outcome, not AlreadyProtected, not adopted",
+        put_intended.clone(),
+        found(instance("ConfiguringProtection")),
+    )
+    .action("None")
+    .health(False, Reason::ConfiguringProtection)
+    .events(&[]);
+    row(
+        "the intended PUT never landed: PUT without validating again",
+        put_intended,
+        Observation::Instance(None),
+    )
+    .action("Put Create")
+    .operation(OperationAction::Create, OperationPhase::Pending);
+    let validate_intended = after(bbi(), &[Observation::Instance(None)]);
+    row(
+        "restart with a validation intended: look at the instance first",
+        validate_intended.clone(),
+        Observation::None,
+    )
+    .action("GetInstance");
+    row(
+        "found after only a validation was intended: someone else's, adopted",
+        validate_intended,
+        found(instance("ProtectionConfigured")),
+    )
+    .events(&[Reason::Adopted, Reason::Protected]);
+    row(
+        "resync of an adopted instance: adopted once only",
+        after(bbi(), &[found(instance("ProtectionConfigured"))]),
+        found(instance("ProtectionConfigured")),
+    )
+    .events(&[]);
 
     row(
         "restart after validation: PUT without validating again",
@@ -1224,6 +1274,17 @@ fn drift_and_protection_errors() {
     )
     .action(&format!("Sync {}", instance_id()))
     .health(False, Reason::ProtectionError);
+    let sync_intended = after(
+        with_status(False, Reason::ProtectionError, None),
+        &[found(broken.clone())],
+    );
+    row(
+        "restart with a sync intended just now: no second sync before the backoff",
+        sync_intended,
+        found(broken.clone()),
+    )
+    .action("None")
+    .health(False, Reason::ProtectionError);
     let old_api = Settings {
         instance_actions_supported: false,
         api_version: "2021-01-01".into(),
@@ -1323,10 +1384,62 @@ fn invalid_spec() {
     row("no uid to default the name from", no_uid, Observation::None)
         .health(False, Reason::InvalidSpec)
         .message_has(READY, "metadata.uid");
+
+    // The schema no longer compares the spec with the status (that rule judged every status
+    // write too): the controller refuses a name unlike the one it recorded, and never follows
+    // it to Azure.
+    let mut renamed = ready();
+    renamed.spec.backup_instance_name = Some("another-name".into());
+    row(
+        "name set unlike the one recorded in status: Stalled, no Azure call",
+        renamed.clone(),
+        Observation::None,
+    )
+    .action("None")
+    .health(False, Reason::InvalidSpec)
+    .message_has(
+        READY,
+        "spec.backupInstanceName: cannot differ from status.backupInstanceName",
+    )
+    .message_has(READY, &format!("msblobbackup-{UID}"))
+    .events(&[Reason::InvalidSpec])
+    .requeue(Requeue::AwaitChange);
+    row(
+        "deleting it deletes the recorded instance, not the one the spec names",
+        deleting(renamed, DeletionPolicy::Delete),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+
+    let mut same_name = ready();
+    same_name.spec.backup_instance_name = Some(format!("MsBlobBackup-{UID}"));
+    row(
+        "name set to the recorded one (ARM names ignore case): carries on",
+        same_name,
+        Observation::None,
+    )
+    .action("GetInstance");
 }
 
 #[test]
 fn deletion() {
+    let delete_intended = after(
+        deleting(ready(), DeletionPolicy::Delete),
+        &[found(instance("ProtectionConfigured"))],
+    );
+    row(
+        "restart with a DELETE intended: look at the instance first",
+        delete_intended.clone(),
+        Observation::None,
+    )
+    .action(&format!("GetInstance {}", instance_id()));
+    row(
+        "the intended DELETE landed: nothing left, the finalizer goes",
+        delete_intended,
+        Observation::Instance(None),
+    )
+    .action("RemoveFinalizer");
+
     row(
         "Delete: look the instance up first",
         deleting(ready(), DeletionPolicy::Delete),
@@ -1891,12 +2004,13 @@ fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
         &[polled(PolledStatus::Failed(missing_permission()))],
     );
     row(
-        "retrying validation: no write yet",
+        "retrying validation: only its intent is written, Stalled stays",
         stalled.clone(),
         Observation::Instance(None),
     )
     .action("Validate")
-    .writes(false)
+    .writes(true)
+    .operation(OperationAction::Validate, OperationPhase::Pending)
     .health(False, Reason::MissingPermissions);
     row(
         "retry accepted: the operation is recorded, Stalled stays, no event",

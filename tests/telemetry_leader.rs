@@ -83,7 +83,7 @@ impl Replica {
             async {
                 let _ = stopped.await;
             },
-            move || {
+            move |_| {
                 let tracker = tracker.clone();
                 async move {
                     let _working = Working::start(&tracker, who);
@@ -339,7 +339,7 @@ async fn run_without_election<Fut: Future>(
         metrics.clone(),
         health.clone(),
         shutdown,
-        move || work.take().unwrap(),
+        move |_| work.take().unwrap(),
     )
     .await
     .unwrap()

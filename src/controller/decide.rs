@@ -22,9 +22,11 @@
 //! }
 //! ```
 //!
-//! `Decision::status` is `Some` only when something changed; the controller may write each one
-//! or only the last of a reconcile (fewer writes; a crash then repeats at most one Azure call,
-//! which the next GET reconciles).
+//! `Decision::status` is `Some` only when something changed. The controller writes it before an
+//! Azure write (it records the intent: the instance's name and ID, the operation as `Pending`)
+//! and right after an operation started (its poll URL); other changes only at the end of a
+//! reconcile. After a crash, a `Pending` intent makes the next reconcile GET the instance before
+//! acting again: an instance found is the intended write's outcome.
 //!
 //! Everything the next step depends on is in the status (the operation in flight with its poll
 //! URL, the conditions), so a restarted controller resumes where the last one stopped. The
@@ -38,8 +40,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
-    DeletionPolicy, FINALIZER, OperationAction, OperationError, OperationPhase, SpecError,
-    ValidatedSpec, condition_type, same_id,
+    DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
+    OperationPhase, SpecError, ValidatedSpec, condition_type, same_id, truncate,
 };
 use crate::arm::ids::{BackupInstanceId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
@@ -400,7 +402,7 @@ const CODE_MISSING_PERMISSIONS: &str = "UserErrorMissingRequiredPermissions";
 
 // Kubernetes caps event notes at 1 kB; long condition messages only clutter `kubectl get`.
 const MAX_NOTE: usize = 1024;
-const MAX_MESSAGE: usize = 4096;
+const MAX_MESSAGE: usize = MAX_STATUS_MESSAGE_LEN;
 
 /// Decides the next step for `obj`, given what Azure said in the previous step.
 pub fn decide(
@@ -578,6 +580,8 @@ impl<'a> Step<'a> {
                 fix: "set spec.backupInstanceName".into(),
             });
         }
+        let recorded = self.old.and_then(|s| s.backup_instance_name.as_deref());
+        spec.check_recorded_name(self.uid(), recorded)?;
         let instance = spec.backup_instance_id(self.uid());
         Ok(Target { instance, spec })
     }
@@ -665,6 +669,7 @@ impl<'a> Step<'a> {
         if self.health_set {
             self.status.observed_generation = self.obj.metadata.generation;
         }
+        self.status.fit_to_schema();
         let status = status_changed(self.old, &self.status).then_some(self.status);
         Decision {
             action,
@@ -743,25 +748,55 @@ impl<'a> Step<'a> {
         self.finish(Action::GetInstance(mode.instance().clone()), requeue)
     }
 
-    /// Starts `action` (chosen for `mode`): the conditions say so before it is sent.
-    fn start(self, mode: &Mode, action: Action) -> Decision {
+    /// Starts `action` (chosen for `mode`): the conditions say so, and the status records the
+    /// intent (the instance's name and ID, the operation as Pending), before it is sent. The
+    /// controller writes that status before the request: after a crash the next reconcile finds
+    /// the intent and looks at the instance before acting again.
+    fn start(mut self, mode: &Mode, action: Action) -> Decision {
         let requeue = Requeue::After(self.settings.retry_after_min);
         match action.operation() {
-            Some(operation) => self.progressing_for(mode, operation, action, requeue),
+            Some(operation) => {
+                // From here on the name is taken: a spec naming another one is refused.
+                self.status.backup_instance_name = Some(mode.instance().name().to_owned());
+                self.status.backup_instance_id = Some(mode.instance().to_string());
+                self.status.operation = Some(AzureOperation {
+                    action: operation,
+                    status: OperationPhase::Pending,
+                    poll_url: None,
+                    start_time: Some(Time(self.now)),
+                    end_time: None,
+                    error: None,
+                });
+                self.progressing_for(mode, operation, action, requeue)
+            }
             None => self.finish(action, requeue),
         }
     }
 
-    fn put(mut self, target: &Target, operation: OperationAction) -> Decision {
-        // Recorded before the PUT: from here on the name is taken (the CRD keeps it immutable).
-        self.status.backup_instance_name = Some(target.instance.name().to_owned());
-        self.status.backup_instance_id = Some(target.instance.to_string());
+    fn put(self, target: &Target, operation: OperationAction) -> Decision {
         let mode = Mode::Apply(target);
         let action = Action::Put {
             target: target.clone(),
             operation,
         };
         self.start(&mode, action)
+    }
+
+    /// Whether the status records `action` as intended but not answered by Azure.
+    fn intended(&self, action: OperationAction) -> bool {
+        self.status
+            .operation
+            .as_ref()
+            .is_some_and(|op| op.action == action && op.status == OperationPhase::Pending)
+    }
+
+    /// Whether Azure validated the backup request for this generation.
+    fn validated_for_this_generation(&self) -> bool {
+        self.old_condition(condition_type::VALIDATED)
+            .is_some_and(|c| {
+                c.status == ConditionStatus::True
+                    && c.observed_generation == self.obj.metadata.generation
+            })
     }
 
     // ---- the state machine ----
@@ -894,6 +929,13 @@ impl<'a> Step<'a> {
                         );
                         self.event(EventType::Warning, Reason::DriftDetected, &note);
                     }
+                    // A creation intended after a validation of this spec never reached Azure:
+                    // send it now, without validating again.
+                    if self.intended(OperationAction::Create)
+                        && self.validated_for_this_generation()
+                    {
+                        return self.put(target, OperationAction::Create);
+                    }
                     self.start(mode, Action::Validate((*target).clone()))
                 }
             };
@@ -923,7 +965,16 @@ impl<'a> Step<'a> {
             };
         }
 
-        if self.status.backup_instance_id.is_none() && matches!(mode, Mode::Apply(_)) {
+        // Ours if we adopted it before (an ID without an operation) or ever sent a write for
+        // it (a PUT intended but unanswered included: this is its outcome); found after only
+        // a validation, someone else created it.
+        let ours = match &self.status.operation {
+            None => self.status.backup_instance_id.is_some(),
+            Some(op) => {
+                op.action != OperationAction::Validate || self.status.protection_status.is_some()
+            }
+        };
+        if !ours && matches!(mode, Mode::Apply(_)) {
             let note = format!("Adopted the existing backup instance {}", mode.instance());
             self.event(EventType::Normal, Reason::Adopted, &note);
         }
@@ -1037,7 +1088,11 @@ impl<'a> Step<'a> {
             .operation
             .as_ref()
             .filter(|op| op.action == OperationAction::Sync)
-            .and_then(|op| op.end_time.as_ref())
+            // A sync intended but unanswered may have reached Azure: it counts from then.
+            .and_then(|op| match op.status {
+                OperationPhase::Pending => op.start_time.as_ref(),
+                _ => op.end_time.as_ref(),
+            })
             .and_then(|end| Duration::try_from(self.now.duration_since(end.0)).ok());
         let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
         // `sync` arrived with `stopProtection` (api-version 2022-01-01); without it the person
@@ -1295,7 +1350,8 @@ impl<'a> Step<'a> {
                 "deletionPolicy Orphan: the backup instance stays in Azure untouched",
             );
         }
-        let (account, instance) = match self.obj.spec.instance_ref(self.uid()) {
+        let recorded = self.status.backup_instance_name.as_deref();
+        let (account, instance) = match self.obj.spec.instance_ref(self.uid(), recorded) {
             Ok(found) => found,
             Err(_) if self.status.backup_instance_id.is_none() => {
                 return self.remove_finalizer(Reason::Deleted, "Nothing was created in Azure");
@@ -1437,15 +1493,4 @@ fn arm_id_in(text: &str) -> Option<&str> {
     let start = text.find("/subscriptions/")?;
     let id = text[start..].split_whitespace().next()?;
     Some(id.trim_end_matches(['.', ',', ';']))
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }

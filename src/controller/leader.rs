@@ -7,10 +7,11 @@
 //! holder) and renews a grace period before expiry, which also bounds the clock skew tolerated.
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client};
+use kube::Client;
 use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseParams};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -22,6 +23,71 @@ use crate::telemetry::{HealthState, Metrics, Role};
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// Default time before expiry at which the leader renews the Lease.
 pub const DEFAULT_RENEW_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether this replica still leads: the end of its leader term on the monotonic clock, moved
+/// on by every successful renewal of the Lease. The controller consults it right before every
+/// Azure write, so a replica whose renewals hang stops writing before another replica could
+/// take the Lease, even before [`run_as_leader`] has dropped its work. Cheap to clone and to
+/// check. The default holds forever (leader election off).
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Option<Arc<FenceState>>);
+
+#[derive(Debug)]
+struct FenceState {
+    base: Instant,
+    /// Nanoseconds after `base` until which the term holds.
+    until: AtomicU64,
+    /// Set when the term ended: no renewal extends it again.
+    closed: AtomicBool,
+}
+
+impl Fence {
+    /// A fence that holds forever: leader election is off.
+    pub fn always() -> Self {
+        Self(None)
+    }
+
+    /// A fence that does not hold until a renewal extends it.
+    fn closed_until_renewed() -> Self {
+        Self(Some(Arc::new(FenceState {
+            base: Instant::now(),
+            until: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        })))
+    }
+
+    /// Whether this replica may act as the leader now.
+    pub fn holds(&self) -> bool {
+        self.deadline()
+            .is_none_or(|deadline| Instant::now() < deadline)
+    }
+
+    /// When the term ends unless renewed; `None`: never.
+    pub fn deadline(&self) -> Option<Instant> {
+        let state = self.0.as_ref()?;
+        Some(state.base + Duration::from_nanos(state.until.load(Ordering::Acquire)))
+    }
+
+    /// Moves the end of the term to `until`, if later and the term has not ended.
+    fn extend_to(&self, until: Instant) {
+        let Some(state) = &self.0 else { return };
+        if state.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // u64 nanoseconds last 584 years.
+        let nanos = u64::try_from(until.saturating_duration_since(state.base).as_nanos())
+            .unwrap_or(u64::MAX);
+        state.until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// Ends the term for good.
+    fn close(&self) {
+        if let Some(state) = &self.0 {
+            state.closed.store(true, Ordering::Release);
+            state.until.store(0, Ordering::Release);
+        }
+    }
+}
 
 /// Where and how replicas elect a leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,8 +102,9 @@ pub struct LeaderElectionConfig {
     /// after the leader dies. Whole seconds.
     pub lease_duration: Duration,
     /// The leader renews when this much validity is left, so renewals happen every
-    /// `lease_duration - renew_grace`; also the clock skew tolerated between nodes. Whole
-    /// seconds, shorter than `lease_duration`.
+    /// `lease_duration - renew_grace`. A renewal must succeed within the first half of it or
+    /// the leader stops (see [`Fence`]); the second half is the clock skew tolerated between
+    /// nodes. Whole seconds, shorter than `lease_duration`.
     pub renew_grace: Duration,
 }
 
@@ -85,6 +152,14 @@ impl LeaderElectionConfig {
         }
         Ok(LeaseParams::new(self.identity.clone(), duration, grace))
     }
+
+    /// How long a term lasts after the renewal that was sent at its start: the renewal is due
+    /// `renew_grace` before the Lease expires, and must have succeeded halfway through that
+    /// grace, or this replica stops acting before another could take the Lease (the other
+    /// half absorbs clock skew and the time to stop).
+    fn term(&self) -> Duration {
+        self.lease_duration.saturating_sub(self.renew_grace / 2)
+    }
 }
 
 /// Errors from [`run_as_leader`]. Kubernetes API failures are not among them: they are logged
@@ -105,13 +180,15 @@ pub enum LeaderOutcome<T> {
     Shutdown,
 }
 
-/// Runs `make_work()` while this replica leads, until `shutdown` completes.
+/// Runs `make_work(fence)` while this replica leads, until `shutdown` completes.
 ///
-/// With `config` `None` (leader election off) the work starts at once. Otherwise the replica
-/// waits (standby) until it holds the Lease `config.lease_name`, then runs the work. If it
-/// loses the Lease (another replica took it, or renewals failed for so long that the Lease may
-/// have expired), the work future is dropped at once and the replica goes back to standby,
-/// calling `make_work` again when it leads again. The work must therefore stop everything it
+/// With `config` `None` (leader election off) the work starts at once, with a [`Fence`] that
+/// always holds. Otherwise the replica waits (standby) until it holds the Lease
+/// `config.lease_name`, then runs the work with a [`Fence`] that holds while the Lease is
+/// renewed in time. If it loses the Lease (another replica took it, or no renewal succeeded
+/// within the term: a renewal that hangs counts as failed), the fence closes and the work
+/// future is dropped at once, and the replica goes back to standby, calling `make_work` again
+/// when it leads again. The work must therefore stop everything it
 /// started when dropped (a kube-runtime `Controller` stream does).
 ///
 /// On shutdown, or when the work finishes by itself, the work is dropped and the Lease
@@ -130,7 +207,7 @@ pub async fn run_as_leader<F, Fut>(
     mut make_work: F,
 ) -> Result<LeaderOutcome<Fut::Output>, LeaderElectionError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Fence) -> Fut,
     Fut: Future,
 {
     let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
@@ -140,7 +217,7 @@ where
     let Some(config) = config else {
         health.set_role(Role::Leader);
         metrics.set_leader(true);
-        let work = make_work();
+        let work = make_work(Fence::always());
         tokio::pin!(work);
         let outcome = loop {
             tokio::select! {
@@ -156,15 +233,19 @@ where
     };
 
     let params = config.lease_params()?;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let retry = Retry::new(config.renew_grace);
     health.set_role(Role::Starting);
     metrics.set_leader(false);
 
     loop {
-        let mut lease = LeaseTask::spawn(client.clone(), &config, params.clone(), retry);
+        let fence = Fence::closed_until_renewed();
+        let lease_client = renewals_extend(client.clone(), &config, fence.clone());
+        let mut lease = LeaseTask::spawn(lease_client, &config, params.clone(), retry);
 
-        // Standby until the Lease is ours.
+        // Standby until the Lease is ours and a write of it succeeded: a fresh manager reads a
+        // Lease that still names this replica (after a term lost to hung renewals) as its own,
+        // and leads only once its next renewal gets through.
+        let mut held = false;
         let acquired = loop {
             tokio::select! {
                 biased;
@@ -175,10 +256,20 @@ where
                 _ = heartbeat.tick() => health.heartbeat(),
                 event = lease.events.recv() => match event {
                     Some(LeaseEvent::Ready) => health.set_role(Role::Standby),
-                    Some(LeaseEvent::Leading(true)) => break true,
-                    Some(LeaseEvent::Leading(false) | LeaseEvent::Error) => {}
+                    Some(LeaseEvent::Leading(leading)) => {
+                        held = leading;
+                        if held && fence.holds() {
+                            break true;
+                        }
+                    }
+                    Some(LeaseEvent::Error) => {}
                     None => break false,
                 },
+                () = tokio::time::sleep(retry.first), if held => {
+                    if fence.holds() {
+                        break true;
+                    }
+                }
             }
         };
         if !acquired {
@@ -192,34 +283,29 @@ where
         health.set_watching(false);
         metrics.set_leader(true);
         // Boxed so it can be dropped (cancelled) here, before the Lease is released.
-        let mut work = Box::pin(make_work());
-        // Set when a renewal failed: by then the Lease must be confirmed as still ours.
-        let mut confirm_by: Option<Instant> = None;
+        let mut work = Box::pin(make_work(fence.clone()));
         let end = loop {
-            let confirm_at = confirm_by.map(tokio::time::Instant::from_std);
+            let term_end = fence.deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 () = &mut shutdown => break End::Shutdown,
                 event = lease.events.recv() => match event {
                     Some(LeaseEvent::Leading(false)) => break End::Lost("another replica holds the Lease"),
                     None => break End::Lost("the leader election task ended"),
-                    Some(LeaseEvent::Error) => {
-                        // The renewal happened `renew_grace` before expiry: check halfway.
-                        confirm_by.get_or_insert_with(|| Instant::now() + config.renew_grace / 2);
-                    }
-                    Some(LeaseEvent::Ready | LeaseEvent::Leading(true)) => {}
+                    // Logged by the task; the term's end decides.
+                    Some(LeaseEvent::Error | LeaseEvent::Ready | LeaseEvent::Leading(true)) => {}
                 },
-                () = sleep_until_some(confirm_at) => {
-                    if still_holds(&leases, &config).await {
-                        confirm_by = None;
-                    } else {
-                        break End::Lost("the Lease could not be renewed in time");
+                // A renewal may have moved the end since this sleep began: look again.
+                () = sleep_until_some(term_end) => {
+                    if !fence.holds() {
+                        break End::Lost("the Lease was not renewed in time");
                     }
                 }
                 out = &mut work => break End::Finished(out),
                 _ = heartbeat.tick() => health.heartbeat(),
             }
         };
+        fence.close();
         drop(work);
         metrics.set_leader(false);
         health.set_watching(false);
@@ -262,38 +348,30 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Reads the Lease: is it ours, with more than half the grace period of validity left? (A
-/// renewal after the failure leaves nearly the whole duration; none leaves at most half.)
-async fn still_holds(leases: &Api<Lease>, config: &LeaderElectionConfig) -> bool {
-    let margin = config.renew_grace / 2;
-    let lease = match tokio::time::timeout(margin, leases.get(&config.lease_name)).await {
-        Ok(Ok(lease)) => lease,
-        Ok(Err(error)) => {
-            warn!(%error, "cannot read the leader Lease to confirm it is still ours");
-            return false;
-        }
-        Err(_) => {
-            warn!("timed out reading the leader Lease to confirm it is still ours");
-            return false;
-        }
-    };
-    let Some(spec) = lease.spec else {
-        return false;
-    };
-    let ours = spec.holder_identity.as_deref() == Some(config.identity.as_str());
-    let expiry = spec
-        .renew_time
-        .zip(spec.lease_duration_seconds)
-        .and_then(|(renewed, secs)| {
-            let secs = u64::try_from(secs).ok()?;
-            SystemTime::from(renewed.0).checked_add(Duration::from_secs(secs))
-        });
-    let valid_until_margin = expiry.is_some_and(|expiry| expiry > SystemTime::now() + margin);
-    debug!(
-        ours,
-        valid_until_margin, "confirmed the leader Lease after a failed renewal"
+/// `client`, except that every successful write of the Lease (taking or renewing it) extends
+/// `fence` to the term after the moment the write was sent (a monotonic clock: the Lease's
+/// own renewTime is another node's wall clock to the replicas that read it).
+fn renewals_extend(client: Client, config: &LeaderElectionConfig, fence: Fence) -> Client {
+    let lease_path = format!(
+        "/namespaces/{}/leases/{}",
+        config.namespace, config.lease_name
     );
-    ours && valid_until_margin
+    let term = config.term();
+    let namespace = client.default_namespace().to_owned();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let renewal =
+            request.method() == http::Method::PATCH && request.uri().path().ends_with(&lease_path);
+        let (client, fence) = (client.clone(), fence.clone());
+        let sent = Instant::now();
+        async move {
+            let response = client.send(request).await?;
+            if renewal && response.status().is_success() {
+                fence.extend_to(sent + term);
+            }
+            Ok::<_, kube::Error>(response)
+        }
+    });
+    Client::new(service, namespace)
 }
 
 /// Delays between retries after Kubernetes API errors: doubling, from a fraction of the grace
@@ -494,6 +572,37 @@ mod tests {
         let (host, suffix) = a.rsplit_once('_').unwrap();
         assert!(!host.is_empty());
         assert!(uuid::Uuid::parse_str(suffix).is_ok());
+    }
+
+    #[test]
+    fn a_fence_holds_only_within_its_renewed_term() {
+        assert!(Fence::always().holds());
+        assert_eq!(Fence::always().deadline(), None);
+
+        let fence = Fence::closed_until_renewed();
+        assert!(!fence.holds(), "no renewal yet");
+        let later = Instant::now() + Duration::from_secs(60);
+        fence.extend_to(later);
+        assert!(fence.holds());
+        fence.extend_to(Instant::now());
+        assert_eq!(fence.deadline(), Some(later), "never moved back");
+        let shared = fence.clone();
+        fence.close();
+        assert!(!shared.holds(), "closing ends the term for every copy");
+        shared.extend_to(later + Duration::from_secs(60));
+        assert!(
+            !shared.holds(),
+            "a late renewal does not reopen an ended term"
+        );
+
+        let passed = Fence::closed_until_renewed();
+        passed.extend_to(Instant::now());
+        assert!(!passed.holds(), "a term whose end has passed");
+    }
+
+    #[test]
+    fn a_term_ends_halfway_through_the_renewal_grace() {
+        assert_eq!(config(15, 5).term(), Duration::from_millis(12_500));
     }
 
     #[test]

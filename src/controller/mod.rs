@@ -76,7 +76,7 @@ const STATUS_WRITE_RETRY: Duration = Duration::from_millis(200);
 const EVENTS_PER_RECORDER: usize = 400;
 
 /// How the controller runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControllerConfig {
     /// The namespace to watch; `None` (or empty) watches all namespaces.
     pub watch_namespace: Option<String>,
@@ -88,6 +88,13 @@ pub struct ControllerConfig {
     pub settings: Settings,
     /// `reportingInstance` of Events (the pod name); `None`: the controller name.
     pub reporting_instance: Option<String>,
+    /// Whether this replica still leads ([`leader::run_as_leader`] hands it to the work):
+    /// checked right before every Azure write. The default always holds.
+    pub fence: leader::Fence,
+    /// The client for the watch, when the one [`run`] gets has a read timeout: a watch waits
+    /// for events for minutes, and kube's watcher has an idle timeout of its own (the watch's
+    /// server-side timeout plus 5 s). `None`: the same client.
+    pub watch_client: Option<Client>,
 }
 
 impl Default for ControllerConfig {
@@ -97,7 +104,59 @@ impl Default for ControllerConfig {
             concurrency: 16,
             settings: Settings::default(),
             reporting_instance: None,
+            fence: leader::Fence::default(),
+            watch_client: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ControllerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerConfig")
+            .field("watch_namespace", &self.watch_namespace)
+            .field("concurrency", &self.concurrency)
+            .field("settings", &self.settings)
+            .field("reporting_instance", &self.reporting_instance)
+            .field("fence", &self.fence)
+            .field("separate_watch_client", &self.watch_client.is_some())
+            .finish()
+    }
+}
+
+/// Longest wait to connect to the Kubernetes API.
+pub const KUBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for an answer from the Kubernetes API (not for watches): a request that hangs
+/// (a Lease renewal above all) fails instead of holding up the controller or the election.
+pub const KUBE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The two Kubernetes clients of the operator, from one configuration.
+#[derive(Clone)]
+pub struct KubeClients {
+    /// For every request but watches: connect and read timeouts.
+    pub requests: Client,
+    /// For watches: a connect timeout only. A read timeout would cut a watch that has no
+    /// event to send for longer than it; kube's watcher already reconnects a watch that stays
+    /// silent past its server-side timeout (290 s) plus 5 s.
+    pub watches: Client,
+}
+
+impl KubeClients {
+    /// Builds both clients from `config` with these timeouts (see [`KUBE_CONNECT_TIMEOUT`] and
+    /// [`KUBE_READ_TIMEOUT`]).
+    pub fn new(config: kube::Config, connect: Duration, read: Duration) -> kube::Result<Self> {
+        let mut requests = config.clone();
+        requests.connect_timeout = Some(connect);
+        requests.read_timeout = Some(read);
+        // Count the read timeout from when a request is sent, not from when its pooled
+        // connection went idle.
+        requests.reset_reader_on_write = true;
+        let mut watches = config;
+        watches.connect_timeout = Some(connect);
+        watches.read_timeout = None;
+        Ok(Self {
+            requests: Client::try_from(requests)?,
+            watches: Client::try_from(watches)?,
+        })
     }
 }
 
@@ -138,17 +197,30 @@ impl Error {
         }
     }
 
-    /// Whether someone else changed the resource in between (409, or a failed JSON patch
-    /// `test`): worth retrying at once against the new state.
-    fn is_conflict(&self) -> bool {
+    fn api_status(&self) -> Option<u16> {
         let source = match self {
             Error::AddFinalizer(e)
             | Error::RemoveFinalizer(e)
             | Error::WriteStatus(e)
             | Error::Read(e) => e,
-            Error::MissingMetadata(_) | Error::Patch(_) => return false,
+            Error::MissingMetadata(_) | Error::Patch(_) => return None,
         };
-        matches!(source, kube::Error::Api(status) if status.code == 409 || status.code == 422)
+        match source {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+
+    /// Whether someone else changed the resource in between (409: a stale resourceVersion, or
+    /// a failed JSON patch `test`): worth retrying at once against the new state.
+    fn is_conflict(&self) -> bool {
+        self.api_status() == Some(409)
+    }
+
+    /// Whether the API server refused the write as invalid (422): retrying the same write at
+    /// once would only be refused again.
+    fn is_invalid(&self) -> bool {
+        self.api_status() == Some(422)
     }
 }
 
@@ -162,6 +234,12 @@ struct Memory {
     /// A fingerprint of the status after our last write ([`status_fingerprint`]): a copy
     /// of every status would be most of the controller's memory at 10,000 resources.
     status: u64,
+    /// A status recording an Azure operation already sent that could not be written (its poll
+    /// URL): written before anything else happens to the resource, or the operation would be
+    /// sent again. For the resource with this uid.
+    unwritten: Option<(String, BlobBackupInstanceStatus)>,
+    /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
+    read_fresh: bool,
 }
 
 /// Shared state of all reconciles.
@@ -177,6 +255,7 @@ pub struct Context {
     memory: Mutex<HashMap<String, Memory>>,
     writes: pacing::WritePacer,
     requeues: Arc<requeue::Requeues>,
+    fence: leader::Fence,
 }
 
 impl std::fmt::Debug for Context {
@@ -222,7 +301,14 @@ impl Context {
             memory: Mutex::new(HashMap::new()),
             writes,
             requeues: Arc::default(),
+            fence: leader::Fence::default(),
         }
+    }
+
+    /// The context of a leader term: Azure writes only while `fence` holds.
+    pub fn with_fence(mut self, fence: leader::Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// The decision settings in use.
@@ -241,17 +327,23 @@ impl Context {
         cached: &BlobBackupInstance,
     ) -> Result<Option<BlobBackupInstance>, Error> {
         let stale = lock(&self.memory).get(key).is_some_and(|memory| {
-            cached.metadata.uid.as_deref() == Some(memory.uid.as_str())
-                && (memory.status != status_fingerprint(cached.status.as_ref())
-                    || memory.finalized != has_finalizer(cached))
+            memory.read_fresh
+                || (cached.metadata.uid.as_deref() == Some(memory.uid.as_str())
+                    && (memory.status != status_fingerprint(cached.status.as_ref())
+                        || memory.finalized != has_finalizer(cached)))
         });
         if !stale {
             return Ok(Some(cached.clone()));
         }
         debug!("the watch cache is behind our last write; reading the resource");
         let fresh = api.get_opt(&cached.name_any()).await.map_err(Error::Read)?;
-        if let Some(fresh) = &fresh {
-            self.remember_write(key, fresh);
+        match &fresh {
+            Some(fresh) => self.remember_write(key, fresh),
+            None => {
+                if let Some(memory) = lock(&self.memory).get_mut(key) {
+                    memory.read_fresh = false;
+                }
+            }
         }
         Ok(fresh)
     }
@@ -262,6 +354,7 @@ impl Context {
         entry.uid = written.metadata.uid.clone().unwrap_or_default();
         entry.finalized = has_finalizer(written);
         entry.status = status_fingerprint(written.status.as_ref());
+        entry.read_fresh = false;
     }
 
     /// The Recorder for the next Event (see [`EVENTS_PER_RECORDER`]).
@@ -369,43 +462,82 @@ impl Context {
             .await
     }
 
-    /// Writes `obj.status` by server-side apply on the status subresource, as the one field
-    /// manager of the status (forced: the status is ours alone). A status that records an
-    /// operation just started is retried a few times, since losing its poll URL would mean
-    /// starting the operation again.
+    /// Writes `obj.status` (see [`apply_status`]). A status that records an operation just
+    /// started (`precious`) is retried a few times on transient trouble, and if it still cannot
+    /// be written it is kept in memory and written first on the next reconcile: losing its
+    /// poll URL would mean sending the operation again.
     async fn write_status(
         &self,
         api: &Api<BlobBackupInstance>,
         obj: &BlobBackupInstance,
         precious: bool,
     ) -> Result<BlobBackupInstance, Error> {
-        let body = json!({
-            "apiVersion": BlobBackupInstance::api_version(&()),
-            "kind": BlobBackupInstance::kind(&()),
-            "status": obj.status,
-        });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         let attempts = if precious { STATUS_WRITE_ATTEMPTS } else { 1 };
         let mut pause = STATUS_WRITE_RETRY;
         let mut attempt = 1;
         loop {
-            match api
-                .patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
-                .await
-            {
+            match apply_status(api, obj).await {
                 Ok(written) => {
                     self.metrics.record_status_write();
                     return Ok(written);
                 }
-                Err(error) if attempt < attempts => {
+                // A refusal (409: a stale resourceVersion, 422: invalid) would only be
+                // refused again; network trouble, 429 and 5xx may pass on a second try.
+                Err(error) if attempt < attempts && !is_refusal(&error) => {
                     warn!(%error, attempt, "cannot record the Azure operation just started; retrying");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                     attempt += 1;
                 }
-                Err(error) => return Err(Error::WriteStatus(error)),
+                Err(error) => {
+                    if precious && let Some(status) = &obj.status {
+                        warn!(%error, "cannot record the Azure operation just started; keeping it to write first on the next reconcile");
+                        let uid = obj.metadata.uid.clone().unwrap_or_default();
+                        lock(&self.memory)
+                            .entry(object_key(obj))
+                            .or_default()
+                            .unwritten = Some((uid, status.clone()));
+                    }
+                    return Err(Error::WriteStatus(error));
+                }
             }
         }
+    }
+
+    /// Writes the status kept by a failed `precious` [`Self::write_status`], onto a fresh read
+    /// of the resource (its resourceVersion), before anything else is decided. `Ok(None)`:
+    /// nothing was kept, or the resource is gone.
+    async fn write_unwritten(
+        &self,
+        api: &Api<BlobBackupInstance>,
+        key: &str,
+        obj: &BlobBackupInstance,
+    ) -> Result<Option<BlobBackupInstance>, Error> {
+        let kept = lock(&self.memory)
+            .get_mut(key)
+            .and_then(|memory| memory.unwritten.take());
+        let Some((uid, status)) = kept else {
+            return Ok(None);
+        };
+        if obj.metadata.uid.as_deref() != Some(uid.as_str()) {
+            // Another resource of the same name: the kept status is not about it.
+            return Ok(None);
+        }
+        let Some(mut fresh) = api.get_opt(&obj.name_any()).await.map_err(|error| {
+            lock(&self.memory)
+                .entry(key.to_owned())
+                .or_default()
+                .unwritten = Some((uid.clone(), status.clone()));
+            Error::Read(error)
+        })?
+        else {
+            return Ok(None);
+        };
+        info!("writing the status of an Azure operation that could not be recorded before");
+        fresh.status = Some(status);
+        let written = self.write_status(api, &fresh, true).await?;
+        self.remember_write(key, &written);
+        Ok(Some(written))
     }
 
     /// Updates the per-resource gauges from the status now in effect.
@@ -437,6 +569,15 @@ impl Context {
         lock(&self.memory).retain(|key, _| listed.contains(key));
     }
 
+    /// Whether this replica may still write to Azure (see [`leader::Fence`]).
+    fn leads(&self) -> bool {
+        let leads = self.fence.holds();
+        if !leads {
+            warn!("the leader term ended: no more Azure writes from this replica");
+        }
+        leads
+    }
+
     /// Schedules the resource's next reconcile (see [`requeue`]); kube only waits for a
     /// change.
     fn requeue(&self, key: &str, requeue: Requeue) -> ReconcileAction {
@@ -446,6 +587,34 @@ impl Context {
         }
         ReconcileAction::await_change()
     }
+}
+
+/// Writes `obj.status` by server-side apply on the status subresource, as the one field manager
+/// of the status (forced: the status is ours alone). The apply carries the resourceVersion the
+/// status was decided on, so a writer that decided on a stale copy (a replica that lost its
+/// lease, a cache behind a spec edit) gets a 409 Conflict instead of overwriting newer state.
+pub async fn apply_status(
+    api: &Api<BlobBackupInstance>,
+    obj: &BlobBackupInstance,
+) -> Result<BlobBackupInstance, kube::Error> {
+    let body = json!({
+        "apiVersion": BlobBackupInstance::api_version(&()),
+        "kind": BlobBackupInstance::kind(&()),
+        "status": obj.status,
+    });
+    let mut body = body;
+    if let Some(version) = &obj.metadata.resource_version {
+        body["metadata"] = json!({"resourceVersion": version});
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
+        .await
+}
+
+/// Whether the API server refused a request for what it asked (4xx other than 429): sending
+/// it again unchanged cannot succeed.
+fn is_refusal(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429)
 }
 
 /// A hash of the status as the API would serialize it (no allocation): enough to tell whether
@@ -530,6 +699,10 @@ async fn reconcile_steps(
         ctx.forget(&key);
         return Ok(ReconcileAction::await_change());
     };
+    // An operation sent but not recorded: record it before deciding anything.
+    if let Some(written) = ctx.write_unwritten(&api, &key, &obj).await? {
+        obj = written;
+    }
 
     let mut persisted = obj.status.clone();
     let mut observation = Observation::None;
@@ -559,9 +732,20 @@ async fn reconcile_steps(
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
-        // An operation just started: its poll URL goes to the API before anything else.
-        if records_new_operation(persisted.as_ref(), obj.status.as_ref()) {
-            let written = ctx.write_status(&api, &obj, true).await?;
+        // Before an Azure write, its intent (the instance's name and ID, the operation) goes
+        // to the API: after a crash the next reconcile looks at the instance before acting
+        // again. After an operation started, its poll URL goes to the API before anything else.
+        let intent = decision.action.operation().is_some();
+        // A replica whose leader term ended writes nothing more: the next leader takes over.
+        if intent && !ctx.leads() {
+            return Ok(ReconcileAction::await_change());
+        }
+        let started = records_new_operation(persisted.as_ref(), obj.status.as_ref());
+        if (intent || started)
+            && let Some(status) = &obj.status
+            && decide::status_changed(persisted.as_ref(), status)
+        {
+            let written = ctx.write_status(&api, &obj, started).await?;
             ctx.remember_write(&key, &written);
             persisted = written.status.clone();
             obj = written;
@@ -586,6 +770,10 @@ async fn reconcile_steps(
                 return Ok(ctx.requeue(&key, decision.requeue));
             }
             action => {
+                // The intent write may have taken long: the term may have ended meanwhile.
+                if intent && !ctx.leads() {
+                    return Ok(ReconcileAction::await_change());
+                }
                 let Some(observation) = azure::perform(&ctx.arm, action).await else {
                     requeue = Some(decision.requeue);
                     break;
@@ -631,23 +819,40 @@ async fn reconcile_steps(
 }
 
 /// What to do after a failed reconcile: conflicts are retried at once (against the new
-/// state), other Kubernetes API trouble after the default Azure retry delay.
+/// state), a write the API server refused as invalid after the longest Stalled backoff (it
+/// takes a person: a CRD of another version, or a bug), other Kubernetes API trouble after
+/// the default Azure retry delay.
 pub fn error_policy(
     obj: Arc<BlobBackupInstance>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> ReconcileAction {
-    warn!(
-        resource = %obj.name_any(),
-        namespace = %obj.namespace().unwrap_or_default(),
-        "reconcile failed: {error}"
-    );
+    let key = object_key(&obj);
     let delay = if error.is_conflict() {
+        // Against the new state: the watch cache may not have it yet.
+        lock(&ctx.memory).entry(key.clone()).or_default().read_fresh = true;
         ctx.settings.retry_after_min
+    } else if error.is_invalid() {
+        ctx.settings.stalled_retry_max
     } else {
         ctx.settings.retry_after_default
     };
-    ctx.requeue(&object_key(&obj), Requeue::After(delay))
+    if error.is_invalid() {
+        warn!(
+            resource = %obj.name_any(),
+            namespace = %obj.namespace().unwrap_or_default(),
+            retry_in = ?delay,
+            "reconcile failed: the API server refused a write as invalid (HTTP 422): {error}. \
+             Check that the installed CRD is the one of this operator version (crds/ of its release)"
+        );
+    } else {
+        warn!(
+            resource = %obj.name_any(),
+            namespace = %obj.namespace().unwrap_or_default(),
+            "reconcile failed: {error}"
+        );
+    }
+    ctx.requeue(&key, Requeue::After(delay))
 }
 
 /// `Some(1)` while the resource is being deleted: with the generation and the finalizers,
@@ -697,17 +902,21 @@ pub async fn run(
     let mut settings = config.settings.clone();
     settings.instance_actions_supported = arm.supports_instance_actions();
     settings.api_version = arm.api_version().to_owned();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        arm,
-        metrics,
-        settings,
-        config.reporting_instance.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            arm,
+            metrics,
+            settings,
+            config.reporting_instance.clone(),
+        )
+        .with_fence(config.fence.clone()),
+    );
 
+    let watch_client = config.watch_client.clone().unwrap_or(client);
     let api: Api<BlobBackupInstance> = match config.watch_namespace.as_deref() {
-        Some(namespace) if !namespace.is_empty() => Api::namespaced(client, namespace),
-        _ => Api::all(client),
+        Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
+        _ => Api::all(watch_client),
     };
     let (reader, writer) = reflector::store();
     let watch_ctx = ctx.clone();

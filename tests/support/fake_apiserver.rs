@@ -46,7 +46,7 @@
 //! namespace, name) and, unless `record_requests` is off, kept as a [`RequestRecord`] (status
 //! code, patch type, field manager, whether it changed anything). The in-process helpers
 //! (`create`, `get`, `edit`, `delete`, ...) act on the same store with the same rules but are not
-//! counted. Faults (`fail_next`, `set_failure_share`), latency and `drop_watches` simulate a
+//! counted. Faults (`fail_next`, `set_failure_share`, `hang_where`), latency and `drop_watches` simulate a
 //! troubled apiserver.
 //!
 //! Approximations:
@@ -791,6 +791,13 @@ impl FakeApiServer {
         });
     }
 
+    /// Leaves every request for which `filter` holds unanswered, as a hung connection would
+    /// (no answer, no error), until the server drops its connections (`drop_watches`,
+    /// `shutdown` or drop), then answers 503.
+    pub fn hang_where(&self, filter: impl Fn(&RequestInfo) -> bool + Send + Sync + 'static) {
+        self.inner.lock().hangs.push(Arc::new(filter));
+    }
+
     /// Answers a share (0.0 to 1.0) of all requests with `status`, evenly spread and
     /// deterministic (0.25 fails every fourth request). 0.0 turns it off.
     pub fn set_failure_share(&self, share: f64, status: u16) {
@@ -919,6 +926,8 @@ struct StoreState {
     requests: Vec<RequestRecord>,
     counts: HashMap<CountKey, u64>,
     faults: Vec<FaultRule>,
+    /// Requests these match are never answered (see `hang_where`).
+    hangs: Vec<RequestFilter>,
     failure_share: Option<(f64, u16)>,
     share_credit: f64,
     latency: Duration,
@@ -2209,6 +2218,15 @@ async fn serve_request(AxumState(inner): AxumState<Arc<Inner>>, request: Request
         changed: false,
         injected: false,
     };
+    let hangs = inner.lock().hangs.iter().any(|filter| filter(&info));
+    if hangs {
+        let mut epoch = inner.epoch.subscribe();
+        let _ = epoch.changed().await;
+        record.status = 503;
+        record.injected = true;
+        inner.record(record);
+        return ApiError::injected(503).into_response();
+    }
     let fault = {
         let mut st = inner.lock();
         inner.take_fault(&mut st, &info)

@@ -102,6 +102,7 @@ pub fn controller_config_in(
         concurrency: 4,
         settings,
         reporting_instance: Some(instance.to_owned()),
+        ..ControllerConfig::default()
     }
 }
 
@@ -409,11 +410,14 @@ pub fn spawn_operator(
             health.clone(),
             stop.clone(),
         );
-        move || {
+        move |fence| {
             controller::run(
                 client.clone(),
                 arm.clone(),
-                config.clone(),
+                ControllerConfig {
+                    fence,
+                    ..config.clone()
+                },
                 metrics.clone(),
                 health.clone(),
                 stopped(&stop),

@@ -91,17 +91,20 @@ The Secret mounted as a credential file for the auth modes that read one, as JSO
 
 {{/* The rules on the operator's own resources and on events, cluster-wide or in watchNamespace. */}}
 {{- define "bbo.rules" -}}
+# Exactly the calls the operator makes, and no more:
+# - list, watch: the controller's watch of the resources; get: a fresh read when the watch
+#   lags behind the operator's own last write; patch: adding and removing the finalizer
+#   (a JSON patch of metadata.finalizers on the resource itself, so no finalizers subresource).
 - apiGroups: ["dataprotection.blobbackup.io"]
   resources: ["blobbackupinstances"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
+# - patch: the status is written by server-side apply (a PATCH) on the status subresource.
 - apiGroups: ["dataprotection.blobbackup.io"]
   resources: ["blobbackupinstances/status"]
-  verbs: ["get", "patch", "update"]
-- apiGroups: ["dataprotection.blobbackup.io"]
-  resources: ["blobbackupinstances/finalizers"]
-  verbs: ["update"]
-# The events recorder creates events and aggregates repeats by patching them.
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["patch"]
+# - create, patch: the events recorder (events.k8s.io/v1 only) creates Events and patches
+#   repeats into a series.
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
