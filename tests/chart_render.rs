@@ -19,11 +19,11 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     repo().join("charts/blob-backup-operator")
 }
 
-fn helm() -> PathBuf {
+pub(crate) fn helm() -> PathBuf {
     let helm = repo().join(".tools/bin/helm");
     assert!(
         helm.is_file(),
@@ -34,7 +34,7 @@ fn helm() -> PathBuf {
 }
 
 /// Runs a command; Ok(stdout) when it succeeded, Err(stdout + stderr) when it did not.
-fn run(command: &mut Command) -> Result<String, String> {
+pub(crate) fn run(command: &mut Command) -> Result<String, String> {
     let output = command.output().expect("start the command");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
