@@ -837,3 +837,15 @@ fn values_schema_refuses_what_the_operator_would_refuse() {
         render_ok(&["--set", set]);
     }
 }
+
+#[test]
+fn extra_args_come_after_the_charts_flags_so_they_override_them() {
+    let docs = render_ok(&["--set-json", r#"extraArgs=["--concurrency=4"]"#]);
+    let args = args(&docs);
+    let chart = args.iter().position(|a| a == "--concurrency=16");
+    let extra = args.iter().position(|a| a == "--concurrency=4");
+    assert!(
+        matches!((chart, extra), (Some(c), Some(e)) if c < e),
+        "the operator takes the last occurrence: {args:?}"
+    );
+}
