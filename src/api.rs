@@ -259,7 +259,9 @@ pub struct BlobBackupInstanceSpec {
     /// What deleting this resource does in Azure. `Delete` (default): stop protection and
     /// delete the backup instance and its backup data. `Retain`: stop protection and keep the
     /// recovery points in the vault (only with `vaultedBackup`). `Orphan`: leave the backup
-    /// instance in Azure untouched.
+    /// instance in Azure untouched. It applies however the resource is deleted: `kubectl
+    /// delete`, deleting its namespace or the CRD, an Argo CD or Flux prune. Set `Orphan` or
+    /// `Retain` to keep the backups.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }

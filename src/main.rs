@@ -2,6 +2,7 @@
 //! YAML) and `vault-emulator` (serve the local Data Protection emulator). Everything else is
 //! in the library; this file only turns flags into its configuration.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,11 +15,14 @@ use blob_backup_operator::arm::{
     self, ArmClient, ArmConfig, AuthConfig, AuthMode, DEFAULT_API_VERSION, DEFAULT_ENDPOINT,
 };
 use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::kubernetes_version;
 use blob_backup_operator::controller::leader::{LeaderElectionConfig, run_as_leader};
 use blob_backup_operator::controller::{self, ControllerConfig, KubeClients};
 use blob_backup_operator::emulator::{self, EmulatorArgs, EmulatorConfig, RunningEmulator};
 use blob_backup_operator::telemetry::{self, HealthState, LogFormat, Metrics, Role};
-use clap::{Args, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -32,9 +36,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// them (Kubernetes' default termination grace period is 30 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Exit code of a failure while running: Kubernetes or Azure unreachable or refusing, the
+/// metrics address taken, a Kubernetes too old, leader election failing.
+const EXIT_RUNTIME: u8 = 1;
+/// Exit code of a refused command line (a flag, an environment variable or their combination),
+/// the code clap uses for its own refusals.
+const EXIT_USAGE: u8 = 2;
+
 /// Azure Blob backup, declared as Kubernetes resources (BlobBackupInstance).
+///
+/// Exit codes: 0 after a clean stop, 1 on a failure while running, 2 when the command line or
+/// an environment variable is refused.
+// args_override_self: the last occurrence of a flag wins, so the Helm chart's extraArgs can
+// override a flag the chart sets.
 #[derive(Debug, Parser)]
-#[command(name = "blob-backup-operator", version, propagate_version = true)]
+#[command(
+    name = "blob-backup-operator",
+    version,
+    propagate_version = true,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +75,7 @@ enum Command {
 struct RunArgs {
     /// Azure Resource Manager endpoint (sovereign clouds have their own); plain http only to
     /// loopback addresses. [default: https://management.azure.com]
-    #[arg(long, env = "BBO_ARM_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "BBO_ARM_ENDPOINT", value_name = "URL", value_parser = parse_url)]
     arm_endpoint: Option<url::Url>,
 
     /// Microsoft.DataProtection api-version of every call (2021-01-01 works, without
@@ -83,7 +104,8 @@ struct RunArgs {
         long,
         env = "BBO_WATCH_NAMESPACE",
         value_name = "NAMESPACE",
-        default_value = ""
+        default_value = "",
+        value_parser = parse_namespace
     )]
     watch_namespace: String,
 
@@ -125,12 +147,14 @@ struct RunArgs {
           value_parser = parse_write_rate)]
     azure_write_rate: f64,
 
-    /// Address serving /metrics (Prometheus), /healthz and /readyz.
+    /// Address serving /metrics (Prometheus), /healthz and /readyz: HOST:PORT, or :PORT for
+    /// every IPv4 interface (as controller-runtime writes it).
     #[arg(
         long,
         env = "BBO_METRICS_ADDR",
         value_name = "ADDR",
-        default_value = "0.0.0.0:8080"
+        default_value = "0.0.0.0:8080",
+        value_parser = parse_listen_addr
     )]
     metrics_addr: SocketAddr,
 
@@ -145,7 +169,8 @@ struct RunArgs {
     leader_elect: bool,
 
     /// Namespace of the leader election Lease (default: POD_NAMESPACE).
-    #[arg(long, env = "BBO_LEADER_ELECTION_NAMESPACE", value_name = "NAMESPACE")]
+    #[arg(long, env = "BBO_LEADER_ELECTION_NAMESPACE", value_name = "NAMESPACE",
+          value_parser = parse_namespace)]
     leader_election_namespace: Option<String>,
 
     /// Name of the leader election Lease, shared by the replicas.
@@ -162,6 +187,103 @@ struct RunArgs {
     /// operator without an Azure subscription. Excludes the Azure flags.
     #[arg(long, env = "BBO_EMBEDDED_VAULT")]
     embedded_vault: bool,
+
+    /// The settings whose value came from their environment variable, by argument id.
+    #[arg(skip)]
+    from_env: BTreeSet<String>,
+}
+
+/// The environment variable of a `run` flag: `BBO_` and the flag's name (a test holds every
+/// flag to it).
+fn env_var_of(id: &str) -> String {
+    format!("BBO_{}", id.to_uppercase())
+}
+
+/// Parses the command line; on a refusal prints clap's message, naming the environment
+/// variable when the refused value came from one, and exits with [`EXIT_USAGE`].
+fn parse_command_line() -> Cli {
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|error| exit_refused(error));
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| exit_refused(error));
+    if let (Command::Run(args), Some(("run", run))) = (&mut cli.command, matches.subcommand()) {
+        args.from_env = given_by_environment(run);
+    }
+    cli
+}
+
+fn given_by_environment(matches: &ArgMatches) -> BTreeSet<String> {
+    matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+        .map(|id| id.as_str().to_owned())
+        .collect()
+}
+
+fn exit_refused(error: clap::Error) -> ! {
+    if matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) && let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg)
+    {
+        // clap names the flag (`--concurrency <N>`) even when the value came from its
+        // environment variable: say which one it was.
+        let flag = arg.split_whitespace().next().unwrap_or(arg);
+        let on_command_line =
+            std::env::args().any(|given| given == flag || given.starts_with(&format!("{flag}=")));
+        let env = env_var_of(&flag.trim_start_matches("--").replace('-', "_"));
+        if !on_command_line && std::env::var_os(&env).is_some() {
+            let text = error.render().to_string().replacen(
+                &format!("'{arg}'"),
+                &format!("'{arg}' (from environment variable {env})"),
+                1,
+            );
+            eprint!("{text}");
+            std::process::exit(EXIT_USAGE.into());
+        }
+    }
+    // clap exits 2 on usage errors, 0 for --help and --version.
+    error.exit()
+}
+/// `HOST:PORT`, or `:PORT` for every IPv4 interface (controller-runtime's form).
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_owned(),
+    };
+    full.parse().map_err(|_| {
+        "write an address and port such as 0.0.0.0:8080 or 127.0.0.1:8080, or :8080 for every interface".to_owned()
+    })
+}
+
+/// An absolute URL; a bare host name gets the hint to add its scheme.
+fn parse_url(text: &str) -> Result<url::Url, String> {
+    let text = text.trim();
+    // "localhost:8090" parses as a URL of scheme "localhost": require the "://".
+    if !text.contains("://") {
+        return Err(format!("add https:// (https://{text})"));
+    }
+    url::Url::parse(text)
+        .map_err(|e| format!("{e} (write a URL such as https://management.azure.com)"))
+}
+
+/// A namespace name: an RFC 1123 label (lowercase letters, digits and '-', at most 63, starting
+/// and ending with a letter or digit), as the API server requires; empty means none. Written
+/// here because the rule is one line and the crates that carry it bring a Kubernetes API model.
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = name.is_empty()
+        || (name.len() <= 63
+            && name.chars().all(|c| alphanumeric(c) || c == '-')
+            && name.starts_with(alphanumeric)
+            && name.ends_with(alphanumeric));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("not a valid namespace name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit".to_owned())
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -231,21 +353,34 @@ fn non_blank(value: &str) -> Option<String> {
 }
 
 impl RunArgs {
+    /// How a setting was given, for error messages: `--flag`, with its environment variable
+    /// when the value came from there.
+    fn given(&self, id: &str) -> String {
+        let flag = format!("--{}", id.replace('_', "-"));
+        if self.from_env.contains(id) {
+            format!("{flag} (environment variable {})", env_var_of(id))
+        } else {
+            flag
+        }
+    }
+
     /// Checks the flags together and refuses combinations that cannot work.
     fn plan(self) -> Result<Plan> {
         let azure = if self.embedded_vault {
-            let conflicting: Vec<&str> = [
-                ("--arm-endpoint", self.arm_endpoint.is_some()),
-                ("--azure-auth", self.azure_auth.is_some()),
-                ("--token-file", self.token_file.is_some()),
-                ("--client-secret-file", self.client_secret_file.is_some()),
+            let conflicting: Vec<String> = [
+                ("arm_endpoint", self.arm_endpoint.is_some()),
+                ("azure_auth", self.azure_auth.is_some()),
+                ("token_file", self.token_file.is_some()),
+                ("client_secret_file", self.client_secret_file.is_some()),
             ]
             .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
+            .filter(|(_, given)| *given)
+            .map(|(id, _)| self.given(id))
             .collect();
             if !conflicting.is_empty() {
                 bail!(
-                    "--embedded-vault uses the vault emulator inside this process, so {} cannot be given with it (drop {}, or drop --embedded-vault to use Azure)",
+                    "{} uses the vault emulator inside this process, so {} cannot be given with it (drop {}, or drop --embedded-vault to use Azure)",
+                    self.given("embedded_vault"),
                     conflicting.join(", "),
                     if conflicting.len() == 1 { "it" } else { "them" }
                 );
@@ -263,7 +398,7 @@ impl RunArgs {
                 .as_deref()
                 .and_then(non_blank)
                 .or_else(|| env_setting("POD_NAMESPACE"))
-                .context("--leader-elect needs the namespace of its Lease: set --leader-election-namespace (BBO_LEADER_ELECTION_NAMESPACE) or POD_NAMESPACE")?;
+                .with_context(|| format!("{} needs the namespace of its Lease: set --leader-election-namespace (BBO_LEADER_ELECTION_NAMESPACE) or POD_NAMESPACE", self.given("leader_elect")))?;
             Some(LeaderElectionConfig::new(
                 namespace,
                 self.leader_election_lease_name.trim(),
@@ -298,12 +433,17 @@ impl RunArgs {
 
     fn azure_endpoint(&self) -> Result<Azure> {
         let mode = self.azure_auth.unwrap_or_default();
+        let auth = self.given("azure_auth");
         if self.token_file.is_some() && mode != AuthMode::StaticToken {
-            bail!("--token-file is read only with --azure-auth static-token (it is {mode})");
+            bail!(
+                "{} is read only with --azure-auth static-token ({auth} is {mode})",
+                self.given("token_file")
+            );
         }
         if self.client_secret_file.is_some() && mode != AuthMode::ClientSecret {
             bail!(
-                "--client-secret-file is read only with --azure-auth client-secret (it is {mode})"
+                "{} is read only with --azure-auth client-secret ({auth} is {mode})",
+                self.given("client_secret_file")
             );
         }
         if mode == AuthMode::StaticToken
@@ -311,22 +451,28 @@ impl RunArgs {
             && env_setting("AZURE_ACCESS_TOKEN").is_none()
         {
             bail!(
-                "--azure-auth static-token needs a token: give --token-file (BBO_TOKEN_FILE) or set AZURE_ACCESS_TOKEN"
+                "{auth} static-token needs a token: give --token-file (BBO_TOKEN_FILE) or set AZURE_ACCESS_TOKEN"
             );
         }
         if mode == AuthMode::ClientSecret && self.client_secret_file.is_none() {
             bail!(
-                "--azure-auth client-secret needs --client-secret-file (BBO_CLIENT_SECRET_FILE), with AZURE_CLIENT_ID and AZURE_TENANT_ID"
+                "{auth} client-secret needs --client-secret-file (BBO_CLIENT_SECRET_FILE), with AZURE_CLIENT_ID and AZURE_TENANT_ID"
             );
         }
-        let endpoint = match &self.arm_endpoint {
-            Some(url) => url.clone(),
-            None => url::Url::parse(DEFAULT_ENDPOINT).context("the default ARM endpoint")?,
-        };
-        let config = ArmConfig::new(endpoint, self.api_version.trim());
-        config
+        let default_endpoint =
+            url::Url::parse(DEFAULT_ENDPOINT).context("the default ARM endpoint")?;
+        let endpoint = self
+            .arm_endpoint
+            .clone()
+            .unwrap_or(default_endpoint.clone());
+        // Checked one setting at a time, so that the error names the one at fault.
+        ArmConfig::new(endpoint.clone(), DEFAULT_API_VERSION)
             .validate()
-            .map_err(|e| anyhow::anyhow!("--arm-endpoint/--api-version: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.given("arm_endpoint")))?;
+        ArmConfig::new(default_endpoint, self.api_version.trim())
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.given("api_version")))?;
+        let config = ArmConfig::new(endpoint, self.api_version.trim());
         let auth = Box::new(AuthConfig {
             mode,
             token_file: self.token_file.clone(),
@@ -339,20 +485,26 @@ impl RunArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     let result = match cli.command {
-        Command::Run(args) => run(*args).await,
+        Command::Run(args) => match args.plan() {
+            Ok(plan) => run(plan).await,
+            Err(error) => return report(&error, EXIT_USAGE),
+        },
         Command::Crd => print_crd(),
         Command::VaultEmulator(args) => vault_emulator(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line, with the causes: what a person reads first in `kubectl logs`.
-            eprintln!("error: {}", one_line(&error));
-            ExitCode::FAILURE
-        }
+        Err(error) => report(&error, EXIT_RUNTIME),
     }
+}
+
+/// Prints the error as one line, with the causes (what a person reads first in `kubectl
+/// logs`), and returns the exit code.
+fn report(error: &anyhow::Error, code: u8) -> ExitCode {
+    eprintln!("error: {}", one_line(error));
+    ExitCode::from(code)
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text the line already
@@ -382,8 +534,7 @@ async fn vault_emulator(args: EmulatorArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run(args: RunArgs) -> Result<()> {
-    let plan = args.plan()?;
+async fn run(plan: Plan) -> Result<()> {
     telemetry::init_logging(plan.log_format)?;
     arm::install_crypto_provider();
 
@@ -397,6 +548,8 @@ async fn run(args: RunArgs) -> Result<()> {
     )
     .context("cannot build the Kubernetes client")?;
     let client = clients.requests.clone();
+    // The Helm chart refuses an old cluster itself; plain manifests rely on this check.
+    let kubernetes = kubernetes_version::ensure_supported(&client).await?;
     let metrics = Metrics::new();
     let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
 
@@ -422,6 +575,7 @@ async fn run(args: RunArgs) -> Result<()> {
     ));
 
     info!(
+        kubernetes = %kubernetes,
         arm_endpoint = %arm.config().endpoint,
         api_version = arm.api_version(),
         namespace = plan.controller.watch_namespace.as_deref().unwrap_or("(all)"),

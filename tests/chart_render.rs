@@ -9,17 +9,21 @@ use serde_json::{Value, json};
 
 const RELEASE: &str = "blob-backup-operator";
 const NAMESPACE: &str = "blob-backup-operator";
+/// The ServiceAccount's default name: fixed, whatever the release is called.
+const SERVICE_ACCOUNT: &str = "blob-backup-operator";
+/// The oldest Kubernetes minor the chart installs on (the oldest AKS still supports).
+const KUBE_FLOOR: &str = "1.32.0";
 const CREDENTIAL_DIR: &str = "/var/run/secrets/blob-backup-operator/azure";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     repo().join("charts/blob-backup-operator")
 }
 
-fn helm() -> PathBuf {
+pub(crate) fn helm() -> PathBuf {
     let helm = repo().join(".tools/bin/helm");
     assert!(
         helm.is_file(),
@@ -30,7 +34,7 @@ fn helm() -> PathBuf {
 }
 
 /// Runs a command; Ok(stdout) when it succeeded, Err(stdout + stderr) when it did not.
-fn run(command: &mut Command) -> Result<String, String> {
+pub(crate) fn run(command: &mut Command) -> Result<String, String> {
     let output = command.output().expect("start the command");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
@@ -45,13 +49,32 @@ fn run(command: &mut Command) -> Result<String, String> {
 
 /// `helm template` of the chart with extra arguments, parsed into its documents.
 fn render(args: &[&str]) -> Result<Vec<Value>, String> {
+    render_release(RELEASE, args)
+}
+
+/// [`render`] under another release name.
+fn render_release(release: &str, args: &[&str]) -> Result<Vec<Value>, String> {
     let out = run(Command::new(helm())
-        .args(["template", RELEASE])
+        .args(["template", release])
         .arg(chart())
         .args(["--namespace", NAMESPACE])
         .args(args))?;
     let docs: Vec<Value> = serde_saphyr::from_multiple(&out).map_err(|e| e.to_string())?;
     Ok(docs.into_iter().filter(|doc| !doc.is_null()).collect())
+}
+
+/// The NOTES.txt `helm install` prints, from a client-side dry run (no cluster).
+fn notes(release: &str, args: &[&str]) -> String {
+    let out = run(Command::new(helm())
+        .args(["install", "--dry-run=client", release])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE])
+        .args(args))
+    .unwrap_or_else(|e| panic!("helm install --dry-run {args:?} failed:\n{e}"));
+    out.split_once("NOTES:")
+        .unwrap_or_else(|| panic!("no NOTES in\n{out}"))
+        .1
+        .to_owned()
 }
 
 fn render_ok(args: &[&str]) -> Vec<Value> {
@@ -114,7 +137,7 @@ fn lease_rules() -> Value {
 }
 
 fn service_account_subject() -> Value {
-    json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}])
+    json!([{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}])
 }
 
 fn assert_no_wildcards(docs: &[Value]) {
@@ -191,7 +214,7 @@ fn default_rbac_is_least_privilege() {
     assert_eq!(role_binding["subjects"], service_account_subject());
 
     let service_account = one(&docs, "ServiceAccount");
-    assert_eq!(service_account["metadata"]["name"], RELEASE);
+    assert_eq!(service_account["metadata"]["name"], SERVICE_ACCOUNT);
     assert_eq!(service_account["metadata"]["namespace"], NAMESPACE);
 }
 
@@ -204,7 +227,7 @@ fn default_pod_is_restricted_probed_and_flagged() {
     // With leader election, a rolling update hands the Lease over: no Recreate needed.
     assert!(deployment["spec"]["strategy"].is_null());
     let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], RELEASE);
+    assert_eq!(pod["serviceAccountName"], SERVICE_ACCOUNT);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
     assert_eq!(
@@ -496,7 +519,9 @@ fn service_monitor_scrapes_the_metrics_service() {
     );
     assert_eq!(
         monitor["spec"]["endpoints"],
-        json!([{"port": "metrics", "path": "/metrics", "interval": "15s"}])
+        json!([{"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
+                "relabelings": [{"targetLabel": "cluster", "replacement": "aks-prod"}],
+                "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "bbo_.*", "action": "keep"}]}])
     );
     let service = one(&docs, "Service");
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
@@ -578,4 +603,258 @@ fn embedded_vault_drops_azure_settings_and_extras_are_appended() {
     assert_eq!(env(&docs, "RUST_LOG").expect("extra env")["value"], "debug");
     assert!(pod_labels(&docs)["azure.workload.identity/use"].is_null());
     assert!(one(&docs, "ServiceAccount")["metadata"]["annotations"].is_null());
+}
+
+#[test]
+fn service_account_name_is_fixed_whatever_the_release_and_notes_name_the_subject() {
+    let docs = render_release("bbo", &["--set", "azure.clientId=client"]).expect("render bbo");
+    let service_account = one(&docs, "ServiceAccount");
+    assert_eq!(service_account["metadata"]["name"], SERVICE_ACCOUNT);
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+        SERVICE_ACCOUNT
+    );
+    assert_eq!(
+        one(&docs, "ClusterRoleBinding")["subjects"],
+        service_account_subject()
+    );
+    let subject = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
+    let text = notes("bbo", &["--set", "azure.clientId=client"]);
+    assert!(text.contains(&format!("   {subject}\n")), "{text}");
+
+    let renamed = render_release("bbo", &["--set", "serviceAccount.name=backup-sa"]).unwrap();
+    assert_eq!(
+        one(&renamed, "ServiceAccount")["metadata"]["name"],
+        "backup-sa"
+    );
+    let text = notes("bbo", &["--set", "serviceAccount.name=backup-sa"]);
+    assert!(
+        text.contains(&format!("system:serviceaccount:{NAMESPACE}:backup-sa")),
+        "{text}"
+    );
+    let message = render(&["--set", "serviceAccount.name=Backup_SA"]).expect_err("bad name");
+    assert!(message.contains("/serviceAccount/name"), "{message}");
+}
+
+#[test]
+fn notes_warn_that_deleting_deletes_backups() {
+    let text = notes(RELEASE, &[]);
+    for needle in [
+        "DELETING DELETES BACKUPS",
+        "deletionPolicy Delete (the default)",
+        "deleting its namespace",
+        "Argo CD prune",
+        "deletionPolicy: Orphan",
+        "argocd.argoproj.io/sync-options: Delete=false",
+        "soft delete",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in NOTES:\n{text}");
+    }
+}
+
+#[test]
+fn chart_installs_from_the_kubernetes_floor_and_refuses_older() {
+    let chart_yaml: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml parses");
+    assert_eq!(chart_yaml["kubeVersion"], format!(">={KUBE_FLOOR}-0"));
+    for version in [KUBE_FLOOR, "v1.32.3-aks.1", "1.37.0"] {
+        let docs = render_ok(&[
+            "--kube-version",
+            version,
+            "--values",
+            &ci_values("alerts-networkpolicy-values.yaml"),
+        ]);
+        one(&docs, "Deployment");
+    }
+    let message = render(&["--kube-version", "1.31.9"]).expect_err("1.31 is below the floor");
+    assert!(
+        message.contains("kubeVersion") && message.contains("1.31.9"),
+        "{message}"
+    );
+    // The binary's own check (for plain manifests) uses the same floor.
+    assert_eq!(
+        blob_backup_operator::controller::kubernetes_version::MINIMUM.to_string(),
+        KUBE_FLOOR.trim_end_matches(".0")
+    );
+}
+
+#[test]
+fn pod_disruption_budget_only_with_more_than_one_replica() {
+    let docs = render_ok(&[]);
+    let budget = one(&docs, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        one(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    for args in [
+        &["--set", "replicaCount=1"][..],
+        &["--set", "embeddedVault=true"],
+        &["--set", "podDisruptionBudget.enabled=false"],
+    ] {
+        assert!(
+            of_kind(&render_ok(args), "PodDisruptionBudget").is_empty(),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn embedded_vault_runs_one_replica() {
+    let docs = render_ok(&["--set", "embeddedVault=true,replicaCount=3"]);
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 1);
+}
+
+#[test]
+fn network_policy_is_off_by_default_and_allows_only_dns_https_and_metrics() {
+    assert!(of_kind(&render_ok(&[]), "NetworkPolicy").is_empty());
+    let docs = render_ok(&["--values", &ci_values("alerts-networkpolicy-values.yaml")]);
+    let policy = one(&docs, "NetworkPolicy");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        one(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{"ports": [{"port": "metrics", "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}])
+    );
+    let egress = policy["spec"]["egress"].as_array().expect("egress");
+    assert_eq!(egress.len(), 2, "{egress:?}");
+    assert_eq!(
+        egress[0]["ports"],
+        json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        egress[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
+    assert_eq!(
+        egress[1]["ports"],
+        json!([{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        egress[1]["to"],
+        json!([{"ipBlock": {"cidr": "10.0.0.1/32"}}, {"ipBlock": {"cidr": "0.0.0.0/0"}}])
+    );
+}
+
+#[test]
+fn prometheus_rule_alerts_on_series_the_operator_exports() {
+    assert!(of_kind(&render_ok(&[]), "PrometheusRule").is_empty());
+    let docs = render_ok(&["--values", &ci_values("alerts-networkpolicy-values.yaml")]);
+    let rule = one(&docs, "PrometheusRule");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let rules = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules");
+    let names: Vec<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "BlobBackupOperatorResourcesNotReady",
+            "BlobBackupOperatorReconcileErrors",
+            "BlobBackupOperatorAzureErrors",
+            "BlobBackupOperatorThrottled",
+            "BlobBackupOperatorNoLeader",
+        ]
+    );
+    assert_eq!(rules[0]["for"], "1h");
+    // Every series an alert reads is one the operator exports once it has seen the events
+    // the alert is about, and every expression selects this release's scrape job.
+    use blob_backup_operator::arm::RequestObserver as _;
+    use blob_backup_operator::telemetry::{ExpositionFormat, Metrics};
+    let metrics = Metrics::new();
+    metrics.record_reconcile(std::time::Duration::from_millis(1), Some("AccessDenied"));
+    metrics.record_throttling_wait("BackupInstances_Get");
+    metrics.observe(
+        "BackupInstances_Get",
+        Some(500),
+        std::time::Duration::from_millis(1),
+    );
+    metrics.observe_instance("team-a/msblobbackup", None, false, None);
+    metrics.set_leader(true);
+    let exported = metrics
+        .encode(ExpositionFormat::PrometheusText)
+        .expect("encode");
+    let series = regex::Regex::new(r"bbo_[a-z_]+").expect("regex");
+    let job = format!("job=\"{RELEASE}-metrics\",namespace=\"{NAMESPACE}\"");
+    for rule in rules {
+        let expr = rule["expr"].as_str().expect("expr");
+        assert!(expr.contains(&job), "{expr}");
+        for name in series.find_iter(expr) {
+            let name = name.as_str();
+            assert!(
+                exported
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{name}{{"))
+                        || line.starts_with(&format!("{name} "))),
+                "{name} (in {expr}) is not exported:\n{exported}"
+            );
+        }
+        assert_eq!(rule["labels"]["team"], "platform");
+        assert!(rule["annotations"]["description"].as_str().is_some());
+    }
+}
+
+#[test]
+fn values_schema_refuses_what_the_operator_would_refuse() {
+    for (set, path) in [
+        ("resyncInterval=0s", "/resyncInterval"),
+        ("stalledRetryMax=0m 0s", "/stalledRetryMax"),
+        (
+            "azure.armEndpoint=http://arm.example.com",
+            "/azure/armEndpoint",
+        ),
+        (
+            "azure.armEndpoint=management.azure.com",
+            "/azure/armEndpoint",
+        ),
+        (
+            "azure.armEndpoint=ftp://management.azure.com",
+            "/azure/armEndpoint",
+        ),
+        ("azure.apiVersion=latest", "/azure/apiVersion"),
+        ("watchNamespace=Bad_NS", "/watchNamespace"),
+        ("concurrency=70000", "/concurrency"),
+        (
+            "leaderElection.leaseName=Lease!",
+            "/leaderElection/leaseName",
+        ),
+        (
+            "metrics.serviceMonitor.scrapeTimeout=ten",
+            "/metrics/serviceMonitor/scrapeTimeout",
+        ),
+    ] {
+        let message = render(&["--set", set]).expect_err(set);
+        assert!(message.contains(path), "{set}: {message}");
+    }
+    for set in [
+        "resyncInterval=1h 30m",
+        "azure.armEndpoint=https://management.usgovcloudapi.net/",
+        "azure.armEndpoint=http://127.0.0.1:8090",
+        "azure.armEndpoint=http://localhost:8090/prefix",
+        "azure.apiVersion=2025-09-01-preview",
+        "watchNamespace=team-a",
+    ] {
+        render_ok(&["--set", set]);
+    }
+}
+
+#[test]
+fn extra_args_come_after_the_charts_flags_so_they_override_them() {
+    let docs = render_ok(&["--set-json", r#"extraArgs=["--concurrency=4"]"#]);
+    let args = args(&docs);
+    let chart = args.iter().position(|a| a == "--concurrency=16");
+    let extra = args.iter().position(|a| a == "--concurrency=4");
+    assert!(
+        matches!((chart, extra), (Some(c), Some(e)) if c < e),
+        "the operator takes the last occurrence: {args:?}"
+    );
 }

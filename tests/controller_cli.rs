@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::fake_apiserver::FakeApiServer;
+use support::fake_apiserver::{FakeApiOptions, FakeApiServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blob-backup-operator");
 
@@ -59,6 +59,11 @@ fn run_help_documents_every_flag_with_its_environment_variable() {
         ("--embedded-vault", "BBO_EMBEDDED_VAULT"),
     ] {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
+        // Error messages name a setting's variable by this rule.
+        assert_eq!(
+            env,
+            format!("BBO_{}", flag[2..].replace('-', "_").to_uppercase())
+        );
         assert!(
             help.contains(&format!("[env: {env}")),
             "{env} missing from\n{help}"
@@ -185,15 +190,84 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
             &["client-secret", "--client-secret-file"],
         ),
         (
-            &["run", "--embedded-vault", "--metrics-addr", "127.0.0.1:0"],
-            &[("KUBECONFIG", "/nonexistent/kubeconfig")],
-            &["Kubernetes client", "/nonexistent/kubeconfig"],
+            &["run", "--metrics-addr", "8080"],
+            &[],
+            &["--metrics-addr", ":8080 for every interface"],
+        ),
+        (
+            &["run", "--arm-endpoint", "management.azure.com"],
+            &[],
+            &["--arm-endpoint", "add https://"],
+        ),
+        (
+            &["run", "--watch-namespace", "Bad_NS"],
+            &[],
+            &["--watch-namespace", "Bad_NS", "not a valid namespace name"],
+        ),
+        (
+            &["run", "--embedded-vault", "--leader-elect"],
+            &[("BBO_LEADER_ELECTION_NAMESPACE", "-ops")],
+            &[
+                "--leader-election-namespace",
+                "environment variable BBO_LEADER_ELECTION_NAMESPACE",
+                "not a valid namespace name",
+            ],
+        ),
+        (
+            &["run"],
+            &[("BBO_CONCURRENCY", "0")],
+            &["--concurrency", "environment variable BBO_CONCURRENCY"],
+        ),
+        (
+            &["run"],
+            &[("BBO_TOKEN_FILE", token_path)],
+            &["--token-file (environment variable BBO_TOKEN_FILE) is read only with"],
+        ),
+        (
+            &["run", "--azure-auth", "static-token"],
+            &[
+                ("AZURE_ACCESS_TOKEN", "t"),
+                ("BBO_ARM_ENDPOINT", "http://arm.example.com"),
+            ],
+            &[
+                "--arm-endpoint (environment variable BBO_ARM_ENDPOINT)",
+                "plain http",
+            ],
+        ),
+        // The last occurrence of a flag wins (the chart's extraArgs override its own flags).
+        (
+            &[
+                "run",
+                "--azure-auth",
+                "static-token",
+                "--azure-auth",
+                "workload-identity",
+                "--token-file",
+                token_path,
+            ],
+            &[],
+            &["--token-file is read only", "is workload-identity"],
+        ),
+        (
+            &[
+                "run",
+                "--azure-auth",
+                "workload-identity",
+                "--azure-auth",
+                "static-token",
+            ],
+            &[],
+            &["static-token needs a token"],
         ),
     ];
     for (args, env, expected) in cases {
         let output = run(args, env);
         let text = stderr(&output);
-        assert!(!output.status.success(), "{args:?} succeeded: {text}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: a usage error exits 2: {text}"
+        );
         let error_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(error_lines.len(), 1, "{args:?}: one error line in\n{text}");
         for needle in *expected {
@@ -207,7 +281,77 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
     }
 }
 
-#[tokio::test]
+#[test]
+fn errors_name_only_the_setting_at_fault() {
+    let (endpoint, version) = (
+        run(
+            &["run", "--azure-auth", "static-token"],
+            &[
+                ("AZURE_ACCESS_TOKEN", "t"),
+                ("BBO_ARM_ENDPOINT", "http://arm.example.com"),
+            ],
+        ),
+        run(
+            &[
+                "run",
+                "--azure-auth",
+                "static-token",
+                "--api-version",
+                "latest",
+            ],
+            &[("AZURE_ACCESS_TOKEN", "t")],
+        ),
+    );
+    let (endpoint, version) = (stderr(&endpoint), stderr(&version));
+    assert!(!endpoint.contains("api-version"), "{endpoint}");
+    assert!(version.contains("--api-version"), "{version}");
+    assert!(!version.contains("--arm-endpoint"), "{version}");
+    let flag = run(&["run", "--concurrency", "0"], &[("BBO_CONCURRENCY", "0")]);
+    assert!(
+        !stderr(&flag).contains("environment variable"),
+        "given on the command line: {}",
+        stderr(&flag)
+    );
+}
+
+#[test]
+fn runtime_failures_exit_1() {
+    let output = run(
+        &["run", "--embedded-vault", "--metrics-addr", "127.0.0.1:0"],
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("Kubernetes client"), "{text}");
+    assert!(text.contains("/nonexistent/kubeconfig"), "{text}");
+}
+
+// Multi-threaded: the binary runs synchronously while this runtime serves the fake API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_older_than_the_floor_is_refused_naming_both_versions() {
+    let api = FakeApiServer::start_with(FakeApiOptions {
+        kubernetes_version: (1, 31),
+        ..FakeApiOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let output = run(
+        &["run", "--embedded-vault", "--metrics-addr", "127.0.0.1:0"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let error_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "one error line in\n{text}");
+    assert!(error_lines[0].contains("v1.31.0-fake"), "{text}");
+    assert!(error_lines[0].contains("older than 1.32"), "{text}");
+}
+
+// Multi-threaded: the binary runs synchronously while this runtime serves the fake API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_metrics_address_is_refused_naming_it() {
     let api = FakeApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -288,7 +432,13 @@ async fn embedded_vault_leader_goes_ready_and_stops_cleanly_on_sigterm() {
     let metrics_addr = format!("127.0.0.1:{port}");
     let child = Command::new(BIN)
         .args(["run", "--embedded-vault", "--watch-namespace", "quickstart"])
-        .args(["--metrics-addr", &metrics_addr, "--log-format", "json"])
+        // controller-runtime's form: every interface, so loopback too.
+        .args([
+            "--metrics-addr",
+            &format!(":{port}"),
+            "--log-format",
+            "json",
+        ])
         .arg("--leader-elect")
         .env_clear()
         .env("KUBECONFIG", &kubeconfig)

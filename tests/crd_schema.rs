@@ -667,3 +667,19 @@ fn every_status_string_has_a_max_length_the_controller_keeps_to() {
     let object = with(|v| v["status"] = serde_json::to_value(&status).unwrap());
     assert_eq!(apiserver_errors(&object, None), Vec::<String>::new());
 }
+
+/// The API server writes the default into every new resource, so `kubectl get -o yaml` and
+/// `kubectl describe` show `Deletion Policy: Delete` even when the manifest leaves it out; and
+/// `kubectl explain` warns that every way of deleting applies it.
+#[test]
+fn deletion_policy_defaults_to_delete_in_the_schema_and_explains_itself() {
+    let policy = &schema()["properties"]["spec"]["properties"]["deletionPolicy"];
+    assert_eq!(policy["default"], "Delete");
+    let description = policy["description"].as_str().expect("description");
+    for needle in ["namespace", "prune", "`Orphan`"] {
+        assert!(
+            description.contains(needle),
+            "{needle:?} not in {description}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 //!   [`decide`](mod@decide)'s docs for a few steps, never waiting for Azure: an operation in flight is
 //!   recorded in status (with its poll URL) and looked at again after Azure's `Retry-After`.
 //! - [`leader`]: leader election, wrapped around [`run`] by the command line.
+//! - [`kubernetes_version`]: the oldest Kubernetes supported, checked by the command line.
 //!
 //! ```no_run
 //! # async fn demo(client: kube::Client, arm: blob_backup_operator::arm::ArmClient) {
@@ -21,6 +22,7 @@
 
 mod azure;
 pub mod decide;
+pub mod kubernetes_version;
 pub mod leader;
 pub mod pacing;
 mod requeue;

@@ -196,6 +196,8 @@ pub struct FakeApiOptions {
     pub default_watch_timeout: Duration,
     /// Keep every request for [`FakeApiServer::requests`] (counters are always kept).
     pub record_requests: bool,
+    /// The `major.minor` that `GET /version` answers.
+    pub kubernetes_version: (u32, u32),
 }
 
 impl Default for FakeApiOptions {
@@ -206,6 +208,7 @@ impl Default for FakeApiOptions {
             bookmark_interval: Duration::from_secs(5),
             default_watch_timeout: Duration::from_secs(1800),
             record_requests: true,
+            kubernetes_version: (1, 33),
         }
     }
 }
@@ -2155,9 +2158,11 @@ async fn serve_request(AxumState(inner): AxumState<Arc<Inner>>, request: Request
     let path = parts.uri.path().to_string();
     match path.as_str() {
         "/version" => {
+            let (major, minor) = inner.options.kubernetes_version;
             return json_response(
                 StatusCode::OK,
-                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "platform": "linux/amd64"}),
+                &json!({"major": major.to_string(), "minor": minor.to_string(),
+                        "gitVersion": format!("v{major}.{minor}.0-fake"), "platform": "linux/amd64"}),
             );
         }
         "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),

@@ -30,12 +30,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: blob-backup-operator
 {{- end -}}
 
+{{/* A fixed name (not derived from the release), so the federated credential subject is known in advance. */}}
 {{- define "bbo.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "bbo.fullname" .) .Values.serviceAccount.name -}}
-{{- else -}}
-{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- required "serviceAccount.name is required: the workload identity's federated credential names it" .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{/* The subject a workload identity's federated credential must name. */}}
+{{- define "bbo.federatedSubject" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "bbo.serviceAccountName" . }}
+{{- end -}}
+
+{{/* Pods the Deployment runs: one with the embedded emulator, whose state lives in the pod. */}}
+{{- define "bbo.replicas" -}}
+{{- if .Values.embeddedVault -}}1{{- else -}}{{ int .Values.replicaCount }}{{- end -}}
 {{- end -}}
 
 {{- define "bbo.subjects" -}}
@@ -76,7 +83,7 @@ The Secret mounted as a credential file for the auth modes that read one, as JSO
 
 {{/* Refuse values that would give a broken or unsafe install, with a message that says why. */}}
 {{- define "bbo.validate" -}}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
+{{- if and (gt (int (include "bbo.replicas" .)) 1) (not .Values.leaderElection.enabled) -}}
 {{- fail (printf "replicaCount is %d but leaderElection.enabled is false: replicas without leader election would reconcile the same BlobBackupInstances at once. Set leaderElection.enabled=true or replicaCount=1." (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- if and (not .Values.embeddedVault) (eq .Values.azure.auth "client-secret") -}}
@@ -86,6 +93,9 @@ The Secret mounted as a credential file for the auth modes that read one, as JSO
 {{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor selects the metrics Service" -}}
+{{- end -}}
+{{- if and .Values.metrics.prometheusRule.enabled (not .Values.metrics.service.enabled) -}}
+{{- fail "metrics.prometheusRule.enabled needs metrics.service.enabled: its alerts select the series scraped from the metrics Service" -}}
 {{- end -}}
 {{- end -}}
 
