@@ -24,7 +24,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 // The allocator is chosen, not inherited: glibc's per-thread arenas held about a third of the
 // peak at 10,000 resources, and musl's (the container image) is slow under contention.
@@ -188,6 +188,12 @@ struct RunArgs {
     #[arg(long, env = "BBO_EMBEDDED_VAULT")]
     embedded_vault: bool,
 
+    /// Start even when the Kubernetes API server is older than the oldest version this
+    /// operator supports (it then only warns). For test servers such as envtest's; on an
+    /// unsupported cluster the CRD's validation rules are not enforced.
+    #[arg(long, env = "BBO_ALLOW_UNSUPPORTED_KUBERNETES")]
+    allow_unsupported_kubernetes: bool,
+
     /// The settings whose value came from their environment variable, by argument id.
     #[arg(skip)]
     from_env: BTreeSet<String>,
@@ -340,6 +346,7 @@ struct Plan {
     metrics_addr: SocketAddr,
     log_format: LogFormat,
     leader: Option<LeaderElectionConfig>,
+    allow_unsupported_kubernetes: bool,
 }
 
 /// An environment variable's value; blank counts as unset.
@@ -428,6 +435,7 @@ impl RunArgs {
             metrics_addr: self.metrics_addr,
             log_format: self.log_format,
             leader,
+            allow_unsupported_kubernetes: self.allow_unsupported_kubernetes,
         })
     }
 
@@ -549,7 +557,18 @@ async fn run(plan: Plan) -> Result<()> {
     .context("cannot build the Kubernetes client")?;
     let client = clients.requests.clone();
     // The Helm chart refuses an old cluster itself; plain manifests rely on this check.
-    let kubernetes = kubernetes_version::ensure_supported(&client).await?;
+    let kubernetes = match kubernetes_version::ensure_supported(&client).await {
+        Err(kubernetes_version::VersionError::TooOld { found })
+            if plan.allow_unsupported_kubernetes =>
+        {
+            warn!(
+                "the Kubernetes API server is version {found}, older than {}: running anyway (--allow-unsupported-kubernetes); the CRD's validation rules may not be enforced",
+                kubernetes_version::MINIMUM
+            );
+            found
+        }
+        supported => supported?.to_string(),
+    };
     let metrics = Metrics::new();
     let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
 
