@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use regex::Regex;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -103,6 +104,26 @@ pub fn storage_account_id_pattern() -> String {
     )
 }
 
+/// The short schema `pattern` of an ARM ID with `segments` path segments: the apiserver
+/// quotes a failed pattern in its error, so the full check is a CEL rule with a readable
+/// message ([`arm_id_rule`]) and the pattern only keeps the shape on servers without CEL.
+fn arm_id_shape_pattern(segments: usize) -> String {
+    format!("^(/[^/]+){{{segments}}}$")
+}
+
+/// A CEL rule checking an ARM ID against `pattern`, whose message names the expected shape
+/// (the same text the controller's `InvalidSpec` message gives).
+fn arm_id_rule(field: &str, pattern: &str, shape: &str) -> Rule {
+    // A raw CEL string: the pattern's backslashes stay as they are.
+    Rule::new(format!("self.matches(r'{pattern}')"))
+        .message(Message::Message(must_look_like(field, shape)))
+}
+
+/// What the schema and the controller say about a malformed value.
+fn must_look_like(field: &str, shape: &str) -> String {
+    format!("{field} must look like {shape}")
+}
+
 /// The schema pattern of policy and backup instance names.
 pub fn resource_name_pattern() -> String {
     format!("^{RESOURCE_NAME}$")
@@ -198,7 +219,8 @@ pub struct VaultRef {
     /// The vault's full ARM ID, e.g.
     /// `/subscriptions/<subscription>/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault`.
     /// Immutable.
-    #[schemars(length(max = MAX_ID_LEN), regex(pattern = vault_id_pattern()))]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = arm_id_shape_pattern(8)))]
+    #[x_kube(validation = arm_id_rule("spec.vault.id", &vault_id_pattern(), VAULT_SHAPE))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.vault.id is immutable: create a new resource to protect the account in another vault").reason(Reason::FieldValueForbidden))]
     pub id: String,
 }
@@ -216,7 +238,8 @@ pub struct PolicyRef {
     /// The policy's full ARM ID, which must be in `spec.vault.id`, e.g.
     /// `<vault id>/backupPolicies/BlobBackup-Policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_ID_LEN), regex(pattern = policy_id_pattern()))]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = arm_id_shape_pattern(10)))]
+    #[x_kube(validation = arm_id_rule("spec.policy.id", &policy_id_pattern(), POLICY_SHAPE))]
     pub id: Option<String>,
 }
 
@@ -226,7 +249,8 @@ pub struct StorageAccountRef {
     /// The account's full ARM ID, e.g.
     /// `/subscriptions/<subscription>/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup`.
     /// Immutable.
-    #[schemars(length(max = MAX_ID_LEN), regex(pattern = storage_account_id_pattern()))]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = arm_id_shape_pattern(8)))]
+    #[x_kube(validation = arm_id_rule("spec.storageAccount.id", &storage_account_id_pattern(), ACCOUNT_SHAPE))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storageAccount.id is immutable: create a new resource to protect another account").reason(Reason::FieldValueForbidden))]
     pub id: String,
 
@@ -552,14 +576,14 @@ fn check(
         return Err(SpecError::new(
             field,
             format!("it is {} characters long, more than {max_len}", value.len()),
-            format!("use {expected}"),
+            must_look_like(field, expected),
         ));
     }
     if !re.is_match(value) {
         return Err(SpecError::new(
             field,
             format!("{value:?} is malformed"),
-            format!("use {expected}"),
+            must_look_like(field, expected),
         ));
     }
     Ok(())
@@ -568,7 +592,10 @@ fn check(
 const VAULT_SHAPE: &str = "/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.DataProtection/backupVaults/<vault>";
 const POLICY_SHAPE: &str = "<spec.vault.id>/backupPolicies/<policy>";
 const ACCOUNT_SHAPE: &str = "/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<account>";
-const NAME_SHAPE: &str = "letters, digits, '-', '_' and '.', starting with a letter or digit";
+const NAME_SHAPE: &str =
+    "a name of letters, digits, '-', '_' and '.', starting with a letter or digit";
+const CONTAINER_SHAPE: &str =
+    "a container name has 3 to 63 lowercase letters, digits and single hyphens";
 
 impl BlobBackupInstanceSpec {
     /// Checks the spec as the CRD schema does (for resources that bypassed it, e.g. an older
@@ -593,7 +620,7 @@ impl BlobBackupInstanceSpec {
                     SpecError::new(
                         "spec.policy.id",
                         e.to_string(),
-                        format!("use {POLICY_SHAPE}"),
+                        must_look_like("spec.policy.id", POLICY_SHAPE),
                     )
                 })?;
                 if policy.vault() != &vault {
@@ -622,7 +649,7 @@ impl BlobBackupInstanceSpec {
             &self.storage_account.location,
             MAX_LOCATION_LEN,
             &LOCATION,
-            "the region's lowercase name, e.g. westus",
+            "a region's lowercase name, e.g. westus",
         )?;
         self.checked_backup_instance_name()?;
 
@@ -687,7 +714,11 @@ impl BlobBackupInstanceSpec {
             VAULT_SHAPE,
         )?;
         let vault = VaultId::parse(&self.vault.id).map_err(|e| {
-            SpecError::new("spec.vault.id", e.to_string(), format!("use {VAULT_SHAPE}"))
+            SpecError::new(
+                "spec.vault.id",
+                e.to_string(),
+                must_look_like("spec.vault.id", VAULT_SHAPE),
+            )
         })?;
         check(
             "spec.storageAccount.id",
@@ -700,7 +731,7 @@ impl BlobBackupInstanceSpec {
             SpecError::new(
                 "spec.storageAccount.id",
                 e.to_string(),
-                format!("use {ACCOUNT_SHAPE}"),
+                must_look_like("spec.storageAccount.id", ACCOUNT_SHAPE),
             )
         })?;
         Ok((vault, account))
@@ -718,30 +749,24 @@ fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> 
             ),
         ));
     }
-    for name in containers {
-        if name.len() < CONTAINER_MIN_LEN {
+    for (index, name) in containers.iter().enumerate() {
+        let problem = if !(CONTAINER_MIN_LEN..=CONTAINER_MAX_LEN).contains(&name.len()) {
+            format!("item {index} ({name:?}) has {} characters", name.len())
+        } else if !CONTAINER.is_match(name) {
+            format!("item {index} ({name:?}) is malformed")
+        } else if let Some(first) = containers[..index].iter().position(|c| c == name) {
             return Err(SpecError::new(
                 FIELD,
-                format!("{name:?} is shorter than {CONTAINER_MIN_LEN} characters"),
-                "use the containers' names as Azure shows them",
+                format!("items {first} and {index} are both {name:?}"),
+                "list each container once",
             ));
-        }
-        check(
-            FIELD,
-            name,
-            CONTAINER_MAX_LEN,
-            &CONTAINER,
-            "container names: lowercase letters, digits and single hyphens",
-        )?;
-    }
-    let mut unique = containers.to_vec();
-    unique.sort();
-    unique.dedup();
-    if unique.len() != containers.len() {
+        } else {
+            continue;
+        };
         return Err(SpecError::new(
             FIELD,
-            "a container is listed twice",
-            "list each container once",
+            problem,
+            format!("{CONTAINER_SHAPE}; use the containers' names as Azure shows them"),
         ));
     }
     Ok(containers.to_vec())

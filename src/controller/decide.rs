@@ -325,8 +325,9 @@ reasons! {
     ProtectionError,
     /// Condition and event. Asking Azure to re-sync the backup instance. Wait.
     Syncing,
-    /// Condition: Azure reports protection stopped, suspended or soft-deleted; resume it in Azure
-    /// or recreate the resource. Event: protection was stopped on deletion (Retain).
+    /// Condition and event. Condition: Azure reports protection stopped, suspended or
+    /// soft-deleted; resume protection in Azure, or delete and recreate the resource. Event:
+    /// protection was stopped on deletion (Retain); the recovery points stay in the vault.
     ProtectionStopped,
     /// Condition and event. The backup instance is being deleted. Wait.
     Deleting,
