@@ -23,6 +23,7 @@ mod decide_table;
 mod emulator_api;
 mod fake_apiserver_selftest;
 mod fault_run;
+mod fresh_metrics;
 mod readme_docs;
 mod telemetry_leader;
 mod telemetry_metrics;
