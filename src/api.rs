@@ -156,12 +156,13 @@ pub fn container_name_pattern() -> String {
     doc = "Protects the blobs of an Azure storage account in an Azure Backup vault with a backup policy (Microsoft.DataProtection backup instance).",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether Azure reports the account protected as specified"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the resource is or is not Ready"),
-    printcolumn(name = "Protection", type_ = "string", json_path = ".status.protectionStatus", description = "Azure's protection status of the backup instance"),
-    printcolumn(name = "Operation", type_ = "string", json_path = ".status.operation.action", description = "The Azure operation in flight, or the last one"),
-    printcolumn(name = "OpStatus", type_ = "string", json_path = ".status.operation.status", description = "The status of that Azure operation"),
+    printcolumn(name = "Vault", type_ = "string", json_path = ".status.vaultName", description = "The Backup vault's name"),
+    printcolumn(name = "Account", type_ = "string", json_path = ".status.storageAccountName", description = "The protected storage account's name"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.policyName", description = "The backup policy's name"),
+    printcolumn(name = "Deletion", type_ = "string", json_path = ".spec.deletionPolicy", description = "What deleting the resource does in Azure"),
+    printcolumn(name = "Operation", type_ = "string", json_path = ".status.currentOperation", description = "The Azure operation in flight, or the last one when it failed and the resource is not Ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Vault", type_ = "string", json_path = ".spec.vault.id", priority = 1, description = "The Backup vault"),
-    printcolumn(name = "Account", type_ = "string", json_path = ".spec.storageAccount.id", priority = 1, description = "The protected storage account"),
+    printcolumn(name = "Protection", type_ = "string", json_path = ".status.protectionStatus", priority = 1, description = "Azure's protection status of the backup instance"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1, description = "Details of the Ready condition"),
     validation = Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.backupInstanceName) || !has(self.spec.backupInstanceName) || self.spec.backupInstanceName == oldSelf.status.backupInstanceName"
@@ -300,6 +301,21 @@ pub struct BlobBackupInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_instance_id: Option<String>,
 
+    /// The Backup vault's name, from `spec.vault.id` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub vault_name: Option<String>,
+
+    /// The storage account's name, from `spec.storageAccount.id` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub storage_account_name: Option<String>,
+
+    /// The backup policy's name, from `spec.policy` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub policy_name: Option<String>,
+
     /// Azure's `properties.protectionStatus.status`, verbatim, e.g. `ProtectionConfigured`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection_status: Option<String>,
@@ -315,6 +331,13 @@ pub struct BlobBackupInstanceStatus {
     /// The Azure long-running operation in flight, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<AzureOperation>,
+
+    /// `operation` as `<action> <status>`, e.g. `Create InProgress`, while it is in flight, or
+    /// when it failed (or was canceled) and the resource is not Ready; absent otherwise, so an
+    /// old failure does not show next to `Ready=True`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub current_operation: Option<String>,
 
     /// Ready, Validated, Reconciling and Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

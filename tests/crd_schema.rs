@@ -645,3 +645,31 @@ fn kubectl_explain_describes_every_field() {
         );
     }
 }
+
+#[test]
+fn printer_columns_are_short_and_say_different_things() {
+    let crd = BlobBackupInstance::crd();
+    let columns = crd.spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default();
+    let named = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} column"))
+    };
+    for (name, path) in [
+        ("Vault", ".status.vaultName"),
+        ("Account", ".status.storageAccountName"),
+        ("Policy", ".status.policyName"),
+        ("Deletion", ".spec.deletionPolicy"),
+        ("Operation", ".status.currentOperation"),
+    ] {
+        assert_eq!(named(name).json_path, path);
+        assert_eq!(named(name).priority, None, "{name} shows without -o wide");
+    }
+    // No column prints a whole ARM ID, and Reason and Protection are not side by side.
+    assert!(columns.iter().all(|c| !c.json_path.ends_with(".id")));
+    assert_eq!(named("Protection").priority, Some(1));
+}

@@ -127,9 +127,22 @@ fn with_status(
     operation: Option<AzureOperation>,
 ) -> BlobBackupInstance {
     let mut obj = bbi();
+    // What decide derives from the spec and the operation, as it would have recorded it.
+    let current_operation = operation.as_ref().and_then(|op| {
+        let shown = match op.status {
+            OperationPhase::InProgress => true,
+            OperationPhase::Failed | OperationPhase::Canceled => ready != True,
+            OperationPhase::Succeeded => false,
+        };
+        shown.then(|| format!("{:?} {:?}", op.action, op.status))
+    });
     obj.status = Some(BlobBackupInstanceStatus {
         observed_generation: Some(1),
+        vault_name: Some("testBkpVault".into()),
+        storage_account_name: Some("msblobbackup".into()),
+        policy_name: Some("BlobBackup-Policy".into()),
         operation,
+        current_operation,
         conditions: health(ready, reason, t0()),
         ..Default::default()
     });
@@ -1847,4 +1860,59 @@ fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
     )
     .action("Sync")
     .health(False, Reason::ProtectionError);
+}
+
+/// What `kubectl get` shows: short names, and the operation only while it matters.
+#[test]
+fn columns_show_short_names_and_only_a_live_or_failed_operation() {
+    fn shown(obj: &BlobBackupInstance) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>) {
+        let s = obj.status.as_ref().unwrap();
+        (
+            s.vault_name.as_deref(),
+            s.storage_account_name.as_deref(),
+            s.policy_name.as_deref(),
+            s.current_operation.as_deref(),
+        )
+    }
+    let names = (
+        Some("testBkpVault"),
+        Some("msblobbackup"),
+        Some("BlobBackup-Policy"),
+    );
+    let with_names = |op: Option<&'static str>| (names.0, names.1, names.2, op);
+
+    // The names come from the spec on the first decision.
+    let first = after(bbi(), &[Observation::None]);
+    assert_eq!(shown(&first), with_names(None));
+    assert_eq!(
+        shown(&validating()),
+        with_names(Some("Validate InProgress"))
+    );
+    assert_eq!(shown(&creating()), with_names(Some("Create InProgress")));
+    assert_eq!(
+        shown(&ready()),
+        with_names(None),
+        "a succeeded Create is not shown"
+    );
+
+    // A failed validate shows while the resource is not Ready...
+    let failed = after(
+        validating(),
+        &[polled(PolledStatus::Failed(AzureErrorDetail {
+            code: "UserErrorMissingRequiredPermissions".into(),
+            message: "missing".into(),
+            ..AzureErrorDetail::default()
+        }))],
+    );
+    assert_eq!(shown(&failed), with_names(Some("Validate Failed")));
+    // ...and no longer once Azure reports the account protected (Ready=True).
+    let mut stale = failed;
+    stale.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
+    let now_ready = after(stale, &[found(instance("ProtectionConfigured"))]);
+    let status = now_ready.status.as_ref().unwrap();
+    assert_eq!(
+        status.operation.as_ref().unwrap().status,
+        OperationPhase::Failed
+    );
+    assert_eq!(shown(&now_ready), with_names(None));
 }

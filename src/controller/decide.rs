@@ -412,6 +412,7 @@ pub fn decide(
         Ok(target) => target,
         Err(e) => return step.invalid_spec(&e),
     };
+    step.record_names(&target.spec);
     if !step.has_finalizer() {
         step.set_health(
             Health::Initializing,
@@ -447,6 +448,22 @@ pub(crate) fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOpera
         .operation
         .as_ref()
         .filter(|op| op.status == OperationPhase::InProgress && op.poll_url.is_some())
+}
+
+/// `status.currentOperation`: the operation while in flight, or failed (or canceled) while the
+/// resource is not Ready.
+fn current_operation(status: &BlobBackupInstanceStatus) -> Option<String> {
+    let op = status.operation.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition_type::READY && c.status == ConditionStatus::True);
+    let shown = match op.status {
+        OperationPhase::InProgress => true,
+        OperationPhase::Failed | OperationPhase::Canceled => !ready,
+        OperationPhase::Succeeded => false,
+    };
+    shown.then(|| format!("{:?} {:?}", op.action, op.status))
 }
 
 /// What the reconcile is working towards.
@@ -651,10 +668,18 @@ impl<'a> Step<'a> {
             .is_some_and(|c| c.status == ConditionStatus::True)
     }
 
+    /// The short names `kubectl get` shows.
+    fn record_names(&mut self, spec: &ValidatedSpec) {
+        self.status.vault_name = Some(spec.vault.name().to_owned());
+        self.status.storage_account_name = Some(spec.storage_account.name().to_owned());
+        self.status.policy_name = Some(spec.policy.name().to_owned());
+    }
+
     fn finish(mut self, action: Action, requeue: Requeue) -> Decision {
         if self.status.conditions.is_empty() {
             self.set_health(Health::Initializing, Reason::Initializing, "Reconciling");
         }
+        self.status.current_operation = current_operation(&self.status);
         // A new generation counts as observed once the conditions speak for it, or kstatus
         // readers would take the old Ready=True for the new spec.
         if self.health_set {
