@@ -163,6 +163,7 @@ pub fn container_name_pattern() -> String {
     printcolumn(name = "Operation", type_ = "string", json_path = ".status.currentOperation", description = "The Azure operation in flight, or the last one when it failed and the resource is not Ready"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Protection", type_ = "string", json_path = ".status.protectionStatus", priority = 1, description = "Azure's protection status of the backup instance"),
+    printcolumn(name = "LastBackup", type_ = "date", json_path = ".status.lastRecoveryPointTime", priority = 1, description = "When the latest recovery point was taken (vaulted backup)"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1, description = "Details of the Ready condition"),
     validation = Rule::new(
         "!has(oldSelf.status) || !has(oldSelf.status.backupInstanceName) || !has(self.spec.backupInstanceName) || self.spec.backupInstanceName == oldSelf.status.backupInstanceName"
@@ -327,6 +328,13 @@ pub struct BlobBackupInstanceStatus {
     /// Azure's `properties.provisioningState`, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<String>,
+
+    /// Vaulted backup: when the latest recovery point in the vault was taken, as Azure lists
+    /// them (it changes when a backup happens). Absent for operational backup, which keeps no
+    /// discrete recovery points, and until the first backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub last_recovery_point_time: Option<Time>,
 
     /// The Azure long-running operation in flight, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,8 +9,8 @@ use blob_backup_operator::api::{
     PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
 };
 use blob_backup_operator::controller::decide::{
-    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, Observation, ObservedError,
-    ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
+    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, LastRecoveryPoint, Observation,
+    ObservedError, ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -220,6 +220,7 @@ fn instance(protection: &str) -> ObservedInstance {
         protection_state: Some(protection.into()),
         provisioning_state: Some("Succeeded".into()),
         protection_error: None,
+        last_recovery_point: LastRecoveryPoint::NotRead,
     }
 }
 
@@ -1915,4 +1916,70 @@ fn columns_show_short_names_and_only_a_live_or_failed_operation() {
         OperationPhase::Failed
     );
     assert_eq!(shown(&now_ready), with_names(None));
+}
+
+/// Vaulted backup records when the latest recovery point was taken: it changes when a backup
+/// happens, never because the operator looked.
+#[test]
+fn the_last_recovery_point_is_recorded_for_vaulted_backup() {
+    let mut vaulted = ready();
+    vaulted.spec.vaulted_backup = Some(VaultedBackup {
+        containers: vec!["images".into()],
+    });
+    let mut in_azure = instance("ProtectionConfigured");
+    in_azure.containers = Some(vec!["images".into()]);
+    let backup = t0() + jiff::SignedDuration::from_secs(30);
+    let time = |obj: &BlobBackupInstance| {
+        obj.status
+            .as_ref()
+            .and_then(|s| s.last_recovery_point_time.clone())
+            .map(|t| t.0)
+    };
+
+    in_azure.last_recovery_point = LastRecoveryPoint::At(backup);
+    let first = row(
+        "a recovery point is recorded",
+        vaulted.clone(),
+        found(in_azure.clone()),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .writes(true);
+    let recorded = after(vaulted.clone(), &[found(in_azure.clone())]);
+    assert_eq!(time(&recorded), Some(backup), "{}", first.name);
+
+    row(
+        "the same recovery point at the next resync: no write",
+        recorded.clone(),
+        found(in_azure.clone()),
+    )
+    .action("None")
+    .writes(false);
+
+    let mut unread = in_azure.clone();
+    unread.last_recovery_point = LastRecoveryPoint::NotRead;
+    row(
+        "the list failed: the recorded time stays, no write",
+        recorded.clone(),
+        found(unread),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .writes(false);
+
+    let later = backup + jiff::SignedDuration::from_secs(86_400);
+    in_azure.last_recovery_point = LastRecoveryPoint::At(later);
+    let next = after(recorded.clone(), &[found(in_azure.clone())]);
+    assert_eq!(time(&next), Some(later), "a new backup is recorded");
+
+    // Operational backup has no recovery points; a vanished instance has none either.
+    let mut operational = recorded.clone();
+    operational.spec.vaulted_backup = None;
+    let mut operational_in_azure = instance("ProtectionConfigured");
+    operational_in_azure.last_recovery_point = LastRecoveryPoint::NotRead;
+    assert_eq!(
+        time(&after(operational, &[found(operational_in_azure)])),
+        None
+    );
+    assert_eq!(time(&after(recorded, &[Observation::Instance(None)])), None);
 }

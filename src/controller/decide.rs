@@ -150,6 +150,20 @@ pub struct ObservedInstance {
     pub provisioning_state: Option<String>,
     /// `protectionStatus.errorDetails`, else `protectionErrorDetails`.
     pub protection_error: Option<AzureErrorDetail>,
+    /// The latest recovery point, for vaulted backup.
+    pub last_recovery_point: LastRecoveryPoint,
+}
+
+/// What the recovery points list said of a vaulted backup instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LastRecoveryPoint {
+    /// Not read: operational backup, or the list failed (the recorded time then stays).
+    #[default]
+    NotRead,
+    /// Read: no recovery point yet.
+    NoneYet,
+    /// Read: the latest one was taken then.
+    At(Timestamp),
 }
 
 /// An operation Azure accepted.
@@ -878,6 +892,7 @@ impl<'a> Step<'a> {
     fn on_instance(mut self, mode: &Mode, instance: Option<&ObservedInstance>) -> Decision {
         let Some(instance) = instance else {
             let had_instance = self.status.protection_status.is_some();
+            self.status.last_recovery_point_time = None;
             self.status.protection_status = None;
             self.status.protection_state = None;
             self.status.provisioning_state = None;
@@ -932,6 +947,15 @@ impl<'a> Step<'a> {
         self.status.protection_status = instance.protection_status.clone();
         self.status.protection_state = instance.protection_state.clone();
         self.status.provisioning_state = instance.provisioning_state.clone();
+        match instance.last_recovery_point {
+            LastRecoveryPoint::At(at) => self.status.last_recovery_point_time = Some(Time(at)),
+            LastRecoveryPoint::NoneYet => self.status.last_recovery_point_time = None,
+            // Operational backup has none; a vaulted one whose list failed keeps its time.
+            LastRecoveryPoint::NotRead if instance.containers.is_none() => {
+                self.status.last_recovery_point_time = None;
+            }
+            LastRecoveryPoint::NotRead => {}
+        }
 
         match mode {
             Mode::Apply(target) => self.compare(target, instance),
