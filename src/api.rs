@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use regex::Regex;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -124,6 +125,26 @@ pub fn storage_account_id_pattern() -> String {
     )
 }
 
+/// The short schema `pattern` of an ARM ID with `segments` path segments: the apiserver
+/// quotes a failed pattern in its error, so the full check is a CEL rule with a readable
+/// message ([`arm_id_rule`]) and the pattern only keeps the shape on servers without CEL.
+fn arm_id_shape_pattern(segments: usize) -> String {
+    format!("^(/[^/]+){{{segments}}}$")
+}
+
+/// A CEL rule checking an ARM ID against `pattern`, whose message names the expected shape
+/// (the same text the controller's `InvalidSpec` message gives).
+fn arm_id_rule(field: &str, pattern: &str, shape: &str) -> Rule {
+    // A raw CEL string: the pattern's backslashes stay as they are.
+    Rule::new(format!("self.matches(r'{pattern}')"))
+        .message(Message::Message(must_look_like(field, shape)))
+}
+
+/// What the schema and the controller say about a malformed value.
+fn must_look_like(field: &str, shape: &str) -> String {
+    format!("{field} must look like {shape}")
+}
+
 /// The schema pattern of policy and backup instance names.
 pub fn resource_name_pattern() -> String {
     format!("^{RESOURCE_NAME}$")
@@ -169,22 +190,34 @@ pub fn container_name_pattern() -> String {
         description = "Why the resource is or is not Ready"
     ),
     printcolumn(
-        name = "Protection",
+        name = "Vault",
         type_ = "string",
-        json_path = ".status.protectionStatus",
-        description = "Azure's protection status of the backup instance"
+        json_path = ".status.vaultName",
+        description = "The Backup vault's name"
+    ),
+    printcolumn(
+        name = "Account",
+        type_ = "string",
+        json_path = ".status.storageAccountName",
+        description = "The protected storage account's name"
+    ),
+    printcolumn(
+        name = "Policy",
+        type_ = "string",
+        json_path = ".status.policyName",
+        description = "The backup policy's name"
+    ),
+    printcolumn(
+        name = "Deletion",
+        type_ = "string",
+        json_path = ".spec.deletionPolicy",
+        description = "What deleting the resource does in Azure"
     ),
     printcolumn(
         name = "Operation",
         type_ = "string",
-        json_path = ".status.operation.action",
-        description = "The Azure operation in flight, or the last one"
-    ),
-    printcolumn(
-        name = "OpStatus",
-        type_ = "string",
-        json_path = ".status.operation.status",
-        description = "The status of that Azure operation"
+        json_path = ".status.currentOperation",
+        description = "The Azure operation in flight, or the last one when it failed and the resource is not Ready"
     ),
     printcolumn(
         name = "Age",
@@ -192,18 +225,18 @@ pub fn container_name_pattern() -> String {
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
-        name = "Vault",
+        name = "Protection",
         type_ = "string",
-        json_path = ".spec.vault.id",
+        json_path = ".status.protectionStatus",
         priority = 1,
-        description = "The Backup vault"
+        description = "Azure's protection status of the backup instance"
     ),
     printcolumn(
-        name = "Account",
-        type_ = "string",
-        json_path = ".spec.storageAccount.id",
+        name = "LastBackup",
+        type_ = "date",
+        json_path = ".status.lastRecoveryPointTime",
         priority = 1,
-        description = "The protected storage account"
+        description = "When the latest recovery point was taken (vaulted backup)"
     ),
     printcolumn(
         name = "Message",
@@ -272,7 +305,8 @@ pub struct VaultRef {
     /// The vault's full ARM ID, e.g.
     /// `/subscriptions/<subscription>/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault`.
     /// Immutable.
-    #[schemars(length(max = MAX_ID_LEN), regex(pattern = vault_id_pattern()))]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = arm_id_shape_pattern(8)))]
+    #[x_kube(validation = arm_id_rule("spec.vault.id", &vault_id_pattern(), VAULT_SHAPE))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.vault.id is immutable: create a new resource to protect the account in another vault").reason(Reason::FieldValueForbidden))]
     pub id: String,
 }
@@ -290,7 +324,8 @@ pub struct PolicyRef {
     /// The policy's full ARM ID, which must be in `spec.vault.id`, e.g.
     /// `<vault id>/backupPolicies/BlobBackup-Policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_ID_LEN), regex(pattern = policy_id_pattern()))]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = arm_id_shape_pattern(10)))]
+    #[x_kube(validation = arm_id_rule("spec.policy.id", &policy_id_pattern(), POLICY_SHAPE))]
     pub id: Option<String>,
 }
 
@@ -300,7 +335,8 @@ pub struct StorageAccountRef {
     /// The account's full ARM ID, e.g.
     /// `/subscriptions/<subscription>/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/msblobbackup`.
     /// Immutable.
-    #[schemars(length(max = MAX_ID_LEN), regex(pattern = storage_account_id_pattern()))]
+    #[schemars(length(max = MAX_ID_LEN), regex(pattern = arm_id_shape_pattern(8)))]
+    #[x_kube(validation = arm_id_rule("spec.storageAccount.id", &storage_account_id_pattern(), ACCOUNT_SHAPE))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storageAccount.id is immutable: create a new resource to protect another account").reason(Reason::FieldValueForbidden))]
     pub id: String,
 
@@ -351,6 +387,21 @@ pub struct BlobBackupInstanceStatus {
     #[schemars(length(max = MAX_STATUS_ID_LEN))]
     pub backup_instance_id: Option<String>,
 
+    /// The Backup vault's name, from `spec.vault.id` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub vault_name: Option<String>,
+
+    /// The storage account's name, from `spec.storageAccount.id` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub storage_account_name: Option<String>,
+
+    /// The backup policy's name, from `spec.policy` (for `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub policy_name: Option<String>,
+
     /// Azure's `properties.protectionStatus.status`, verbatim, e.g. `ProtectionConfigured`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_STATUS_STATE_LEN))]
@@ -366,9 +417,23 @@ pub struct BlobBackupInstanceStatus {
     #[schemars(length(max = MAX_STATUS_STATE_LEN))]
     pub provisioning_state: Option<String>,
 
+    /// Vaulted backup: when the latest recovery point in the vault was taken, as Azure lists
+    /// them (it changes when a backup happens). Absent for operational backup, which keeps no
+    /// discrete recovery points, and until the first backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "time_schema")]
+    pub last_recovery_point_time: Option<Time>,
+
     /// The Azure long-running operation in flight, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<AzureOperation>,
+
+    /// `operation` as `<action> <status>`, e.g. `Create InProgress`, while it is in flight, or
+    /// when it failed (or was canceled) and the resource is not Ready; absent otherwise, so an
+    /// old failure does not show next to `Ready=True`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub current_operation: Option<String>,
 
     /// Ready, Validated, Reconciling and Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -714,14 +779,14 @@ fn check(
         return Err(SpecError::new(
             field,
             format!("it is {} characters long, more than {max_len}", value.len()),
-            format!("use {expected}"),
+            must_look_like(field, expected),
         ));
     }
     if !re.is_match(value) {
         return Err(SpecError::new(
             field,
             format!("{value:?} is malformed"),
-            format!("use {expected}"),
+            must_look_like(field, expected),
         ));
     }
     Ok(())
@@ -730,7 +795,10 @@ fn check(
 const VAULT_SHAPE: &str = "/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.DataProtection/backupVaults/<vault>";
 const POLICY_SHAPE: &str = "<spec.vault.id>/backupPolicies/<policy>";
 const ACCOUNT_SHAPE: &str = "/subscriptions/<uuid>/resourceGroups/<group>/providers/Microsoft.Storage/storageAccounts/<account>";
-const NAME_SHAPE: &str = "letters, digits, '-', '_' and '.', starting with a letter or digit";
+const NAME_SHAPE: &str =
+    "a name of letters, digits, '-', '_' and '.', starting with a letter or digit";
+const CONTAINER_SHAPE: &str =
+    "a container name has 3 to 63 lowercase letters, digits and single hyphens";
 
 impl BlobBackupInstanceSpec {
     /// Checks the spec as the CRD schema does (for resources that bypassed it, e.g. an older
@@ -755,7 +823,7 @@ impl BlobBackupInstanceSpec {
                     SpecError::new(
                         "spec.policy.id",
                         e.to_string(),
-                        format!("use {POLICY_SHAPE}"),
+                        must_look_like("spec.policy.id", POLICY_SHAPE),
                     )
                 })?;
                 if policy.vault() != &vault {
@@ -784,7 +852,7 @@ impl BlobBackupInstanceSpec {
             &self.storage_account.location,
             MAX_LOCATION_LEN,
             &LOCATION,
-            "the region's lowercase name, e.g. westus",
+            "a region's lowercase name, e.g. westus",
         )?;
         self.checked_backup_instance_name()?;
 
@@ -862,7 +930,11 @@ impl BlobBackupInstanceSpec {
             VAULT_SHAPE,
         )?;
         let vault = VaultId::parse(&self.vault.id).map_err(|e| {
-            SpecError::new("spec.vault.id", e.to_string(), format!("use {VAULT_SHAPE}"))
+            SpecError::new(
+                "spec.vault.id",
+                e.to_string(),
+                must_look_like("spec.vault.id", VAULT_SHAPE),
+            )
         })?;
         check(
             "spec.storageAccount.id",
@@ -875,7 +947,7 @@ impl BlobBackupInstanceSpec {
             SpecError::new(
                 "spec.storageAccount.id",
                 e.to_string(),
-                format!("use {ACCOUNT_SHAPE}"),
+                must_look_like("spec.storageAccount.id", ACCOUNT_SHAPE),
             )
         })?;
         Ok((vault, account))
@@ -893,30 +965,24 @@ fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> 
             ),
         ));
     }
-    for name in containers {
-        if name.len() < CONTAINER_MIN_LEN {
+    for (index, name) in containers.iter().enumerate() {
+        let problem = if !(CONTAINER_MIN_LEN..=CONTAINER_MAX_LEN).contains(&name.len()) {
+            format!("item {index} ({name:?}) has {} characters", name.len())
+        } else if !CONTAINER.is_match(name) {
+            format!("item {index} ({name:?}) is malformed")
+        } else if let Some(first) = containers[..index].iter().position(|c| c == name) {
             return Err(SpecError::new(
                 FIELD,
-                format!("{name:?} is shorter than {CONTAINER_MIN_LEN} characters"),
-                "use the containers' names as Azure shows them",
+                format!("items {first} and {index} are both {name:?}"),
+                "list each container once",
             ));
-        }
-        check(
-            FIELD,
-            name,
-            CONTAINER_MAX_LEN,
-            &CONTAINER,
-            "container names: lowercase letters, digits and single hyphens",
-        )?;
-    }
-    let mut unique = containers.to_vec();
-    unique.sort();
-    unique.dedup();
-    if unique.len() != containers.len() {
+        } else {
+            continue;
+        };
         return Err(SpecError::new(
             FIELD,
-            "a container is listed twice",
-            "list each container once",
+            problem,
+            format!("{CONTAINER_SHAPE}; use the containers' names as Azure shows them"),
         ));
     }
     Ok(containers.to_vec())

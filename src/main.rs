@@ -571,6 +571,7 @@ async fn run(plan: Plan) -> Result<()> {
     };
     let metrics = Metrics::new();
     let (arm, embedded) = azure_client(plan.azure, &metrics).await?;
+    metrics.set_azure_api_version(arm.api_version());
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(forward_signals(stop.clone()));

@@ -698,6 +698,65 @@ async fn get_list_and_their_errors() {
     assert_eq!(error.code(), Some("AuthorizationFailed"));
 }
 
+/// The official `RecoveryPoints_List` example (api-version 2025-09-01, the shape 2026-06-01
+/// references), copied under tests/fixtures/azure.
+fn official_recovery_points() -> Value {
+    let path = format!(
+        "{}/tests/fixtures/azure/2025-09-01/examples/BackupInstanceOperations/ListRecoveryPoints.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let example: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(example["operationId"], "RecoveryPoints_List");
+    example["responses"]["200"]["body"].clone()
+}
+
+#[tokio::test]
+async fn latest_recovery_point_reads_every_page_of_the_official_shape() {
+    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    // Page 1: the official example (both points at 2019-03-01T13:00:00Z); page 2: a later
+    // one without a zone (UTC) and an entry without a time.
+    let mut first = official_recovery_points();
+    let next = mock.url(&format!(
+        "subscriptions/{SUB}/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/backupInstances/bi/recoveryPoints?api-version=2026-06-01&$skipToken=2"
+    ));
+    first["nextLink"] = json!(next);
+    mock.push(reply(200).json(&first));
+    mock.push(reply(200).json(&json!({"value": [
+        {"properties": {"objectType": "AzureBackupDiscreteRecoveryPoint", "recoveryPointTime": "2019-03-02T01:30:00.1234567"}},
+        {"properties": {"objectType": "AzureBackupDiscreteRecoveryPoint"}}
+    ]})));
+    let before = mock.seen().len();
+    let latest = client.latest_recovery_point(&instance_id()).await.unwrap();
+    assert_eq!(
+        latest,
+        Some("2019-03-02T01:30:00.1234567Z".parse().unwrap())
+    );
+    let seen = mock.seen();
+    assert_eq!(seen.len(), before + 2);
+    assert!(
+        seen[before]
+            .target
+            .ends_with("/backupInstances/msblobbackup-f2df34eb-5628-4570-87b2-0331d797c67d/recoveryPoints?api-version=2026-06-01"),
+        "{}",
+        seen[before].target
+    );
+    assert!(seen[before + 1].target.ends_with("&$skipToken=2"));
+
+    // The official example alone; then none at all.
+    mock.push(reply(200).json(&official_recovery_points()));
+    assert_eq!(
+        client.latest_recovery_point(&instance_id()).await.unwrap(),
+        Some("2019-03-01T13:00:00Z".parse().unwrap())
+    );
+    mock.push(reply(200).json(&json!({"value": []})));
+    assert_eq!(
+        client.latest_recovery_point(&instance_id()).await.unwrap(),
+        None
+    );
+    mock.push(reply(404).json(&json!({"error": {"code": "ResourceNotFound", "message": "no"}})));
+    assert!(client.latest_recovery_point(&instance_id()).await.is_err());
+}
+
 #[tokio::test]
 async fn delete_stop_protection_and_sync() {
     let Setup {

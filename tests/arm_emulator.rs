@@ -569,6 +569,45 @@ async fn create_get_update() {
 }
 
 #[tokio::test]
+async fn vaulted_instances_have_a_recovery_point_from_protection_start() {
+    let env = Env::fast(V2026).await;
+    add_accounts(&env, &["vaultedacct", "opsacct"]);
+    let kept = instance_id("bi-vaulted");
+    let operational_id = instance_id("bi-operational");
+    env.create(&operational_id, &operational("opsacct")).await;
+    let before = jiff::Timestamp::now();
+    env.create(&kept, &vaulted("vaultedacct", &["c1"])).await;
+    env.reset_counts();
+    let latest = env.client.latest_recovery_point(&kept).await.unwrap();
+    let latest = latest.expect("a vaulted instance is backed up when protection starts");
+    let after = jiff::Timestamp::now();
+    // Whole seconds, taken between the PUT and now.
+    assert!(
+        latest.as_second() >= before.as_second() && latest <= after,
+        "{before} <= {latest} <= {after}"
+    );
+
+    // Operational backup keeps no discrete recovery points; an unknown instance is a 404.
+    assert_eq!(
+        env.client
+            .latest_recovery_point(&operational_id)
+            .await
+            .unwrap(),
+        None
+    );
+    let missing = env
+        .client
+        .latest_recovery_point(&instance_id("bi-missing"))
+        .await
+        .unwrap_err();
+    assert_eq!(azure(&missing).1, 404);
+    env.assert_counts(&[
+        (ops::RECOVERY_POINTS_LIST, 200, 2),
+        (ops::RECOVERY_POINTS_LIST, 404, 1),
+    ]);
+}
+
+#[tokio::test]
 async fn list_follows_next_link_pages() {
     let env = Env::fast(V2026).await;
     env.emulator.admin().set_page_size(2).unwrap();

@@ -365,6 +365,13 @@ async fn metrics_after_a_scenario_name_what_happened() {
         1.0,
         "leader election off: leads"
     );
+    // The Stalled resource counts by its reason, though no reconcile of it failed.
+    let by_reason = |reason| m.value("bbo_instances_by_reason", &[("reason", reason)]);
+    assert_eq!(by_reason("ProtectionConfigured"), 1.0);
+    assert_eq!(by_reason("MissingPermissions"), 1.0);
+    assert_eq!(m.sum("bbo_instances_by_reason", &[]), 2.0);
+    let age = m.value("bbo_last_successful_check_age_seconds", &[]);
+    assert!((0.0..60.0).contains(&age), "{age}");
 
     // No label names a resource: bounded cardinality, no per-object series.
     let named: Vec<&str> = READY
@@ -396,11 +403,20 @@ async fn metrics_after_a_scenario_name_what_happened() {
     let text = response.text().await.unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
     let open = parse_exposition(&text);
-    let key = |s: &Sample| format!("{}{:?}", s.name, s.labels);
-    let mut ours: Vec<(String, f64)> = m.samples.iter().map(|s| (key(s), s.value)).collect();
-    let mut theirs: Vec<(String, f64)> = open.samples.iter().map(|s| (key(s), s.value)).collect();
-    ours.sort_by(|a, b| a.0.cmp(&b.0));
-    theirs.sort_by(|a, b| a.0.cmp(&b.0));
+    // The steady samples, sorted (process_* and the check age are read at each scrape).
+    let steady = |exposition: &Exposition| {
+        let mut samples: Vec<(String, f64)> = exposition
+            .samples
+            .iter()
+            .filter(|s| {
+                !s.name.starts_with("process_") && s.name != "bbo_last_successful_check_age_seconds"
+            })
+            .map(|s| (format!("{}{:?}", s.name, s.labels), s.value))
+            .collect();
+        samples.sort_by(|a, b| a.0.cmp(&b.0));
+        samples
+    };
+    let (ours, theirs) = (steady(&m), steady(&open));
     assert_eq!(ours, theirs);
 
     // Still healthy after the scenario; on shutdown the replica no longer leads.

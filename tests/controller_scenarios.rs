@@ -326,7 +326,19 @@ async fn retain_policy_stops_protection_and_keeps_the_instance() {
     vaulted["vaultedBackup"] = json!({"containers": ["images", "logs"]});
     vaulted["deletionPolicy"] = json!("Retain");
     h.create("vaulted", vaulted);
-    h.wait_ready("vaulted").await;
+    let ready = h.wait_ready("vaulted").await;
+    // The emulator backs a vaulted instance up when protection starts: status says when.
+    let last = ready["status"]["lastRecoveryPointTime"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        last.parse::<jiff::Timestamp>().is_ok(),
+        "no lastRecoveryPointTime in {ready:#}"
+    );
+    assert!(h.azure(ops::RECOVERY_POINTS_LIST) >= 1);
+    assert_eq!(ready["status"]["vaultName"], "testBkpVault");
+    assert_eq!(ready["status"]["storageAccountName"], "vaultedacct");
+    assert_eq!(ready["status"]["policyName"], "BlobVaulted-Policy");
 
     h.api.delete(RESOURCE, NS, "vaulted").unwrap();
     h.wait_gone("vaulted").await;

@@ -9,8 +9,8 @@ use blob_backup_operator::api::{
     PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
 };
 use blob_backup_operator::controller::decide::{
-    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, Observation, ObservedError,
-    ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
+    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, LastRecoveryPoint, Observation,
+    ObservedError, ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -128,9 +128,22 @@ fn with_status(
     operation: Option<AzureOperation>,
 ) -> BlobBackupInstance {
     let mut obj = bbi();
+    // What decide derives from the spec and the operation, as it would have recorded it.
+    let current_operation = operation.as_ref().and_then(|op| {
+        let shown = match op.status {
+            OperationPhase::Pending | OperationPhase::InProgress => true,
+            OperationPhase::Failed | OperationPhase::Canceled => ready != True,
+            OperationPhase::Succeeded => false,
+        };
+        shown.then(|| format!("{:?} {:?}", op.action, op.status))
+    });
     obj.status = Some(BlobBackupInstanceStatus {
         observed_generation: Some(1),
+        vault_name: Some("testBkpVault".into()),
+        storage_account_name: Some("msblobbackup".into()),
+        policy_name: Some("BlobBackup-Policy".into()),
         operation,
+        current_operation,
         conditions: health(ready, reason, t0()),
         ..Default::default()
     });
@@ -208,6 +221,7 @@ fn instance(protection: &str) -> ObservedInstance {
         protection_state: Some(protection.into()),
         provisioning_state: Some("Succeeded".into()),
         protection_error: None,
+        last_recovery_point: LastRecoveryPoint::NotRead,
     }
 }
 
@@ -2071,4 +2085,126 @@ fn retry_while_stalled_keeps_the_stall_until_it_succeeds() {
     )
     .action("Sync")
     .health(False, Reason::ProtectionError);
+}
+
+/// What `kubectl get` shows: short names, and the operation only while it matters.
+#[test]
+fn columns_show_short_names_and_only_a_live_or_failed_operation() {
+    fn shown(obj: &BlobBackupInstance) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>) {
+        let s = obj.status.as_ref().unwrap();
+        (
+            s.vault_name.as_deref(),
+            s.storage_account_name.as_deref(),
+            s.policy_name.as_deref(),
+            s.current_operation.as_deref(),
+        )
+    }
+    let names = (
+        Some("testBkpVault"),
+        Some("msblobbackup"),
+        Some("BlobBackup-Policy"),
+    );
+    let with_names = |op: Option<&'static str>| (names.0, names.1, names.2, op);
+
+    // The names come from the spec on the first decision, which records the validation's
+    // intent before sending it.
+    let first = after(bbi(), &[Observation::None]);
+    assert_eq!(shown(&first), with_names(Some("Validate Pending")));
+    assert_eq!(
+        shown(&validating()),
+        with_names(Some("Validate InProgress"))
+    );
+    assert_eq!(shown(&creating()), with_names(Some("Create InProgress")));
+    assert_eq!(
+        shown(&ready()),
+        with_names(None),
+        "a succeeded Create is not shown"
+    );
+
+    // A failed validate shows while the resource is not Ready...
+    let failed = after(
+        validating(),
+        &[polled(PolledStatus::Failed(AzureErrorDetail {
+            code: "UserErrorMissingRequiredPermissions".into(),
+            message: "missing".into(),
+            ..AzureErrorDetail::default()
+        }))],
+    );
+    assert_eq!(shown(&failed), with_names(Some("Validate Failed")));
+    // ...and no longer once Azure reports the account protected (Ready=True).
+    let mut stale = failed;
+    stale.status.as_mut().unwrap().backup_instance_id = Some(instance_id());
+    let now_ready = after(stale, &[found(instance("ProtectionConfigured"))]);
+    let status = now_ready.status.as_ref().unwrap();
+    assert_eq!(
+        status.operation.as_ref().unwrap().status,
+        OperationPhase::Failed
+    );
+    assert_eq!(shown(&now_ready), with_names(None));
+}
+
+/// Vaulted backup records when the latest recovery point was taken: it changes when a backup
+/// happens, never because the operator looked.
+#[test]
+fn the_last_recovery_point_is_recorded_for_vaulted_backup() {
+    let mut vaulted = ready();
+    vaulted.spec.vaulted_backup = Some(VaultedBackup {
+        containers: vec!["images".into()],
+    });
+    let mut in_azure = instance("ProtectionConfigured");
+    in_azure.containers = Some(vec!["images".into()]);
+    let backup = t0() + jiff::SignedDuration::from_secs(30);
+    let time = |obj: &BlobBackupInstance| {
+        obj.status
+            .as_ref()
+            .and_then(|s| s.last_recovery_point_time.clone())
+            .map(|t| t.0)
+    };
+
+    in_azure.last_recovery_point = LastRecoveryPoint::At(backup);
+    let first = row(
+        "a recovery point is recorded",
+        vaulted.clone(),
+        found(in_azure.clone()),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .writes(true);
+    let recorded = after(vaulted.clone(), &[found(in_azure.clone())]);
+    assert_eq!(time(&recorded), Some(backup), "{}", first.name);
+
+    row(
+        "the same recovery point at the next resync: no write",
+        recorded.clone(),
+        found(in_azure.clone()),
+    )
+    .action("None")
+    .writes(false);
+
+    let mut unread = in_azure.clone();
+    unread.last_recovery_point = LastRecoveryPoint::NotRead;
+    row(
+        "the list failed: the recorded time stays, no write",
+        recorded.clone(),
+        found(unread),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured)
+    .writes(false);
+
+    let later = backup + jiff::SignedDuration::from_secs(86_400);
+    in_azure.last_recovery_point = LastRecoveryPoint::At(later);
+    let next = after(recorded.clone(), &[found(in_azure.clone())]);
+    assert_eq!(time(&next), Some(later), "a new backup is recorded");
+
+    // Operational backup has no recovery points; a vanished instance has none either.
+    let mut operational = recorded.clone();
+    operational.spec.vaulted_backup = None;
+    let mut operational_in_azure = instance("ProtectionConfigured");
+    operational_in_azure.last_recovery_point = LastRecoveryPoint::NotRead;
+    assert_eq!(
+        time(&after(operational, &[found(operational_in_azure)])),
+        None
+    );
+    assert_eq!(time(&after(recorded, &[Observation::Instance(None)])), None);
 }

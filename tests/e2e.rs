@@ -415,10 +415,6 @@ async fn examples_go_ready_and_away(
             "blobbackupinstances.dataprotection.blobbackup.io/status",
         ),
         ("patch", "blobbackupinstances.dataprotection.blobbackup.io"),
-        (
-            "update",
-            "blobbackupinstances.dataprotection.blobbackup.io/finalizers",
-        ),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
         ("create", "leases.coordination.k8s.io"),
@@ -522,21 +518,17 @@ async fn examples_go_ready_and_away(
         let row = columns(&table, name);
         assert_eq!(column(&row, "READY"), "True", "{table}");
         assert_eq!(column(&row, "REASON"), "ProtectionConfigured", "{table}");
-        assert_eq!(
-            column(&row, "PROTECTION"),
-            "ProtectionConfigured",
-            "{table}"
-        );
-        assert_eq!(column(&row, "OPERATION"), "Create", "{table}");
-        assert_eq!(column(&row, "OPSTATUS"), "Succeeded", "{table}");
+        assert_eq!(column(&row, "VAULT"), "testBkpVault", "{table}");
+        assert_eq!(column(&row, "ACCOUNT"), "msblobbackup", "{table}");
+        assert!(!column(&row, "POLICY").is_empty(), "{table}");
+        assert!(!column(&row, "DELETION").is_empty(), "{table}");
+        // The Create succeeded: nothing in flight or failed to show.
+        assert_eq!(column(&row, "OPERATION"), "", "{table}");
         let wide = kubectl.run(&["get", "bbi", "-n", ns, "-o", "wide"]);
         let wide_row = columns(&wide, name);
-        assert!(
-            column(&wide_row, "VAULT").ends_with("/testBkpVault"),
-            "{wide}"
-        );
-        assert!(
-            column(&wide_row, "ACCOUNT").ends_with("/msblobbackup"),
+        assert_eq!(
+            column(&wide_row, "PROTECTION"),
+            "ProtectionConfigured",
             "{wide}"
         );
         assert!(!column(&wide_row, "MESSAGE").is_empty(), "{wide}");
@@ -632,20 +624,20 @@ async fn examples_go_ready_and_away(
 #[test]
 fn columns_are_read_under_their_headers() {
     let table = "\
-NAME           READY   REASON                 PROTECTION             OPERATION   OPSTATUS    AGE   MESSAGE
-msblobbackup   True    ProtectionConfigured   ProtectionConfigured   Create      Succeeded   12s   Azure reports ProtectionConfigured for it
-other          False   Validating                                    Validate    InProgress  1s    Validating with Azure
+NAME           READY   REASON                 OPERATION           AGE   PROTECTION             MESSAGE
+msblobbackup   True    ProtectionConfigured                       12s   ProtectionConfigured   Azure reports ProtectionConfigured for it
+other          False   Validating             Validate InProgress  1s                          Validating with Azure
 ";
     let row = columns(table, "msblobbackup");
     assert_eq!(column(&row, "READY"), "True");
-    assert_eq!(column(&row, "OPSTATUS"), "Succeeded");
+    assert_eq!(column(&row, "OPERATION"), "");
     assert_eq!(
         column(&row, "MESSAGE"),
         "Azure reports ProtectionConfigured for it"
     );
     let other = columns(table, "other");
     assert_eq!(column(&other, "PROTECTION"), "");
-    assert_eq!(column(&other, "OPERATION"), "Validate");
+    assert_eq!(column(&other, "OPERATION"), "Validate InProgress");
 }
 
 #[test]

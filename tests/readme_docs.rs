@@ -337,3 +337,26 @@ fn resource_section_warns_first_that_deleting_deletes_backups() {
         );
     }
 }
+
+#[test]
+fn every_reason_row_is_well_formed() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md is readable");
+    for reason in Reason::ALL {
+        let start = format!("| `{reason}` |");
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with(&start))
+            .unwrap_or_else(|| panic!("no row for {reason}"));
+        // | reason | used in | meaning |: three cells, the second a short "where".
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        assert_eq!(cells.len(), 3, "{row}");
+        let used_in = cells[1];
+        assert!(
+            (used_in.starts_with("Condition") || used_in.starts_with("Event"))
+                && !used_in.contains(':')
+                && used_in.len() <= 40,
+            "the 'Used in' cell of {reason} says where, not what: {row}"
+        );
+    }
+}

@@ -24,6 +24,7 @@ mod emulator_api;
 mod envtest_scenarios;
 mod fake_apiserver_selftest;
 mod fault_run;
+mod fresh_metrics;
 mod readme_docs;
 mod telemetry_leader;
 mod telemetry_metrics;

@@ -38,7 +38,7 @@ fn recorded_values_appear_with_their_labels() {
         ("ns/c", Action::Create),
         ("ns/d", Action::StopProtection),
     ] {
-        m.observe_instance(key, None, false, Some(action));
+        m.observe_instance(key, None, false, None, Some(action));
     }
     m.record_throttling_wait("BackupInstances_Get");
     m.record_status_write();
@@ -118,17 +118,17 @@ fn operations_in_flight_follow_each_resource_and_a_stopped_controller_reports_no
         .unwrap()
     };
 
-    m.observe_instance("ns/a", None, false, Some(Action::Validate));
-    m.observe_instance("ns/b", None, false, Some(Action::Validate));
+    m.observe_instance("ns/a", None, false, None, Some(Action::Validate));
+    m.observe_instance("ns/b", None, false, None, Some(Action::Validate));
     assert_eq!(in_flight("Validate"), 2.0);
     // An operation ends, the next starts; repeats count once.
-    m.observe_instance("ns/a", None, false, Some(Action::Create));
-    m.observe_instance("ns/a", None, false, Some(Action::Create));
+    m.observe_instance("ns/a", None, false, None, Some(Action::Create));
+    m.observe_instance("ns/a", None, false, None, Some(Action::Create));
     assert_eq!((in_flight("Validate"), in_flight("Create")), (1.0, 1.0));
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None);
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None, None);
     assert_eq!(in_flight("Create"), 0.0);
     // A resource deleted mid-operation no longer counts.
-    m.observe_instance("ns/c", None, false, Some(Action::Delete));
+    m.observe_instance("ns/c", None, false, None, Some(Action::Delete));
     m.forget_instance("ns/c");
     assert_eq!(in_flight("Delete"), 0.0);
 
@@ -139,7 +139,7 @@ fn operations_in_flight_follow_each_resource_and_a_stopped_controller_reports_no
     assert_eq!(sample(&openmetrics(&m), ready_true), Some(1.0));
 
     // A controller that stops leading forgets all; the next term counts from its own watch.
-    m.observe_instance("ns/b", None, false, Some(Action::Create));
+    m.observe_instance("ns/b", None, false, None, Some(Action::Create));
     m.retain_instances(|_| false);
     let text = openmetrics(&m);
     for series in [
@@ -149,7 +149,7 @@ fn operations_in_flight_follow_each_resource_and_a_stopped_controller_reports_no
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series}");
     }
-    m.observe_instance("ns/b", None, false, Some(Action::Create));
+    m.observe_instance("ns/b", None, false, None, Some(Action::Create));
     assert_eq!(in_flight("Create"), 1.0);
 }
 
@@ -175,9 +175,9 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     );
     assert_eq!(ready(&text, true), 0.0);
 
-    m.observe_instance("ns/a", None, false, None);
-    m.observe_instance("ns/b", Some("configuringprotection"), false, None);
-    m.observe_instance("ns/c", Some("ProtectionConfigured"), true, None);
+    m.observe_instance("ns/a", None, false, None, None);
+    m.observe_instance("ns/b", Some("configuringprotection"), false, None, None);
+    m.observe_instance("ns/c", Some("ProtectionConfigured"), true, None, None);
     let text = openmetrics(&m);
     assert_eq!(status(&text, "Unknown"), 1.0);
     assert_eq!(
@@ -189,9 +189,9 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     assert_eq!((ready(&text, true), ready(&text, false)), (1.0, 2.0));
 
     // Moves between statuses, repeats are idempotent, deletion forgets.
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None);
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None);
-    m.observe_instance("ns/b", Some("ProtectionConfigured"), true, None);
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None, None);
+    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None, None);
+    m.observe_instance("ns/b", Some("ProtectionConfigured"), true, None, None);
     m.forget_instance("ns/c");
     m.forget_instance("ns/never-seen");
     let text = openmetrics(&m);
@@ -206,6 +206,7 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
             &format!("ns/x{i}"),
             Some(&format!("Weird State {i}")),
             false,
+            None,
             None,
         );
         m.record_reconcile(Duration::ZERO, Some(&format!("error text {i}: failed")));
@@ -222,6 +223,71 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
         .count();
     assert_eq!(instance_series, 10, "8 known statuses + Unknown + Other");
     assert!(!text.contains("ns/"), "resource keys never become labels");
+}
+
+#[test]
+fn resources_count_by_their_ready_reason() {
+    let m = Metrics::new();
+    let by_reason = |reason: &str| {
+        sample(
+            &openmetrics(&m),
+            &format!(r#"bbo_instances_by_reason{{reason="{reason}"}}"#),
+        )
+        .unwrap_or_else(|| panic!("no series for {reason}"))
+    };
+    assert_eq!(
+        by_reason("MissingPermissions"),
+        0.0,
+        "known reasons start at 0"
+    );
+    m.observe_instance("ns/a", None, false, Some("MissingPermissions"), None);
+    m.observe_instance("ns/b", None, false, Some("MissingPermissions"), None);
+    m.observe_instance("ns/c", None, false, Some("no such reason"), None);
+    m.observe_instance("ns/d", None, false, None, None);
+    assert_eq!(by_reason("MissingPermissions"), 2.0);
+    assert_eq!((by_reason("Other"), by_reason("Unknown")), (1.0, 1.0));
+    m.observe_instance(
+        "ns/a",
+        Some("ProtectionConfigured"),
+        true,
+        Some("ProtectionConfigured"),
+        None,
+    );
+    m.forget_instance("ns/b");
+    assert_eq!(by_reason("MissingPermissions"), 0.0);
+    assert_eq!(by_reason("ProtectionConfigured"), 1.0);
+}
+
+#[test]
+fn check_age_is_the_oldest_last_check_and_forgets_deleted_resources() {
+    let m = Metrics::new();
+    let age = || sample(&openmetrics(&m), "bbo_last_successful_check_age_seconds").unwrap();
+    assert_eq!(age(), 0.0, "no resource checked yet");
+    let now = std::time::Instant::now();
+    m.record_check_at("ns/old", now - Duration::from_secs(600));
+    m.record_check_at("ns/new", now - Duration::from_secs(5));
+    assert!((600.0..660.0).contains(&age()), "{}", age());
+    m.forget_instance("ns/old");
+    assert!((5.0..65.0).contains(&age()), "{}", age());
+    m.retain_instances(|_| false);
+    assert_eq!(age(), 0.0);
+}
+
+#[test]
+fn build_info_names_the_version_and_the_azure_api_version() {
+    let m = Metrics::new();
+    m.set_azure_api_version("2026-06-01");
+    let series = format!(
+        r#"bbo_build_info{{version="{}",api_version="2026-06-01",crd_version="v1alpha1"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    for format in [
+        ExpositionFormat::OpenMetrics,
+        ExpositionFormat::PrometheusText,
+    ] {
+        let text = m.encode(format).unwrap();
+        assert_eq!(sample(&text, &series), Some(1.0), "{text}");
+    }
 }
 
 async fn get(client: &reqwest::Client, url: String, accept: Option<&str>) -> (u16, String, String) {

@@ -18,7 +18,8 @@ use super::error::{ArmError, AzureErrorDetail};
 use super::ids::{BackupInstanceId, VaultId};
 use super::models::{
     BackupInstance, BackupInstanceResource, BackupInstanceResourceList, CloudError,
-    OperationResource, SyncBackupInstanceRequest, ValidateForBackupRequest,
+    OperationResource, RecoveryPointResourceList, SyncBackupInstanceRequest,
+    ValidateForBackupRequest,
 };
 use super::operation::{
     OperationHandle, OperationStatus, Poll, header_value, operation_path_problem,
@@ -404,22 +405,65 @@ impl ArmClient {
     pub async fn list(&self, vault: &VaultId) -> Result<Vec<BackupInstanceResource>, ArmError> {
         let mut segments = vault.path_segments();
         segments.push("backupInstances");
-        let mut url = self.url(&segments)?;
         let mut instances = Vec::new();
+        self.each_page(
+            ops::LIST,
+            self.url(&segments)?,
+            |page: BackupInstanceResourceList| {
+                instances.extend(page.value);
+                page.next_link
+            },
+        )
+        .await?;
+        Ok(instances)
+    }
+
+    /// The time of the backup instance's latest recovery point (vaulted backup), reading
+    /// every page; `None` when it has none yet.
+    pub async fn latest_recovery_point(
+        &self,
+        id: &BackupInstanceId,
+    ) -> Result<Option<jiff::Timestamp>, ArmError> {
+        let mut segments = id.path_segments();
+        segments.push("recoveryPoints");
+        let mut latest = None;
+        self.each_page(
+            ops::RECOVERY_POINTS_LIST,
+            self.url(&segments)?,
+            |page: RecoveryPointResourceList| {
+                latest = page
+                    .value
+                    .iter()
+                    .filter_map(|p| p.time())
+                    .chain(latest)
+                    .max();
+                page.next_link
+            },
+        )
+        .await?;
+        Ok(latest)
+    }
+
+    /// GETs `url` and each `nextLink` after it (on the ARM endpoint only), handing every page
+    /// to `on_page`, which returns the page's `nextLink`.
+    async fn each_page<P: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        mut url: Url,
+        mut on_page: impl FnMut(P) -> Option<String>,
+    ) -> Result<(), ArmError> {
         for _ in 0..MAX_LIST_PAGES {
-            let response = self.send::<()>(ops::LIST, Method::GET, url, None).await?;
+            let response = self.send::<()>(operation, Method::GET, url, None).await?;
             if response.status != 200 {
                 return Err(response.unexpected());
             }
-            let page: BackupInstanceResourceList = response.json()?;
-            instances.extend(page.value);
-            match page.next_link.as_deref().map(str::trim) {
+            match on_page(response.json()?).as_deref().map(str::trim) {
                 Some(next) if !next.is_empty() => url = self.checked_url(next)?,
-                _ => return Ok(instances),
+                _ => return Ok(()),
             }
         }
         Err(ArmError::Decode {
-            operation: ops::LIST,
+            operation,
             status: 200,
             message: format!("more than {MAX_LIST_PAGES} pages: nextLink does not end"),
             request_id: None,

@@ -48,6 +48,22 @@ pub mod operation_ids {
     pub const OPERATION_STATUS: &str = "OperationStatus_Get";
     /// GET a `Location` / `operationResults` URL.
     pub const OPERATION_RESULT: &str = "OperationResult_Get";
+
+    /// Every operationId above (the metrics' known label values).
+    pub const ALL: [&str; 10] = [
+        VALIDATE_FOR_BACKUP,
+        CREATE_OR_UPDATE,
+        GET,
+        LIST,
+        DELETE,
+        STOP_PROTECTION,
+        SYNC,
+        OPERATION_STATUS,
+        OPERATION_RESULT,
+        RECOVERY_POINTS_LIST,
+    ];
+    /// GET the recovery points of a backup instance (each page).
+    pub const RECOVERY_POINTS_LIST: &str = "RecoveryPoints_List";
 }
 
 /// Receives one report per HTTP request to ARM (telemetry implements it).

@@ -68,6 +68,62 @@ pub struct BackupInstanceResourceList {
     pub next_link: Option<String>,
 }
 
+/// A page of recovery points (`AzureBackupRecoveryPointResourceList`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPointResourceList {
+    /// The recovery points on this page.
+    #[serde(default)]
+    pub value: Vec<RecoveryPointResource>,
+    /// The URL of the next page, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "nextlink")]
+    pub next_link: Option<String>,
+}
+
+/// A recovery point (`AzureBackupRecoveryPointResource`), reduced to what status shows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPointResource {
+    /// The recovery point's ARM ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its properties (`AzureBackupDiscreteRecoveryPoint` for vaulted blob backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<RecoveryPointProperties>,
+}
+
+/// What a recovery point says of itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryPointProperties {
+    /// The discriminator, e.g. `AzureBackupDiscreteRecoveryPoint`.
+    #[serde(default)]
+    pub object_type: String,
+    /// When the backup was taken (required for discrete recovery points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point_time: Option<String>,
+}
+
+impl RecoveryPointResource {
+    /// The time of the backup, when Azure gave one that reads as a date-time (Azure's own
+    /// examples use `Z`; .NET may leave the zone out, which means UTC).
+    pub fn time(&self) -> Option<jiff::Timestamp> {
+        let text = self
+            .properties
+            .as_ref()?
+            .recovery_point_time
+            .as_deref()?
+            .trim();
+        text.parse::<jiff::Timestamp>().ok().or_else(|| {
+            let civil: jiff::civil::DateTime = text.parse().ok()?;
+            civil
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .ok()
+                .map(|z| z.timestamp())
+        })
+    }
+}
+
 /// A backup instance (`BackupInstance`): what to protect, with which policy, and (read-only)
 /// how the protection is doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

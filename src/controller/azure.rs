@@ -4,14 +4,15 @@
 use tracing::{debug, warn};
 
 use crate::api::OperationAction;
+use crate::arm::ids::BackupInstanceId;
 use crate::arm::{
     ArmClient, ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, LroStart,
     OperationStatus,
 };
 
 use super::decide::{
-    Action, AzureCall, Observation, ObservedError, ObservedInstance, PollHandle, PolledStatus,
-    Target,
+    Action, AzureCall, LastRecoveryPoint, Observation, ObservedError, ObservedInstance, PollHandle,
+    PolledStatus, Target,
 };
 
 /// Performs `action` against Azure. `None` for actions that are not Azure calls.
@@ -19,7 +20,15 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
     let observation = match action {
         Action::None | Action::AddFinalizer | Action::RemoveFinalizer => return None,
         Action::GetInstance(id) => match arm.get(id).await {
-            Ok(instance) => Observation::Instance(instance.as_ref().map(observed_instance)),
+            Ok(Some(resource)) => {
+                let mut instance = observed_instance(&resource);
+                // Vaulted backup only: operational backup keeps no discrete recovery points.
+                if instance.containers.is_some() {
+                    instance.last_recovery_point = last_recovery_point(arm, id).await;
+                }
+                Observation::Instance(Some(instance))
+            }
+            Ok(None) => Observation::Instance(None),
             Err(error) => failed(AzureCall::Get, error),
         },
         Action::Validate(target) => {
@@ -54,6 +63,19 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
         },
     };
     Some(observation)
+}
+
+/// The latest recovery point of a vaulted instance. A failed list is logged and leaves the
+/// recorded time as it was: it says nothing about the protection itself.
+async fn last_recovery_point(arm: &ArmClient, id: &BackupInstanceId) -> LastRecoveryPoint {
+    match arm.latest_recovery_point(id).await {
+        Ok(Some(at)) => LastRecoveryPoint::At(at),
+        Ok(None) => LastRecoveryPoint::NoneYet,
+        Err(error) => {
+            log_failure(&error);
+            LastRecoveryPoint::NotRead
+        }
+    }
 }
 
 /// The validate and PUT body for the spec's target, as the article builds it.
@@ -107,6 +129,7 @@ pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedIn
         protection_state: properties.current_protection_state.clone(),
         provisioning_state: properties.provisioning_state.clone(),
         protection_error,
+        last_recovery_point: LastRecoveryPoint::NotRead,
     }
 }
 

@@ -151,6 +151,20 @@ pub struct ObservedInstance {
     pub provisioning_state: Option<String>,
     /// `protectionStatus.errorDetails`, else `protectionErrorDetails`.
     pub protection_error: Option<AzureErrorDetail>,
+    /// The latest recovery point, for vaulted backup.
+    pub last_recovery_point: LastRecoveryPoint,
+}
+
+/// What the recovery points list said of a vaulted backup instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LastRecoveryPoint {
+    /// Not read: operational backup, or the list failed (the recorded time then stays).
+    #[default]
+    NotRead,
+    /// Read: no recovery point yet.
+    NoneYet,
+    /// Read: the latest one was taken then.
+    At(Timestamp),
 }
 
 /// An operation Azure accepted.
@@ -330,8 +344,9 @@ reasons! {
     ProtectionError,
     /// Condition and event. Asking Azure to re-sync the backup instance. Wait.
     Syncing,
-    /// Condition: Azure reports protection stopped, suspended or soft-deleted; resume it in Azure
-    /// or recreate the resource. Event: protection was stopped on deletion (Retain).
+    /// Condition and event. Condition: Azure reports protection stopped, suspended or
+    /// soft-deleted; resume protection in Azure, or delete and recreate the resource. Event:
+    /// protection was stopped on deletion (Retain); the recovery points stay in the vault.
     ProtectionStopped,
     /// Condition and event. The backup instance is being deleted. Wait.
     Deleting,
@@ -419,6 +434,7 @@ pub fn decide(
         Ok(target) => target,
         Err(e) => return step.invalid_spec(&e),
     };
+    step.record_names(&target.spec);
     if !step.has_finalizer() {
         step.set_health(
             Health::Initializing,
@@ -454,6 +470,22 @@ pub(crate) fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOpera
         .operation
         .as_ref()
         .filter(|op| op.status == OperationPhase::InProgress && op.poll_url.is_some())
+}
+
+/// `status.currentOperation`: the operation while in flight, or failed (or canceled) while the
+/// resource is not Ready.
+fn current_operation(status: &BlobBackupInstanceStatus) -> Option<String> {
+    let op = status.operation.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition_type::READY && c.status == ConditionStatus::True);
+    let shown = match op.status {
+        OperationPhase::Pending | OperationPhase::InProgress => true,
+        OperationPhase::Failed | OperationPhase::Canceled => !ready,
+        OperationPhase::Succeeded => false,
+    };
+    shown.then(|| format!("{:?} {:?}", op.action, op.status))
 }
 
 /// What the reconcile is working towards.
@@ -660,10 +692,18 @@ impl<'a> Step<'a> {
             .is_some_and(|c| c.status == ConditionStatus::True)
     }
 
+    /// The short names `kubectl get` shows.
+    fn record_names(&mut self, spec: &ValidatedSpec) {
+        self.status.vault_name = Some(spec.vault.name().to_owned());
+        self.status.storage_account_name = Some(spec.storage_account.name().to_owned());
+        self.status.policy_name = Some(spec.policy.name().to_owned());
+    }
+
     fn finish(mut self, action: Action, requeue: Requeue) -> Decision {
         if self.status.conditions.is_empty() {
             self.set_health(Health::Initializing, Reason::Initializing, "Reconciling");
         }
+        self.status.current_operation = current_operation(&self.status);
         // A new generation counts as observed once the conditions speak for it, or kstatus
         // readers would take the old Ready=True for the new spec.
         if self.health_set {
@@ -913,6 +953,7 @@ impl<'a> Step<'a> {
     fn on_instance(mut self, mode: &Mode, instance: Option<&ObservedInstance>) -> Decision {
         let Some(instance) = instance else {
             let had_instance = self.status.protection_status.is_some();
+            self.status.last_recovery_point_time = None;
             self.status.protection_status = None;
             self.status.protection_state = None;
             self.status.provisioning_state = None;
@@ -983,6 +1024,15 @@ impl<'a> Step<'a> {
         self.status.protection_status = instance.protection_status.clone();
         self.status.protection_state = instance.protection_state.clone();
         self.status.provisioning_state = instance.provisioning_state.clone();
+        match instance.last_recovery_point {
+            LastRecoveryPoint::At(at) => self.status.last_recovery_point_time = Some(Time(at)),
+            LastRecoveryPoint::NoneYet => self.status.last_recovery_point_time = None,
+            // Operational backup has none; a vaulted one whose list failed keeps its time.
+            LastRecoveryPoint::NotRead if instance.containers.is_none() => {
+                self.status.last_recovery_point_time = None;
+            }
+            LastRecoveryPoint::NotRead => {}
+        }
 
         match mode {
             Mode::Apply(target) => self.compare(target, instance),

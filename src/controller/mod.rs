@@ -187,15 +187,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every reason [`Error::metric_reason`] gives, in variant order.
+    pub const METRIC_REASONS: [&'static str; 6] = [
+        "InvalidObject",
+        "AddFinalizerFailed",
+        "RemoveFinalizerFailed",
+        "StatusWriteFailed",
+        "ReadFailed",
+        "PatchBuildFailed",
+    ];
+
     /// The CamelCase reason counted in `bbo_reconcile_errors_total`.
     pub fn metric_reason(&self) -> &'static str {
+        let [invalid, add, remove, write, read, patch] = Self::METRIC_REASONS;
         match self {
-            Error::MissingMetadata(_) => "InvalidObject",
-            Error::AddFinalizer(_) => "AddFinalizerFailed",
-            Error::RemoveFinalizer(_) => "RemoveFinalizerFailed",
-            Error::WriteStatus(_) => "StatusWriteFailed",
-            Error::Read(_) => "ReadFailed",
-            Error::Patch(_) => "PatchBuildFailed",
+            Error::MissingMetadata(_) => invalid,
+            Error::AddFinalizer(_) => add,
+            Error::RemoveFinalizer(_) => remove,
+            Error::WriteStatus(_) => write,
+            Error::Read(_) => read,
+            Error::Patch(_) => patch,
         }
     }
 
@@ -550,9 +561,16 @@ impl Context {
                 .any(|c| c.type_ == condition_type::READY && c.status == ConditionStatus::True)
         });
         let protection = status.and_then(|s| s.protection_status.as_deref());
+        let reason = status
+            .and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == condition_type::READY)
+            })
+            .map(|c| c.reason.as_str());
         let in_flight = status.and_then(decide::in_flight).map(|op| op.action);
         self.metrics
-            .observe_instance(key, protection, ready, in_flight);
+            .observe_instance(key, protection, ready, reason, in_flight);
     }
 
     /// Forgets a resource that is gone: its gauges and what we remembered of it.
@@ -780,6 +798,9 @@ async fn reconcile_steps(
                     requeue = Some(decision.requeue);
                     break;
                 };
+                if matches!(observation, Observation::Instance(_)) {
+                    ctx.metrics.record_check(&key);
+                }
                 // The client keeps the last figure any write was answered with: with other
                 // reconciles' writes in between it may be theirs, which makes the correction
                 // a little too strong or too weak. It only ever lowers the copy, and the next

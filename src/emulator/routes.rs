@@ -94,6 +94,7 @@ enum Route {
     Instance(ArmId, String),
     StopProtection(ArmId, String),
     Sync(ArmId, String),
+    RecoveryPoints(ArmId, String),
     OperationStatus { subscription: String, id: String },
     OperationResult { subscription: String, id: String },
     Unknown,
@@ -137,7 +138,9 @@ impl Route {
                 Self::Instance(vault, (*name).to_owned())
             }
             [a, name, action] if is(a, "backupInstances") && !name.is_empty() => {
-                if is(action, "stopProtection") {
+                if is(action, "recoveryPoints") {
+                    Self::RecoveryPoints(vault, (*name).to_owned())
+                } else if is(action, "stopProtection") {
                     Self::StopProtection(vault, (*name).to_owned())
                 } else if is(action, "sync") {
                     Self::Sync(vault, (*name).to_owned())
@@ -159,6 +162,7 @@ impl Route {
             (Self::Instance(..), "DELETE") => "BackupInstances_Delete",
             (Self::StopProtection(..), "POST") => "BackupInstances_StopProtection",
             (Self::Sync(..), "POST") => "BackupInstances_SyncBackupInstance",
+            (Self::RecoveryPoints(..), "GET") => "RecoveryPoints_List",
             (Self::OperationStatus { .. }, "GET") => "OperationStatus_Get",
             (Self::OperationResult { .. }, "GET") => "OperationResult_Get",
             _ => return None,
@@ -186,7 +190,8 @@ impl Route {
             | Self::List(v)
             | Self::Instance(v, _)
             | Self::StopProtection(v, _)
-            | Self::Sync(v, _) => &v.subscription,
+            | Self::Sync(v, _)
+            | Self::RecoveryPoints(v, _) => &v.subscription,
             Self::OperationStatus { subscription, .. }
             | Self::OperationResult { subscription, .. } => subscription,
             Self::Unknown => "",
@@ -338,6 +343,10 @@ async fn respond(
         },
         Route::StopProtection(vault, name) => state.instance_action(&ctx, vault, name, true),
         Route::Sync(vault, name) => state.instance_action(&ctx, vault, name, false),
+        Route::RecoveryPoints(vault, name) => {
+            let token = query_param(query, "$skipToken");
+            state.list_recovery_points(&ctx, vault, name, token.as_deref())
+        }
         Route::OperationStatus { subscription, id } => {
             state.operation_status(&ctx, subscription, id)
         }

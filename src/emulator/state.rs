@@ -10,7 +10,7 @@ use http::StatusCode;
 use http::header::LOCATION;
 use jiff::Timestamp;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::EmulatorError;
 use super::config::{
@@ -28,6 +28,13 @@ use super::reply::{
 };
 
 const INSTANCE_TYPE: &str = "Microsoft.DataProtection/backupVaults/backupInstances";
+const RECOVERY_POINT_TYPE: &str =
+    "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints";
+/// How often a vaulted instance is backed up (a daily policy, the most frequent Azure allows
+/// for vaulted blob backup).
+pub const BACKUP_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Recovery points a vaulted instance keeps (30 days of daily backups).
+const RETAINED_RECOVERY_POINTS: u64 = 30;
 const BLOB_DATASOURCE_TYPES: [&str; 2] = [
     "Microsoft.Storage/storageAccounts/blobServices",
     "Microsoft.Storage/storageAccounts/adlsBlobServices",
@@ -122,6 +129,9 @@ struct Instance {
     phase: Phase,
     pending: Option<Pending>,
     protection_error: Option<UserFacingError>,
+    /// When protection was first configured: vaulted instances get a recovery point then
+    /// and every [`BACKUP_INTERVAL`] after.
+    protected_since: Option<Instant>,
 }
 
 /// What a request resolved to after the checks validate and PUT share.
@@ -210,6 +220,7 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
         (OpKind::Create | OpKind::Update, None) => {
             instance.phase = Phase::Configured;
             instance.protection_error = None;
+            instance.protected_since.get_or_insert(pending.done_at);
         }
         (OpKind::StopProtection, None) => instance.phase = Phase::Stopped,
         (OpKind::Sync, None) => instance.protection_error = None,
@@ -784,6 +795,7 @@ impl State {
                         phase: Phase::Configured,
                         pending: None,
                         protection_error: None,
+                        protected_since: None,
                     },
                 );
                 self.holders
@@ -813,6 +825,65 @@ impl State {
             Some(instance) => Ok(Reply::json(StatusCode::OK, &view(instance))),
             None => Err(instance_not_found(vault, name)),
         }
+    }
+
+    /// GET backupInstances/{name}/recoveryPoints (one page, newest first; `skip_token` is the
+    /// number of points already listed). Vaulted instances have one recovery point from when
+    /// protection was configured and one every [`BACKUP_INTERVAL`] since, the newest
+    /// [`RETAINED_RECOVERY_POINTS`] kept; operational ones have none.
+    pub fn list_recovery_points(
+        &mut self,
+        ctx: &Ctx,
+        vault: &ArmId,
+        name: &str,
+        skip_token: Option<&str>,
+    ) -> Answer {
+        self.vault(vault)?;
+        let page_size = self.settings.page_size.max(1);
+        let key = instance_key(&vault.key, name);
+        let Some(instance) = self.live(&key, ctx.now) else {
+            return Err(instance_not_found(vault, name));
+        };
+        let since = instance.protected_since.filter(|_| instance.vaulted);
+        let taken = since.map_or(0, |since| {
+            let elapsed = ctx.now.saturating_duration_since(since);
+            (elapsed.as_secs() / BACKUP_INTERVAL.as_secs()).saturating_add(1)
+        });
+        let skip: u64 = skip_token.and_then(|t| t.parse().ok()).unwrap_or(0);
+        let listed = taken.min(RETAINED_RECOVERY_POINTS);
+        let mut value = Vec::new();
+        for newest_first in skip..listed.min(skip + page_size as u64) {
+            let (Some(since), Some(index)) = (since, taken.checked_sub(newest_first + 1)) else {
+                break;
+            };
+            let offset = BACKUP_INTERVAL * u32::try_from(index).unwrap_or(u32::MAX);
+            let age = ctx.now.saturating_duration_since(since + offset);
+            let at = ctx.wall - jiff::SignedDuration::try_from(age).unwrap_or_default();
+            let at = Timestamp::from_second(at.as_second()).unwrap_or(at);
+            value.push(json!({
+                "id": format!("{}/recoveryPoints/rp-{index}", instance.id),
+                "name": format!("rp-{index}"),
+                "type": RECOVERY_POINT_TYPE,
+                "properties": {
+                    "objectType": "AzureBackupDiscreteRecoveryPoint",
+                    "recoveryPointTime": at.to_string(),
+                    "recoveryPointType": "Full",
+                    "recoveryPointState": "Completed",
+                    "recoveryPointDataStoresDetails": [
+                        {"id": format!("rp-{index}-vault"), "type": "VaultStore", "creationTime": at.to_string()}
+                    ]
+                }
+            }));
+        }
+        let next = skip + value.len() as u64;
+        let mut body = json!({ "value": value });
+        if next < listed {
+            body["nextLink"] = json!(format!(
+                "{}{}/recoveryPoints?api-version={}&$skipToken={next}",
+                ctx.base, instance.id, ctx.api_version
+            ));
+        }
+        Ok(Reply::json(StatusCode::OK, &body))
     }
 
     /// GET backupInstances (one page; `skip_token` continues after the named instance).

@@ -1,17 +1,23 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::TelemetryError;
+use super::process::ProcessCollector;
 use crate::api::OperationAction as Action;
-use crate::arm::RequestObserver;
+use crate::arm::{RequestObserver, operation_ids};
+use crate::controller::Error as ReconcileError;
+use crate::controller::decide::Reason;
 
 /// Label value used for anything outside a bounded set.
 const OTHER: &str = "Other";
@@ -112,6 +118,20 @@ struct ReadyLabels {
     ready: bool,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    /// The Azure Data Protection api-version the operator speaks (`--api-version`).
+    api_version: String,
+    /// The custom resource's API version.
+    crd_version: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn azure_request_histogram() -> Histogram {
@@ -124,6 +144,7 @@ fn azure_request_histogram() -> Histogram {
 struct InstanceState {
     protection_status: &'static str,
     ready: bool,
+    reason: &'static str,
     in_flight: Option<Action>,
 }
 
@@ -171,6 +192,50 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What the scrape-time series read: the Azure api-version of `bbo_build_info` and when each
+/// resource's backup instance was last read from Azure.
+#[derive(Debug, Default)]
+struct ScrapeState {
+    api_version: Mutex<String>,
+    checks: Mutex<HashMap<String, Instant>>,
+}
+
+/// Encodes `bbo_build_info` and `bbo_last_successful_check_age_seconds` at each scrape.
+#[derive(Debug)]
+struct ScrapeCollector(Arc<ScrapeState>);
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let build = Info::new(BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+            api_version: lock(&self.0.api_version).clone(),
+            crd_version: CRD_VERSION,
+        });
+        build.encode(encoder.encode_descriptor(
+            "build",
+            "The operator's version, the Azure api-version it speaks and its custom resource's version",
+            None,
+            MetricType::Info,
+        )?)?;
+        let now = Instant::now();
+        let oldest = lock(&self.0.checks)
+            .values()
+            .map(|at| now.saturating_duration_since(*at))
+            .max()
+            .unwrap_or_default();
+        ConstGauge::new(oldest.as_secs_f64()).encode(encoder.encode_descriptor(
+            "last_successful_check_age",
+            "Age of the oldest last successful read of a resource's backup instance from Azure (0 with none)",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The custom resource's version, as `bbo_build_info` reports it.
+const CRD_VERSION: &str = "v1alpha1";
+
 struct Inner {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
@@ -182,12 +247,14 @@ struct Inner {
     throttling_waits: Family<OperationLabels, Counter>,
     instances: Family<ProtectionLabels, Gauge>,
     instances_ready: Family<ReadyLabels, Gauge>,
+    instances_by_reason: Family<ConditionReasonLabels, Gauge>,
     status_writes: Counter,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     error_reasons: BoundedReasons,
     event_reasons: BoundedReasons,
     tracked: Mutex<HashMap<String, InstanceState>>,
+    scrape: Arc<ScrapeState>,
 }
 
 /// The operator's Prometheus metrics (cheap to clone; clones share the series).
@@ -216,77 +283,88 @@ impl Metrics {
     /// Creates the registry with every series registered. Gauges whose label values are known
     /// up front start at 0, so dashboards see them before the first resource arrives.
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("bbo");
+        // The operator's series are `bbo_*`; the standard `process_*` ones have no prefix.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let scrape = Arc::new(ScrapeState::default());
+        let r = root.sub_registry_with_prefix("bbo");
+        r.register_collector(Box::new(ScrapeCollector(scrape.clone())));
         let inner = Inner {
             reconciles: register(
-                &mut r,
+                r,
                 "reconcile",
                 "Reconciles of BlobBackupInstance resources, by result",
                 Family::default(),
             ),
             reconcile_errors: register(
-                &mut r,
+                r,
                 "reconcile_errors",
-                "Failed reconciles, by the reason the controller reports",
+                "Reconciles that failed on the Kubernetes API, by reason (Azure trouble is in the resource's status and bbo_instances_by_reason)",
                 Family::default(),
             ),
             // 5ms .. ~41s: a reconcile is a few ARM calls, never a wait for an operation.
             reconcile_duration: register_seconds(
-                &mut r,
+                r,
                 "reconcile_duration",
                 "Time spent in one reconcile",
                 Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             ),
             azure_requests: register(
-                &mut r,
+                r,
                 "azure_requests",
                 "HTTP requests to Azure Resource Manager, by operationId and status code (or network)",
                 Family::default(),
             ),
             azure_request_duration: register_seconds(
-                &mut r,
+                r,
                 "azure_request_duration",
                 "Duration of HTTP requests to Azure Resource Manager, by operationId",
                 Family::new_with_constructor(azure_request_histogram as fn() -> Histogram),
             ),
             operations_in_flight: register(
-                &mut r,
+                r,
                 "operations_in_flight",
                 "Long-running Azure operations being tracked, by action",
                 Family::default(),
             ),
             throttling_waits: register(
-                &mut r,
+                r,
                 "throttling_waits",
                 "Reconciles deferred because Azure throttled a request (429 Retry-After)",
                 Family::default(),
             ),
             instances: register(
-                &mut r,
+                r,
                 "instances",
                 "BlobBackupInstance resources, by Azure protection status",
                 Family::default(),
             ),
             instances_ready: register(
-                &mut r,
+                r,
                 "instances_ready",
                 "BlobBackupInstance resources, by their Ready condition",
                 Family::default(),
             ),
+            instances_by_reason: register(
+                r,
+                "instances_by_reason",
+                "BlobBackupInstance resources, by the reason of their Ready condition",
+                Family::default(),
+            ),
             status_writes: register(
-                &mut r,
+                r,
                 "status_writes",
                 "Status updates written to the Kubernetes API",
                 Counter::default(),
             ),
             events: register(
-                &mut r,
+                r,
                 "events",
                 "Kubernetes Events published, by reason",
                 Family::default(),
             ),
             leader: register(
-                &mut r,
+                r,
                 "leader",
                 "1 while this replica holds the leader lease (or leader election is off)",
                 Gauge::default(),
@@ -294,8 +372,9 @@ impl Metrics {
             error_reasons: BoundedReasons::default(),
             event_reasons: BoundedReasons::default(),
             tracked: Mutex::new(HashMap::new()),
+            scrape,
             // Last: every field above registered itself in it.
-            registry: r,
+            registry: root,
         };
 
         for result in ["success", "error"] {
@@ -321,6 +400,31 @@ impl Metrics {
                 .instances_ready
                 .get_or_create(&ReadyLabels { ready })
                 .set(0);
+        }
+        for reason in Reason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .chain([UNKNOWN, OTHER])
+        {
+            inner
+                .instances_by_reason
+                .get_or_create(&ConditionReasonLabels { reason })
+                .set(0);
+        }
+        // Counters with known labels start at 0, so `rate()` and `absent()` work before the
+        // first failure.
+        for reason in ReconcileError::METRIC_REASONS {
+            let reason = inner.error_reasons.admit(reason);
+            inner
+                .reconcile_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(0);
+        }
+        for operation in operation_ids::ALL {
+            inner
+                .throttling_waits
+                .get_or_create(&OperationLabels { operation })
+                .inc_by(0);
         }
         Self {
             inner: Arc::new(inner),
@@ -358,20 +462,28 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the Azure api-version `bbo_build_info` reports.
+    pub fn set_azure_api_version(&self, api_version: &str) {
+        *lock(&self.inner.scrape.api_version) = api_version.to_owned();
+    }
+
     /// Records what a resource looks like now (`key` identifies it, for example
     /// `namespace/name`; it never becomes a label). `protection_status` is Azure's
-    /// `protectionStatus.status` (any casing; `None` before Azure reports one); `in_flight` is
-    /// the long-running Azure operation being tracked for it, if any.
+    /// `protectionStatus.status` (any casing; `None` before Azure reports one); `reason` is
+    /// its Ready condition's reason (a known [`Reason`], else counted as `Other`; `None`:
+    /// `Unknown`); `in_flight` is the long-running Azure operation being tracked for it, if any.
     pub fn observe_instance(
         &self,
         key: &str,
         protection_status: Option<&str>,
         ready: bool,
+        reason: Option<&str>,
         in_flight: Option<Action>,
     ) {
         let new = InstanceState {
             protection_status: protection_status_label(protection_status),
             ready,
+            reason: condition_reason_label(reason),
             in_flight,
         };
         let mut tracked = lock(&self.inner.tracked);
@@ -384,8 +496,21 @@ impl Metrics {
         }
     }
 
+    /// Records that the resource's backup instance was just read from Azure (found or not):
+    /// `bbo_last_successful_check_age_seconds` is the age of the oldest such read among the
+    /// resources tracked.
+    pub fn record_check(&self, key: &str) {
+        self.record_check_at(key, Instant::now());
+    }
+
+    /// [`Metrics::record_check`] at a given time (tests age a check this way).
+    pub fn record_check_at(&self, key: &str, at: Instant) {
+        lock(&self.inner.scrape.checks).insert(key.to_owned(), at);
+    }
+
     /// Forgets a resource that was deleted, so it no longer counts in the instance gauges.
     pub fn forget_instance(&self, key: &str) {
+        lock(&self.inner.scrape.checks).remove(key);
         let removed = lock(&self.inner.tracked).remove(key);
         if let Some(old) = removed {
             self.count_instance(old, -1);
@@ -396,6 +521,7 @@ impl Metrics {
     /// longer shows). A controller that stops forgets them all: a replica that does not lead
     /// reports no resources, so summing the replicas' gauges counts each resource once.
     pub fn retain_instances(&self, mut keep: impl FnMut(&str) -> bool) {
+        lock(&self.inner.scrape.checks).retain(|key, _| keep(key));
         lock(&self.inner.tracked).retain(|key, state| {
             let kept = keep(key);
             if !kept {
@@ -414,6 +540,12 @@ impl Metrics {
         self.inner
             .instances_ready
             .get_or_create(&ReadyLabels { ready: state.ready })
+            .inc_by(delta);
+        self.inner
+            .instances_by_reason
+            .get_or_create(&ConditionReasonLabels {
+                reason: state.reason,
+            })
             .inc_by(delta);
         if let Some(action) = state.in_flight {
             self.inner
@@ -482,6 +614,18 @@ fn protection_status_label(status: Option<&str>) -> &'static str {
     PROTECTION_STATUSES
         .into_iter()
         .find(|known| known.eq_ignore_ascii_case(status))
+        .unwrap_or(OTHER)
+}
+
+/// A Ready reason as a bounded label: a known [`Reason`], `Unknown` without one, else `Other`.
+fn condition_reason_label(reason: Option<&str>) -> &'static str {
+    let Some(reason) = reason else {
+        return UNKNOWN;
+    };
+    Reason::ALL
+        .iter()
+        .map(|known| known.as_str())
+        .find(|known| *known == reason)
         .unwrap_or(OTHER)
 }
 

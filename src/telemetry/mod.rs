@@ -8,6 +8,7 @@
 mod health;
 mod logging;
 mod metrics;
+mod process;
 mod server;
 
 pub use health::{HealthState, Role};
