@@ -141,50 +141,52 @@ fn print_header() {
             "NAME",
             "READY",
             "REASON",
-            "PROTECTION",
+            "VAULT",
+            "ACCOUNT",
+            "DELETION",
             "OPERATION",
-            "OPSTATUS",
             "DELETING",
         ])
     );
 }
 
-/// One line in `kubectl get`'s column layout.
+/// One line in `kubectl get`'s column layout (the CRD's default printer columns, less the
+/// policy and the age; `DELETING` shows the finalizer at work).
 fn columns(
     [
         name,
         ready,
         reason,
-        protection,
+        vault,
+        account,
+        deletion,
         operation,
-        op_status,
         deleting,
-    ]: [&str; 7],
+    ]: [&str; 8],
 ) -> String {
     format!(
-        "{name:<14} {ready:<7} {reason:<24} {protection:<24} {operation:<10} {op_status:<11} {deleting}"
+        "{name:<14} {ready:<7} {reason:<22} {vault:<14} {account:<14} {deletion:<9} {operation:<20} {deleting}"
     )
 }
 
 fn row(bbi: &BlobBackupInstance) -> String {
     let status = bbi.status.as_ref();
-    let operation = status.and_then(|s| s.operation.as_ref());
     let (ready, reason) = condition(bbi, "Ready");
-    let action = operation
-        .map(|o| format!("{:?}", o.action))
-        .unwrap_or_default();
-    let op_status = operation
-        .map(|o| format!("{:?}", o.status))
-        .unwrap_or_default();
+    let deletion = format!("{:?}", bbi.spec.deletion_policy);
     columns([
         bbi.metadata.name.as_deref().unwrap_or_default(),
         &ready,
         &reason,
         status
-            .and_then(|s| s.protection_status.as_deref())
+            .and_then(|s| s.vault_name.as_deref())
             .unwrap_or_default(),
-        &action,
-        &op_status,
+        status
+            .and_then(|s| s.storage_account_name.as_deref())
+            .unwrap_or_default(),
+        &deletion,
+        status
+            .and_then(|s| s.current_operation.as_deref())
+            .unwrap_or_default(),
         if bbi.metadata.deletion_timestamp.is_some() {
             "yes (finalizer)"
         } else {
