@@ -318,8 +318,11 @@ impl Context {
         }
     }
 
-    /// The context of a leader term: Azure writes only while `fence` holds.
+    /// The context of a leader term: Azure writes only while `fence` holds, checked before
+    /// the intent is recorded, before the call, and by the ARM client once it has the token.
     pub fn with_fence(mut self, fence: leader::Fence) -> Self {
+        let gate = fence.clone();
+        self.arm = self.arm.with_write_gate(Arc::new(move || gate.holds()));
         self.fence = fence;
         self
     }
@@ -798,6 +801,21 @@ async fn reconcile_steps(
                     requeue = Some(decision.requeue);
                     break;
                 };
+                // The term ended during the call (the client sends no write once it has: see
+                // ArmClient::with_write_gate): whoever leads now goes on from the recorded
+                // intent, and this replica records nothing of it.
+                if intent
+                    && matches!(
+                        observation,
+                        Observation::Failed {
+                            call: decide::AzureCall::Start(_),
+                            ..
+                        }
+                    )
+                    && !ctx.leads()
+                {
+                    return Ok(ReconcileAction::await_change());
+                }
                 if matches!(observation, Observation::Instance(_)) {
                     ctx.metrics.record_check(&key);
                 }
