@@ -65,14 +65,19 @@ fn poll_observation(result: Result<Poll, ArmError>) -> Observation {
             status: polled_status(poll.status),
             retry_after: poll.retry_after,
         },
-        Err(
-            error @ (ArmError::ForeignPollUrl { .. }
-            | ArmError::PollPathRefused { .. }
-            | ArmError::Redirected { .. }
-            | ArmError::ResponseTooLarge { .. }),
-        ) => Observation::PollRefused {
-            message: error.to_string(),
-        },
+        Err(error @ (ArmError::ForeignPollUrl { .. } | ArmError::PollPathRefused { .. })) => {
+            Observation::PollRefused {
+                message: format!(
+                    "{error}. Check --arm-endpoint, and who else writes this resource's status"
+                ),
+            }
+        }
+        // Their messages say what to check.
+        Err(error @ (ArmError::Redirected { .. } | ArmError::ResponseTooLarge { .. })) => {
+            Observation::PollRefused {
+                message: error.to_string(),
+            }
+        }
         Err(error) => failed(AzureCall::Poll, error),
     }
 }
@@ -256,9 +261,22 @@ mod tests {
         ] {
             let expected = error.to_string();
             match poll_observation(Err(error)) {
+                // Said once: the redirect's message already names --arm-endpoint.
                 Observation::PollRefused { message } => assert_eq!(message, expected),
                 other => panic!("{expected}: {other:?}"),
             }
+        }
+        let forged = ArmError::PollPathRefused {
+            path: "/subscriptions/x/providers/Microsoft.KeyVault/vaults/v".into(),
+            problem: "it names providers \"Microsoft.KeyVault\"".into(),
+        };
+        match poll_observation(Err(forged)) {
+            Observation::PollRefused { message } => assert!(
+                message
+                    .ends_with("Check --arm-endpoint, and who else writes this resource's status"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
         }
         // Network trouble may pass: the operation is polled again.
         let network = ArmError::Network {

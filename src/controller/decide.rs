@@ -128,7 +128,7 @@ pub enum Observation {
     /// of the instance's vault: no request was made, no token sent), or its answer (a redirect,
     /// a body over the size limit): polling it again would fail the same way.
     PollRefused {
-        /// Why, naming the URL's host or path.
+        /// Why, naming the URL's host or path, and what to check.
         message: String,
     },
 }
@@ -868,9 +868,7 @@ impl<'a> Step<'a> {
     fn poll_refused(mut self, mode: &Mode, message: &str) -> Decision {
         let error = AzureErrorDetail {
             code: Reason::PollUrlRefused.as_str().to_owned(),
-            message: format!(
-                "{message}. Check --arm-endpoint, and who else writes this resource's status"
-            ),
+            message: message.to_owned(),
             ..AzureErrorDetail::default()
         };
         self.end_operation(OperationPhase::Failed, Some(&error));
