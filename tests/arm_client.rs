@@ -1470,6 +1470,45 @@ async fn token_failures_stop_the_request() {
     assert_eq!(mock.seen().len(), 2);
 }
 
+#[tokio::test]
+async fn a_closed_write_gate_sends_no_write_but_reads_go_on() {
+    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = open.clone();
+    let client = client.with_write_gate(Arc::new(move || {
+        gate.load(std::sync::atomic::Ordering::SeqCst)
+    }));
+    let id = instance_id();
+    mock.push(reply(204));
+    client.delete(&id).await.unwrap();
+    assert_eq!(mock.seen().len(), 1, "an open gate lets the write through");
+
+    // The leader term ended (here: before the call; in the controller, while the token was
+    // fetched): no write goes out, whatever the call.
+    open.store(false, std::sync::atomic::Ordering::SeqCst);
+    for error in [
+        client.delete(&id).await.unwrap_err(),
+        client.stop_protection(&id).await.unwrap_err(),
+        client.sync(&id).await.unwrap_err(),
+        client.create_or_update(&id, &instance()).await.unwrap_err(),
+        client
+            .validate_for_backup(&vault(), &instance())
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(error, ArmError::WriteGateClosed { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+        assert!(error.to_string().contains("leader term ended"), "{error}");
+    }
+    assert_eq!(mock.seen().len(), 1, "nothing was sent");
+    mock.push(reply(404));
+    assert_eq!(client.get(&id).await.unwrap(), None);
+    assert_eq!(mock.seen().len(), 2, "a read still goes out");
+}
+
 #[test]
 fn endpoint_and_api_version_validation() {
     let ok = |endpoint: &str, version: &str| {

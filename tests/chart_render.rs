@@ -771,7 +771,12 @@ fn prometheus_rule_alerts_on_series_the_operator_exports() {
     use blob_backup_operator::arm::RequestObserver as _;
     use blob_backup_operator::telemetry::{ExpositionFormat, Metrics};
     let metrics = Metrics::new();
-    metrics.record_reconcile(std::time::Duration::from_millis(1), Some("AccessDenied"));
+    let [_, _, _, status_write_failed, ..] =
+        blob_backup_operator::controller::Error::METRIC_REASONS;
+    metrics.record_reconcile(
+        std::time::Duration::from_millis(1),
+        Some(status_write_failed),
+    );
     metrics.record_throttling_wait("BackupInstances_Get");
     metrics.observe(
         "BackupInstances_Get",
@@ -801,6 +806,12 @@ fn prometheus_rule_alerts_on_series_the_operator_exports() {
         assert_eq!(rule["labels"]["team"], "platform");
         assert!(rule["annotations"]["description"].as_str().is_some());
     }
+    // bbo_reconcile_errors_total counts failures on the Kubernetes API (its reasons are
+    // StatusWriteFailed and the like), not condition reasons: the alert must not send people
+    // to the condition reasons table.
+    let errors = rules[1]["annotations"]["description"].as_str().unwrap();
+    assert!(errors.contains("Kubernetes API"), "{errors}");
+    assert!(!errors.contains("condition reasons"), "{errors}");
 }
 
 #[test]

@@ -158,7 +158,13 @@ impl<T> LroStart<T> {
 #[derive(Clone)]
 pub struct ArmClient {
     inner: Arc<Inner>,
+    /// Checked once the token is in hand, right before a write (any method but GET) goes
+    /// out: fetching a token can take long (Entra ID retries), longer than a leader term.
+    write_gate: Option<WriteGate>,
 }
+
+/// Whether writes may still be sent (see [`ArmClient::with_write_gate`]).
+pub type WriteGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 struct Inner {
     config: ArmConfig,
@@ -299,7 +305,19 @@ impl ArmClient {
                 observer,
                 remaining_writes: AtomicU64::new(NOT_REPORTED),
             }),
+            write_gate: None,
         })
+    }
+
+    /// This client (sharing its HTTP client and token source), sending a write only while
+    /// `gate` says so, checked after the token is fetched: a write refused there is
+    /// [`ArmError::WriteGateClosed`], and nothing was sent. The controller gates writes on its
+    /// leader term ([`crate::controller::leader::Fence`]).
+    pub fn with_write_gate(&self, gate: WriteGate) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            write_gate: Some(gate),
+        }
     }
 
     /// How many writes Azure said the subscription had left
@@ -633,6 +651,13 @@ impl ArmClient {
         body: Option<&B>,
     ) -> Result<Response, ArmError> {
         let token = self.token().await?;
+        if method != Method::GET && self.write_gate.as_ref().is_some_and(|open| !open()) {
+            warn!(
+                operation,
+                "not sent: the write gate closed while the token was fetched"
+            );
+            return Err(ArmError::WriteGateClosed { operation });
+        }
         let client_request_id = Uuid::new_v4().to_string();
         let mut request = self
             .inner

@@ -223,6 +223,15 @@ pub enum ArmError {
         /// What went wrong, naming the auth mode and the missing setting.
         message: String,
     },
+    /// A write was not sent: its gate closed while the token was fetched (the replica's
+    /// leader term ended; see [`super::ArmClient::with_write_gate`]).
+    #[error(
+        "{operation}: not sent: this replica's leader term ended, so it writes nothing more to Azure"
+    )]
+    WriteGateClosed {
+        /// Azure's operationId.
+        operation: &'static str,
+    },
     /// The client's configuration is invalid, or a call is not possible with it.
     #[error("invalid Azure client configuration: {message}")]
     Config {
@@ -281,7 +290,10 @@ impl ArmError {
                 408 | 429 | 500.. => ErrorClass::Transient,
                 _ => ErrorClass::NeedsPerson,
             },
-            Self::Network { .. } | Self::Auth { .. } => ErrorClass::Transient,
+            // Nothing was sent: whoever leads now sends it.
+            Self::Network { .. } | Self::Auth { .. } | Self::WriteGateClosed { .. } => {
+                ErrorClass::Transient
+            }
             Self::Decode { .. }
             | Self::Redirected { .. }
             | Self::ResponseTooLarge { .. }

@@ -7,7 +7,7 @@ use crate::api::OperationAction;
 use crate::arm::ids::BackupInstanceId;
 use crate::arm::{
     ArmClient, ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, LroStart,
-    OperationStatus,
+    OperationStatus, Poll,
 };
 
 use super::decide::{
@@ -49,20 +49,37 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
             arm.stop_protection(id).await,
         ),
         Action::Sync(id) => started(OperationAction::Sync, arm.sync(id).await),
-        Action::Poll { url, instance } => match arm.poll(url, instance).await {
-            Ok(poll) => Observation::Polled {
-                status: polled_status(poll.status),
-                retry_after: poll.retry_after,
-            },
-            Err(error @ (ArmError::ForeignPollUrl { .. } | ArmError::PollPathRefused { .. })) => {
-                Observation::PollRefused {
-                    message: error.to_string(),
-                }
-            }
-            Err(error) => failed(AzureCall::Poll, error),
-        },
+        Action::Poll { url, instance } => poll_observation(arm.poll(url, instance).await),
     };
     Some(observation)
+}
+
+/// What a poll says. A URL the client will not use (not an operation of the vault on the
+/// ARM endpoint), or whose answer it will not take (a redirect, which it does not follow, or
+/// a body over its size limit), would fail the same way on every poll: waiting on it would
+/// stall the resource, and block its deletion, for good. So it is `PollRefused`: the operation
+/// ends as Failed and the instance is read instead.
+fn poll_observation(result: Result<Poll, ArmError>) -> Observation {
+    match result {
+        Ok(poll) => Observation::Polled {
+            status: polled_status(poll.status),
+            retry_after: poll.retry_after,
+        },
+        Err(error @ (ArmError::ForeignPollUrl { .. } | ArmError::PollPathRefused { .. })) => {
+            Observation::PollRefused {
+                message: format!(
+                    "{error}. Check --arm-endpoint, and who else writes this resource's status"
+                ),
+            }
+        }
+        // Their messages say what to check.
+        Err(error @ (ArmError::Redirected { .. } | ArmError::ResponseTooLarge { .. })) => {
+            Observation::PollRefused {
+                message: error.to_string(),
+            }
+        }
+        Err(error) => failed(AzureCall::Poll, error),
+    }
 }
 
 /// The latest recovery point of a vaulted instance. A failed list is logged and leaves the
@@ -219,4 +236,59 @@ pub(crate) fn throttled_operation(observation: &Observation) -> Option<&'static 
         AzureCall::Start(OperationAction::StopProtection) => ops::STOP_PROTECTION,
         AzureCall::Start(OperationAction::Sync) => ops::SYNC,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arm::transport::Oversize;
+
+    #[test]
+    fn a_poll_answer_the_client_will_not_take_is_a_refused_poll_not_a_wait() {
+        for error in [
+            ArmError::Redirected {
+                operation: crate::arm::operation_ids::OPERATION_STATUS,
+                status: 302,
+                location_host: "elsewhere.example".into(),
+                request_id: None,
+            },
+            ArmError::ResponseTooLarge {
+                operation: crate::arm::operation_ids::OPERATION_STATUS,
+                status: 200,
+                size: Oversize::Declared(1 << 30),
+                request_id: None,
+            },
+        ] {
+            let expected = error.to_string();
+            match poll_observation(Err(error)) {
+                // Said once: the redirect's message already names --arm-endpoint.
+                Observation::PollRefused { message } => assert_eq!(message, expected),
+                other => panic!("{expected}: {other:?}"),
+            }
+        }
+        let forged = ArmError::PollPathRefused {
+            path: "/subscriptions/x/providers/Microsoft.KeyVault/vaults/v".into(),
+            problem: "it names providers \"Microsoft.KeyVault\"".into(),
+        };
+        match poll_observation(Err(forged)) {
+            Observation::PollRefused { message } => assert!(
+                message
+                    .ends_with("Check --arm-endpoint, and who else writes this resource's status"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Network trouble may pass: the operation is polled again.
+        let network = ArmError::Network {
+            operation: crate::arm::operation_ids::OPERATION_STATUS,
+            message: "connection reset".into(),
+        };
+        assert!(matches!(
+            poll_observation(Err(network)),
+            Observation::Failed {
+                call: AzureCall::Poll,
+                ..
+            }
+        ));
+    }
 }

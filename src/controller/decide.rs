@@ -125,9 +125,10 @@ pub enum Observation {
         error: ObservedError,
     },
     /// The client refused the poll URL (not on the configured ARM endpoint, or not an operation
-    /// of the instance's vault): no request was made, no token sent.
+    /// of the instance's vault: no request was made, no token sent), or its answer (a redirect,
+    /// a body over the size limit): polling it again would fail the same way.
     PollRefused {
-        /// Why, naming the URL's host or path.
+        /// Why, naming the URL's host or path, and what to check.
         message: String,
     },
 }
@@ -390,7 +391,8 @@ reasons! {
     InstanceConflict,
     /// Condition and event. The operation's poll URL (status.operation.pollUrl) is not on the
     /// configured ARM endpoint, or not a Microsoft.DataProtection operation of the vault, so it
-    /// was not polled and no token was sent to it: the operation is marked Failed and the
+    /// was not polled and no token was sent to it (or ARM answered the poll with a redirect, not
+    /// followed, or a body over 4 MiB): the operation is marked Failed and the
     /// backup instance is read from Azure instead. Check `--arm-endpoint` (sovereign clouds have
     /// their own), and who else writes this resource's status.
     PollUrlRefused,
@@ -866,9 +868,7 @@ impl<'a> Step<'a> {
     fn poll_refused(mut self, mode: &Mode, message: &str) -> Decision {
         let error = AzureErrorDetail {
             code: Reason::PollUrlRefused.as_str().to_owned(),
-            message: format!(
-                "{message}. Check --arm-endpoint, and who else writes this resource's status"
-            ),
+            message: message.to_owned(),
             ..AzureErrorDetail::default()
         };
         self.end_operation(OperationPhase::Failed, Some(&error));

@@ -318,8 +318,11 @@ impl Context {
         }
     }
 
-    /// The context of a leader term: Azure writes only while `fence` holds.
+    /// The context of a leader term: Azure writes only while `fence` holds, checked before
+    /// the intent is recorded, before the call, and by the ARM client once it has the token.
     pub fn with_fence(mut self, fence: leader::Fence) -> Self {
+        let gate = fence.clone();
+        self.arm = self.arm.with_write_gate(Arc::new(move || gate.holds()));
         self.fence = fence;
         self
     }
@@ -677,9 +680,14 @@ fn records_new_operation(
     now.is_some() && now != poll_url(persisted)
 }
 
-/// Whether the observation is a poll that found the operation finished.
+/// Whether the observation is an operation's end: a poll that found it finished, or a call
+/// Azure completed synchronously (validateForBackup may answer 200).
 fn operation_ended(observation: &Observation) -> bool {
-    matches!(observation, Observation::Polled { status, .. } if *status != PolledStatus::InProgress)
+    match observation {
+        Observation::Polled { status, .. } => *status != PolledStatus::InProgress,
+        Observation::Started { poll, .. } => poll.is_none(),
+        _ => false,
+    }
 }
 
 /// Reconciles one resource: up to a few observe → decide → act steps, then records the
@@ -737,9 +745,9 @@ async fn reconcile_steps(
             .map(|_| ctx.writes.admit(&key, Instant::now()));
         if let Some(Err(wait)) = admission {
             debug!(?wait, "waiting for a slot in Azure's write budget");
-            // Except when Azure just reported an operation's end (a validate, before the
-            // PUT): that is recorded now, with what the decision makes of it, or the next
-            // reconcile would find the operation still in flight and poll it again.
+            // Except when Azure just reported an operation's end (a validate, polled or
+            // answered at once, before the PUT): that is recorded now, with what the decision
+            // makes of it, or the next reconcile would poll it again, or validate again.
             if operation_ended(&observation) {
                 if let Some(status) = decision.status {
                     obj.status = Some(status);
@@ -798,6 +806,21 @@ async fn reconcile_steps(
                     requeue = Some(decision.requeue);
                     break;
                 };
+                // The term ended during the call (the client sends no write once it has: see
+                // ArmClient::with_write_gate): whoever leads now goes on from the recorded
+                // intent, and this replica records nothing of it.
+                if intent
+                    && matches!(
+                        observation,
+                        Observation::Failed {
+                            call: decide::AzureCall::Start(_),
+                            ..
+                        }
+                    )
+                    && !ctx.leads()
+                {
+                    return Ok(ReconcileAction::await_change());
+                }
                 if matches!(observation, Observation::Instance(_)) {
                     ctx.metrics.record_check(&key);
                 }
@@ -1056,5 +1079,37 @@ mod tests {
         assert!(!records_new_operation(Some(&started), Some(&done)));
         let no_url = with_operation(OperationPhase::InProgress, None);
         assert!(!records_new_operation(None, Some(&no_url)));
+    }
+
+    /// What a reconcile records when the next write must wait for the write budget: a
+    /// validation Azure answered synchronously (200) is an end like a finished poll, or the
+    /// status would keep the validation Pending and the next reconcile would validate again,
+    /// spending the slot reserved for the PUT on it, over and over.
+    #[test]
+    fn a_synchronous_answer_ends_the_operation_like_a_finished_poll() {
+        let sync = Observation::Started {
+            action: OperationAction::Validate,
+            poll: None,
+        };
+        assert!(operation_ended(&sync));
+        let polled = Observation::Polled {
+            status: PolledStatus::Succeeded,
+            retry_after: None,
+        };
+        assert!(operation_ended(&polled));
+        let running = Observation::Started {
+            action: OperationAction::Validate,
+            poll: Some(decide::PollHandle {
+                url: "https://arm/op/1".into(),
+                retry_after: None,
+            }),
+        };
+        assert!(!operation_ended(&running));
+        let still = Observation::Polled {
+            status: PolledStatus::InProgress,
+            retry_after: None,
+        };
+        assert!(!operation_ended(&still));
+        assert!(!operation_ended(&Observation::None));
     }
 }
