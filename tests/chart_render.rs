@@ -819,6 +819,10 @@ fn values_schema_refuses_what_the_operator_would_refuse() {
     for (set, path) in [
         ("resyncInterval=0s", "/resyncInterval"),
         ("stalledRetryMax=0m 0s", "/stalledRetryMax"),
+        ("azure.retryAfterMax=0s", "/azure/retryAfterMax"),
+        ("azure.retryAfterMax=25h", "/azure/retryAfterMax"),
+        ("azure.retryAfterMax=86401s", "/azure/retryAfterMax"),
+        ("azure.retryAfterMax=1441m", "/azure/retryAfterMax"),
         (
             "azure.armEndpoint=http://arm.example.com",
             "/azure/armEndpoint",

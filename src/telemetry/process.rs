@@ -57,7 +57,7 @@ impl ProcessStats {
 /// Parses `/proc/self/stat` (see proc(5)); fds are filled in by the caller.
 fn parse_stat(stat: &str, boot_time: f64, ticks: f64, page_size: i64) -> Option<ProcessStats> {
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state), so field N is fields[N - 3].
     let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
@@ -176,6 +176,8 @@ mod tests {
         assert_eq!(stats.virtual_memory_bytes, 3_133_440);
         assert_eq!(stats.resident_memory_bytes, 380 * 4096);
         assert_eq!(parse_stat("garbage", 0.0, 100.0, 4096), None);
+        // A line cut right after the command name is refused, not a panic.
+        assert_eq!(parse_stat("1 (bbo)", 0.0, 100.0, 4096), None);
     }
 
     #[test]
