@@ -867,7 +867,7 @@ fn validation_failures() {
     row(
         "already protected: Stalled with the holding vault",
         with_status(False, Reason::Validating, None),
-        already,
+        already.clone(),
     )
     .health(False, Reason::AlreadyProtected)
     .cond(VALIDATED, False, Reason::AlreadyProtected)
@@ -880,6 +880,20 @@ fn validation_failures() {
         "Recommended action: Delete the backup instance msblobbackuptemp",
     )
     .events(&[Reason::ValidationFailed]);
+
+    // A validation creates nothing, so it does not take the name: after AlreadyProtected the
+    // person may name the instance that protects the account, to adopt it.
+    let mut adopt_by_name = after(validating(), std::slice::from_ref(&already));
+    adopt_by_name.spec.backup_instance_name = Some("msblobbackuptemp".into());
+    adopt_by_name.metadata.generation = Some(2);
+    row(
+        "already protected, then the spec names the holding instance: looked up, not InvalidSpec",
+        adopt_by_name,
+        Observation::None,
+    )
+    .action(&format!(
+        "GetInstance {VAULT}/backupInstances/msblobbackuptemp"
+    ));
 
     row(
         "other validation failure",

@@ -798,9 +798,14 @@ impl<'a> Step<'a> {
         let requeue = Requeue::After(self.settings.retry_after_min);
         match action.operation() {
             Some(operation) => {
-                // From here on the name is taken: a spec naming another one is refused.
-                self.status.backup_instance_name = Some(mode.instance().name().to_owned());
-                self.status.backup_instance_id = Some(mode.instance().to_string());
+                // From the first write of the instance itself on, the name is taken: a spec
+                // naming another one is refused. A validation creates nothing, so after one
+                // fails (say, AlreadyProtected) the spec may still name another instance, e.g.
+                // to adopt the one that protects the account.
+                if operation != OperationAction::Validate {
+                    self.status.backup_instance_name = Some(mode.instance().name().to_owned());
+                    self.status.backup_instance_id = Some(mode.instance().to_string());
+                }
                 self.status.operation = Some(AzureOperation {
                     action: operation,
                     status: OperationPhase::Pending,
