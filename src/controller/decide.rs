@@ -682,11 +682,16 @@ impl<'a> Step<'a> {
             .is_some_and(|c| c.reason == reason.as_str())
     }
 
-    fn ready_for_this_generation(&self) -> bool {
-        self.old_condition(condition_type::READY).is_some_and(|c| {
+    /// Whether the condition `type_` was True for the current generation before this step.
+    fn was_true_for_this_generation(&self, type_: &str) -> bool {
+        self.old_condition(type_).is_some_and(|c| {
             c.status == ConditionStatus::True
                 && c.observed_generation == self.obj.metadata.generation
         })
+    }
+
+    fn ready_for_this_generation(&self) -> bool {
+        self.was_true_for_this_generation(condition_type::READY)
     }
 
     fn was_stalled(&self) -> bool {
@@ -839,11 +844,7 @@ impl<'a> Step<'a> {
 
     /// Whether Azure validated the backup request for this generation.
     fn validated_for_this_generation(&self) -> bool {
-        self.old_condition(condition_type::VALIDATED)
-            .is_some_and(|c| {
-                c.status == ConditionStatus::True
-                    && c.observed_generation == self.obj.metadata.generation
-            })
+        self.was_true_for_this_generation(condition_type::VALIDATED)
     }
 
     // ---- the state machine ----
@@ -948,11 +949,7 @@ impl<'a> Step<'a> {
     /// keeps the Stalled conditions (and their lastTransitionTime, the backoff's clock) until
     /// Azure accepts a write or reports progress: until then a person still has to act.
     fn retrying(&self) -> bool {
-        self.old_condition(condition_type::STALLED)
-            .is_some_and(|c| {
-                c.status == ConditionStatus::True
-                    && c.observed_generation == self.obj.metadata.generation
-            })
+        self.was_true_for_this_generation(condition_type::STALLED)
     }
 
     fn on_instance(mut self, mode: &Mode, instance: Option<&ObservedInstance>) -> Decision {

@@ -42,11 +42,6 @@ struct FenceState {
 }
 
 impl Fence {
-    /// A fence that holds forever: leader election is off.
-    pub fn always() -> Self {
-        Self(None)
-    }
-
     /// A fence that does not hold until a renewal extends it.
     fn closed_until_renewed() -> Self {
         Self(Some(Arc::new(FenceState {
@@ -217,7 +212,7 @@ where
     let Some(config) = config else {
         health.set_role(Role::Leader);
         metrics.set_leader(true);
-        let work = make_work(Fence::always());
+        let work = make_work(Fence::default());
         tokio::pin!(work);
         let outcome = loop {
             tokio::select! {
@@ -576,8 +571,8 @@ mod tests {
 
     #[test]
     fn a_fence_holds_only_within_its_renewed_term() {
-        assert!(Fence::always().holds());
-        assert_eq!(Fence::always().deadline(), None);
+        assert!(Fence::default().holds());
+        assert_eq!(Fence::default().deadline(), None);
 
         let fence = Fence::closed_until_renewed();
         assert!(!fence.holds(), "no renewal yet");

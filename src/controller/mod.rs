@@ -558,19 +558,14 @@ impl Context {
 
     /// Updates the per-resource gauges from the status now in effect.
     fn observe(&self, key: &str, status: Option<&BlobBackupInstanceStatus>) {
-        let ready = status.is_some_and(|s| {
+        let ready_condition = status.and_then(|s| {
             s.conditions
                 .iter()
-                .any(|c| c.type_ == condition_type::READY && c.status == ConditionStatus::True)
+                .find(|c| c.type_ == condition_type::READY)
         });
+        let ready = ready_condition.is_some_and(|c| c.status == ConditionStatus::True);
+        let reason = ready_condition.map(|c| c.reason.as_str());
         let protection = status.and_then(|s| s.protection_status.as_deref());
-        let reason = status
-            .and_then(|s| {
-                s.conditions
-                    .iter()
-                    .find(|c| c.type_ == condition_type::READY)
-            })
-            .map(|c| c.reason.as_str());
         let in_flight = status.and_then(decide::in_flight).map(|op| op.action);
         self.metrics
             .observe_instance(key, protection, ready, reason, in_flight);
@@ -620,12 +615,11 @@ pub async fn apply_status(
     api: &Api<BlobBackupInstance>,
     obj: &BlobBackupInstance,
 ) -> Result<BlobBackupInstance, kube::Error> {
-    let body = json!({
+    let mut body = json!({
         "apiVersion": BlobBackupInstance::api_version(&()),
         "kind": BlobBackupInstance::kind(&()),
         "status": obj.status,
     });
-    let mut body = body;
     if let Some(version) = &obj.metadata.resource_version {
         body["metadata"] = json!({"resourceVersion": version});
     }
@@ -883,21 +877,17 @@ pub fn error_policy(
     } else {
         ctx.settings.retry_after_default
     };
-    if error.is_invalid() {
-        warn!(
-            resource = %obj.name_any(),
-            namespace = %obj.namespace().unwrap_or_default(),
-            retry_in = ?delay,
-            "reconcile failed: the API server refused a write as invalid (HTTP 422): {error}. \
-             Check that the installed CRD is the one of this operator version (crds/ of its release)"
-        );
+    let hint = if error.is_invalid() {
+        " (the API server refused a write as invalid, HTTP 422: check that the installed CRD is the one of this operator version, crds/ of its release)"
     } else {
-        warn!(
-            resource = %obj.name_any(),
-            namespace = %obj.namespace().unwrap_or_default(),
-            "reconcile failed: {error}"
-        );
-    }
+        ""
+    };
+    warn!(
+        resource = %obj.name_any(),
+        namespace = %obj.namespace().unwrap_or_default(),
+        retry_in = ?delay,
+        "reconcile failed: {error}{hint}"
+    );
     ctx.requeue(&key, Requeue::After(delay))
 }
 
