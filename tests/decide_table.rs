@@ -10,7 +10,8 @@ use blob_backup_operator::api::{
 };
 use blob_backup_operator::controller::decide::{
     Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, LastRecoveryPoint, Observation,
-    ObservedError, ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings, decide,
+    ObservedError, ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings,
+    current_operation, decide,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -128,25 +129,18 @@ fn with_status(
     operation: Option<AzureOperation>,
 ) -> BlobBackupInstance {
     let mut obj = bbi();
-    // What decide derives from the spec and the operation, as it would have recorded it.
-    let current_operation = operation.as_ref().and_then(|op| {
-        let shown = match op.status {
-            OperationPhase::Pending | OperationPhase::InProgress => true,
-            OperationPhase::Failed | OperationPhase::Canceled => ready != True,
-            OperationPhase::Succeeded => false,
-        };
-        shown.then(|| format!("{:?} {:?}", op.action, op.status))
-    });
-    obj.status = Some(BlobBackupInstanceStatus {
+    let mut status = BlobBackupInstanceStatus {
         observed_generation: Some(1),
         vault_name: Some("testBkpVault".into()),
         storage_account_name: Some("msblobbackup".into()),
         policy_name: Some("BlobBackup-Policy".into()),
         operation,
-        current_operation,
         conditions: health(ready, reason, t0()),
         ..Default::default()
-    });
+    };
+    // What decide derives from the operation and Ready, as it would have recorded it.
+    status.current_operation = current_operation(&status);
+    obj.status = Some(status);
     obj
 }
 

@@ -476,7 +476,7 @@ pub(crate) fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOpera
 
 /// `status.currentOperation`: the operation while in flight, or failed (or canceled) while the
 /// resource is not Ready.
-fn current_operation(status: &BlobBackupInstanceStatus) -> Option<String> {
+pub fn current_operation(status: &BlobBackupInstanceStatus) -> Option<String> {
     let op = status.operation.as_ref()?;
     let ready = status
         .conditions
