@@ -4,16 +4,13 @@
 //! `cargo bench --bench converge -- --instances N [--latency-ms L] [--faults] [--json]
 //!   [--concurrency C] [--kubeconfig PATH]`
 
-#[path = "harness/mod.rs"]
-mod harness;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use testkit::benchmark;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use blob_backup_operator::emulator::ThrottleSettings;
 use clap::Parser;
+use vault_emulator::ThrottleSettings;
 
 /// Measures how fast and how cheaply the operator brings N resources to Ready.
 #[derive(Debug, Parser)]
@@ -85,21 +82,21 @@ fn main() -> anyhow::Result<()> {
         refill_per_second: args.write_refill.unwrap_or(refill),
     });
     let retry_after = Duration::from_secs(
-        blob_backup_operator::emulator::Settings {
+        vault_emulator::Settings {
             latency,
             ..Default::default()
         }
         .operation_retry_after(),
     );
-    let bound = harness::lower_bound(args.instances, latency, retry_after, throttle.as_ref());
-    let (_guard, work_dir) = harness::work_dir()?;
-    let options = harness::Options {
+    let bound = benchmark::lower_bound(args.instances, latency, retry_after, throttle.as_ref());
+    let (_guard, work_dir) = benchmark::work_dir()?;
+    let options = benchmark::Options {
         instances: args.instances,
         latency,
         concurrency: args.concurrency,
         resync: Duration::from_secs(args.resync_seconds),
         throttle,
-        faults: args.faults.then(|| harness::FaultPlan {
+        faults: args.faults.then(|| benchmark::FaultPlan {
             share: args.fault_share,
             restarts: args.restarts,
             seed: args.seed,
@@ -120,8 +117,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(harness::run(&options))?;
-    print!("{}", harness::table(&report));
+    let report = runtime.block_on(benchmark::run(&options))?;
+    print!("{}", benchmark::table(&report));
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }

@@ -3,12 +3,9 @@
 //!
 //! It runs the operator's own controller code against two stand-ins on loopback: the vault
 //! emulator (as `run --embedded-vault` does) and the in-memory Kubernetes API server the tests
-//! use (tests/support/fake_apiserver.rs). It applies deploy/examples/msblobbackup.yaml, prints
+//! use (`testkit::fake_apiserver`). It applies deploy/examples/msblobbackup.yaml, prints
 //! the resource the way `kubectl get bbi` would each time its status changes until it is Ready,
 //! then deletes it and shows the finalizer holding it until the emulated Azure confirms.
-
-#[path = "../tests/support/fake_apiserver.rs"]
-mod fake_apiserver;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -16,13 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use blob_backup_operator::api::BlobBackupInstance;
-use blob_backup_operator::arm::auth::AuthConfig;
-use blob_backup_operator::arm::{self, ArmClient, ArmConfig, DEFAULT_API_VERSION};
 use blob_backup_operator::controller::{self, ControllerConfig};
-use blob_backup_operator::emulator::{EmulatorConfig, RunningEmulator};
 use blob_backup_operator::telemetry::{HealthState, Metrics};
-use fake_apiserver::FakeApiServer;
+use dataprotection::auth::AuthConfig;
+use dataprotection::{ArmClient, ArmConfig, DEFAULT_API_VERSION};
 use kube::api::{Api, DeleteParams, PostParams};
+use testkit::fake_apiserver::FakeApiServer;
+use vault_emulator::{EmulatorConfig, RunningEmulator};
 
 const NAMESPACE: &str = "default";
 const EXAMPLE: &str = include_str!("../deploy/examples/msblobbackup.yaml");
@@ -30,7 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    arm::install_crypto_provider();
+    dataprotection::install_crypto_provider();
     let emulator = RunningEmulator::start(
         EmulatorConfig::default(),
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -45,8 +42,8 @@ async fn main() -> Result<()> {
     println!("Kubernetes API stand-in: {}", kubernetes.url());
 
     let auth = AuthConfig::fixed_token(emulator.token());
-    let http = arm::default_http_client()?;
-    let credential = arm::credential(&auth, http.clone())?;
+    let http = dataprotection::default_http_client()?;
+    let credential = dataprotection::credential(&auth, http.clone())?;
     let metrics = Metrics::new();
     let arm = ArmClient::new(
         ArmConfig::new(emulator.base_url(), DEFAULT_API_VERSION),

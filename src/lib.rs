@@ -4,7 +4,5 @@
 //! and benchmarks drive the same code the operator runs.
 
 pub mod api;
-pub mod arm;
 pub mod controller;
-pub mod emulator;
 pub mod telemetry;

@@ -1,9 +1,12 @@
 //! The `blob-backup-operator` command line: `run` (the controller), `crd` (print the CRD
-//! YAML) and `vault-emulator` (serve the local Data Protection emulator). Everything else is
-//! in the library; this file only turns flags into its configuration.
+//! YAML) and, when built with the `embedded-vault` feature, `vault-emulator` (serve the local
+//! Data Protection emulator). Everything else is in the library; this file only turns flags
+//! into its configuration.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+#[cfg(feature = "embedded-vault")]
+use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,20 +14,21 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use blob_backup_operator::api::crd_yaml;
-use blob_backup_operator::arm::{
-    self, ArmClient, ArmConfig, AuthConfig, AuthMode, DEFAULT_API_VERSION, DEFAULT_ENDPOINT,
-};
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::controller::kubernetes_version;
 use blob_backup_operator::controller::leader::{LeaderElectionConfig, run_as_leader};
 use blob_backup_operator::controller::{self, ControllerConfig, KubeClients};
-use blob_backup_operator::emulator::{self, EmulatorArgs, EmulatorConfig, RunningEmulator};
 use blob_backup_operator::telemetry::{self, HealthState, LogFormat, Metrics, Role};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use dataprotection::{
+    self, ArmClient, ArmConfig, AuthConfig, AuthMode, DEFAULT_API_VERSION, DEFAULT_ENDPOINT,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
+#[cfg(feature = "embedded-vault")]
+use vault_emulator::{EmulatorArgs, EmulatorConfig, RunningEmulator};
 
 // The allocator is chosen, not inherited: glibc's per-thread arenas held about a third of the
 // peak at 10,000 resources, and musl's (the container image) is slow under contention.
@@ -68,6 +72,7 @@ enum Command {
     /// Print the BlobBackupInstance CustomResourceDefinition as YAML.
     Crd,
     /// Serve the local Azure Data Protection emulator (the article's vault and account).
+    #[cfg(feature = "embedded-vault")]
     VaultEmulator(EmulatorArgs),
 }
 
@@ -336,6 +341,7 @@ enum Azure {
         auth: Box<AuthConfig>,
     },
     /// The emulator in this process.
+    #[cfg(feature = "embedded-vault")]
     Embedded { api_version: String },
 }
 
@@ -371,6 +377,23 @@ impl RunArgs {
         }
     }
 
+    /// `--embedded-vault`: the emulator in this process, when the binary has one.
+    #[cfg(feature = "embedded-vault")]
+    fn embedded_azure(&self) -> Result<Azure> {
+        Ok(Azure::Embedded {
+            api_version: self.api_version.clone(),
+        })
+    }
+
+    /// `--embedded-vault` in a build without the emulator (the container image): refused.
+    #[cfg(not(feature = "embedded-vault"))]
+    fn embedded_azure(&self) -> Result<Azure> {
+        bail!(
+            "{}: this binary was built without the vault emulator (cargo feature embedded-vault; the container image leaves it out): drop it and point --arm-endpoint at Azure, or run a build with the feature (cargo run)",
+            self.given("embedded_vault")
+        )
+    }
+
     /// Checks the flags together and refuses combinations that cannot work.
     fn plan(self) -> Result<Plan> {
         let azure = if self.embedded_vault {
@@ -392,9 +415,7 @@ impl RunArgs {
                     if conflicting.len() == 1 { "it" } else { "them" }
                 );
             }
-            Azure::Embedded {
-                api_version: self.api_version.clone(),
-            }
+            self.embedded_azure()?
         } else {
             self.azure_endpoint()?
         };
@@ -500,6 +521,7 @@ async fn main() -> ExitCode {
             Err(error) => return report(&error, EXIT_USAGE),
         },
         Command::Crd => print_crd(),
+        #[cfg(feature = "embedded-vault")]
         Command::VaultEmulator(args) => vault_emulator(args).await,
     };
     match result {
@@ -536,15 +558,16 @@ fn print_crd() -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "embedded-vault")]
 async fn vault_emulator(args: EmulatorArgs) -> Result<()> {
     telemetry::init_logging(LogFormat::Text)?;
-    emulator::serve(args).await?;
+    vault_emulator::serve(args).await?;
     Ok(())
 }
 
 async fn run(plan: Plan) -> Result<()> {
     telemetry::init_logging(plan.log_format)?;
-    arm::install_crypto_provider();
+    dataprotection::install_crypto_provider();
 
     let kube_config = kube::Config::infer().await.context(
         "cannot configure the Kubernetes client (in a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config)",
@@ -654,13 +677,28 @@ async fn run(plan: Plan) -> Result<()> {
     Ok(())
 }
 
+/// The emulator started by `--embedded-vault`, stopped when `run` ends.
+#[cfg(feature = "embedded-vault")]
+type EmbeddedVault = RunningEmulator;
+/// A build without the `embedded-vault` feature never has one.
+#[cfg(not(feature = "embedded-vault"))]
+enum EmbeddedVault {}
+
+#[cfg(not(feature = "embedded-vault"))]
+impl EmbeddedVault {
+    async fn shutdown(self) {
+        match self {}
+    }
+}
+
 /// The ARM client the plan asks for; with `--embedded-vault`, also the emulator it talks to.
 async fn azure_client(
     azure: Azure,
     metrics: &Metrics,
-) -> Result<(ArmClient, Option<RunningEmulator>)> {
+) -> Result<(ArmClient, Option<EmbeddedVault>)> {
     let (config, auth, embedded) = match azure {
         Azure::Endpoint { config, auth } => (config, *auth, None),
+        #[cfg(feature = "embedded-vault")]
         Azure::Embedded { api_version } => {
             let emulator = RunningEmulator::start(
                 EmulatorConfig::default(),
@@ -674,8 +712,8 @@ async fn azure_client(
             (config, auth, Some(emulator))
         }
     };
-    let http = arm::default_http_client()?;
-    let credential = arm::credential(&auth, http.clone())?;
+    let http = dataprotection::default_http_client()?;
+    let credential = dataprotection::credential(&auth, http.clone())?;
     let arm = ArmClient::new(config, http, credential, Some(Arc::new(metrics.clone())))
         .context("--arm-endpoint/--api-version")?;
     Ok((arm, embedded))

@@ -2,10 +2,11 @@
 //! checks what a platform team relies on: least-privilege RBAC, the restricted security context,
 //! probes, flags, the auth modes, the CRD switches, and that deploy/ is the default render.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value, json};
+use testkit::checkout::{chart, repo, run, tool};
 
 const RELEASE: &str = "blob-backup-operator";
 const NAMESPACE: &str = "blob-backup-operator";
@@ -15,38 +16,6 @@ const SERVICE_ACCOUNT: &str = "blob-backup-operator";
 const KUBE_FLOOR: &str = "1.32.0";
 const CREDENTIAL_DIR: &str = "/var/run/secrets/blob-backup-operator/azure";
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub(crate) fn chart() -> PathBuf {
-    repo().join("charts/blob-backup-operator")
-}
-
-pub(crate) fn helm() -> PathBuf {
-    let helm = repo().join(".tools/bin/helm");
-    assert!(
-        helm.is_file(),
-        "{} is missing: run scripts/install-tools.sh",
-        helm.display()
-    );
-    helm
-}
-
-/// Runs a command; Ok(stdout) when it succeeded, Err(stdout + stderr) when it did not.
-pub(crate) fn run(command: &mut Command) -> Result<String, String> {
-    let output = command.output().expect("start the command");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
 /// `helm template` of the chart with extra arguments, parsed into its documents.
 fn render(args: &[&str]) -> Result<Vec<Value>, String> {
     render_release(RELEASE, args)
@@ -54,7 +23,7 @@ fn render(args: &[&str]) -> Result<Vec<Value>, String> {
 
 /// [`render`] under another release name.
 fn render_release(release: &str, args: &[&str]) -> Result<Vec<Value>, String> {
-    let out = run(Command::new(helm())
+    let out = run(Command::new(tool("helm"))
         .args(["template", release])
         .arg(chart())
         .args(["--namespace", NAMESPACE])
@@ -65,7 +34,7 @@ fn render_release(release: &str, args: &[&str]) -> Result<Vec<Value>, String> {
 
 /// The NOTES.txt `helm install` prints, from a client-side dry run (no cluster).
 fn notes(release: &str, args: &[&str]) -> String {
-    let out = run(Command::new(helm())
+    let out = run(Command::new(tool("helm"))
         .args(["install", "--dry-run=client", release])
         .arg(chart())
         .args(["--namespace", NAMESPACE])
@@ -177,10 +146,10 @@ fn lint_is_clean_with_default_and_ci_values() {
     assert!(value_files.len() >= 4, "ci/ lost its values files");
     let runs = std::iter::once(None).chain(value_files.iter().map(Some));
     for values in runs {
-        let mut lint = Command::new(helm());
+        let mut lint = Command::new(tool("helm"));
         lint.args(["lint", "--strict", "--namespace", NAMESPACE])
             .arg(chart());
-        let mut template = Command::new(helm());
+        let mut template = Command::new(tool("helm"));
         template.args(["template", RELEASE]).arg(chart());
         if let Some(values) = values {
             lint.arg("--values").arg(values);
@@ -768,8 +737,8 @@ fn prometheus_rule_alerts_on_series_the_operator_exports() {
     assert_eq!(rules[0]["for"], "1h");
     // Every series an alert reads is one the operator exports once it has seen the events
     // the alert is about, and every expression selects this release's scrape job.
-    use blob_backup_operator::arm::RequestObserver as _;
     use blob_backup_operator::telemetry::{ExpositionFormat, Metrics};
+    use dataprotection::RequestObserver as _;
     let metrics = Metrics::new();
     let [_, _, _, status_write_failed, ..] =
         blob_backup_operator::controller::Error::METRIC_REASONS;

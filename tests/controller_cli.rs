@@ -2,13 +2,11 @@
 //! non-zero exit), `crd`, and `run --embedded-vault --leader-elect` against the in-memory
 //! Kubernetes API, from start to Ready to a clean exit on SIGTERM that releases the Lease.
 
-use crate::support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::fake_apiserver::{FakeApiOptions, FakeApiServer};
+use testkit::fake_apiserver::{FakeApiOptions, FakeApiServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blob-backup-operator");
 
@@ -481,7 +479,7 @@ async fn embedded_vault_leader_goes_ready_and_stops_cleanly_on_sigterm() {
             .unwrap_or_default()
     );
 
-    let http = blob_backup_operator::arm::default_http_client().unwrap();
+    let http = dataprotection::default_http_client().unwrap();
     let readyz = http
         .get(format!("http://{metrics_addr}/readyz"))
         .send()
@@ -541,7 +539,7 @@ async fn vault_emulator_serves_until_sigterm() {
         .spawn()
         .unwrap();
     let mut emulator = Operator(child);
-    let http = blob_backup_operator::arm::default_http_client().unwrap();
+    let http = dataprotection::default_http_client().unwrap();
     let started = Instant::now();
     // The article's vault answers its own path (401 without a token: it is up).
     let url = format!(

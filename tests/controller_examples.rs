@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use blob_backup_operator::api::{BlobBackupInstance, DeletionPolicy};
-use blob_backup_operator::emulator::EmulatorConfig;
+use vault_emulator::EmulatorConfig;
 
 fn examples() -> Vec<(String, BlobBackupInstance)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");

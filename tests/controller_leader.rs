@@ -6,18 +6,16 @@
 //! (its ARM client reports there) and its own `reportingInstance`, so every write and every
 //! Azure call can be traced to the replica that made it.
 
-use crate::support;
-
 use std::time::{Duration, Instant};
 
-use blob_backup_operator::arm::operation_ids as ops;
 use blob_backup_operator::controller::REPORTING_CONTROLLER;
 use blob_backup_operator::controller::leader::LeaderOutcome;
 use blob_backup_operator::telemetry::Role;
+use dataprotection::operation_ids as ops;
 use http::Method;
 use serde_json::Value;
-use support::fake_apiserver::Verb;
-use support::harness::{
+use testkit::fake_apiserver::Verb;
+use testkit::scenario::{
     Harness, LEASE, LEASE_DURATION, NS, RESOURCE, Replica, RequestLog, WAIT, account, is_write,
     spec,
 };

@@ -3,17 +3,15 @@
 //! stalls on a missing permission, one of the Ready ones is deleted. The exposition is parsed
 //! and each named series is checked for its labels and its value.
 
-use crate::support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use blob_backup_operator::arm::{self, operation_ids as ops};
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::telemetry::{self, ExpositionFormat, HealthState};
-use support::fake_apiserver::Verb;
-use support::harness::{
+use dataprotection::operation_ids as ops;
+use testkit::fake_apiserver::Verb;
+use testkit::scenario::{
     Harness, NS, RESOURCE, WAIT, account, add_accounts, controller_config, emulator_config,
     spawn_operator, spec, stopped, test_settings,
 };
@@ -227,7 +225,7 @@ async fn metrics_after_a_scenario_name_what_happened() {
     let (stop_controller, controller_stopped) = watch::channel(false);
     let operator = spawn_operator(
         h.api.client_in(NS).unwrap(),
-        h.arm(arm::DEFAULT_API_VERSION),
+        h.arm(dataprotection::DEFAULT_API_VERSION),
         None,
         controller_config(settings, "metrics-test"),
         &metrics,

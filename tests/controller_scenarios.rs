@@ -1,29 +1,27 @@
 //! Controller scenarios: the real controller (`controller::run`) against the in-memory
-//! Kubernetes API (tests/support/fake_apiserver.rs) and the vault emulator over HTTP, through
-//! the harness in tests/support/harness.rs.
+//! Kubernetes API (`testkit::fake_apiserver`) and the vault emulator over HTTP, through
+//! the harness in `testkit::scenario`.
 //!
 //! Timings are shortened (operations take 100 ms in the emulator, the controller's waits are
 //! clamped to a few hundred ms); every wait is a condition with a timeout, never a sleep.
-
-use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use blob_backup_operator::api::{BlobBackupInstance, BlobBackupInstanceStatus};
-use blob_backup_operator::arm::{
+use blob_backup_operator::controller::{self, decide::Settings};
+use dataprotection::{
     self, BackupInstance, BackupInstanceId, LroStart, OperationStatus, PolicyId, StorageAccountId,
     VaultId, operation_ids as ops,
 };
-use blob_backup_operator::controller::{self, decide::Settings};
-use blob_backup_operator::emulator::ThrottleSettings;
 use serde_json::{Value, json};
-use support::fake_apiserver::{Subresource, Verb};
-use support::harness::{
+use testkit::fake_apiserver::{Subresource, Verb};
+use testkit::scenario::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
     add_accounts, condition, emulator_config, has_finalizer, spec, test_settings,
 };
+use vault_emulator::ThrottleSettings;
 
 /// The article's resource, Ready, under a controller that resyncs every `interval`.
 async fn protected_with_resync(interval: Duration) -> (Harness, RunningController, Value) {
@@ -141,7 +139,7 @@ fn article_vault_and_body() -> (VaultId, BackupInstance) {
 async fn adopts_an_existing_instance_without_a_put() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
     // Someone protected the account already, under the name the resource asks for.
-    let arm = h.arm(arm::DEFAULT_API_VERSION);
+    let arm = h.arm(dataprotection::DEFAULT_API_VERSION);
     let (vault, body) = article_vault_and_body();
     let id: BackupInstanceId = vault.backup_instance("msblobbackup-existing");
     if let LroStart::Pending { handle, .. } = arm.create_or_update(&id, &body).await.unwrap() {
@@ -643,7 +641,7 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
     let h = Harness::start(config).await;
 
     // Someone else's writes: two of the three.
-    let other = h.arm(arm::DEFAULT_API_VERSION);
+    let other = h.arm(dataprotection::DEFAULT_API_VERSION);
     let (vault, body) = article_vault_and_body();
     for _ in 0..2 {
         other.validate_for_backup(&vault, &body).await.unwrap();

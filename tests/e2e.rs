@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::checkout::repo;
 
 use serde_json::{Value, json};
 use testkit::envtest;
@@ -38,10 +39,6 @@ const CRD: &str = "blobbackupinstances.dataprotection.blobbackup.io";
 const SERVICE_ACCOUNT: &str = "blob-backup-operator";
 /// Time for one resource to go Ready or away (the embedded vault's operations take ~1 s each).
 const WAIT: &str = "180s";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 struct Kubectl {
     program: PathBuf,
@@ -461,7 +458,7 @@ async fn examples_go_ready_and_away(
     let mut operator = Operator::start(operator_kubeconfig, ns, !install_crd);
     let vault = operator.wait_for_log("embedded vault emulator started", "url");
     let metrics_addr = operator.wait_for_log("serving /metrics, /healthz and /readyz", "addr");
-    let http = blob_backup_operator::arm::default_http_client().unwrap();
+    let http = dataprotection::default_http_client().unwrap();
     let ready_by = Instant::now() + Duration::from_secs(60);
     loop {
         let readyz = http

@@ -1,7 +1,7 @@
 //! Controller scenarios against a real Kubernetes API server (the envtest tier): the real
 //! controller (`controller::run`, under `run_as_leader` where leader election matters) against
 //! `kube-apiserver` + `etcd` from `KUBEBUILDER_ASSETS` (one server for this test binary, a
-//! namespace per test; tests/support/real_cluster.rs) and the vault emulator as Azure.
+//! namespace per test; crates/testkit/src/real_cluster.rs) and the vault emulator as Azure.
 //!
 //! What only a real server checks: the CRD's schema (structural, pruning, the status
 //! subresource), server-side apply of the status with real field ownership, finalizers and
@@ -12,26 +12,25 @@
 //! Without `KUBEBUILDER_ASSETS` each test says it skipped and how to get the binaries, except
 //! under `CI=true`, where it fails.
 
-use crate::support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use blob_backup_operator::arm::operation_ids as ops;
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::controller::leader::LeaderOutcome;
 use blob_backup_operator::controller::{FIELD_MANAGER, REPORTING_CONTROLLER};
 use blob_backup_operator::telemetry::Role;
+use dataprotection::operation_ids as ops;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use support::harness::{
+use testkit::checkout::{repo, tool};
+use testkit::envtest::{self, Identity};
+use testkit::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster};
+use testkit::scenario::{
     ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, WAIT, account, add_accounts, condition,
     emulator_config, has_finalizer, is_write, spec, test_settings,
 };
-use support::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster, repo, tool};
-use testkit::envtest::{self, Identity};
 
 /// The emulator's world with operations of `latency`.
 async fn cluster(test: &str, latency: Duration) -> Option<RealCluster> {
@@ -558,7 +557,7 @@ async fn the_launcher_stops_its_processes_and_removes_its_directory() {
     let Some(assets) = envtest::assets_or_skip("envtest launcher") else {
         return;
     };
-    let options = support::real_cluster::envtest_options();
+    let options = testkit::real_cluster::envtest_options();
     let env = envtest::Envtest::start(&assets, options).await.unwrap();
     let pids = env.pids();
     let dir = env.dir();

@@ -1,8 +1,6 @@
 //! The fake apiserver behaves like a real one towards kube's Api, watcher, Controller,
 //! finalizer helper, event Recorder and kube-lease-manager.
 
-use crate::support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,13 +21,13 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use support::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
+use testkit::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
 
 const WAIT: Duration = Duration::from_secs(5);
 const FINALIZER: &str = "dataprotection.blobbackup.io/finalizer";
 const PLURAL: &str = "blobbackupinstances";
 
-/// A stand-in with the real CRD's coordinates; the real type lives in src/api.rs.
+/// A stand-in with the real CRD's coordinates; the real type lives in src/api/blob_backup_instance.rs.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "dataprotection.blobbackup.io",

@@ -5,27 +5,26 @@
 //! no resource left without a Reconciling or Stalled explanation, and no panic.
 //! `cargo bench --bench converge -- --faults` is the large version (BENCHMARKS.md).
 
-#[path = "../benches/harness/mod.rs"]
-mod harness;
+use testkit::benchmark;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use blob_backup_operator::arm::auth::{AuthConfig, credential};
-use blob_backup_operator::arm::{
+use dataprotection::auth::{AuthConfig, credential};
+use dataprotection::{
     ArmClient, ArmConfig, BackupInstance, StorageAccountId, VaultId, install_crypto_provider,
 };
-use blob_backup_operator::emulator::{
+use vault_emulator::{
     DEFAULT_STORAGE_ACCOUNT_ID, DEFAULT_TOKEN, DEFAULT_VAULT_ID, EmulatorConfig, RunningEmulator,
     ThrottleSettings,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
-    let (_guard, work_dir) = harness::work_dir().unwrap();
-    let options = harness::Options {
+    let (_guard, work_dir) = benchmark::work_dir().unwrap();
+    let options = benchmark::Options {
         instances: 20,
         latency: Duration::from_secs(1),
         concurrency: 4,
@@ -35,7 +34,7 @@ async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
             budget: 10,
             refill_per_second: 5.0,
         }),
-        faults: Some(harness::FaultPlan {
+        faults: Some(benchmark::FaultPlan {
             share: 0.2,
             restarts: 2,
             seed: 20,
@@ -47,8 +46,8 @@ async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
         steady_state: false,
         work_dir,
     };
-    let report = harness::run(&options).await.unwrap();
-    let table = harness::table(&report);
+    let report = benchmark::run(&options).await.unwrap();
+    let table = benchmark::table(&report);
     println!("{table}");
     // The run did inject what it claims, or the invariants below prove nothing.
     assert_eq!(report.restarts, Some(2), "{table}");

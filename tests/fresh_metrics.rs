@@ -2,15 +2,13 @@
 //! scrape: counters with known labels at 0, so `rate()` and `absent()` alerts work before the
 //! first failure; the build info; and the standard `process_*` series.
 
-use crate::support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use blob_backup_operator::arm::operation_ids;
 use blob_backup_operator::controller::Error as ReconcileError;
 use blob_backup_operator::controller::decide::Reason;
-use support::fake_apiserver::FakeApiServer;
+use dataprotection::operation_ids;
+use testkit::fake_apiserver::FakeApiServer;
 
 /// The value of the sample line that starts with `series` (name and labels, exactly).
 fn value(exposition: &str, series: &str) -> Option<f64> {
@@ -42,7 +40,7 @@ async fn a_fresh_process_serves_every_series_with_zeros() {
         .spawn()
         .unwrap();
 
-    let http = blob_backup_operator::arm::default_http_client().unwrap();
+    let http = dataprotection::default_http_client().unwrap();
     let started = Instant::now();
     let text = loop {
         if let Ok(response) = http.get(format!("http://{addr}/metrics")).send().await

@@ -24,16 +24,11 @@ fn every_reason_has_a_readme_row() {
 // ---------------------------------------------------------------------------------------------
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::chart_render::{chart, helm, run};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use testkit::checkout::{chart, repo, run, tool};
 
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.md")).expect("README.md is readable")
@@ -234,7 +229,7 @@ fn readme_helm_install_renders_with_its_flags() {
             .filter(|w| *w != "--create-namespace")
             .cloned(),
     );
-    let out = run(Command::new(helm()).args(&args))
+    let out = run(Command::new(tool("helm")).args(&args))
         .unwrap_or_else(|e| panic!("helm {args:?} failed:\n{e}"));
     let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("rendered YAML");
     let of = |kind: &str| {
@@ -299,7 +294,7 @@ fn flux_example_installs_the_chart_from_git() {
     let dir = tempfile::tempdir().expect("tempdir");
     let values = dir.path().join("values.json");
     std::fs::write(&values, release["spec"]["values"].to_string()).expect("write values");
-    run(Command::new(helm())
+    run(Command::new(tool("helm"))
         .args(["template", "blob-backup-operator"])
         .arg(chart())
         .arg("--values")

@@ -1,8 +1,6 @@
-//! Leader election against the in-memory Kubernetes API (tests/support/fake_apiserver.rs):
+//! Leader election against the in-memory Kubernetes API (crates/testkit/src/fake_apiserver.rs):
 //! two replicas never run the controller at once, and the standby takes over when the leader
 //! shuts down, is dropped, loses the Lease, or cannot reach the API.
-
-use crate::support;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +13,7 @@ use blob_backup_operator::controller::leader::{
 use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics, Role};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
-use support::fake_apiserver::FakeApiServer;
+use testkit::fake_apiserver::FakeApiServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use blob_backup_operator::api::OperationAction as Action;
-use blob_backup_operator::arm::RequestObserver;
 use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics, Role};
+use dataprotection::RequestObserver;
 
 fn openmetrics(metrics: &Metrics) -> String {
     metrics.encode(ExpositionFormat::OpenMetrics).unwrap()

@@ -4,8 +4,8 @@
 use tracing::{debug, warn};
 
 use crate::api::OperationAction;
-use crate::arm::ids::BackupInstanceId;
-use crate::arm::{
+use dataprotection::ids::BackupInstanceId;
+use dataprotection::{
     ArmClient, ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, LroStart,
     OperationStatus, Poll,
 };
@@ -224,7 +224,7 @@ pub(crate) fn throttled_operation(observation: &Observation) -> Option<&'static 
     if error.http_status != Some(429) {
         return None;
     }
-    use crate::arm::operation_ids as ops;
+    use dataprotection::operation_ids as ops;
     Some(match call {
         AzureCall::Get => ops::GET,
         AzureCall::Poll => ops::OPERATION_STATUS,
@@ -241,19 +241,19 @@ pub(crate) fn throttled_operation(observation: &Observation) -> Option<&'static 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arm::transport::Oversize;
+    use dataprotection::transport::Oversize;
 
     #[test]
     fn a_poll_answer_the_client_will_not_take_is_a_refused_poll_not_a_wait() {
         for error in [
             ArmError::Redirected {
-                operation: crate::arm::operation_ids::OPERATION_STATUS,
+                operation: dataprotection::operation_ids::OPERATION_STATUS,
                 status: 302,
                 location_host: "elsewhere.example".into(),
                 request_id: None,
             },
             ArmError::ResponseTooLarge {
-                operation: crate::arm::operation_ids::OPERATION_STATUS,
+                operation: dataprotection::operation_ids::OPERATION_STATUS,
                 status: 200,
                 size: Oversize::Declared(1 << 30),
                 request_id: None,
@@ -280,7 +280,7 @@ mod tests {
         }
         // Network trouble may pass: the operation is polled again.
         let network = ArmError::Network {
-            operation: crate::arm::operation_ids::OPERATION_STATUS,
+            operation: dataprotection::operation_ids::OPERATION_STATUS,
             message: "connection reset".into(),
         };
         assert!(matches!(

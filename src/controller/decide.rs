@@ -43,9 +43,9 @@ use crate::api::{
     DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
     OperationPhase, SpecError, ValidatedSpec, condition_type, same_id, truncate,
 };
-use crate::arm::ids::{BackupInstanceId, StorageAccountId};
+use dataprotection::ids::{BackupInstanceId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
-pub use crate::arm::{AzureErrorDetail, ErrorClass};
+pub use dataprotection::{AzureErrorDetail, ErrorClass};
 
 /// Timing and capabilities the decisions depend on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! - [`kubernetes_version`]: the oldest Kubernetes supported, checked by the command line.
 //!
 //! ```no_run
-//! # async fn demo(client: kube::Client, arm: blob_backup_operator::arm::ArmClient) {
+//! # async fn demo(client: kube::Client, arm: dataprotection::ArmClient) {
 //! use blob_backup_operator::controller::{ControllerConfig, run};
 //! use blob_backup_operator::telemetry::{HealthState, Metrics};
 //! let config = ControllerConfig::default();
@@ -46,8 +46,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::api::{
     BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, FINALIZER, condition_type,
 };
-use crate::arm::ArmClient;
 use crate::telemetry::{HealthState, Metrics};
+use dataprotection::ArmClient;
 
 use decide::{
     Action, EventSpec, EventType, Observation, PolledStatus, Requeue, Settings, decide,

@@ -15,9 +15,9 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 use super::TelemetryError;
 use super::process::ProcessCollector;
 use crate::api::OperationAction as Action;
-use crate::arm::{RequestObserver, operation_ids};
 use crate::controller::Error as ReconcileError;
 use crate::controller::decide::Reason;
+use dataprotection::{RequestObserver, operation_ids};
 
 /// Label value used for anything outside a bounded set.
 const OTHER: &str = "Other";

@@ -2,7 +2,7 @@
 //!
 //! - [`init_logging`] installs the global `tracing` subscriber (text or JSON, `RUST_LOG` filter).
 //! - [`Metrics`] holds the Prometheus registry and the operator's series; it also implements
-//!   [`crate::arm::RequestObserver`] so the ARM client counts and times its requests.
+//!   [`dataprotection::RequestObserver`] so the ARM client counts and times its requests.
 //! - [`HealthState`] answers liveness and readiness; [`serve_on`] exposes both and the metrics.
 
 mod health;

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use blob_backup_operator::arm::{BackupInstanceId, PolicyId, StorageAccountId, VaultId};
+use dataprotection::{BackupInstanceId, PolicyId, StorageAccountId, VaultId};
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use blob_backup_operator::arm::{
+use dataprotection::{
     ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, BackupInstanceResourceList,
     CloudError, ErrorClass, OperationHandle, OperationJobExtendedInfo, OperationResource,
     OperationStatus, PolicyId, StorageAccountId, ValidateForBackupRequest,
@@ -20,7 +20,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/azure")
 }
 
 fn fixture(relative: &str) -> Value {

@@ -1,29 +1,27 @@
 //! The real-API-server harness: one `kube-apiserver` + `etcd` per test binary (testkit's
 //! envtest launcher, started on first use, `crds/` installed with the CEL rules stripped), a
 //! namespace per test, and the vault emulator over HTTP, with the same helpers as the
-//! in-memory [`super::harness::Harness`] (the controller task, the emulator, conditions, events
+//! in-memory [`crate::scenario::Harness`] (the controller task, the emulator, conditions, events
 //! are the functions both share), made async because they go through the API.
 //!
 //! [`RealCluster::start`] returns `None` when `KUBEBUILDER_ASSETS` is unset outside CI, after
 //! printing that the test was skipped and how to get the binaries; under `CI=true` it panics.
-#![allow(dead_code)] // each test binary uses a different subset of these helpers
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::checkout::repo;
+use crate::envtest::{self, Envtest, Identity, Options, ServiceAccount};
 use blob_backup_operator::api::BlobBackupInstance;
-use blob_backup_operator::arm;
 use blob_backup_operator::controller::decide::Settings;
-use blob_backup_operator::emulator::{EmulatorConfig, RunningEmulator};
 use blob_backup_operator::telemetry::Metrics;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::wait::await_condition;
 use serde_json::Value;
-use testkit::envtest::{self, Envtest, Identity, Options, ServiceAccount};
+use vault_emulator::{EmulatorConfig, RunningEmulator};
 
-use super::harness::{
+use crate::scenario::{
     ResourceWaits, RunningController, WAIT, arm_client, controller_config_in, note, reasons,
     resource, spawn_controller, start_emulator,
 };
@@ -33,27 +31,12 @@ use super::harness::{
 pub const OPERATOR_NAMESPACE: &str = "blob-backup-operator";
 pub const OPERATOR_NAME: &str = "blob-backup-operator";
 
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The launcher's settings for this repository: the operator's ServiceAccount and `crds/`.
 pub fn envtest_options() -> Options {
     Options {
         service_account: ServiceAccount::new(OPERATOR_NAMESPACE, OPERATOR_NAME),
         crds: vec![repo().join("crds/blobbackupinstances.yaml")],
     }
-}
-
-/// `kubectl` and `helm` from ./.tools/bin (scripts/install-tools.sh).
-pub fn tool(name: &str) -> PathBuf {
-    let path = repo().join(".tools/bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/install-tools.sh",
-        path.display()
-    );
-    path
 }
 
 pub struct RealCluster {
@@ -112,7 +95,11 @@ impl RealCluster {
     pub fn controller(&self, settings: Settings) -> RunningController {
         spawn_controller(
             self.kube.clone(),
-            arm_client(&self.emulator, arm::DEFAULT_API_VERSION, &self.metrics),
+            arm_client(
+                &self.emulator,
+                dataprotection::DEFAULT_API_VERSION,
+                &self.metrics,
+            ),
             controller_config_in(&self.ns, settings, "test"),
             &self.metrics,
         )

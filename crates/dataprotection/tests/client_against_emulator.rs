@@ -7,17 +7,17 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use blob_backup_operator::arm::{
+use dataprotection::{
     self, ArmClient, ArmConfig, ArmError, AuthConfig, AzureErrorDetail, BackupInstance,
     BackupInstanceId, BackupInstanceResource, ErrorClass, LroStart, OperationHandle,
     OperationStatus, PolicyId, StorageAccountId, VaultId, operation_ids as ops,
 };
-use blob_backup_operator::emulator::{
+use url::Url;
+use vault_emulator::{
     DEFAULT_PRINCIPAL_ID, DEFAULT_STORAGE_ACCOUNT_ID, DEFAULT_SUBSCRIPTION, DEFAULT_VAULT_ID,
     EmulatorConfig, FaultSettings, InProgressSpelling, RunningEmulator, StorageAccountConfig,
     ThrottleSettings,
 };
-use url::Url;
 
 const V2021: &str = "2021-01-01";
 const V2026: &str = "2026-06-01";
@@ -50,9 +50,9 @@ fn fast_config() -> EmulatorConfig {
 }
 
 fn client(base: &Url, api_version: &str, token: &str) -> ArmClient {
-    let http = arm::default_http_client().unwrap();
+    let http = dataprotection::default_http_client().unwrap();
     let auth = AuthConfig::fixed_token(token);
-    let credential = arm::credential(&auth, http.clone()).unwrap();
+    let credential = dataprotection::credential(&auth, http.clone()).unwrap();
     ArmClient::new(
         ArmConfig::new(base.clone(), api_version),
         http,

@@ -2,7 +2,7 @@
 //! convergence benchmark.
 //!
 //! It earns its place where the real server (the envtest tier: tests/envtest_scenarios.rs,
-//! tests/support/real_cluster.rs, crates/testkit) cannot go: injected faults (failed requests,
+//! crates/testkit/src/real_cluster.rs, crates/testkit) cannot go: injected faults (failed requests,
 //! latency, dropped watches), exact request accounting, thousands of objects for the benchmark,
 //! and the quickstart without a cluster. What it does NOT model, so a test that needs any of it
 //! belongs in the real tier:
@@ -64,7 +64,6 @@
 //!   `continue` token pages through the live store and reports the first page's resourceVersion.
 //! - No namespace lifecycle (objects may live in namespaces that do not exist), no
 //!   propagationPolicy finalizers, no garbage collection through ownerReferences, no auth.
-#![allow(dead_code)] // each test binary and the bench use a different subset of these helpers
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -880,7 +879,6 @@ enum EventType {
 struct WatchRecord {
     rv: u64,
     storage: usize,
-    namespace: String,
     event: EventType,
     object: Arc<Value>,
     previous: Option<Arc<Value>>,
@@ -1126,7 +1124,6 @@ impl Inner {
         let record = Arc::new(WatchRecord {
             rv: st.rv,
             storage: key.0,
-            namespace: key.1,
             event,
             object: obj.clone(),
             previous,
@@ -2485,11 +2482,10 @@ impl Inner {
                 ),
                 None => (
                     self.scan(&st, res, route.namespace.as_deref(), None)
-                        .map(|(key, stored)| {
+                        .map(|(_, stored)| {
                             Arc::new(WatchRecord {
                                 rv: 0,
                                 storage,
-                                namespace: key.1.clone(),
                                 event: EventType::Added,
                                 object: stored.obj.clone(),
                                 previous: None,

@@ -5,17 +5,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use blob_backup_operator::emulator::{
-    DEFAULT_STORAGE_ACCOUNT_ID, DEFAULT_SUBSCRIPTION, DEFAULT_VAULT_ID, EmulatorConfig,
-    EmulatorError, FaultSettings, InProgressSpelling, RunningEmulator, ThrottleSettings,
-};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use vault_emulator::{
+    DEFAULT_STORAGE_ACCOUNT_ID, DEFAULT_SUBSCRIPTION, DEFAULT_VAULT_ID, EmulatorConfig,
+    EmulatorError, FaultSettings, InProgressSpelling, RunningEmulator, ThrottleSettings,
+};
 
 const V2021: &str = "2021-01-01";
 const V2026: &str = "2026-06-01";
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 
 struct Env {
     emulator: RunningEmulator,
@@ -610,7 +610,7 @@ async fn api_versions_and_routes() {
         message.contains("2020-01-01") && message.contains("2026-06-01") && message.contains(V2021),
         "{message}"
     );
-    for version in blob_backup_operator::emulator::SUPPORTED_API_VERSIONS {
+    for version in vault_emulator::SUPPORTED_API_VERSIONS {
         assert_eq!(
             env.get(&env.instance_url("x", version)).await.status,
             StatusCode::NOT_FOUND
@@ -781,7 +781,7 @@ async fn stop_protection_and_sync() {
     let env = Env::fast().await;
     env.emulator
         .admin()
-        .add_storage_accounts(&[blob_backup_operator::emulator::StorageAccountConfig {
+        .add_storage_accounts(&[vault_emulator::StorageAccountConfig {
             id: account_id("vaulted"),
             location: "westus".into(),
             role_assignments: None,
@@ -1255,7 +1255,7 @@ async fn bodies_use_the_official_field_names() {
     let mut config = fast_config();
     config
         .storage_accounts
-        .push(blob_backup_operator::emulator::StorageAccountConfig {
+        .push(vault_emulator::StorageAccountConfig {
             id: account_id("vaulted"),
             location: "westus".into(),
             role_assignments: None,

@@ -312,7 +312,7 @@ impl ArmClient {
     /// This client (sharing its HTTP client and token source), sending a write only while
     /// `gate` says so, checked after the token is fetched: a write refused there is
     /// [`ArmError::WriteGateClosed`], and nothing was sent. The controller gates writes on its
-    /// leader term ([`crate::controller::leader::Fence`]).
+    /// leader term (the operator's leader fence).
     pub fn with_write_gate(&self, gate: WriteGate) -> Self {
         Self {
             inner: self.inner.clone(),

@@ -18,18 +18,18 @@ use blob_backup_operator::api::{
     BlobBackupInstance, BlobBackupInstanceSpec, ConditionStatus, DeletionPolicy, PolicyRef,
     StorageAccountRef, VaultRef, condition_type,
 };
-use blob_backup_operator::emulator::{
-    DEFAULT_TOKEN, DEFAULT_VAULT_ID, EmulatorConfig, FaultSettings, RunningEmulator,
-    StorageAccountConfig, ThrottleSettings,
-};
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, watcher::Event};
 use kube::{CustomResourceExt, ResourceExt};
 use serde::Serialize;
+use vault_emulator::{
+    DEFAULT_TOKEN, DEFAULT_VAULT_ID, EmulatorConfig, FaultSettings, RunningEmulator,
+    StorageAccountConfig, ThrottleSettings,
+};
 
-use crate::support::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
+use crate::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
 
 /// The calls one instance needs at least: validate + its poll, PUT + its poll, one GET.
 pub const MINIMUM_REQUESTS_PER_INSTANCE: f64 = 5.0;
@@ -482,7 +482,7 @@ fn process_stats(pid: u32) -> Option<(u64, u64)> {
 
 impl Operator {
     fn new(options: &Options, kubeconfig: &Path, arm_endpoint: &str) -> anyhow::Result<Self> {
-        blob_backup_operator::arm::install_crypto_provider();
+        dataprotection::install_crypto_provider();
         let mut args = vec![
             "run".to_owned(),
             "--arm-endpoint".to_owned(),

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use azure_core::http::{AsyncRawResponse, HttpClient, StatusCode, Transport};
-use blob_backup_operator::arm::auth::credential_with_transport;
-use blob_backup_operator::arm::{self, ArmError, AuthConfig, AuthMode};
+use dataprotection::auth::credential_with_transport;
+use dataprotection::{ArmError, AuthConfig, AuthMode};
 
 const SCOPE: &str = "https://management.azure.com/.default";
 const VARS: [&str; 8] = [
@@ -95,7 +95,7 @@ fn config_error(result: Result<impl std::fmt::Debug, ArmError>) -> String {
 fn environment_configured_credentials() {
     clear();
     let dir = tempfile::tempdir().unwrap();
-    arm::install_crypto_provider();
+    dataprotection::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -117,7 +117,7 @@ fn environment_configured_credentials() {
             client_id: Some("user-assigned-client".into()),
             ..mode(AuthMode::ManagedIdentity)
         };
-        let credential = arm::credential(&config, http.clone()).unwrap();
+        let credential = dataprotection::credential(&config, http.clone()).unwrap();
         let token = credential.get_token(&[SCOPE], None).await.unwrap();
         assert_eq!(token.token.secret(), "managed-token");
         let (query, secret) = seen.lock().unwrap()[0].clone();
@@ -156,7 +156,7 @@ fn environment_configured_credentials() {
         ] {
             // SAFETY: as in `set`; no request is in flight.
             unsafe { std::env::remove_var(missing) };
-            let text = config_error(arm::credential(&mode(AuthMode::WorkloadIdentity), http.clone()));
+            let text = config_error(dataprotection::credential(&mode(AuthMode::WorkloadIdentity), http.clone()));
             assert!(
                 text.contains(&format!("--azure-auth workload-identity needs {what}: the environment variable {missing} is not set")),
                 "{text}"
@@ -166,19 +166,19 @@ fn environment_configured_credentials() {
         set("AZURE_TENANT_ID", "tenant-id");
         set("AZURE_CLIENT_ID", "app-id");
         set("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/missing");
-        let text = config_error(arm::credential(&mode(AuthMode::WorkloadIdentity), http.clone()));
+        let text = config_error(dataprotection::credential(&mode(AuthMode::WorkloadIdentity), http.clone()));
         assert!(text.contains("/var/run/secrets/azure/tokens/missing"), "{text}");
         clear();
 
         // Client secret needs a tenant too.
-        let text = config_error(arm::credential(&mode(AuthMode::ClientSecret), http.clone()));
+        let text = config_error(dataprotection::credential(&mode(AuthMode::ClientSecret), http.clone()));
         assert!(text.contains("AZURE_TENANT_ID"), "{text}");
 
         // Static token: AZURE_ACCESS_TOKEN, or nothing at all.
-        let text = config_error(arm::credential(&mode(AuthMode::StaticToken), http.clone()));
+        let text = config_error(dataprotection::credential(&mode(AuthMode::StaticToken), http.clone()));
         assert!(text.contains("--token-file") && text.contains("AZURE_ACCESS_TOKEN"), "{text}");
         set("AZURE_ACCESS_TOKEN", "env-token");
-        let credential = arm::credential(&mode(AuthMode::StaticToken), http.clone()).unwrap();
+        let credential = dataprotection::credential(&mode(AuthMode::StaticToken), http.clone()).unwrap();
         assert_eq!(credential.get_token(&[SCOPE], None).await.unwrap().token.secret(), "env-token");
         clear();
     });

@@ -4,33 +4,32 @@
 //!
 //! The free functions below (the emulator, the ARM client, the controller task, the resource
 //! body, conditions, events, recorded clients) serve this harness and the real-API-server one
-//! ([`super::real_cluster`]) alike.
+//! ([`crate::real_cluster`]) alike.
 //!
 //! Timings are shortened (operations take ~100 ms in the emulator, the controller's waits are
 //! clamped to a few hundred ms).
-#![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blob_backup_operator::api::FINALIZER;
-use blob_backup_operator::arm::{self, ArmClient, ArmConfig, AuthConfig};
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::controller::leader::{
     LeaderElectionConfig, LeaderElectionError, LeaderOutcome, run_as_leader,
 };
 use blob_backup_operator::controller::{self, ControllerConfig};
-use blob_backup_operator::emulator::{
-    EmulatorConfig, PolicyConfig, PolicyTier, RunningEmulator, StorageAccountConfig,
-};
 use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics};
+use dataprotection::{ArmClient, ArmConfig, AuthConfig};
 use http::Method;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use vault_emulator::{
+    EmulatorConfig, PolicyConfig, PolicyTier, RunningEmulator, StorageAccountConfig,
+};
 
-use super::fake_apiserver::{FakeApiServer, Verb};
+use crate::fake_apiserver::{FakeApiServer, Verb};
 
 pub const NS: &str = "team-a";
 pub const RESOURCE: &str = "blobbackupinstances";
@@ -113,7 +112,7 @@ pub struct RunningController {
 
 /// Starts the emulator with `config` on a free loopback port.
 pub async fn start_emulator(config: EmulatorConfig) -> RunningEmulator {
-    arm::install_crypto_provider();
+    dataprotection::install_crypto_provider();
     RunningEmulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .expect("emulator starts")
@@ -121,9 +120,9 @@ pub async fn start_emulator(config: EmulatorConfig) -> RunningEmulator {
 
 /// An ARM client for `emulator` whose requests count in `metrics`.
 pub fn arm_client(emulator: &RunningEmulator, api_version: &str, metrics: &Metrics) -> ArmClient {
-    let http = arm::default_http_client().unwrap();
+    let http = dataprotection::default_http_client().unwrap();
     let auth = AuthConfig::fixed_token(emulator.token());
-    let credential = arm::credential(&auth, http.clone()).unwrap();
+    let credential = dataprotection::credential(&auth, http.clone()).unwrap();
     let config = ArmConfig::new(emulator.base_url(), api_version);
     ArmClient::new(config, http, credential, Some(Arc::new(metrics.clone()))).unwrap()
 }
@@ -193,7 +192,9 @@ pub fn condition_check(
 }
 
 /// Waits on a `BlobBackupInstance` in the test's namespace, the same way on the in-memory API
-/// ([`Harness`]) and on the real server ([`super::real_cluster::RealCluster`]).
+/// ([`Harness`]) and on the real server ([`crate::real_cluster::RealCluster`]).
+// The waits run on the test's own runtime, never spawned, so their futures need not be Send.
+#[allow(async_fn_in_trait)]
 pub trait ResourceWaits {
     /// Waits until resource `name` satisfies `done`, and returns it; after [`WAIT`], panics
     /// naming `what` and showing the resource and its events.
@@ -278,7 +279,7 @@ impl Harness {
     }
 
     pub fn controller(&self, settings: Settings) -> RunningController {
-        self.controller_with(settings, arm::DEFAULT_API_VERSION)
+        self.controller_with(settings, dataprotection::DEFAULT_API_VERSION)
     }
 
     pub fn controller_with(&self, settings: Settings, api_version: &str) -> RunningController {
@@ -479,7 +480,7 @@ impl Replica {
         let (stop, stop_rx) = watch::channel(false);
         let task = spawn_operator(
             client,
-            arm_client(emulator, arm::DEFAULT_API_VERSION, &metrics),
+            arm_client(emulator, dataprotection::DEFAULT_API_VERSION, &metrics),
             Some(election),
             controller_config_in(namespace, test_settings(), name),
             &metrics,
@@ -530,6 +531,10 @@ pub struct RequestLog(Arc<Mutex<Vec<(Method, String)>>>);
 impl RequestLog {
     pub fn len(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Requests (from the `skip`th on) whose path contains `fragment`.

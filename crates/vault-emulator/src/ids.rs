@@ -1,8 +1,8 @@
 //! ARM resource ids as the emulator keeps them: canonical casing for display, lower case as
-//! map keys. Parsing is the client's (`crate::arm::ids`): ids are not part of the wire format
+//! map keys. Parsing is the client's (`dataprotection::ids`): ids are not part of the wire format
 //! under test, so sharing the parser hides nothing (the bodies stay the emulator's own).
 
-use crate::arm::ids::{PolicyId, StorageAccountId, VaultId};
+use dataprotection::ids::{PolicyId, StorageAccountId, VaultId};
 
 /// A parsed ARM id of a vault or storage account.
 #[derive(Clone, Debug, PartialEq, Eq)]

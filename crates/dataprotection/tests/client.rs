@@ -2,7 +2,7 @@
 //! long-running-operation shape, Retry-After, throttling, server errors, bad bodies, dropped
 //! connections, paging, and poll URLs on foreign hosts (refused with no request made).
 
-// ArmError's contract layout is ~180 bytes; see src/arm/mod.rs.
+// ArmError's contract layout is ~180 bytes; see crates/dataprotection/src/error.rs.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use blob_backup_operator::arm::{
+use dataprotection::{
     self, ArmClient, ArmConfig, ArmError, AuthConfig, AuthMode, BackupInstance, BackupInstanceId,
     ErrorClass, LroStart, OperationStatus, PolicyId, RequestObserver, StorageAccountId, VaultId,
 };
@@ -173,7 +173,7 @@ async fn answer(State(script): State<Script>, request: Request) -> Response {
 
 fn article(name: &str) -> Value {
     let path = format!(
-        "{}/tests/fixtures/azure/article/{name}",
+        "{}/../../tests/fixtures/azure/article/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
@@ -204,12 +204,12 @@ const OPERATION: &str = "subscriptions/00000000-0000-0000-0000-000000000000/prov
 
 /// The operator's own HTTP client (no redirects, its timeouts).
 fn http() -> reqwest::Client {
-    arm::default_http_client().unwrap()
+    dataprotection::default_http_client().unwrap()
 }
 
 fn client_for(base: &Url, api_version: &str, observer: Arc<Observed>) -> ArmClient {
     let auth = AuthConfig::fixed_token(TOKEN);
-    let credential = arm::credential(&auth, http()).unwrap();
+    let credential = dataprotection::credential(&auth, http()).unwrap();
     ArmClient::new(
         ArmConfig::new(base.clone(), api_version),
         http(),
@@ -516,7 +516,7 @@ async fn validate_already_protected_is_a_needs_person_error_with_ids() {
 
 #[tokio::test]
 async fn put_answers_200_201_202_and_bad_bodies() {
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let id = instance_id();
     let status_url = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op==2026-06-01");
     let result_url = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/v/backupInstances/bi/operationResults/op==2026-06-01");
@@ -622,7 +622,7 @@ async fn put_answers_200_201_202_and_bad_bodies() {
 
 #[tokio::test]
 async fn get_list_and_their_errors() {
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let id = instance_id();
 
     mock.push(reply(404).json(&json!({"error": {"code": "ResourceNotFound", "message": "gone"}})));
@@ -702,7 +702,7 @@ async fn get_list_and_their_errors() {
 /// references), copied under tests/fixtures/azure.
 fn official_recovery_points() -> Value {
     let path = format!(
-        "{}/tests/fixtures/azure/2025-09-01/examples/BackupInstanceOperations/ListRecoveryPoints.json",
+        "{}/../../tests/fixtures/azure/2025-09-01/examples/BackupInstanceOperations/ListRecoveryPoints.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let example: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -712,7 +712,7 @@ fn official_recovery_points() -> Value {
 
 #[tokio::test]
 async fn latest_recovery_point_reads_every_page_of_the_official_shape() {
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     // Page 1: the official example (both points at 2019-03-01T13:00:00Z); page 2: a later
     // one without a zone (UTC) and an entry without a time.
     let mut first = official_recovery_points();
@@ -763,7 +763,7 @@ async fn delete_stop_protection_and_sync() {
         mock,
         client,
         observed,
-    } = setup(arm::DEFAULT_API_VERSION).await;
+    } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let id = instance_id();
     let status_url = mock.url("s/operationStatus/x");
 
@@ -840,7 +840,7 @@ async fn poll_shapes() {
         mock,
         client,
         observed,
-    } = setup(arm::DEFAULT_API_VERSION).await;
+    } = setup(dataprotection::DEFAULT_API_VERSION).await;
     // Opaque URLs: `==2026-06-01` junk without a query, a foreign api-version with more
     // parameters, and one over 4 KB.
     let junk = mock.url("subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/TestBkpVaultRG/providers/Microsoft.DataProtection/backupVaults/testBkpVault/operationStatus/ZTA4YjQ0==2026-06-01");
@@ -964,7 +964,7 @@ async fn poll_shapes() {
 
 #[tokio::test]
 async fn throttling_and_server_errors_are_transient() {
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let url = mock.url(
         "subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.DataProtection/locations/westus/operationStatus/op",
     );
@@ -1012,7 +1012,7 @@ async fn foreign_poll_urls_are_refused_without_a_request() {
         mock,
         client,
         observed,
-    } = setup(arm::DEFAULT_API_VERSION).await;
+    } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let foreign = Mock::start().await;
     let port = mock.base.port().unwrap();
     let urls = [
@@ -1052,7 +1052,7 @@ async fn poll_urls_must_be_operations_of_the_instances_vault() {
         mock,
         client,
         observed,
-    } = setup(arm::DEFAULT_API_VERSION).await;
+    } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let group = format!("subscriptions/{SUB}/resourceGroups/TestBkpVaultRG/providers");
     let refused = [
         // Any other ARM path on the endpoint, with the operator's token.
@@ -1127,7 +1127,7 @@ async fn redirects_are_refused_naming_the_host_and_nothing_is_sent_again() {
         mock,
         client,
         observed,
-    } = setup(arm::DEFAULT_API_VERSION).await;
+    } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let target = Mock::start().await;
     let target_host = format!("127.0.0.1:{}", target.base.port().unwrap());
     let location = target.url("collect?code=secret-in-the-query");
@@ -1169,7 +1169,7 @@ async fn redirects_are_refused_naming_the_host_and_nothing_is_sent_again() {
 #[derive(Debug)]
 struct ToLocal {
     base: Url,
-    inner: arm::transport::IdentityHttpClient,
+    inner: dataprotection::transport::IdentityHttpClient,
 }
 
 #[async_trait::async_trait]
@@ -1190,7 +1190,7 @@ impl azure_core::http::HttpClient for ToLocal {
 fn to_local(base: &Url) -> azure_core::http::Transport {
     azure_core::http::Transport::new(Arc::new(ToLocal {
         base: base.clone(),
-        inner: arm::transport::IdentityHttpClient::new(http()),
+        inner: dataprotection::transport::IdentityHttpClient::new(http()),
     }))
 }
 
@@ -1232,7 +1232,8 @@ async fn token_requests_are_not_redirected() {
     entra.push(reply(307).header("location", &target.url("steal")));
     let config = client_secret_config();
     let credential =
-        arm::auth::credential_with_transport(&config.auth, to_local(&entra.base)).unwrap();
+        dataprotection::auth::credential_with_transport(&config.auth, to_local(&entra.base))
+            .unwrap();
     let error = credential
         .get_token(&["https://management.azure.com/.default"], None)
         .await
@@ -1252,7 +1253,7 @@ async fn token_requests_are_not_redirected() {
 /// The error of a GET from a fresh client for `base`, with what the observer saw.
 async fn get_error(base: &Url) -> (ArmError, Arc<Observed>) {
     let observed = Arc::new(Observed::default());
-    let client = client_for(base, arm::DEFAULT_API_VERSION, observed.clone());
+    let client = client_for(base, dataprotection::DEFAULT_API_VERSION, observed.clone());
     (client.get(&instance_id()).await.unwrap_err(), observed)
 }
 
@@ -1302,14 +1303,14 @@ async fn oversized_answers_are_refused_naming_the_operation_and_the_size() {
         "{text}"
     );
     assert!(
-        text.contains(&arm::transport::MAX_RESPONSE_BYTES.to_string()),
+        text.contains(&dataprotection::transport::MAX_RESPONSE_BYTES.to_string()),
         "{text}"
     );
     assert!(text.contains("x-ms-request-id: req-big"), "{text}");
     assert_eq!(observed.take(), vec![("BackupInstances_Get", Some(200))]);
 
     // No Content-Length and no end: reading stops just past the limit.
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let mut endless = reply(200).header("content-type", "application/json");
     endless.endless = true;
     mock.push(endless.clone());
@@ -1325,9 +1326,9 @@ async fn oversized_answers_are_refused_naming_the_operation_and_the_size() {
             panic!("{error:?}");
         };
         assert!(
-            matches!(size, arm::transport::Oversize::Streamed(read)
-                if *read > arm::transport::MAX_RESPONSE_BYTES
-                    && *read <= arm::transport::MAX_RESPONSE_BYTES + 1024 * 1024),
+            matches!(size, dataprotection::transport::Oversize::Streamed(read)
+                if *read > dataprotection::transport::MAX_RESPONSE_BYTES
+                    && *read <= dataprotection::transport::MAX_RESPONSE_BYTES + 1024 * 1024),
             "{size:?}"
         );
         assert!(
@@ -1351,7 +1352,7 @@ async fn oversized_token_answers_are_refused() {
             entra.base.clone()
         };
         let credential =
-            arm::auth::credential_with_transport(&config.auth, to_local(&base)).unwrap();
+            dataprotection::auth::credential_with_transport(&config.auth, to_local(&base)).unwrap();
         let error = credential
             .get_token(&["https://management.azure.com/.default"], None)
             .await
@@ -1360,10 +1361,10 @@ async fn oversized_token_answers_are_refused() {
         assert!(
             text.contains(&format!(
                 "more than the {} bytes",
-                arm::transport::MAX_RESPONSE_BYTES
+                dataprotection::transport::MAX_RESPONSE_BYTES
             )) || text.contains(&format!(
                 "past the {} bytes",
-                arm::transport::MAX_RESPONSE_BYTES
+                dataprotection::transport::MAX_RESPONSE_BYTES
             )),
             "{answer}: {text}"
         );
@@ -1372,7 +1373,7 @@ async fn oversized_token_answers_are_refused() {
 
 #[tokio::test]
 async fn expired_token_is_a_clear_needs_person_error() {
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     mock.push(
         reply(401)
             .header("WWW-Authenticate", "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", error_description=\"The access token expiry UTC time is earlier than current UTC time.\"")
@@ -1419,7 +1420,7 @@ async fn dropped_connections_are_network_errors() {
     assert_eq!(observed.take(), vec![("BackupInstances_Get", None)]);
 
     // Headers arrive, then the body breaks off.
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let mut cut = reply(200).header("content-type", "application/json");
     cut.cut_body = true;
     mock.push(cut);
@@ -1438,7 +1439,7 @@ async fn token_failures_stop_the_request() {
         token_file: Some(token_file.clone()),
         ..AuthConfig::default()
     };
-    let credential = arm::credential(&auth, http()).unwrap();
+    let credential = dataprotection::credential(&auth, http()).unwrap();
     let client = ArmClient::new(
         ArmConfig::new(mock.base.clone(), "2026-06-01"),
         http(),
@@ -1472,7 +1473,7 @@ async fn token_failures_stop_the_request() {
 
 #[tokio::test]
 async fn a_closed_write_gate_sends_no_write_but_reads_go_on() {
-    let Setup { mock, client, .. } = setup(arm::DEFAULT_API_VERSION).await;
+    let Setup { mock, client, .. } = setup(dataprotection::DEFAULT_API_VERSION).await;
     let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let gate = open.clone();
     let client = client.with_write_gate(Arc::new(move || {
@@ -1560,8 +1561,8 @@ fn endpoint_and_api_version_validation() {
         "https://management.azure.com/.default"
     );
     // ArmClient::new refuses an invalid configuration.
-    arm::install_crypto_provider();
-    let credential = arm::credential(&AuthConfig::fixed_token("t"), http()).unwrap();
+    dataprotection::install_crypto_provider();
+    let credential = dataprotection::credential(&AuthConfig::fixed_token("t"), http()).unwrap();
     let result = ArmClient::new(
         ArmConfig::new(Url::parse("http://example.com").unwrap(), "2026-06-01"),
         http(),

@@ -18,7 +18,7 @@ use super::model::ErrorBody;
 use super::reply::{Answer, Reply, invalid_content};
 use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
 use super::state::{Ctx, Fault, instance_key};
-use crate::arm::ids::VaultId;
+use dataprotection::ids::VaultId;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [

@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, StatusCode, Transport};
-use blob_backup_operator::arm::auth::credential_with_transport;
-use blob_backup_operator::arm::{self, ArmError, AuthConfig, AuthMode};
+use dataprotection::auth::credential_with_transport;
+use dataprotection::{ArmError, AuthConfig, AuthMode};
 
 const SCOPE: &str = "https://management.azure.com/.default";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -196,10 +196,10 @@ async fn workload_identity_with_an_unreadable_token_file() {
 
 #[tokio::test]
 async fn static_tokens() {
-    arm::install_crypto_provider();
+    dataprotection::install_crypto_provider();
     let http = reqwest::Client::new();
     let config = AuthConfig::fixed_token("emulator-token");
-    let credential = arm::credential(&config, http.clone()).unwrap();
+    let credential = dataprotection::credential(&config, http.clone()).unwrap();
     let token = credential.get_token(&[SCOPE], None).await.unwrap();
     assert_eq!(token.token.secret(), "emulator-token");
     // The token is never printed.
@@ -213,7 +213,7 @@ async fn static_tokens() {
         token_file: Some(file.clone()),
         ..AuthConfig::default()
     };
-    let credential = arm::credential(&config, http.clone()).unwrap();
+    let credential = dataprotection::credential(&config, http.clone()).unwrap();
     assert_eq!(
         credential
             .get_token(&[SCOPE], None)
@@ -225,7 +225,7 @@ async fn static_tokens() {
     );
 
     std::fs::write(&file, "").unwrap();
-    let error = arm::credential(&config, http).unwrap_err();
+    let error = dataprotection::credential(&config, http).unwrap_err();
     assert!(error.to_string().contains("is empty"), "{error}");
 }
 
