@@ -147,7 +147,7 @@ impl EmulatorAdmin {
     /// Replaces all knobs (checked first).
     pub fn set_settings(&self, settings: Settings) -> Result<(), EmulatorError> {
         settings.validate().map_err(EmulatorError::Invalid)?;
-        self.shared.lock().set_settings(settings, Instant::now());
+        self.shared.lock().set_settings(settings);
         Ok(())
     }
 

@@ -103,8 +103,10 @@ pub struct Settings {
     pub in_progress_status: InProgressSpelling,
     /// Backup instances per page of a list answer (further pages through `nextLink`).
     pub page_size: usize,
-    /// Write throttling (PUT/POST/DELETE); `null`: unlimited (answers then report 1199
-    /// remaining writes, as the article's transcripts do).
+    /// Write throttling: one bucket of these sizes for each subscription's writes (PUT,
+    /// POST) and another for its deletes, as ARM counts them; `null`: unlimited (answers then
+    /// report 1199 remaining writes or 14999 remaining deletes, as the article's transcripts
+    /// do).
     pub throttle: Option<ThrottleSettings>,
     /// Injected faults.
     pub faults: FaultSettings,

@@ -34,8 +34,9 @@
 //!   `Content-Type: application/json` and no body (the request is not served in either case)
 //!
 //! Headers: every answer has `x-ms-request-id` and `x-ms-correlation-request-id` (the client's
-//! `x-ms-client-request-id` when sent); writes have `x-ms-ratelimit-remaining-subscription-writes`
-//! (DELETE also `…-deletes`). PUT answers point at their operation with `Azure-AsyncOperation`
+//! `x-ms-client-request-id` when sent); PUT and POST answers have
+//! `x-ms-ratelimit-remaining-subscription-writes`, DELETE answers `…-deletes`: as in ARM, each
+//! subscription has a write budget and a delete budget of its own. PUT answers point at their operation with `Azure-AsyncOperation`
 //! and `Retry-After` only, as the article's transcript (the spec's 201 declares `Location`);
 //! validate, DELETE, stopProtection and sync answer 202 with both URLs. Operation URLs are
 //! `{base}/subscriptions/{sub}/providers/Microsoft.DataProtection/locations/{loc}/operationStatus|operationResults/{id}?api-version=…`

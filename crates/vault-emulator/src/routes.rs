@@ -17,7 +17,7 @@ use super::ids::ArmId;
 use super::model::ErrorBody;
 use super::reply::{Answer, Reply, invalid_content};
 use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
-use super::state::{Ctx, Fault, instance_key};
+use super::state::{Budget, Ctx, Fault, instance_key};
 use dataprotection::ids::VaultId;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
@@ -30,8 +30,10 @@ pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
 ];
 /// Operation id under which requests that match no operation are counted.
 pub const UNKNOWN_OPERATION: &str = "Unknown";
-/// Remaining writes reported while throttling is off: the figure of the article's transcripts.
-const UNTHROTTLED_REMAINING: u64 = 1199;
+/// Remaining writes and deletes reported while throttling is off: the figures of the
+/// article's transcripts.
+const UNTHROTTLED_REMAINING_WRITES: u64 = 1199;
+const UNTHROTTLED_REMAINING_DELETES: u64 = 14999;
 /// ARM's request size limit.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 /// The `malformedBody` fault's answer: a backup instance document cut off mid-string.
@@ -322,11 +324,27 @@ async fn respond(
         wall: Timestamp::now(),
     };
     let mut state = shared.lock();
+    // Deletes spend ARM's delete budget and report it under their own header.
+    let (budget, remaining_header, unthrottled) = if parts.method == Method::DELETE {
+        (
+            Budget::Deletes,
+            REMAINING_DELETES,
+            UNTHROTTLED_REMAINING_DELETES,
+        )
+    } else {
+        (
+            Budget::Writes,
+            REMAINING_WRITES,
+            UNTHROTTLED_REMAINING_WRITES,
+        )
+    };
     let remaining = if is_write {
-        let left = state.take_write(ctx.now).map_err(|retry| {
-            throttled(route.subscription(), retry).header(REMAINING_WRITES, "0")
-        })?;
-        Some(left.unwrap_or(UNTHROTTLED_REMAINING))
+        let left = state
+            .take_write(route.subscription(), budget, ctx.now)
+            .map_err(|retry| {
+                throttled(route.subscription(), budget, retry).header(remaining_header.clone(), "0")
+            })?;
+        Some(left.unwrap_or(unthrottled))
     } else {
         None
     };
@@ -358,10 +376,7 @@ async fn respond(
     drop(state);
     let mut reply = result.unwrap_or_else(|error| error);
     if let Some(remaining) = remaining {
-        reply = reply.header(REMAINING_WRITES, remaining.to_string());
-        if parts.method == Method::DELETE {
-            reply = reply.header(REMAINING_DELETES, remaining.to_string());
-        }
+        reply = reply.header(remaining_header, remaining.to_string());
     }
     Ok(reply)
 }
@@ -455,13 +470,17 @@ fn authenticate(shared: &Shared, headers: &http::HeaderMap) -> Result<(), Reply>
     Ok(())
 }
 
-fn throttled(subscription: &str, retry_after: u64) -> Reply {
+fn throttled(subscription: &str, budget: Budget, retry_after: u64) -> Reply {
+    let kind = match budget {
+        Budget::Writes => "write",
+        Budget::Deletes => "delete",
+    };
     Reply::error(
         StatusCode::TOO_MANY_REQUESTS,
         ErrorBody::arm(
             "SubscriptionRequestsThrottled",
             format!(
-                "Number of 'write' requests for subscription '{subscription}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling"
+                "Number of '{kind}' requests for subscription '{subscription}' exceeded. Please try again after '{retry_after}' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling"
             ),
         ),
     )

@@ -109,7 +109,7 @@ impl Shared {
 
     /// Replaces the world with the config's again.
     pub fn reset_state(&self) {
-        *self.lock() = State::new(&self.config, Instant::now());
+        *self.lock() = State::new(&self.config);
     }
 
     /// Scheme and authority for URLs handed to the client: the configured public URL, else
@@ -210,7 +210,7 @@ impl RunningEmulator {
             .cloned()
             .unwrap_or_default();
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&config, Instant::now())),
+            state: Mutex::new(State::new(&config)),
             counts: Mutex::new(Counts::new()),
             writes: Mutex::new(Vec::new()),
             config,

@@ -165,6 +165,15 @@ pub(crate) enum Fault {
     Status(StatusCode, u64),
 }
 
+/// ARM's two per-subscription write budgets: deletes are counted apart from other writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Budget {
+    /// PUT and POST.
+    Writes,
+    /// DELETE.
+    Deletes,
+}
+
 struct Bucket {
     tokens: f64,
     last: Instant,
@@ -179,7 +188,8 @@ pub(crate) struct State {
     holders: HashMap<String, Holder>,
     operations: HashMap<String, Operation>,
     operation_order: VecDeque<(Instant, String)>,
-    bucket: Option<Bucket>,
+    /// The write buckets, one per subscription and [`Budget`], full when first used.
+    buckets: HashMap<(String, Budget), Bucket>,
     rng: fastrand::Rng,
     /// First half of every operation id (Azure's ids are base64 of `guid;guid`).
     emulator_guid: uuid::Uuid,
@@ -313,7 +323,7 @@ impl Bucket {
 
 impl State {
     /// Builds the world of a (validated) config.
-    pub fn new(config: &EmulatorConfig, now: Instant) -> Self {
+    pub fn new(config: &EmulatorConfig) -> Self {
         let mut state = Self {
             settings: config.settings.clone(),
             vaults: HashMap::new(),
@@ -322,11 +332,10 @@ impl State {
             holders: HashMap::new(),
             operations: HashMap::new(),
             operation_order: VecDeque::new(),
-            bucket: None,
+            buckets: HashMap::new(),
             rng: fastrand::Rng::with_seed(config.settings.faults.seed),
             emulator_guid: uuid::Uuid::new_v4(),
         };
-        state.reset_bucket(now);
         for vault in &config.vaults {
             let Ok(id) = parse_vault_id(&vault.id) else {
                 continue;
@@ -357,18 +366,11 @@ impl State {
         state
     }
 
-    fn reset_bucket(&mut self, now: Instant) {
-        self.bucket = self.settings.throttle.as_ref().map(|t| Bucket {
-            tokens: f64::from(t.budget),
-            last: now,
-        });
-    }
-
-    /// Replaces the knobs; the write bucket refills and the fault generator is re-seeded.
-    pub fn set_settings(&mut self, settings: Settings, now: Instant) {
+    /// Replaces the knobs; the write buckets refill and the fault generator is re-seeded.
+    pub fn set_settings(&mut self, settings: Settings) {
         self.rng = fastrand::Rng::with_seed(settings.faults.seed);
         self.settings = settings;
-        self.reset_bucket(now);
+        self.buckets.clear();
     }
 
     /// Picks the fault (if any) for one request of operation `operation_id`.
@@ -406,12 +408,24 @@ impl State {
         None
     }
 
-    /// Takes one write from the throttle bucket: `Ok(remaining)` or `Err(retry_after_secs)`.
-    pub fn take_write(&mut self, now: Instant) -> Result<Option<u64>, u64> {
-        match (&mut self.bucket, &self.settings.throttle) {
-            (Some(bucket), Some(limits)) => bucket.take(limits, now).map(Some),
-            _ => Ok(None),
-        }
+    /// Takes one write from the subscription's `budget` (each subscription has its own, as
+    /// in ARM): `Ok(remaining)` (`None` when not throttling) or `Err(retry_after_secs)`.
+    pub fn take_write(
+        &mut self,
+        subscription: &str,
+        budget: Budget,
+        now: Instant,
+    ) -> Result<Option<u64>, u64> {
+        let Some(limits) = &self.settings.throttle else {
+            return Ok(None);
+        };
+        // Subscription IDs are GUIDs, compared without regard to case.
+        let key = (subscription.to_ascii_lowercase(), budget);
+        let bucket = self.buckets.entry(key).or_insert_with(|| Bucket {
+            tokens: f64::from(limits.budget),
+            last: now,
+        });
+        bucket.take(limits, now).map(Some)
     }
 
     fn vault(&self, vault: &ArmId) -> Result<&Vault, Reply> {
@@ -1341,7 +1355,7 @@ mod tests {
         config.settings.faults.unavailable = 0.5;
         config.settings.faults.seed = 7;
         let picks = |config: &EmulatorConfig| {
-            let mut state = State::new(config, Instant::now());
+            let mut state = State::new(config);
             (0..32)
                 .map(|_| state.roll_fault("BackupInstances_Get").is_some())
                 .collect::<Vec<_>>()

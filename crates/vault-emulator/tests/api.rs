@@ -148,6 +148,19 @@ impl Env {
         self.raw(request).await
     }
 
+    /// POSTs an (empty) validateForBackup to `url`: its status and the writes left it reports
+    /// (empty when none).
+    async fn spend_a_write(&self, url: &str) -> (StatusCode, String) {
+        let answer = self.call(Method::POST, url, Some(&json!({}))).await;
+        let left = answer
+            .headers
+            .get("x-ms-ratelimit-remaining-subscription-writes")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (answer.status, left)
+    }
+
     async fn get(&self, url: &str) -> Answer {
         self.call(Method::GET, url, None).await
     }
@@ -917,8 +930,15 @@ async fn write_budget_runs_out_with_429() {
         let answer = env.call(Method::DELETE, &url, None).await;
         assert_eq!(answer.status, StatusCode::NO_CONTENT);
         assert_eq!(
-            answer.header("x-ms-ratelimit-remaining-subscription-writes"),
+            answer.header("x-ms-ratelimit-remaining-subscription-deletes"),
             remaining
+        );
+        assert!(
+            answer
+                .headers
+                .get("x-ms-ratelimit-remaining-subscription-writes")
+                .is_none(),
+            "a delete reports the delete budget only, as ARM's DELETE transcript"
         );
     }
     let throttled = env.call(Method::DELETE, &url, None).await;
@@ -929,11 +949,22 @@ async fn write_budget_runs_out_with_429() {
             "SubscriptionRequestsThrottled"
         )
     );
+    assert!(
+        throttled.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Number of 'delete' requests for subscription"),
+        "{}",
+        throttled.body
+    );
     assert_eq!(throttled.header("retry-after"), "2");
     assert_eq!(
-        throttled.header("x-ms-ratelimit-remaining-subscription-writes"),
+        throttled.header("x-ms-ratelimit-remaining-subscription-deletes"),
         "0"
     );
+    // Deletes spent their own budget: the write budget is still full.
+    let validate = env.vault_url("/validateForBackup", V2026);
+    assert_eq!(env.spend_a_write(&validate).await.1, "2");
     assert_eq!(
         env.get(&url).await.status,
         StatusCode::NOT_FOUND,
@@ -949,8 +980,52 @@ async fn write_budget_runs_out_with_429() {
     let unthrottled = env.call(Method::DELETE, &url, None).await;
     assert_eq!(unthrottled.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        unthrottled.header("x-ms-ratelimit-remaining-subscription-writes"),
-        "1199"
+        unthrottled.header("x-ms-ratelimit-remaining-subscription-deletes"),
+        "14999"
+    );
+    assert_eq!(env.spend_a_write(&validate).await.1, "1199");
+}
+
+/// ARM counts writes per subscription: one subscription spending its budget leaves another's
+/// whole. A bucket is made on a subscription's first write (the other subscription has no
+/// vault here: throttling comes before the provider, as in ARM).
+#[tokio::test]
+async fn each_subscription_has_its_own_write_budget() {
+    let env = Env::fast().await;
+    env.emulator
+        .admin()
+        .set_throttle(Some(ThrottleSettings {
+            budget: 2,
+            refill_per_second: 0.1,
+        }))
+        .unwrap();
+    let other_subscription = "11111111-1111-1111-1111-111111111111";
+    let other = env
+        .vault_url("/validateForBackup", V2026)
+        .replace(DEFAULT_SUBSCRIPTION, other_subscription);
+    let ours = env.vault_url("/validateForBackup", V2026);
+    for left in ["1", "0"] {
+        assert_eq!(
+            env.spend_a_write(&ours).await,
+            (StatusCode::BAD_REQUEST, left.into())
+        );
+    }
+    let spent = env.call(Method::POST, &ours, Some(&json!({}))).await;
+    assert_eq!(spent.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        spent.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(DEFAULT_SUBSCRIPTION)
+    );
+    // The other subscription's bucket is full; its subscription ID in another casing is the
+    // same subscription.
+    assert_eq!(env.spend_a_write(&other).await.1, "1");
+    let upper = other.replace(other_subscription, &other_subscription.to_uppercase());
+    assert_eq!(env.spend_a_write(&upper).await.1, "0");
+    assert_eq!(
+        env.spend_a_write(&other).await.0,
+        StatusCode::TOO_MANY_REQUESTS
     );
 }
 
