@@ -19,6 +19,9 @@ struct Args {
     /// How many BlobBackupInstances to create.
     #[arg(long, default_value_t = 100)]
     instances: usize,
+    /// Subscriptions the instances are spread over (a vault and a write budget each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    subscriptions: u16,
     /// The emulator's operation latency in milliseconds.
     #[arg(long, default_value_t = 1000)]
     latency_ms: u64,
@@ -88,10 +91,18 @@ fn main() -> anyhow::Result<()> {
         }
         .operation_retry_after(),
     );
-    let bound = benchmark::lower_bound(args.instances, latency, retry_after, throttle.as_ref());
+    let subscriptions = usize::from(args.subscriptions);
+    let bound = benchmark::lower_bound(
+        args.instances,
+        subscriptions,
+        latency,
+        retry_after,
+        throttle.as_ref(),
+    );
     let (_guard, work_dir) = benchmark::work_dir()?;
     let options = benchmark::Options {
         instances: args.instances,
+        subscriptions,
         latency,
         concurrency: args.concurrency,
         resync: Duration::from_secs(args.resync_seconds),

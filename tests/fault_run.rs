@@ -26,6 +26,7 @@ async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
     let (_guard, work_dir) = benchmark::work_dir().unwrap();
     let options = benchmark::Options {
         instances: 20,
+        subscriptions: 1,
         latency: Duration::from_secs(1),
         concurrency: 4,
         resync: Duration::from_secs(10),

@@ -25,8 +25,8 @@ use kube::runtime::{WatchStreamExt, watcher::Event};
 use kube::{CustomResourceExt, ResourceExt};
 use serde::Serialize;
 use vault_emulator::{
-    DEFAULT_TOKEN, DEFAULT_VAULT_ID, EmulatorConfig, FaultSettings, RunningEmulator,
-    StorageAccountConfig, ThrottleSettings,
+    DEFAULT_SUBSCRIPTION, DEFAULT_TOKEN, DEFAULT_VAULT_ID, EmulatorConfig, FaultSettings,
+    RunningEmulator, StorageAccountConfig, ThrottleSettings, VaultConfig,
 };
 
 use crate::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
@@ -64,6 +64,9 @@ pub struct FaultPlan {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub instances: usize,
+    /// Subscriptions the instances are spread over (round robin), a vault in each: ARM's
+    /// write budget is per subscription.
+    pub subscriptions: usize,
     /// How long each emulated Azure operation runs.
     pub latency: Duration,
     /// The operator's `--concurrency`.
@@ -136,6 +139,7 @@ pub struct Report {
 /// The knobs of the run, echoed in the report.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Settings {
+    pub subscriptions: usize,
     pub latency_ms: u64,
     pub retry_after_seconds: u64,
     pub write_budget: Option<u32>,
@@ -159,22 +163,25 @@ pub fn work_dir() -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
     Ok((Some(dir), path))
 }
 
-/// The time the emulator's latency, `Retry-After` and write bucket allow at best.
+/// The time the emulator's latency, `Retry-After` and write buckets allow at best, for
+/// `instances` spread over `subscriptions` (as [`run`] spreads them: round robin).
 ///
 /// Each instance needs two operations in sequence (validate, then PUT); the controller may
 /// not look at an operation before `max(latency, Retry-After)` has passed, so one instance
-/// takes at least `2 × P`. All instances together send `2N` writes; a bucket of `B` tokens
-/// refilled at `r` per second lets write `k` go no earlier than `(k − B) / r`, and the last
-/// write (a PUT) still needs `P` to finish: `(2N − B) / r + P`. The bound is the larger of
-/// the two. Concurrency does not enter: operations in flight hold no worker.
+/// takes at least `2 × P`. Each subscription has its own bucket: the one with the most
+/// instances, `n = ⌈N / S⌉`, sends `2n` writes; a bucket of `B` tokens refilled at `r` per
+/// second lets write `k` go no earlier than `(k − B) / r`, and the last write (a PUT) still
+/// needs `P` to finish: `(2n − B) / r + P`. The bound is the larger of the two. Concurrency
+/// does not enter: operations in flight hold no worker.
 pub fn lower_bound(
     instances: usize,
+    subscriptions: usize,
     latency: Duration,
     retry_after: Duration,
     throttle: Option<&ThrottleSettings>,
 ) -> f64 {
     let p = latency.max(retry_after).as_secs_f64();
-    let writes = 2.0 * instances as f64;
+    let writes = 2.0 * instances.div_ceil(subscriptions.max(1)) as f64;
     let paced = throttle
         .filter(|t| t.refill_per_second > 0.0 && writes > f64::from(t.budget))
         .map_or(0.0, |t| {
@@ -183,9 +190,22 @@ pub fn lower_bound(
     (2.0 * p).max(paced)
 }
 
-fn account_id(index: usize) -> String {
+/// The subscription of resource `index` (from 1): `0000000s-0000-…` for `s` in
+/// `0..subscriptions`, the first being the emulator's default subscription.
+fn subscription(index: usize, subscriptions: usize) -> String {
+    let s = (index - 1) % subscriptions.max(1);
+    format!("{s:08x}{}", &DEFAULT_SUBSCRIPTION[8..])
+}
+
+/// The vault of a subscription: the emulator's default vault, moved to it.
+fn vault_id(subscription: &str) -> String {
+    DEFAULT_VAULT_ID.replace(DEFAULT_SUBSCRIPTION, subscription)
+}
+
+fn account_id(index: usize, subscriptions: usize) -> String {
     format!(
-        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/bbisa{index:05}"
+        "/subscriptions/{}/resourceGroups/RG-BlobBackup/providers/Microsoft.Storage/storageAccounts/bbisa{index:05}",
+        subscription(index, subscriptions)
     )
 }
 
@@ -193,19 +213,19 @@ fn instance_name(index: usize) -> String {
     format!("bbi-{index:05}")
 }
 
-fn resource(index: usize) -> BlobBackupInstance {
+fn resource(index: usize, subscriptions: usize) -> BlobBackupInstance {
     let mut object = BlobBackupInstance::new(
         &instance_name(index),
         BlobBackupInstanceSpec {
             vault: VaultRef {
-                id: DEFAULT_VAULT_ID.to_owned(),
+                id: vault_id(&subscription(index, subscriptions)),
             },
             policy: PolicyRef {
                 name: Some("BlobBackup-Policy".to_owned()),
                 id: None,
             },
             storage_account: StorageAccountRef {
-                id: account_id(index),
+                id: account_id(index, subscriptions),
                 location: "westus".to_owned(),
             },
             backup_instance_name: None,
@@ -641,10 +661,20 @@ impl Operator {
 // ---------------------------------------------------------------------------------------------
 
 fn emulator_config(options: &Options) -> EmulatorConfig {
+    let default = EmulatorConfig::default();
+    let vaults = (1..=options.subscriptions.max(1))
+        .flat_map(|i| {
+            default.vaults.iter().map(move |vault| VaultConfig {
+                id: vault_id(&subscription(i, options.subscriptions)),
+                ..vault.clone()
+            })
+        })
+        .collect();
     let mut config = EmulatorConfig {
+        vaults,
         storage_accounts: (1..=options.instances)
             .map(|i| StorageAccountConfig {
-                id: account_id(i),
+                id: account_id(i, options.subscriptions),
                 location: "westus".to_owned(),
                 // None: every configured vault holds the backup role on it.
                 role_assignments: None,
@@ -708,7 +738,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let mut restarts = 0;
 
     let started = Instant::now();
-    cluster.create((1..=n).map(resource).collect()).await?;
+    cluster
+        .create(
+            (1..=n)
+                .map(|i| resource(i, options.subscriptions))
+                .collect(),
+        )
+        .await?;
     let deadline = started + options.timeout;
     let mut half_ready = None;
     let all_ready = loop {
@@ -828,7 +864,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let per = |x: u64| x as f64 / n as f64;
     let azure_total = total(&counts, |_, _| true);
     let seconds = all_ready.unwrap_or(options.timeout).as_secs_f64();
-    let bound = lower_bound(n, options.latency, retry_after, options.throttle.as_ref());
+    let bound = lower_bound(
+        n,
+        options.subscriptions,
+        options.latency,
+        retry_after,
+        options.throttle.as_ref(),
+    );
     let per_instance = per(azure_total.saturating_sub(resync_gets));
     let by_operation = counts
         .iter()
@@ -861,6 +903,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         steady_state_gets: steady.map(|s| s.2),
         steady_state_status_writes: steady.and_then(|s| s.3),
         settings: Settings {
+            subscriptions: options.subscriptions,
             latency_ms: options.latency.as_millis() as u64,
             retry_after_seconds: retry_after.as_secs(),
             write_budget: options.throttle.as_ref().map(|t| t.budget),
@@ -897,7 +940,8 @@ pub fn table(report: &Report) -> String {
     row(
         "emulator",
         format!(
-            "latency {} ms, Retry-After {} s, write bucket {}, faults {:.0}%",
+            "{} subscription(s), latency {} ms, Retry-After {} s, write bucket {} each, faults {:.0}%",
+            s.subscriptions,
             s.latency_ms,
             s.retry_after_seconds,
             match (s.write_budget, s.write_refill_per_second) {
@@ -992,4 +1036,29 @@ pub fn table(report: &Report) -> String {
     rows.iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_of_a_spread_is_that_of_its_busiest_subscription() {
+        let second = Duration::from_secs(1);
+        let arm = ThrottleSettings {
+            budget: 200,
+            refill_per_second: 10.0,
+        };
+        let bound = |n, s| lower_bound(n, s, second, second, Some(&arm));
+        // BENCHMARKS.md's figures: (2000 - 200) / 10 + 1, and 2 × P when the burst holds all.
+        assert_eq!(bound(1000, 1), 181.0);
+        assert_eq!(bound(100, 1), 2.0);
+        // 1,000 over 4: 250 each, (500 - 200) / 10 + 1; over 3, the busiest has 334.
+        assert_eq!(bound(1000, 4), 31.0);
+        assert_eq!(bound(1000, 3), (668.0 - 200.0) / 10.0 + 1.0);
+        // Round robin puts resource i in subscription (i - 1) mod S.
+        assert_eq!(subscription(1, 4), DEFAULT_SUBSCRIPTION);
+        assert_eq!(subscription(6, 4), "00000001-0000-0000-0000-000000000000");
+        assert_eq!(subscription(12, 12), "0000000b-0000-0000-0000-000000000000");
+    }
 }
