@@ -133,21 +133,23 @@ struct RunArgs {
     stalled_retry_max: Duration,
 
     /// Longest wait Azure's `Retry-After` may impose (on throttling, accepted operations and
-    /// polls; for a 429 on a write, on every Azure write): longer waits are cut to this (1s to
-    /// 24h).
+    /// polls; for a 429 on a write, on every Azure write to its subscription): longer waits
+    /// are cut to this (1s to 24h).
     #[arg(long, env = "BBO_RETRY_AFTER_MAX", value_name = "DURATION", default_value = "5m",
           value_parser = parse_retry_after_max)]
     retry_after_max: Duration,
 
-    /// Azure writes (validate, PUT, DELETE, stopProtection, sync) sent at once before the
-    /// operator paces itself: the size of ARM's write bucket for the subscription (200). The
-    /// operator never assumes more than the writes left that Azure reports on each write, so
-    /// other clients of the subscription are seen.
+    /// Azure writes (validate, PUT, stopProtection, sync) sent at once to one subscription
+    /// before the operator paces itself: the size of ARM's write bucket of a subscription
+    /// (200); DELETEs have a bucket of this size of their own, as in ARM. The operator never
+    /// assumes more than the writes left that Azure reports on each write, so other clients
+    /// of the subscription are seen.
     #[arg(long, env = "BBO_AZURE_WRITE_BURST", value_name = "WRITES", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..))]
     azure_write_burst: u32,
 
-    /// Azure writes per second once the burst is spent: ARM's refill rate (10).
+    /// Azure writes (and deletes) per second and subscription once the burst is spent: ARM's
+    /// refill rate (10).
     #[arg(long, env = "BBO_AZURE_WRITE_RATE", value_name = "PER_SECOND", default_value_t = 10.0,
           value_parser = parse_write_rate)]
     azure_write_rate: f64,

@@ -142,7 +142,8 @@ async fn adopts_an_existing_instance_without_a_put() {
     let arm = h.arm(dataprotection::DEFAULT_API_VERSION);
     let (vault, body) = article_vault_and_body();
     let id: BackupInstanceId = vault.backup_instance("msblobbackup-existing");
-    if let LroStart::Pending { handle, .. } = arm.create_or_update(&id, &body).await.unwrap() {
+    if let LroStart::Pending { handle, .. } = arm.create_or_update(&id, &body).await.result.unwrap()
+    {
         tokio::time::timeout(WAIT, async {
             while !matches!(
                 arm.poll(&handle.poll_url, &id).await.unwrap().status,
@@ -644,7 +645,11 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
     let other = h.arm(dataprotection::DEFAULT_API_VERSION);
     let (vault, body) = article_vault_and_body();
     for _ in 0..2 {
-        other.validate_for_backup(&vault, &body).await.unwrap();
+        other
+            .validate_for_backup(&vault, &body)
+            .await
+            .result
+            .unwrap();
     }
 
     // The controller's own copy of the bucket would let 200 writes go at once; its refill

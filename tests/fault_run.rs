@@ -91,12 +91,12 @@ async fn the_emulator_flags_writes_sent_while_an_operation_runs() {
         None,
     );
     let id = vault.backup_instance("msblobbackup-dup");
-    arm.create_or_update(&id, &body).await.unwrap();
-    arm.create_or_update(&id, &body).await.unwrap();
+    arm.create_or_update(&id, &body).await.result.unwrap();
+    arm.create_or_update(&id, &body).await.result.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    arm.create_or_update(&id, &body).await.unwrap();
-    arm.delete(&id).await.unwrap();
-    let _ = arm.delete(&id).await;
+    arm.create_or_update(&id, &body).await.result.unwrap();
+    arm.delete(&id).await.result.unwrap();
+    let _ = arm.delete(&id).await.result;
     let flags: Vec<(&str, bool)> = emulator
         .admin()
         .instance_writes()

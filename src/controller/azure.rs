@@ -6,8 +6,8 @@ use tracing::{debug, warn};
 use crate::api::OperationAction;
 use dataprotection::ids::BackupInstanceId;
 use dataprotection::{
-    ArmClient, ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, LroStart,
-    OperationStatus, Poll,
+    ArmClient, ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, OperationStatus,
+    Poll, WriteAnswer,
 };
 
 use super::decide::{
@@ -15,9 +15,20 @@ use super::decide::{
     PolledStatus, Target,
 };
 
+/// What an Azure call said: the observation, and for a write, what its answer said is left
+/// of the budget it spent (`x-ms-ratelimit-remaining-subscription-writes` or `-deletes`).
+pub(crate) struct Performed {
+    pub observation: Observation,
+    pub remaining: Option<u64>,
+}
+
 /// Performs `action` against Azure. `None` for actions that are not Azure calls.
-pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observation> {
-    let observation = match action {
+pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Performed> {
+    let read = |observation| Performed {
+        observation,
+        remaining: None,
+    };
+    let performed = match action {
         Action::None | Action::AddFinalizer | Action::RemoveFinalizer => return None,
         Action::GetInstance(id) => match arm.get(id).await {
             Ok(Some(resource)) => {
@@ -26,10 +37,10 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
                 if instance.containers.is_some() {
                     instance.last_recovery_point = last_recovery_point(arm, id).await;
                 }
-                Observation::Instance(Some(instance))
+                read(Observation::Instance(Some(instance)))
             }
-            Ok(None) => Observation::Instance(None),
-            Err(error) => failed(AzureCall::Get, error),
+            Ok(None) => read(Observation::Instance(None)),
+            Err(error) => read(failed(AzureCall::Get, error)),
         },
         Action::Validate(target) => {
             let answer = arm
@@ -49,9 +60,9 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
             arm.stop_protection(id).await,
         ),
         Action::Sync(id) => started(OperationAction::Sync, arm.sync(id).await),
-        Action::Poll { url, instance } => poll_observation(arm.poll(url, instance).await),
+        Action::Poll { url, instance } => read(poll_observation(arm.poll(url, instance).await)),
     };
-    Some(observation)
+    Some(performed)
 }
 
 /// What a poll says. A URL the client will not use (not an operation of the vault on the
@@ -106,8 +117,8 @@ fn request_body(target: &Target) -> BackupInstance {
     )
 }
 
-fn started<T>(action: OperationAction, answer: Result<LroStart<T>, ArmError>) -> Observation {
-    match answer {
+fn started<T>(action: OperationAction, answer: WriteAnswer<T>) -> Performed {
+    let observation = match answer.result {
         Ok(start) => Observation::Started {
             action,
             poll: start.handle().map(|handle| PollHandle {
@@ -116,6 +127,10 @@ fn started<T>(action: OperationAction, answer: Result<LroStart<T>, ArmError>) ->
             }),
         },
         Err(error) => failed(AzureCall::Start(action), error),
+    };
+    Performed {
+        observation,
+        remaining: answer.remaining,
     }
 }
 

@@ -302,7 +302,6 @@ impl Context {
             settings.write_burst,
             settings.write_refill,
             settings.retry_after_max,
-            Instant::now(),
         );
         Self {
             recorder: Mutex::new((Recorder::new(client.clone(), reporter.clone()), 0)),
@@ -731,12 +730,13 @@ async fn reconcile_steps(
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
         let decision = decide(&obj, &observation, Timestamp::now(), &ctx.settings);
-        // A write waits for its slot in Azure's write budget (neither its status nor its
-        // events count before it is sent), so throttling never turns into a herd of 429s.
-        let admission = decision
-            .action
-            .operation()
-            .map(|_| ctx.writes.admit(&key, Instant::now()));
+        // A write waits for its slot in its subscription's write (or delete) budget (neither
+        // its status nor its events count before it is sent), so throttling never turns into
+        // a herd of 429s.
+        let budget = pacing::Budget::of(&decision.action);
+        let admission = budget
+            .as_ref()
+            .map(|budget| ctx.writes.admit(budget, &key, tokio::time::Instant::now()));
         if let Some(Err(wait)) = admission {
             debug!(?wait, "waiting for a slot in Azure's write budget");
             // Except when Azure just reported an operation's end (a validate, polled or
@@ -796,7 +796,11 @@ async fn reconcile_steps(
                 if intent && !ctx.leads() {
                     return Ok(ReconcileAction::await_change());
                 }
-                let Some(observation) = azure::perform(&ctx.arm, action).await else {
+                let Some(azure::Performed {
+                    observation,
+                    remaining,
+                }) = azure::perform(&ctx.arm, action).await
+                else {
                     requeue = Some(decision.requeue);
                     break;
                 };
@@ -818,12 +822,9 @@ async fn reconcile_steps(
                 if matches!(observation, Observation::Instance(_)) {
                     ctx.metrics.record_check(&key);
                 }
-                // The client keeps the last figure any write was answered with: with other
-                // reconciles' writes in between it may be theirs, which makes the correction
-                // a little too strong or too weak. It only ever lowers the copy, and the next
-                // answer corrects it again.
-                if let Some(Ok(admission)) = admission
-                    && let Some(remaining) = ctx.arm.take_remaining_writes()
+                // This answer's own figure of the writes left in the budget it spent.
+                if let Some(Ok(admission)) = &admission
+                    && let Some(remaining) = remaining
                 {
                     ctx.writes.reported_remaining(remaining, admission);
                 }
@@ -833,9 +834,11 @@ async fn reconcile_steps(
                         call: decide::AzureCall::Start(_),
                         error,
                     } = &observation
+                        && let Some(budget) = &budget
                     {
                         let retry_after = error.retry_after.unwrap_or(ctx.settings.retry_after_min);
-                        ctx.writes.throttled(retry_after, Instant::now());
+                        ctx.writes
+                            .throttled(budget, retry_after, tokio::time::Instant::now());
                     }
                 }
                 observation

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use azure_core::credentials::TokenCredential;
@@ -143,6 +142,58 @@ pub enum LroStart<T> {
     },
 }
 
+/// One of ARM's per-subscription write budgets: deletes are counted apart from the other
+/// writes (PUT, POST, PATCH), each with its own `x-ms-ratelimit-remaining-subscription-…`
+/// header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteBudget {
+    /// PUT, POST and PATCH: `x-ms-ratelimit-remaining-subscription-writes`.
+    Writes,
+    /// DELETE: `x-ms-ratelimit-remaining-subscription-deletes`.
+    Deletes,
+}
+
+impl WriteBudget {
+    /// The budget a request of `method` spends; `None` for reads (their budget is not paced).
+    pub fn of(method: &Method) -> Option<Self> {
+        match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => None,
+            Method::DELETE => Some(Self::Deletes),
+            _ => Some(Self::Writes),
+        }
+    }
+
+    /// The header ARM reports this budget's remainder in.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::Writes => "x-ms-ratelimit-remaining-subscription-writes",
+            Self::Deletes => "x-ms-ratelimit-remaining-subscription-deletes",
+        }
+    }
+}
+
+/// The answer to a write, with what ARM said is left of the budget it spent: each answer
+/// carries its own figure, so concurrent writes (to other subscriptions too) never see one
+/// another's.
+#[derive(Debug)]
+pub struct WriteAnswer<T> {
+    /// How the call went.
+    pub result: Result<LroStart<T>, ArmError>,
+    /// The budget's remainder this answer reported (its [`WriteBudget::header`]), on any status
+    /// (a 429 says 0); `None` when it had no such header, or when nothing was answered.
+    pub remaining: Option<u64>,
+}
+
+impl<T> WriteAnswer<T> {
+    /// A write that got no answer (refused before sending, or a network failure).
+    fn unanswered(error: ArmError) -> Self {
+        Self {
+            result: Err(error),
+            remaining: None,
+        }
+    }
+}
+
 impl<T> LroStart<T> {
     /// The poll handle of a pending operation.
     pub fn handle(&self) -> Option<&OperationHandle> {
@@ -172,13 +223,7 @@ struct Inner {
     http: reqwest::Client,
     credential: Arc<dyn TokenCredential>,
     observer: Option<Arc<dyn RequestObserver>>,
-    /// The last `x-ms-ratelimit-remaining-subscription-writes` a write was answered with, not
-    /// yet taken ([`NOT_REPORTED`] when none).
-    remaining_writes: AtomicU64,
 }
-
-/// [`Inner::remaining_writes`] holds no report.
-const NOT_REPORTED: u64 = u64::MAX;
 
 impl std::fmt::Debug for ArmClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,7 +348,6 @@ impl ArmClient {
                 http,
                 credential,
                 observer,
-                remaining_writes: AtomicU64::new(NOT_REPORTED),
             }),
             write_gate: None,
         })
@@ -318,18 +362,6 @@ impl ArmClient {
             inner: self.inner.clone(),
             write_gate: Some(gate),
         }
-    }
-
-    /// How many writes Azure said the subscription had left
-    /// (`x-ms-ratelimit-remaining-subscription-writes`) in the last answer to a write since
-    /// the previous call; `None` when no write was answered with one. Other clients of the
-    /// subscription spend the same budget, which this is the only way to see.
-    pub fn take_remaining_writes(&self) -> Option<u64> {
-        let reported = self
-            .inner
-            .remaining_writes
-            .swap(NOT_REPORTED, Ordering::Relaxed);
-        (reported != NOT_REPORTED).then_some(reported)
     }
 
     /// The configuration.
@@ -366,7 +398,7 @@ impl ArmClient {
         &self,
         vault: &VaultId,
         instance: &BackupInstance,
-    ) -> Result<LroStart<()>, ArmError> {
+    ) -> WriteAnswer<()> {
         let mut segments = vault.path_segments();
         segments.push("validateForBackup");
         let body = ValidateForBackupRequest {
@@ -389,7 +421,7 @@ impl ArmClient {
         &self,
         id: &BackupInstanceId,
         instance: &BackupInstance,
-    ) -> Result<LroStart<BackupInstanceResource>, ArmError> {
+    ) -> WriteAnswer<BackupInstanceResource> {
         let body = BackupInstanceResource {
             properties: Some(instance.clone()),
             ..BackupInstanceResource::default()
@@ -489,34 +521,38 @@ impl ArmClient {
     }
 
     /// DELETE the backup instance (stops protection and deletes its backups): 200, 204 and
-    /// 404 are done, 202 pending.
-    pub async fn delete(&self, id: &BackupInstanceId) -> Result<LroStart<()>, ArmError> {
-        let response = self
-            .send::<()>(
-                ops::DELETE,
-                Method::DELETE,
-                self.url(&id.path_segments())?,
-                None,
-            )
-            .await?;
-        if response.status == 404 {
-            return Ok(LroStart::Done(None));
-        }
-        lro_start(&response, Body::Ignored)
+    /// 404 are done, 202 pending. It spends the subscription's delete budget.
+    pub async fn delete(&self, id: &BackupInstanceId) -> WriteAnswer<()> {
+        self.start(
+            ops::DELETE,
+            Method::DELETE,
+            &id.path_segments(),
+            None::<&()>,
+            Body::Ignored,
+        )
+        .await
     }
 
     /// POST `.../stopProtection` (keeps the backups). Refused with a Config error on API
     /// versions without it (2021-01-01), before any request.
-    pub async fn stop_protection(&self, id: &BackupInstanceId) -> Result<LroStart<()>, ArmError> {
-        self.require_instance_action("stopProtection", "delete instead of retaining the backups")?;
+    pub async fn stop_protection(&self, id: &BackupInstanceId) -> WriteAnswer<()> {
+        if let Err(error) = self
+            .require_instance_action("stopProtection", "delete instead of retaining the backups")
+        {
+            return WriteAnswer::unanswered(error);
+        }
         self.post_action(id, "stopProtection", ops::STOP_PROTECTION, None::<&()>)
             .await
     }
 
     /// POST `.../sync` with `{"syncType": "Default"}`: asks Azure to retry a failed
     /// configuration of the instance.
-    pub async fn sync(&self, id: &BackupInstanceId) -> Result<LroStart<()>, ArmError> {
-        self.require_instance_action("sync", "re-sync the backup instance in the Azure portal")?;
+    pub async fn sync(&self, id: &BackupInstanceId) -> WriteAnswer<()> {
+        if let Err(error) =
+            self.require_instance_action("sync", "re-sync the backup instance in the Azure portal")
+        {
+            return WriteAnswer::unanswered(error);
+        }
         let body = SyncBackupInstanceRequest {
             sync_type: Some("Default".to_string()),
         };
@@ -529,14 +565,16 @@ impl ArmClient {
         action: &str,
         operation: &'static str,
         body: Option<&B>,
-    ) -> Result<LroStart<()>, ArmError> {
+    ) -> WriteAnswer<()> {
         let mut segments = id.path_segments();
         segments.push(action);
         self.start(operation, Method::POST, &segments, body, Body::Ignored)
             .await
     }
 
-    /// Sends a call that starts a long-running operation and reads how it started.
+    /// Sends a write that starts a long-running operation and reads how it started, and
+    /// what its answer says is left of the budget it spent. A DELETE's 404 is done: nothing
+    /// was there.
     async fn start<B: Serialize, T: DeserializeOwned>(
         &self,
         operation: &'static str,
@@ -544,11 +582,26 @@ impl ArmClient {
         segments: &[&str],
         body: Option<&B>,
         mode: Body,
-    ) -> Result<LroStart<T>, ArmError> {
-        let response = self
-            .send(operation, method, self.url(segments)?, body)
-            .await?;
-        lro_start(&response, mode)
+    ) -> WriteAnswer<T> {
+        let budget = WriteBudget::of(&method);
+        let is_delete = method == Method::DELETE;
+        let url = match self.url(segments) {
+            Ok(url) => url,
+            Err(error) => return WriteAnswer::unanswered(error),
+        };
+        let response = match self.send(operation, method, url, body).await {
+            Ok(response) => response,
+            Err(error) => return WriteAnswer::unanswered(error),
+        };
+        let remaining = budget
+            .and_then(|budget| header_value(&response.headers, budget.header()))
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        let result = if is_delete && response.status == 404 {
+            Ok(LroStart::Done(None))
+        } else {
+            lro_start(&response, mode)
+        };
+        WriteAnswer { result, remaining }
     }
 
     /// GET a poll URL (`Azure-AsyncOperation` or `Location`) of an operation on `instance`,
@@ -702,16 +755,6 @@ impl ArmClient {
                 return Err(ArmError::Network { operation, message });
             }
         };
-        // Reads report the (separate) read budget under other names.
-        if method != Method::GET
-            && let Some(remaining) =
-                header_value(&headers, "x-ms-ratelimit-remaining-subscription-writes")
-                    .and_then(|v| v.parse::<u64>().ok())
-        {
-            self.inner
-                .remaining_writes
-                .store(remaining.min(NOT_REPORTED - 1), Ordering::Relaxed);
-        }
         let request_id = header_value(&headers, "x-ms-request-id").map(str::to_string);
         debug!(
             operation,

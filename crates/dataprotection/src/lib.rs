@@ -18,7 +18,8 @@ use std::time::Duration;
 
 pub use auth::{AuthConfig, AuthMode, credential};
 pub use client::{
-    ArmClient, ArmConfig, DEFAULT_API_VERSION, DEFAULT_ENDPOINT, LroStart, USER_AGENT, WriteGate,
+    ArmClient, ArmConfig, DEFAULT_API_VERSION, DEFAULT_ENDPOINT, LroStart, USER_AGENT, WriteAnswer,
+    WriteBudget, WriteGate,
 };
 pub use error::{ArmError, AzureErrorDetail, ErrorClass};
 pub use ids::*;

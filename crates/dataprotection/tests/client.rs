@@ -290,6 +290,7 @@ async fn article_flow_on_2021_01_01() {
     let start = client
         .validate_for_backup(&vault(), &instance())
         .await
+        .result
         .unwrap();
     let LroStart::Pending { handle, body: None } = start else {
         panic!("{start:?}")
@@ -343,6 +344,7 @@ async fn article_flow_on_2021_01_01() {
     let start = client
         .create_or_update(&instance_id(), &instance())
         .await
+        .result
         .unwrap();
     let LroStart::Pending {
         handle,
@@ -368,7 +370,7 @@ async fn article_flow_on_2021_01_01() {
     let got = client.get(&instance_id()).await.unwrap().unwrap();
     assert_eq!(got.name.as_deref(), Some(instance_id().name()));
     mock.push_fixture("delete-accepted-202.json");
-    let start = client.delete(&instance_id()).await.unwrap();
+    let start = client.delete(&instance_id()).await.result.unwrap();
     let handle = start.handle().unwrap().clone();
     assert_eq!(handle.retry_after, Some(Duration::from_secs(30)));
     mock.push(reply(200).json(&article("delete-operation-status-succeeded.json")));
@@ -481,7 +483,12 @@ async fn article_flow_on_2021_01_01() {
 async fn validate_already_protected_is_a_needs_person_error_with_ids() {
     let Setup { mock, client, .. } = setup("2021-01-01").await;
     mock.push_fixture("validate-already-protected-400.json");
-    let error = azure_error(client.validate_for_backup(&vault(), &instance()).await);
+    let error = azure_error(
+        client
+            .validate_for_backup(&vault(), &instance())
+            .await
+            .result,
+    );
     assert_eq!(error.class(), ErrorClass::NeedsPerson);
     assert_eq!(error.code(), Some("UserErrorDppDatasourceAlreadyProtected"));
     assert_eq!(error.http_status(), Some(400));
@@ -523,7 +530,11 @@ async fn put_answers_200_201_202_and_bad_bodies() {
 
     // 200: done, with the resource.
     mock.push(reply(200).json(&resource_json()));
-    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    let start = client
+        .create_or_update(&id, &instance())
+        .await
+        .result
+        .unwrap();
     assert!(matches!(start, LroStart::Done(Some(_))), "{start:?}");
 
     // 200 with Azure-AsyncOperation: an update still being applied; pending, with the body.
@@ -534,7 +545,11 @@ async fn put_answers_200_201_202_and_bad_bodies() {
             .header("Azure-AsyncOperation", &status_url)
             .header("Retry-After", "15"),
     );
-    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    let start = client
+        .create_or_update(&id, &instance())
+        .await
+        .result
+        .unwrap();
     let LroStart::Pending {
         handle,
         body: Some(_),
@@ -549,13 +564,21 @@ async fn put_answers_200_201_202_and_bad_bodies() {
             .json(&resource_json())
             .header("Location", &result_url),
     );
-    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    let start = client
+        .create_or_update(&id, &instance())
+        .await
+        .result
+        .unwrap();
     assert!(matches!(start, LroStart::Done(Some(_))), "{start:?}");
 
     // 201 without a poll URL: done (the resource's protection status tells the rest).
     mock.push(reply(201).json(&resource_json()));
     assert!(matches!(
-        client.create_or_update(&id, &instance()).await.unwrap(),
+        client
+            .create_or_update(&id, &instance())
+            .await
+            .result
+            .unwrap(),
         LroStart::Done(Some(_))
     ));
 
@@ -566,7 +589,11 @@ async fn put_answers_200_201_202_and_bad_bodies() {
             .header("Azure-AsyncOperation", &status_url)
             .header("Retry-After", "60"),
     );
-    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    let start = client
+        .create_or_update(&id, &instance())
+        .await
+        .result
+        .unwrap();
     let LroStart::Pending { handle, body: None } = start else {
         panic!("{start:?}")
     };
@@ -575,7 +602,11 @@ async fn put_answers_200_201_202_and_bad_bodies() {
 
     // 202 with Location only.
     mock.push(reply(202).header("Location", &result_url));
-    let start = client.create_or_update(&id, &instance()).await.unwrap();
+    let start = client
+        .create_or_update(&id, &instance())
+        .await
+        .result
+        .unwrap();
     assert_eq!(start.handle().unwrap().poll_url, result_url);
     assert_eq!(start.handle().unwrap().retry_after, None);
 
@@ -589,7 +620,11 @@ async fn put_answers_200_201_202_and_bad_bodies() {
         (200, "not the expected JSON"),
         (201, "empty"),
     ] {
-        let error = client.create_or_update(&id, &instance()).await.unwrap_err();
+        let error = client
+            .create_or_update(&id, &instance())
+            .await
+            .result
+            .unwrap_err();
         match &error {
             ArmError::Decode {
                 operation,
@@ -770,14 +805,21 @@ async fn delete_stop_protection_and_sync() {
     for status in [200, 204, 404] {
         mock.push(reply(status));
         assert_eq!(
-            client.delete(&id).await.unwrap(),
+            client.delete(&id).await.result.unwrap(),
             LroStart::Done(None),
             "{status}"
         );
     }
     mock.push(reply(202).header("Azure-AsyncOperation", &status_url));
     assert_eq!(
-        client.delete(&id).await.unwrap().handle().unwrap().poll_url,
+        client
+            .delete(&id)
+            .await
+            .result
+            .unwrap()
+            .handle()
+            .unwrap()
+            .poll_url,
         status_url
     );
 
@@ -787,13 +829,13 @@ async fn delete_stop_protection_and_sync() {
             .header("Azure-AsyncOperation", &status_url)
             .header("Retry-After", "60"),
     );
-    let start = client.stop_protection(&id).await.unwrap();
+    let start = client.stop_protection(&id).await.result.unwrap();
     assert_eq!(
         start.handle().unwrap().retry_after,
         Some(Duration::from_secs(60))
     );
     mock.push(reply(200).json(&json!({})));
-    assert_eq!(client.sync(&id).await.unwrap(), LroStart::Done(None));
+    assert_eq!(client.sync(&id).await.result.unwrap(), LroStart::Done(None));
 
     let seen = mock.seen();
     let stop = &seen[4];
@@ -823,7 +865,7 @@ async fn delete_stop_protection_and_sync() {
     let old = client_for(&mock.base, "2021-01-01", Arc::new(Observed::default()));
     assert!(!old.supports_instance_actions());
     let before = mock.seen().len();
-    let error = old.stop_protection(&id).await.unwrap_err();
+    let error = old.stop_protection(&id).await.result.unwrap_err();
     assert!(matches!(error, ArmError::Config { .. }), "{error:?}");
     assert!(
         error
@@ -997,7 +1039,12 @@ async fn throttling_and_server_errors_are_transient() {
             .header("x-ms-request-id", "req-put")
             .json(&json!({"error": {"code": "TooManyRequests", "message": "slow down"}})),
     );
-    let error = azure_error(client.create_or_update(&instance_id(), &instance()).await);
+    let error = azure_error(
+        client
+            .create_or_update(&instance_id(), &instance())
+            .await
+            .result,
+    );
     assert_eq!(error.retry_after(), Some(Duration::from_secs(3)));
     assert!(
         error.to_string().contains("x-ms-request-id: req-put"),
@@ -1138,8 +1185,14 @@ async fn redirects_are_refused_naming_the_host_and_nothing_is_sent_again() {
                 .header("x-ms-request-id", "req-3xx"),
         );
     }
-    let put = client.create_or_update(&instance_id(), &instance()).await;
-    let validate = client.validate_for_backup(&vault(), &instance()).await;
+    let put = client
+        .create_or_update(&instance_id(), &instance())
+        .await
+        .result;
+    let validate = client
+        .validate_for_backup(&vault(), &instance())
+        .await
+        .result;
     let get = client.get(&instance_id()).await;
     for error in [put.unwrap_err(), validate.unwrap_err(), get.unwrap_err()] {
         assert!(matches!(error, ArmError::Redirected { .. }), "{error:?}");
@@ -1481,20 +1534,25 @@ async fn a_closed_write_gate_sends_no_write_but_reads_go_on() {
     }));
     let id = instance_id();
     mock.push(reply(204));
-    client.delete(&id).await.unwrap();
+    client.delete(&id).await.result.unwrap();
     assert_eq!(mock.seen().len(), 1, "an open gate lets the write through");
 
     // The leader term ended (here: before the call; in the controller, while the token was
     // fetched): no write goes out, whatever the call.
     open.store(false, std::sync::atomic::Ordering::SeqCst);
     for error in [
-        client.delete(&id).await.unwrap_err(),
-        client.stop_protection(&id).await.unwrap_err(),
-        client.sync(&id).await.unwrap_err(),
-        client.create_or_update(&id, &instance()).await.unwrap_err(),
+        client.delete(&id).await.result.unwrap_err(),
+        client.stop_protection(&id).await.result.unwrap_err(),
+        client.sync(&id).await.result.unwrap_err(),
+        client
+            .create_or_update(&id, &instance())
+            .await
+            .result
+            .unwrap_err(),
         client
             .validate_for_backup(&vault(), &instance())
             .await
+            .result
             .unwrap_err(),
     ] {
         assert!(

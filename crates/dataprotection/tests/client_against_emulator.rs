@@ -116,7 +116,11 @@ impl Env {
     /// Validates the article's body (operational backup of msblobbackup); it must be accepted.
     async fn validate(&self) -> OperationHandle {
         let body = operational("msblobbackup");
-        let start = self.client.validate_for_backup(&vault(), &body).await;
+        let start = self
+            .client
+            .validate_for_backup(&vault(), &body)
+            .await
+            .result;
         pending(start.unwrap()).0
     }
 
@@ -128,9 +132,18 @@ impl Env {
         );
     }
 
+    /// PUT; it must be answered with success.
+    async fn put(
+        &self,
+        id: &BackupInstanceId,
+        body: &BackupInstance,
+    ) -> LroStart<BackupInstanceResource> {
+        self.client.create_or_update(id, body).await.result.unwrap()
+    }
+
     /// PUT and poll to success; the instance as GET shows it then.
     async fn create(&self, id: &BackupInstanceId, body: &BackupInstance) -> BackupInstanceResource {
-        let start = self.client.create_or_update(id, body).await.unwrap();
+        let start = self.put(id, body).await;
         if let Some(handle) = start.handle() {
             assert_eq!(
                 self.finish(&handle.poll_url).await.0,
@@ -403,7 +416,7 @@ async fn missing_permission_fails_the_operation_until_granted() {
     // way; GET shows the failure.
     admin.revoke_role(DEFAULT_STORAGE_ACCOUNT_ID).unwrap();
     let id = instance_id("bi-permissions");
-    let (handle, _) = pending(env.client.create_or_update(&id, &body).await.unwrap());
+    let (handle, _) = pending(env.put(&id, &body).await);
     let detail = failed(env.finish(&handle.poll_url).await.0);
     assert_eq!(detail.code, MISSING_PERMISSIONS);
     assert!(
@@ -424,7 +437,7 @@ async fn missing_permission_fails_the_operation_until_granted() {
     );
     // Granted, the same PUT again reconfigures (200) and now succeeds.
     admin.grant_role(DEFAULT_STORAGE_ACCOUNT_ID).unwrap();
-    let (handle, _) = pending(env.client.create_or_update(&id, &body).await.unwrap());
+    let (handle, _) = pending(env.put(&id, &body).await);
     env.succeeds(&handle).await;
     assert_eq!(env.protection_status(&id).await, "ProtectionConfigured");
 
@@ -450,11 +463,13 @@ async fn already_protected_needs_a_person_and_names_the_holding_vault() {
         .client
         .validate_for_backup(&vault(), &body)
         .await
+        .result
         .unwrap_err();
     let put = env
         .client
         .create_or_update(&instance_id("bi-1"), &body)
         .await
+        .result
         .unwrap_err();
     for (error, expected) in [
         (&validate, ops::VALIDATE_FOR_BACKUP),
@@ -509,7 +524,7 @@ async fn create_get_update() {
     assert_eq!(env.client.get(&id).await.unwrap(), None);
 
     let body = operational("msblobbackup");
-    let (handle, created) = pending(env.client.create_or_update(&id, &body).await.unwrap());
+    let (handle, created) = pending(env.put(&id, &body).await);
     assert_eq!(handle.retry_after, Some(Duration::ZERO));
     let created = created.expect("201 carries the resource");
     assert_eq!(created.protection_status(), Some("ConfiguringProtection"));
@@ -533,7 +548,13 @@ async fn create_get_update() {
     assert_eq!(props.vaulted_containers(), None);
 
     // The same body again: 200, nothing to wait for.
-    match env.client.create_or_update(&id, &body).await.unwrap() {
+    match env
+        .client
+        .create_or_update(&id, &body)
+        .await
+        .result
+        .unwrap()
+    {
         LroStart::Done(Some(same)) => {
             assert_eq!(same.protection_status(), Some("ProtectionConfigured"))
         }
@@ -542,7 +563,7 @@ async fn create_get_update() {
 
     // A changed body: 200 with an operation, then the new policy is in place.
     let changed = vaulted("msblobbackup", &["c1", "c2"]);
-    let (handle, updating) = pending(env.client.create_or_update(&id, &changed).await.unwrap());
+    let (handle, updating) = pending(env.put(&id, &changed).await);
     let updating = updating.expect("200 carries the resource");
     let props = updating.properties.as_ref().unwrap();
     assert_eq!(
@@ -641,7 +662,7 @@ async fn delete_polls_to_gone_then_is_done_at_once() {
     env.create(&id, &operational("msblobbackup")).await;
     env.reset_counts();
 
-    let (handle, body) = pending(env.client.delete(&id).await.unwrap());
+    let (handle, body) = pending(env.client.delete(&id).await.result.unwrap());
     assert_eq!(body, None);
     assert_eq!(handle.retry_after, Some(Duration::ZERO));
     assert_eq!(
@@ -649,7 +670,10 @@ async fn delete_polls_to_gone_then_is_done_at_once() {
         (OperationStatus::Succeeded, 1)
     );
     assert_eq!(env.client.get(&id).await.unwrap(), None);
-    assert_eq!(env.client.delete(&id).await.unwrap(), LroStart::Done(None));
+    assert_eq!(
+        env.client.delete(&id).await.result.unwrap(),
+        LroStart::Done(None)
+    );
     env.assert_counts(&[
         (ops::DELETE, 202, 1),
         (ops::DELETE, 204, 1),
@@ -664,7 +688,7 @@ async fn delete_polls_to_gone_then_is_done_at_once() {
         .set_latency(Duration::from_millis(50))
         .unwrap();
     env.reset_counts();
-    let (handle, _) = pending(env.client.delete(&id).await.unwrap());
+    let (handle, _) = pending(env.client.delete(&id).await.result.unwrap());
     let (status, polls) = env.finish(&location_of(&handle)).await;
     assert_eq!(status, OperationStatus::Succeeded);
     assert_eq!(env.client.get(&id).await.unwrap(), None);
@@ -687,7 +711,7 @@ async fn stop_protection_and_sync() {
         .await;
     env.reset_counts();
 
-    let (handle, _) = pending(env.client.stop_protection(&kept).await.unwrap());
+    let (handle, _) = pending(env.client.stop_protection(&kept).await.result.unwrap());
     env.succeeds(&handle).await;
     assert_eq!(env.protection_status(&kept).await, "ProtectionStopped");
 
@@ -695,6 +719,7 @@ async fn stop_protection_and_sync() {
         .client
         .stop_protection(&operational_id)
         .await
+        .result
         .unwrap_err();
     let (operation, status, _) = azure(&error);
     assert_eq!((operation, status), (ops::STOP_PROTECTION, 400));
@@ -715,7 +740,7 @@ async fn stop_protection_and_sync() {
         details.error_details.unwrap().code.as_deref(),
         Some("UserErrorBackupFailed")
     );
-    let (handle, _) = pending(env.client.sync(&operational_id).await.unwrap());
+    let (handle, _) = pending(env.client.sync(&operational_id).await.result.unwrap());
     env.succeeds(&handle).await;
     assert_eq!(
         env.protection_status(&operational_id).await,
@@ -732,7 +757,11 @@ async fn stop_protection_and_sync() {
 
     // At 2021-01-01 the client refuses stopProtection itself: nothing reaches the emulator.
     let old = client(&env.emulator.base_url(), V2021, env.emulator.token());
-    let error = old.stop_protection(&operational_id).await.unwrap_err();
+    let error = old
+        .stop_protection(&operational_id)
+        .await
+        .result
+        .unwrap_err();
     assert!(matches!(error, ArmError::Config { .. }), "{error:?}");
     let text = error.to_string();
     assert!(
@@ -742,61 +771,88 @@ async fn stop_protection_and_sync() {
     assert_eq!(env.counts()[ops::STOP_PROTECTION].values().sum::<u64>(), 2);
 
     // Likewise sync, which arrived with stopProtection in 2022-01-01.
-    let error = old.sync(&operational_id).await.unwrap_err();
+    let error = old.sync(&operational_id).await.result.unwrap_err();
     assert!(matches!(error, ArmError::Config { .. }), "{error:?}");
     assert!(error.to_string().contains("has no sync"), "{error}");
     assert_eq!(env.counts()[ops::SYNC].values().sum::<u64>(), 1);
 }
 
-#[tokio::test]
-async fn writes_past_the_budget_are_throttled_with_retry_after() {
+/// Instant operations, and `budget` writes (and deletes) per subscription, never refilled.
+fn budget_without_refill(budget: u32) -> EmulatorConfig {
     let mut config = fast_config();
-    // No refill: the third write is refused with the emulator's fixed 60 s.
     config.settings.throttle = Some(ThrottleSettings {
-        budget: 2,
+        budget,
         refill_per_second: 0.0,
     });
-    let env = Env::start(config, V2026).await;
+    config
+}
+
+#[tokio::test]
+async fn writes_past_the_budget_are_throttled_with_retry_after() {
+    // No refill: the third write is refused with the emulator's fixed 60 s.
+    let env = Env::start(budget_without_refill(2), V2026).await;
     let body = operational("msblobbackup");
-    assert_eq!(env.client.take_remaining_writes(), None, "nothing sent yet");
     for left in [1, 0] {
-        pending(
-            env.client
-                .validate_for_backup(&vault(), &body)
-                .await
-                .unwrap(),
-        );
-        // x-ms-ratelimit-remaining-subscription-writes, taken once.
-        assert_eq!(env.client.take_remaining_writes(), Some(left));
-        assert_eq!(env.client.take_remaining_writes(), None);
+        let answer = env.client.validate_for_backup(&vault(), &body).await;
+        // Its own x-ms-ratelimit-remaining-subscription-writes.
+        assert_eq!(answer.remaining, Some(left));
+        pending(answer.result.unwrap());
     }
-    let error = env
-        .client
-        .validate_for_backup(&vault(), &body)
-        .await
-        .unwrap_err();
+    let answer = env.client.validate_for_backup(&vault(), &body).await;
+    assert_eq!(answer.remaining, Some(0), "the 429 says 0");
+    let error = answer.result.unwrap_err();
     let (operation, status, _) = azure(&error);
     assert_eq!((operation, status), (ops::VALIDATE_FOR_BACKUP, 429));
     assert_eq!(error.code(), Some("SubscriptionRequestsThrottled"));
     assert_eq!(error.class(), ErrorClass::Transient);
     assert_eq!(error.retry_after(), Some(Duration::from_secs(60)));
-    assert_eq!(
-        env.client.take_remaining_writes(),
-        Some(0),
-        "the 429 says 0"
-    );
     // Reads are not throttled.
     assert_eq!(env.client.get(&instance_id("bi-1")).await.unwrap(), None);
-    assert_eq!(
-        env.client.take_remaining_writes(),
-        None,
-        "a read reports no writes"
-    );
     env.assert_counts(&[
         (ops::VALIDATE_FOR_BACKUP, 202, 2),
         (ops::VALIDATE_FOR_BACKUP, 429, 1),
         (ops::GET, 404, 1),
     ]);
+}
+
+/// Each answer carries the remainder of the budget it spent, whatever other writes were
+/// answered in between: another subscription's, or a delete (ARM's separate delete budget).
+#[tokio::test]
+async fn each_write_answer_reports_its_own_budget() {
+    let mut config = budget_without_refill(3);
+    let other_subscription = "11111111-1111-1111-1111-111111111111";
+    let mut other_vault = config.vaults[0].clone();
+    other_vault.id = DEFAULT_VAULT_ID.replace(DEFAULT_SUBSCRIPTION, other_subscription);
+    config.vaults.push(other_vault.clone());
+    let env = Env::start(config, V2026).await;
+    let body = operational("msblobbackup");
+    let (ours, other) = (vault(), VaultId::parse(&other_vault.id).unwrap());
+    let gone = instance_id("bi-1");
+    // Sent at once, answered in any order: each answer has its own figure.
+    let (ours_answer, theirs, deleted) = tokio::join!(
+        env.client.validate_for_backup(&ours, &body),
+        env.client.validate_for_backup(&other, &body),
+        env.client.delete(&gone),
+    );
+    assert_eq!(ours_answer.remaining, Some(2));
+    assert_eq!(theirs.remaining, Some(2));
+    assert_eq!(deleted.remaining, Some(2), "the delete budget's own figure");
+    let again = env.client.validate_for_backup(&vault(), &body).await;
+    assert_eq!(again.remaining, Some(1));
+    let deleted = env.client.delete(&instance_id("bi-2")).await;
+    assert_eq!(deleted.remaining, Some(1));
+    assert_eq!(
+        dataprotection::WriteBudget::Deletes.header(),
+        "x-ms-ratelimit-remaining-subscription-deletes"
+    );
+    // A write refused before it is sent has no figure.
+    let refused = env
+        .client
+        .with_write_gate(std::sync::Arc::new(|| false))
+        .validate_for_backup(&vault(), &body)
+        .await;
+    assert_eq!(refused.remaining, None);
+    assert!(refused.result.is_err());
 }
 
 fn faults_on(operation: &str, faults: FaultSettings) -> FaultSettings {
@@ -833,7 +889,12 @@ async fn injected_server_errors_are_transient_with_retry_after() {
     admin
         .set_faults(faults_on(ops::CREATE_OR_UPDATE, unavailable.clone()))
         .unwrap();
-    let error = env.client.create_or_update(&id, &body).await.unwrap_err();
+    let error = env
+        .client
+        .create_or_update(&id, &body)
+        .await
+        .result
+        .unwrap_err();
     assert_eq!(azure(&error).0, ops::CREATE_OR_UPDATE);
     assert_eq!(error.http_status(), Some(503));
     assert_eq!(error.code(), Some("ServiceUnavailable"));
@@ -896,6 +957,7 @@ async fn a_dropped_connection_is_a_transient_network_error() {
         .client
         .create_or_update(&id, &operational("msblobbackup"))
         .await
+        .result
         .unwrap_err();
     assert!(
         matches!(error, ArmError::Network { operation, .. } if operation == ops::CREATE_OR_UPDATE),
@@ -932,6 +994,7 @@ async fn expired_and_unknown_tokens_need_a_person() {
     let unknown = client(&base, V2026, "who-knows")
         .validate_for_backup(&vault(), &operational("msblobbackup"))
         .await
+        .result
         .unwrap_err();
     let (operation, status, detail) = azure(&unknown);
     assert_eq!((operation, status), (ops::VALIDATE_FOR_BACKUP, 401));
@@ -953,7 +1016,7 @@ async fn the_whole_flow_at_both_api_versions() {
         let handle = env.validate().await;
         assert!(handle.poll_url.ends_with(&suffix), "{handle:?}");
         env.succeeds(&handle).await;
-        let (handle, _) = pending(env.client.create_or_update(&id, &body).await.unwrap());
+        let (handle, _) = pending(env.put(&id, &body).await);
         assert!(handle.poll_url.ends_with(&suffix), "{handle:?}");
         env.succeeds(&handle).await;
         assert_eq!(
@@ -963,7 +1026,7 @@ async fn the_whole_flow_at_both_api_versions() {
         );
         let listed = env.client.list(&vault()).await.unwrap();
         assert_eq!(listed.len(), 1, "{version}");
-        let (handle, _) = pending(env.client.delete(&id).await.unwrap());
+        let (handle, _) = pending(env.client.delete(&id).await.result.unwrap());
         assert!(handle.poll_url.ends_with(&suffix), "{handle:?}");
         env.succeeds(&handle).await;
         assert_eq!(env.client.get(&id).await.unwrap(), None, "{version}");
@@ -1034,6 +1097,7 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
         env.client
             .create_or_update(&instance_id(name), &operational(account))
             .await
+            .result
             .unwrap();
     }
     let error = env.client.list(&vault()).await.unwrap_err();
@@ -1057,7 +1121,11 @@ async fn attempt(env: &Env, operation: &str, handle: &OperationHandle) -> Result
         ops::LIST => env.client.list(&vault()).await.map(drop),
         ops::CREATE_OR_UPDATE => {
             let body = operational("msblobbackup");
-            env.client.create_or_update(&id, &body).await.map(drop)
+            env.client
+                .create_or_update(&id, &body)
+                .await
+                .result
+                .map(drop)
         }
         ops::OPERATION_STATUS => env
             .client
@@ -1135,6 +1203,7 @@ async fn malformed_and_empty_bodies_are_decode_errors_naming_the_operation() {
         .client
         .validate_for_backup(&vault(), &operational("msblobbackup"))
         .await
+        .result
         .unwrap();
     assert_eq!(start, LroStart::Done(None));
     admin
