@@ -2,13 +2,14 @@
 //! operator binary (release build) as a child process. See BENCHMARKS.md.
 //!
 //! `cargo bench --bench converge -- --instances N [--latency-ms L] [--faults] [--json]
-//!   [--concurrency C] [--kubeconfig PATH]`
+//!   [--concurrency C] [--subscriptions S] [--kubeconfig PATH | --envtest]`
 
-use testkit::benchmark;
+use testkit::{benchmark, envtest};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use vault_emulator::ThrottleSettings;
 
@@ -38,6 +39,10 @@ struct Args {
     /// A real cluster instead of the fake apiserver.
     #[arg(long, env = "BBO_E2E_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// A real API server (etcd and kube-apiserver) started from the directory named by
+    /// KUBEBUILDER_ASSETS, instead of the fake apiserver.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    envtest: bool,
     /// The operator's --resync-interval, in seconds; also the steady-state window.
     #[arg(long, default_value_t = 10)]
     resync_seconds: u64,
@@ -117,7 +122,21 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs_f64((bound * 1.5 / (args.restarts + 1) as f64).max(2.0)),
             ),
         }),
-        kubeconfig: args.kubeconfig,
+        kubernetes: match (args.envtest, args.kubeconfig) {
+            (true, _) => benchmark::Kubernetes::Envtest(
+                std::env::var_os(envtest::ASSETS_ENV)
+                    .map(PathBuf::from)
+                    .with_context(|| {
+                        format!(
+                            "--envtest needs {} set; {}",
+                            envtest::ASSETS_ENV,
+                            envtest::HOW_TO_GET_ASSETS
+                        )
+                    })?,
+            ),
+            (false, Some(path)) => benchmark::Kubernetes::Kubeconfig(path),
+            (false, None) => benchmark::Kubernetes::FakeApiServer,
+        },
         binary: args
             .operator_binary
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator"))),

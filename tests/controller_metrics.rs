@@ -352,6 +352,11 @@ async fn metrics_after_a_scenario_name_what_happened() {
         h.api.request_count(Verb::Patch, RESOURCE, Some("status")) as f64
     );
     assert!(m.value("bbo_status_writes_total", &[]) > 0.0);
+    // Finalizer writes (added, removed), as the API server counted them.
+    assert_eq!(
+        m.value("bbo_metadata_writes_total", &[]),
+        h.api.request_count(Verb::Patch, RESOURCE, None) as f64
+    );
     assert_eq!(m.value("bbo_events_total", &[("reason", "Protected")]), 2.0);
     assert_eq!(m.value("bbo_events_total", &[("reason", "Deleted")]), 1.0);
     assert_eq!(

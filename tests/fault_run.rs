@@ -41,7 +41,7 @@ async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
             seed: 20,
             kill_after: (Duration::from_millis(300), Duration::from_millis(1500)),
         }),
-        kubeconfig: None,
+        kubernetes: benchmark::Kubernetes::FakeApiServer,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator")),
         timeout: Duration::from_secs(40),
         steady_state: false,

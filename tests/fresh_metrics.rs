@@ -76,6 +76,7 @@ async fn a_fresh_process_serves_every_series_with_zeros() {
             r#"bbo_instances{protection_status="ProtectionConfigured"}"#,
             r#"bbo_instances_ready{ready="true"}"#,
             "bbo_status_writes_total",
+            "bbo_metadata_writes_total",
             "bbo_last_successful_check_age_seconds",
         ]
         .map(str::to_owned),

@@ -43,6 +43,7 @@ fn recorded_values_appear_with_their_labels() {
     m.record_throttling_wait("BackupInstances_Get");
     m.record_status_write();
     m.record_status_write();
+    m.record_metadata_write();
     m.record_event("Protected");
     m.set_leader(true);
 
@@ -84,6 +85,7 @@ fn recorded_values_appear_with_their_labels() {
             1.0,
         ),
         ("bbo_status_writes_total", 2.0),
+        ("bbo_metadata_writes_total", 1.0),
         (r#"bbo_events_total{reason="Protected"}"#, 1.0),
         ("bbo_leader", 1.0),
     ];

@@ -473,8 +473,11 @@ impl Context {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
         };
-        api.patch(&obj.name_any(), &params, &Patch::Json::<()>(patch))
-            .await
+        let patched = api
+            .patch(&obj.name_any(), &params, &Patch::Json::<()>(patch))
+            .await?;
+        self.metrics.record_metadata_write();
+        Ok(patched)
     }
 
     /// Writes `obj.status` (see [`apply_status`]). A status that records an operation just

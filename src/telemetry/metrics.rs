@@ -249,6 +249,7 @@ struct Inner {
     instances_ready: Family<ReadyLabels, Gauge>,
     instances_by_reason: Family<ConditionReasonLabels, Gauge>,
     status_writes: Counter,
+    metadata_writes: Counter,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     error_reasons: BoundedReasons,
@@ -355,6 +356,12 @@ impl Metrics {
                 r,
                 "status_writes",
                 "Status updates written to the Kubernetes API",
+                Counter::default(),
+            ),
+            metadata_writes: register(
+                r,
+                "metadata_writes",
+                "Writes of resources' metadata (the finalizer added or removed) to the Kubernetes API",
                 Counter::default(),
             ),
             events: register(
@@ -558,6 +565,11 @@ impl Metrics {
     /// Counts a status update written to the Kubernetes API.
     pub fn record_status_write(&self) {
         self.inner.status_writes.inc();
+    }
+
+    /// Counts a write of a resource's metadata (its finalizer) to the Kubernetes API.
+    pub fn record_metadata_write(&self) {
+        self.inner.metadata_writes.inc();
     }
 
     /// Counts a Kubernetes Event published with `reason` (CamelCase; else counted as `Other`).

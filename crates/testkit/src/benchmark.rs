@@ -1,7 +1,8 @@
 //! The convergence harness shared by `benches/converge.rs` and `tests/fault_run.rs`.
 //!
 //! It starts the vault emulator in process (N storage accounts, the vault's role granted on
-//! each), a Kubernetes API (the in-memory fake apiserver, or a real cluster from a kubeconfig),
+//! each), a Kubernetes API (the in-memory fake apiserver, a real API server started from
+//! `KUBEBUILDER_ASSETS`, or a real cluster from a kubeconfig),
 //! and the operator binary as a child process pointed at both, so its memory and CPU are its
 //! own and it can be SIGKILLed and restarted. It creates N `BlobBackupInstance`s, watches them
 //! until all are Ready, and reports time, Azure requests, Kubernetes writes, memory, CPU, a
@@ -29,7 +30,9 @@ use vault_emulator::{
     RunningEmulator, StorageAccountConfig, ThrottleSettings, VaultConfig,
 };
 
+use crate::envtest::{Envtest, Identity};
 use crate::fake_apiserver::{FakeApiOptions, FakeApiServer, Verb};
+use crate::real_cluster;
 
 /// The calls one instance needs at least: validate + its poll, PUT + its poll, one GET.
 pub const MINIMUM_REQUESTS_PER_INSTANCE: f64 = 5.0;
@@ -76,8 +79,8 @@ pub struct Options {
     /// The emulator's write token bucket (`None`: unthrottled).
     pub throttle: Option<ThrottleSettings>,
     pub faults: Option<FaultPlan>,
-    /// A real cluster instead of the fake apiserver (the CRD is applied to it).
-    pub kubeconfig: Option<PathBuf>,
+    /// The Kubernetes API the operator works against.
+    pub kubernetes: Kubernetes,
     /// The operator binary.
     pub binary: PathBuf,
     /// Give up waiting for Ready after this long.
@@ -86,6 +89,18 @@ pub struct Options {
     pub steady_state: bool,
     /// Where the operator's logs go.
     pub work_dir: PathBuf,
+}
+
+/// The Kubernetes API of a run.
+#[derive(Clone, Debug)]
+pub enum Kubernetes {
+    /// The in-memory stand-in ([`FakeApiServer`]), which counts every request.
+    FakeApiServer,
+    /// A real API server (etcd and kube-apiserver) started from this `KUBEBUILDER_ASSETS`
+    /// directory ([`Envtest`]), with `crds/` installed.
+    Envtest(PathBuf),
+    /// A real cluster (the CRD is applied to it).
+    Kubeconfig(PathBuf),
 }
 
 /// Everything measured; field names are the JSON keys the issue asks for.
@@ -110,7 +125,8 @@ pub struct Report {
     pub request_ratio: f64,
     pub throttled_429: u64,
     pub injected_faults: u64,
-    /// `None` on a real cluster (its requests are not counted).
+    /// Counted by the fake apiserver; on a real API server, by the operator's own metrics
+    /// (`bbo_status_writes_total`, `bbo_metadata_writes_total`, `bbo_events_total`).
     pub status_writes_per_instance: Option<f64>,
     pub metadata_writes_per_instance: Option<f64>,
     pub events_per_instance: Option<f64>,
@@ -120,6 +136,16 @@ pub struct Report {
     pub steady_state_writes: Option<u64>,
     pub steady_state_gets: Option<u64>,
     pub steady_state_status_writes: Option<u64>,
+    /// From spawning a fresh operator, with the N resources Ready, to `/readyz` and to its
+    /// first finished reconcile (`bbo_reconcile_total`); measured after the steady state.
+    pub startup_to_ready_seconds: Option<f64>,
+    pub startup_to_first_reconcile_seconds: Option<f64>,
+    /// Deleting the N resources on a real API server, until the finalizers let them go
+    /// (`cleanup_error` says why it did not finish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
     pub settings: Settings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_writes: Option<u64>,
@@ -181,13 +207,42 @@ pub fn lower_bound(
     throttle: Option<&ThrottleSettings>,
 ) -> f64 {
     let p = latency.max(retry_after).as_secs_f64();
-    let writes = 2.0 * instances.div_ceil(subscriptions.max(1)) as f64;
-    let paced = throttle
+    (2.0 * p).max(paced(2, instances, subscriptions, p, throttle))
+}
+
+/// The time the last of `per_instance` writes of each of `instances` (spread over
+/// `subscriptions`) can finish, when its operation takes `p`, through a bucket per
+/// subscription: `(k − B) / r + P` for the busiest one's `k` writes; 0 when its burst holds
+/// them all.
+fn paced(
+    per_instance: usize,
+    instances: usize,
+    subscriptions: usize,
+    p: f64,
+    throttle: Option<&ThrottleSettings>,
+) -> f64 {
+    let writes = (per_instance * instances.div_ceil(subscriptions.max(1))) as f64;
+    throttle
         .filter(|t| t.refill_per_second > 0.0 && writes > f64::from(t.budget))
         .map_or(0.0, |t| {
             (writes - f64::from(t.budget)) / t.refill_per_second + p
-        });
-    (2.0 * p).max(paced)
+        })
+}
+
+/// How long deleting the resources of a run may take on a real API server: one DELETE each
+/// through the subscriptions' delete buckets (the size of the write buckets) and its
+/// operation, twice over for the API server's own work, plus a minute.
+fn cleanup_wait(options: &Options, retry_after: Duration) -> Duration {
+    let p = options.latency.max(retry_after).as_secs_f64();
+    let deletes = paced(
+        1,
+        options.instances,
+        options.subscriptions,
+        p,
+        options.throttle.as_ref(),
+    )
+    .max(p);
+    Duration::from_secs_f64(2.0 * deletes + 60.0)
 }
 
 /// The subscription of resource `index` (from 1): `0000000s-0000-…` for `s` in
@@ -243,14 +298,32 @@ fn resource(index: usize, subscriptions: usize) -> BlobBackupInstance {
 
 enum Cluster {
     Fake(FakeApiServer),
-    Real { client: kube::Client },
+    Real {
+        client: kube::Client,
+        /// The API server the run started, stopped when dropped.
+        _envtest: Option<Box<Envtest>>,
+    },
 }
 
 impl Cluster {
     async fn start(options: &Options) -> anyhow::Result<(Self, kube::Client, PathBuf)> {
         let kubeconfig = options.work_dir.join("kubeconfig");
-        match &options.kubeconfig {
-            None => {
+        match &options.kubernetes {
+            Kubernetes::Envtest(assets) => {
+                let env = Envtest::start(assets, real_cluster::envtest_options()).await?;
+                env.ensure_namespace(NAMESPACE).await?;
+                env.write_kubeconfig(&kubeconfig, Identity::Admin)?;
+                let client = env.client_in(Identity::Admin, NAMESPACE).await?;
+                Ok((
+                    Self::Real {
+                        client: client.clone(),
+                        _envtest: Some(Box::new(env)),
+                    },
+                    client,
+                    kubeconfig,
+                ))
+            }
+            Kubernetes::FakeApiServer => {
                 let fake = FakeApiServer::start_with(FakeApiOptions {
                     record_requests: false,
                     ..FakeApiOptions::default()
@@ -260,7 +333,7 @@ impl Cluster {
                 let client = fake.client_in(NAMESPACE)?;
                 Ok((Self::Fake(fake), client, kubeconfig))
             }
-            Some(path) => {
+            Kubernetes::Kubeconfig(path) => {
                 let config = kube::config::Kubeconfig::read_from(path)?;
                 let config =
                     kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
@@ -281,6 +354,7 @@ impl Cluster {
                 Ok((
                     Self::Real {
                         client: client.clone(),
+                        _envtest: None,
                     },
                     client,
                     path.clone(),
@@ -299,7 +373,7 @@ impl Cluster {
                 }
                 Ok(())
             }
-            Self::Real { client } => {
+            Self::Real { client, .. } => {
                 let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
                 let results: Vec<_> = futures::stream::iter(objects)
                     .map(|object| {
@@ -317,6 +391,18 @@ impl Cluster {
         }
     }
 
+    /// What the report calls it.
+    fn describe(&self) -> String {
+        match self {
+            Self::Fake(_) => "fake apiserver".to_owned(),
+            Self::Real {
+                _envtest: Some(env),
+                ..
+            } => format!("envtest (kube-apiserver {})", env.version()),
+            Self::Real { _envtest: None, .. } => "kubeconfig".to_owned(),
+        }
+    }
+
     fn fake(&self) -> Option<&FakeApiServer> {
         match self {
             Self::Fake(fake) => Some(fake),
@@ -324,8 +410,9 @@ impl Cluster {
         }
     }
 
-    /// Kubernetes writes so far: (status writes, main-resource writes, event writes).
-    fn write_counts(&self) -> Option<(u64, u64, u64)> {
+    /// Kubernetes writes so far as the fake apiserver counted them: (status writes,
+    /// main-resource writes, event writes); `None` on a real API server.
+    fn write_counts(&self) -> Option<KubeWrites> {
         let fake = self.fake()?;
         let count = |resource: &str, sub: Option<&str>| {
             [Verb::Patch, Verb::Update, Verb::Create]
@@ -340,22 +427,28 @@ impl Cluster {
         ))
     }
 
-    /// Deletes what the run created on a real cluster (the operator must still run).
-    async fn clean_up(&self) -> anyhow::Result<()> {
-        let Self::Real { client } = self else {
-            return Ok(());
+    /// Deletes what the run created on a real cluster (the operator must still run), waiting
+    /// at most `wait` for the finalizers to let go; how long it took.
+    async fn clean_up(&self, wait: Duration) -> anyhow::Result<Duration> {
+        let Self::Real { client, .. } = self else {
+            return Ok(Duration::ZERO);
         };
+        let started = Instant::now();
         let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
         api.delete_collection(&DeleteParams::default(), &Default::default())
             .await?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if api.list(&Default::default()).await?.items.is_empty() {
-                return Ok(());
+        let mut left = usize::MAX;
+        while started.elapsed() < wait {
+            left = api.list(&Default::default()).await?.items.len();
+            if left == 0 {
+                return Ok(started.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        bail!("resources in namespace {NAMESPACE} were not deleted within 2 minutes")
+        bail!(
+            "{left} resources in namespace {NAMESPACE} were still there after {:.0} s (sized from N and the delete budget; --timeout-seconds does not change it)",
+            wait.as_secs_f64()
+        )
     }
 }
 
@@ -478,6 +571,24 @@ struct Operator {
     unexpected_exits: usize,
     http: reqwest::Client,
     metrics_port: u16,
+    /// When the running copy was spawned.
+    spawned: Instant,
+    /// Kubernetes writes counted by copies killed before this one.
+    writes_before: KubeWrites,
+}
+
+/// Kubernetes writes: status, metadata (finalizer), Events.
+type KubeWrites = (u64, u64, u64);
+
+/// The sum of the samples of the series `name` (any labels) in a Prometheus text exposition.
+fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -514,8 +625,20 @@ impl Operator {
             "--resync-interval".to_owned(),
             humantime::format_duration(options.resync).to_string(),
         ];
-        if options.kubeconfig.is_some() {
-            args.extend(["--watch-namespace".to_owned(), NAMESPACE.to_owned()]);
+        match options.kubernetes {
+            Kubernetes::FakeApiServer => {}
+            Kubernetes::Kubeconfig(_) => {
+                args.extend(["--watch-namespace".to_owned(), NAMESPACE.to_owned()]);
+            }
+            // envtest's kube-apiserver is v1.19, older than the operator supports.
+            Kubernetes::Envtest(_) => args.extend(
+                [
+                    "--watch-namespace",
+                    NAMESPACE,
+                    "--allow-unsupported-kubernetes",
+                ]
+                .map(str::to_owned),
+            ),
         }
         // The operator is told the subscription's write budget, as it would be told a real
         // subscription's: the emulator's bucket when it throttles, else ARM's defaults. In a
@@ -553,6 +676,8 @@ impl Operator {
                 .timeout(Duration::from_secs(2))
                 .build()?,
             metrics_port: 0,
+            spawned: Instant::now(),
+            writes_before: (0, 0, 0),
         })
     }
 
@@ -576,6 +701,7 @@ impl Operator {
             .stdout(file.try_clone()?)
             .stderr(file)
             .kill_on_drop(true);
+        self.spawned = Instant::now();
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.binary.display()))?;
@@ -632,8 +758,50 @@ impl Operator {
         Ok(())
     }
 
-    /// SIGKILL, after taking its memory and CPU figures.
+    /// The running copy's `/metrics`.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        Ok(self.http.get(&url).send().await?.text().await?)
+    }
+
+    /// Kubernetes writes as the operator counted them, over all its copies.
+    async fn kube_writes(&self) -> anyhow::Result<KubeWrites> {
+        let text = if self.child.is_some() {
+            self.metrics().await?
+        } else {
+            String::new()
+        };
+        let (status, metadata, events) = self.writes_before;
+        Ok((
+            status + metric_sum(&text, "bbo_status_writes_total"),
+            metadata + metric_sum(&text, "bbo_metadata_writes_total"),
+            events + metric_sum(&text, "bbo_events_total"),
+        ))
+    }
+
+    /// Spawns a fresh copy and measures its start: until `/readyz`, and until its first
+    /// reconcile has finished (polled every 5 ms).
+    async fn restart_timed(&mut self) -> anyhow::Result<(Duration, Duration)> {
+        self.kill().await?;
+        self.start().await?;
+        let ready = self.spawned.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if metric_sum(&self.metrics().await?, "bbo_reconcile_total") > 0 {
+                return Ok((ready, self.spawned.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bail!("the restarted operator finished no reconcile within 60 s")
+    }
+
+    /// SIGKILL, after taking its memory, CPU and Kubernetes write figures.
     async fn kill(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some()
+            && let Ok(writes) = self.kube_writes().await
+        {
+            self.writes_before = writes;
+        }
         let ticks = self.sample();
         if let Some(mut child) = self.child.take() {
             self.cpu_ticks_done += ticks;
@@ -698,6 +866,15 @@ fn emulator_config(options: &Options) -> EmulatorConfig {
 }
 
 type Counts = BTreeMap<String, BTreeMap<u16, u64>>;
+
+/// Kubernetes writes so far: the fake apiserver's counts, or on a real API server, the
+/// operator's own metrics (`None` if they cannot be read).
+async fn kube_writes(cluster: &Cluster, operator: &Operator) -> Option<KubeWrites> {
+    match cluster.write_counts() {
+        Some(counts) => Some(counts),
+        None => operator.kube_writes().await.ok(),
+    }
+}
 
 fn total(counts: &Counts, filter: impl Fn(&str, u16) -> bool) -> u64 {
     counts
@@ -785,7 +962,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     // The resync estimate below stops where the counts were read.
     let counted_at = Instant::now();
     let counts = admin.request_counts();
-    let k8s_writes = cluster.write_counts();
+    let k8s_writes = kube_writes(&cluster, &operator).await;
     // Resources Ready early are resynced (one GET each --resync-interval) while the rest
     // converge; requeues are exact, so their number follows from the Ready times. It is an
     // estimate: a resync that is due but still queued behind other reconciles is subtracted
@@ -812,11 +989,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     // Steady state: one resync period with nothing changed.
     let steady = if options.steady_state && all_ready.is_some() {
         admin.reset_counts();
-        let before = cluster.write_counts();
+        let before = kube_writes(&cluster, &operator).await;
         let window = Instant::now();
         tokio::time::sleep(options.resync).await;
         let counts = admin.request_counts();
-        let after = cluster.write_counts();
+        let after = kube_writes(&cluster, &operator).await;
         Some((
             window.elapsed().as_secs_f64(),
             total(&counts, |op, _| WRITE_OPERATIONS.contains(&op)),
@@ -854,10 +1031,23 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     not_ready.truncate(20);
 
     let cpu_seconds = operator.cpu_seconds();
+    let peak_rss_mib = operator.peak_rss_kib as f64 / 1024.0;
+    // A fresh copy with every resource there: how soon it reconciles.
+    let startup = if all_ready.is_some() {
+        Some(operator.restart_timed().await?)
+    } else {
+        None
+    };
     let panics = operator.panics();
-    if options.kubeconfig.is_some() {
-        cluster.clean_up().await?;
-    }
+    let cleanup = match options.kubernetes {
+        Kubernetes::FakeApiServer => None,
+        _ => Some(
+            cluster
+                .clean_up(cleanup_wait(options, retry_after))
+                .await
+                .map_err(|error| format!("{error:#}")),
+        ),
+    };
     operator.kill().await?;
     watch_task.abort();
 
@@ -896,12 +1086,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         status_writes_per_instance: k8s_writes.map(|w| per(w.0)),
         metadata_writes_per_instance: k8s_writes.map(|w| per(w.1)),
         events_per_instance: k8s_writes.map(|w| per(w.2)),
-        peak_rss_mib: operator.peak_rss_kib as f64 / 1024.0,
+        peak_rss_mib,
         cpu_seconds,
         steady_state_seconds: steady.map(|s| s.0),
         steady_state_writes: steady.map(|s| s.1),
         steady_state_gets: steady.map(|s| s.2),
         steady_state_status_writes: steady.and_then(|s| s.3),
+        startup_to_ready_seconds: startup.map(|s| s.0.as_secs_f64()),
+        startup_to_first_reconcile_seconds: startup.map(|s| s.1.as_secs_f64()),
+        cleanup_seconds: cleanup
+            .as_ref()
+            .and_then(|c| c.as_ref().ok())
+            .map(Duration::as_secs_f64),
+        cleanup_error: cleanup.and_then(Result::err),
         settings: Settings {
             subscriptions: options.subscriptions,
             latency_ms: options.latency.as_millis() as u64,
@@ -911,11 +1108,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             concurrency: options.concurrency,
             resync_seconds: options.resync.as_secs_f64(),
             fault_share: options.faults.as_ref().map_or(0.0, |f| f.share),
-            cluster: if options.kubeconfig.is_some() {
-                "kubeconfig".to_owned()
-            } else {
-                "fake apiserver".to_owned()
-            },
+            cluster: cluster.describe(),
         },
         duplicate_writes,
         unexplained_stuck: faulted.then_some(unexplained),
@@ -1016,6 +1209,20 @@ pub fn table(report: &Report) -> String {
     row("  Azure writes", num(report.steady_state_writes));
     row("  Azure GETs", num(report.steady_state_gets));
     row("  status writes", num(report.steady_state_status_writes));
+    row(
+        "restart: s to /readyz (first reconcile)",
+        format!(
+            "{} ({})",
+            opt(report.startup_to_ready_seconds),
+            opt(report.startup_to_first_reconcile_seconds)
+        ),
+    );
+    if let Some(seconds) = report.cleanup_seconds {
+        row("cleanup seconds", format!("{seconds:.2}"));
+    }
+    if let Some(error) = &report.cleanup_error {
+        row("cleanup failed", error.clone());
+    }
     if let Some(d) = report.duplicate_writes {
         row("duplicate writes in flight", d.to_string());
     }
@@ -1060,5 +1267,44 @@ mod tests {
         assert_eq!(subscription(1, 4), DEFAULT_SUBSCRIPTION);
         assert_eq!(subscription(6, 4), "00000001-0000-0000-0000-000000000000");
         assert_eq!(subscription(12, 12), "0000000b-0000-0000-0000-000000000000");
+    }
+
+    #[test]
+    fn kubernetes_writes_are_read_from_the_operators_metrics() {
+        let text = "# TYPE bbo_events_total counter\n\
+            bbo_events_total{reason=\"Protected\"} 3\n\
+            bbo_events_total{reason=\"Deleted\"} 2\n\
+            bbo_status_writes_total 7\n\
+            bbo_status_writes_total_created 1.7e9\n\
+            # EOF\n";
+        assert_eq!(metric_sum(text, "bbo_events_total"), 5);
+        assert_eq!(metric_sum(text, "bbo_status_writes_total"), 7);
+        assert_eq!(metric_sum(text, "bbo_metadata_writes_total"), 0);
+    }
+
+    #[test]
+    fn the_cleanup_wait_follows_n_and_the_delete_budget() {
+        let options = |instances, subscriptions| Options {
+            instances,
+            subscriptions,
+            latency: Duration::from_secs(1),
+            concurrency: 16,
+            resync: Duration::from_secs(10),
+            throttle: Some(ThrottleSettings {
+                budget: 200,
+                refill_per_second: 10.0,
+            }),
+            faults: None,
+            kubernetes: Kubernetes::FakeApiServer,
+            binary: PathBuf::new(),
+            timeout: Duration::from_secs(1),
+            steady_state: true,
+            work_dir: PathBuf::new(),
+        };
+        let wait = |n, s| cleanup_wait(&options(n, s), Duration::from_secs(1)).as_secs_f64();
+        // 3,000 deletes: (3000 - 200) / 10 + 1 = 281 s, twice, plus a minute; not 2 minutes.
+        assert_eq!(wait(3000, 1), 622.0);
+        assert_eq!(wait(3000, 4), 2.0 * 56.0 + 60.0);
+        assert_eq!(wait(100, 1), 62.0);
     }
 }
