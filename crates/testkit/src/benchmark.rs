@@ -130,7 +130,12 @@ pub struct Report {
     pub status_writes_per_instance: Option<f64>,
     pub metadata_writes_per_instance: Option<f64>,
     pub events_per_instance: Option<f64>,
+    /// The operator's peak resident memory over the run (steady state included).
     pub peak_rss_mib: f64,
+    /// Its peak once ready with no resource yet, and until all were Ready (before the steady
+    /// state's resync): where the memory went.
+    pub peak_rss_mib_idle: f64,
+    pub peak_rss_mib_until_ready: f64,
     pub cpu_seconds: f64,
     pub steady_state_seconds: Option<f64>,
     pub steady_state_writes: Option<u64>,
@@ -899,6 +904,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let endpoint = emulator.base_url().to_string();
     let mut operator = Operator::new(options, &kubeconfig, endpoint.trim_end_matches('/'))?;
     operator.start().await?;
+    operator.sample();
+    let idle_rss_kib = operator.peak_rss_kib;
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let watch_task = watch(Api::namespaced(client.clone(), NAMESPACE), tracker.clone());
@@ -933,6 +940,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             half_ready = Some(started.elapsed());
         }
         if ready == n {
+            operator.sample();
             break Some(started.elapsed());
         }
         if Instant::now() >= deadline {
@@ -963,6 +971,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let counted_at = Instant::now();
     let counts = admin.request_counts();
     let k8s_writes = kube_writes(&cluster, &operator).await;
+    let until_ready_rss_kib = operator.peak_rss_kib;
     // Resources Ready early are resynced (one GET each --resync-interval) while the rest
     // converge; requeues are exact, so their number follows from the Ready times. It is an
     // estimate: a resync that is due but still queued behind other reconciles is subtracted
@@ -1031,7 +1040,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     not_ready.truncate(20);
 
     let cpu_seconds = operator.cpu_seconds();
-    let peak_rss_mib = operator.peak_rss_kib as f64 / 1024.0;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let peak_rss_mib = mib(operator.peak_rss_kib);
     // A fresh copy with every resource there: how soon it reconciles.
     let startup = if all_ready.is_some() {
         Some(operator.restart_timed().await?)
@@ -1087,6 +1097,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         metadata_writes_per_instance: k8s_writes.map(|w| per(w.1)),
         events_per_instance: k8s_writes.map(|w| per(w.2)),
         peak_rss_mib,
+        peak_rss_mib_idle: mib(idle_rss_kib),
+        peak_rss_mib_until_ready: mib(until_ready_rss_kib),
         cpu_seconds,
         steady_state_seconds: steady.map(|s| s.0),
         steady_state_writes: steady.map(|s| s.1),
@@ -1202,7 +1214,13 @@ pub fn table(report: &Report) -> String {
         opt(report.metadata_writes_per_instance),
     );
     row("event writes / instance", opt(report.events_per_instance));
-    row("peak RSS MiB", format!("{:.1}", report.peak_rss_mib));
+    row(
+        "peak RSS MiB (idle; until all Ready)",
+        format!(
+            "{:.1} ({:.1}; {:.1})",
+            report.peak_rss_mib, report.peak_rss_mib_idle, report.peak_rss_mib_until_ready
+        ),
+    );
     row("CPU seconds", format!("{:.2}", report.cpu_seconds));
     let num = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
     row("steady state (window s)", opt(report.steady_state_seconds));
