@@ -24,7 +24,8 @@ pub use error::{ArmError, AzureErrorDetail, ErrorClass};
 pub use ids::*;
 pub use models::*;
 pub use operation::{
-    OperationHandle, OperationStatus, Poll, operation_path_problem, parse_retry_after,
+    OperationAction, OperationHandle, OperationStatus, Poll, operation_path_problem,
+    parse_retry_after,
 };
 
 /// Azure's operationIds of the calls, verbatim: the operation names shared by logs, metrics

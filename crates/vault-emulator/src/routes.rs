@@ -19,6 +19,7 @@ use super::reply::{Answer, Reply, invalid_content};
 use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
 use super::state::{Ctx, Fault, instance_key};
 use dataprotection::ids::VaultId;
+use dataprotection::operation_ids;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
@@ -155,16 +156,16 @@ impl Route {
     /// Azure's operationId of this route and method (`None`: the method is not served).
     fn operation_id(&self, method: &Method) -> Option<&'static str> {
         Some(match (self, method.as_str()) {
-            (Self::Validate(_), "POST") => "BackupInstances_ValidateForBackup",
-            (Self::List(_), "GET") => "BackupInstances_List",
-            (Self::Instance(..), "GET") => "BackupInstances_Get",
-            (Self::Instance(..), "PUT") => "BackupInstances_CreateOrUpdate",
-            (Self::Instance(..), "DELETE") => "BackupInstances_Delete",
-            (Self::StopProtection(..), "POST") => "BackupInstances_StopProtection",
-            (Self::Sync(..), "POST") => "BackupInstances_SyncBackupInstance",
-            (Self::RecoveryPoints(..), "GET") => "RecoveryPoints_List",
-            (Self::OperationStatus { .. }, "GET") => "OperationStatus_Get",
-            (Self::OperationResult { .. }, "GET") => "OperationResult_Get",
+            (Self::Validate(_), "POST") => operation_ids::VALIDATE_FOR_BACKUP,
+            (Self::List(_), "GET") => operation_ids::LIST,
+            (Self::Instance(..), "GET") => operation_ids::GET,
+            (Self::Instance(..), "PUT") => operation_ids::CREATE_OR_UPDATE,
+            (Self::Instance(..), "DELETE") => operation_ids::DELETE,
+            (Self::StopProtection(..), "POST") => operation_ids::STOP_PROTECTION,
+            (Self::Sync(..), "POST") => operation_ids::SYNC,
+            (Self::RecoveryPoints(..), "GET") => operation_ids::RECOVERY_POINTS_LIST,
+            (Self::OperationStatus { .. }, "GET") => operation_ids::OPERATION_STATUS,
+            (Self::OperationResult { .. }, "GET") => operation_ids::OPERATION_RESULT,
             _ => return None,
         })
     }
@@ -337,8 +338,8 @@ async fn respond(
             state.list_instances(&ctx, vault, token.as_deref())
         }
         Route::Instance(vault, name) => match operation {
-            "BackupInstances_CreateOrUpdate" => state.put_instance(&ctx, vault, name, &body),
-            "BackupInstances_Delete" => state.delete_instance(&ctx, vault, name),
+            operation_ids::CREATE_OR_UPDATE => state.put_instance(&ctx, vault, name, &body),
+            operation_ids::DELETE => state.delete_instance(&ctx, vault, name),
             _ => state.get_instance(&ctx, vault, name),
         },
         Route::StopProtection(vault, name) => state.instance_action(&ctx, vault, name, true),
@@ -495,13 +496,13 @@ mod tests {
         assert!(matches!(&route, Route::Instance(v, name) if v.name == "v" && name == "a b"));
         assert_eq!(
             route.operation_id(&Method::PUT),
-            Some("BackupInstances_CreateOrUpdate")
+            Some(operation_ids::CREATE_OR_UPDATE)
         );
         assert_eq!(route.operation_id(&Method::PATCH), None);
         let route = Route::parse(&format!("{vault}/backupInstances/x/STOPPROTECTION"));
         assert_eq!(
             route.operation_id(&Method::POST),
-            Some("BackupInstances_StopProtection")
+            Some(operation_ids::STOP_PROTECTION)
         );
         let route = Route::parse(
             "/subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/YQ==",

@@ -12,6 +12,8 @@ use jiff::Timestamp;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
+use dataprotection::OperationAction;
+
 use super::EmulatorError;
 use super::config::{
     EmulatorConfig, PolicyTier, Settings, StorageAccountConfig, ThrottleSettings,
@@ -56,20 +58,10 @@ pub(crate) struct Ctx<'a> {
     pub wall: Timestamp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    Validate,
-    Create,
-    Update,
-    Delete,
-    StopProtection,
-    Sync,
-}
-
 struct Operation {
     subscription: String,
     location: String,
-    kind: OpKind,
+    kind: OperationAction,
     instance_key: Option<String>,
     start_wall: Timestamp,
     done_at: Instant,
@@ -113,7 +105,7 @@ enum Phase {
 
 struct Pending {
     op_id: String,
-    kind: OpKind,
+    kind: OperationAction,
     done_at: Instant,
     failure: Option<UserFacingError>,
 }
@@ -213,18 +205,21 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
         return false;
     };
     match (pending.kind, pending.failure) {
-        (OpKind::Delete, _) => return true,
-        (OpKind::Create | OpKind::Update, Some(error)) => {
+        (OperationAction::Delete, _) => return true,
+        (OperationAction::Create | OperationAction::Update, Some(error)) => {
             instance.phase = Phase::ConfigureFailed(Box::new(error));
         }
-        (OpKind::Create | OpKind::Update, None) => {
+        (OperationAction::Create | OperationAction::Update, None) => {
             instance.phase = Phase::Configured;
             instance.protection_error = None;
             instance.protected_since.get_or_insert(pending.done_at);
         }
-        (OpKind::StopProtection, None) => instance.phase = Phase::Stopped,
-        (OpKind::Sync, None) => instance.protection_error = None,
-        (OpKind::StopProtection | OpKind::Sync | OpKind::Validate, _) => {}
+        (OperationAction::StopProtection, None) => instance.phase = Phase::Stopped,
+        (OperationAction::Sync, None) => instance.protection_error = None,
+        (
+            OperationAction::StopProtection | OperationAction::Sync | OperationAction::Validate,
+            _,
+        ) => {}
     }
     false
 }
@@ -262,19 +257,19 @@ fn view(instance: &Instance) -> BackupInstanceResource {
         ),
     };
     let (status, current, provisioning, error) = match instance.pending.as_ref().map(|p| p.kind) {
-        Some(OpKind::Create) => (
+        Some(OperationAction::Create) => (
             "ConfiguringProtection",
             "ConfiguringProtection",
             "Provisioning",
             None,
         ),
-        Some(OpKind::Update) => (
+        Some(OperationAction::Update) => (
             "ConfiguringProtection",
             "UpdatingProtection",
             "Updating",
             None,
         ),
-        Some(OpKind::Delete) => (base.0, base.1, "Deleting", base.3),
+        Some(OperationAction::Delete) => (base.0, base.1, "Deleting", base.3),
         _ => base,
     };
     props.protection_status = Some(ProtectionStatusDetails {
@@ -628,7 +623,7 @@ impl State {
         &mut self,
         ctx: &Ctx,
         vault_key: &str,
-        kind: OpKind,
+        kind: OperationAction,
         instance_key: Option<String>,
         failure: Option<ErrorBody>,
     ) -> String {
@@ -675,7 +670,7 @@ impl State {
         &mut self,
         ctx: &Ctx,
         key: &str,
-        kind: OpKind,
+        kind: OperationAction,
         failure: Option<ErrorBody>,
     ) -> String {
         let vault_key = self
@@ -714,7 +709,7 @@ impl State {
         let op = self.start_operation(
             ctx,
             &vault.key,
-            OpKind::Validate,
+            OperationAction::Validate,
             None,
             checked.permission_failure,
         );
@@ -750,7 +745,13 @@ impl State {
                 }
                 let same = existing.props == props && existing.tags == resource.tags;
                 match &existing.pending {
-                    Some(p) if same && matches!(p.kind, OpKind::Create | OpKind::Update) => {
+                    Some(p)
+                        if same
+                            && matches!(
+                                p.kind,
+                                OperationAction::Create | OperationAction::Update
+                            ) =>
+                    {
                         PutPlan::Running(p.op_id.clone())
                     }
                     Some(_) => return Err(another_operation(ctx)),
@@ -776,7 +777,7 @@ impl State {
                 let op = self.start_instance_operation(
                     ctx,
                     &key,
-                    OpKind::Update,
+                    OperationAction::Update,
                     checked.permission_failure,
                 );
                 (StatusCode::OK, Some(op))
@@ -803,7 +804,7 @@ impl State {
                 let op = self.start_instance_operation(
                     ctx,
                     &key,
-                    OpKind::Create,
+                    OperationAction::Create,
                     checked.permission_failure,
                 );
                 (StatusCode::CREATED, Some(op))
@@ -940,9 +941,9 @@ impl State {
             return Ok(Reply::empty(StatusCode::NO_CONTENT));
         };
         let op = match &instance.pending {
-            Some(p) if p.kind == OpKind::Delete => p.op_id.clone(),
+            Some(p) if p.kind == OperationAction::Delete => p.op_id.clone(),
             Some(_) => return Err(another_operation(ctx)),
-            None => self.start_instance_operation(ctx, &key, OpKind::Delete, None),
+            None => self.start_instance_operation(ctx, &key, OperationAction::Delete, None),
         };
         Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
     }
@@ -952,9 +953,9 @@ impl State {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let kind = if stop {
-            OpKind::StopProtection
+            OperationAction::StopProtection
         } else {
-            OpKind::Sync
+            OperationAction::Sync
         };
         let Some(instance) = self.live(&key, ctx.now) else {
             return Err(instance_not_found(vault, name));
@@ -1046,8 +1047,8 @@ impl State {
             job_id: op.job_id.clone(),
         };
         match op.kind {
-            OpKind::Delete => Ok(Reply::empty(StatusCode::NO_CONTENT)),
-            OpKind::Create | OpKind::Update => {
+            OperationAction::Delete => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+            OperationAction::Create | OperationAction::Update => {
                 let key = op.instance_key.clone().unwrap_or_default();
                 let body = self
                     .live(&key, ctx.now)
@@ -1056,7 +1057,7 @@ impl State {
                     });
                 Ok(Reply::json(StatusCode::OK, &body))
             }
-            OpKind::Validate | OpKind::StopProtection | OpKind::Sync => {
+            OperationAction::Validate | OperationAction::StopProtection | OperationAction::Sync => {
                 Ok(Reply::json(StatusCode::OK, &job))
             }
         }
@@ -1343,13 +1344,17 @@ mod tests {
         let picks = |config: &EmulatorConfig| {
             let mut state = State::new(config, Instant::now());
             (0..32)
-                .map(|_| state.roll_fault("BackupInstances_Get").is_some())
+                .map(|_| {
+                    state
+                        .roll_fault(dataprotection::operation_ids::GET)
+                        .is_some()
+                })
                 .collect::<Vec<_>>()
         };
         let first = picks(&config);
         assert_eq!(first, picks(&config));
         assert!(first.contains(&true) && first.contains(&false));
-        config.settings.faults.operations = vec!["BackupInstances_List".into()];
+        config.settings.faults.operations = vec![dataprotection::operation_ids::LIST.into()];
         assert!(!picks(&config).contains(&true));
     }
 }
