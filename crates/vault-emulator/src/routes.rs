@@ -13,11 +13,11 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use percent_encoding::percent_decode_str;
 
-use super::ids::ArmId;
+use super::keys::KeyedId;
 use super::model::ErrorBody;
 use super::reply::{Answer, Reply, invalid_content};
-use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
-use super::state::{Ctx, Fault, instance_key};
+use super::shared::{DropConnection, RequestIds, Shared};
+use super::state::{Ctx, Fault};
 use dataprotection::ids::VaultId;
 use dataprotection::operation_ids;
 
@@ -90,12 +90,12 @@ fn match_segments<'a>(segments: &[&'a str], pattern: &[&str]) -> Option<Vec<&'a 
 
 /// What a request path names.
 enum Route {
-    Validate(ArmId),
-    List(ArmId),
-    Instance(ArmId, String),
-    StopProtection(ArmId, String),
-    Sync(ArmId, String),
-    RecoveryPoints(ArmId, String),
+    Validate(KeyedId),
+    List(KeyedId),
+    Instance(KeyedId, String),
+    StopProtection(KeyedId, String),
+    Sync(KeyedId, String),
+    RecoveryPoints(KeyedId, String),
     OperationStatus { subscription: String, id: String },
     OperationResult { subscription: String, id: String },
     Unknown,
@@ -130,7 +130,7 @@ impl Route {
         let Ok(vault) = VaultId::new(c[0], c[1], c[2]) else {
             return Self::Unknown;
         };
-        let vault = ArmId::from(&vault);
+        let vault = KeyedId::from(&vault);
         let is = |s: &str, literal: &str| s.eq_ignore_ascii_case(literal);
         match &segments[n..] {
             [a] if is(a, "validateForBackup") => Self::Validate(vault),
@@ -171,7 +171,7 @@ impl Route {
     }
 
     /// The backup instance a write names (PUT, DELETE, stopProtection, sync).
-    fn written_instance(&self, method: &Method) -> Option<(&ArmId, &str)> {
+    fn written_instance(&self, method: &Method) -> Option<(&KeyedId, &str)> {
         match self {
             Self::Instance(vault, name) if matches!(*method, Method::PUT | Method::DELETE) => {
                 Some((vault, name))
@@ -212,29 +212,20 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
     let operation = route.operation_id(&parts.method);
     let name = operation.unwrap_or(UNKNOWN_OPERATION);
     // Judged on arrival, before faults, throttling or the write itself.
-    let written = route
+    let in_flight = route
         .written_instance(&parts.method)
-        .map(|(vault, instance)| {
-            let running = shared
+        .is_some_and(|(vault, instance)| {
+            shared
                 .lock()
-                .operation_running(vault, instance, Instant::now());
-            (instance_key(&vault.key, instance), running)
+                .operation_running(vault, instance, Instant::now())
         });
-    let log = |status: u16| {
-        if let Some((instance, in_flight)) = &written {
-            shared.writes().push(InstanceWrite {
-                instance: instance.clone(),
-                operation: name,
-                status,
-                in_flight: *in_flight,
-            });
-        }
-    };
+    if in_flight {
+        shared.count_in_flight_write(name);
+    }
     let fault = shared.lock().roll_fault(name);
     let reply = match fault {
         Some(Fault::Drop) => {
             shared.count(name, 0);
-            log(0);
             let mut response = Response::default();
             response.extensions_mut().insert(DropConnection);
             return response;
@@ -252,7 +243,6 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
         }
     };
     shared.count(name, reply.status.as_u16());
-    log(reply.status.as_u16());
     reply.into_response()
 }
 

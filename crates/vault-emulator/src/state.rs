@@ -16,10 +16,10 @@ use dataprotection::OperationAction;
 
 use super::EmulatorError;
 use super::config::{
-    EmulatorConfig, PolicyTier, Settings, StorageAccountConfig, ThrottleSettings,
+    EmulatorConfig, PolicyTier, ServiceBehavior, StorageAccountConfig, ThrottleSettings,
     check_storage_account,
 };
-use super::ids::{ArmId, parse_policy_id, parse_storage_account_id, parse_vault_id};
+use super::keys::{KeyedId, parse_policy_id, parse_storage_account_id, parse_vault_id};
 use super::model::{
     BackupInstance, BackupInstanceResource, BackupInstanceResourceList, ErrorBody,
     OperationJobExtendedInfo, OperationResource, ProtectionStatusDetails, UserFacingError,
@@ -71,7 +71,7 @@ struct Operation {
 }
 
 struct Vault {
-    id: ArmId,
+    id: KeyedId,
     location: String,
     principal_id: String,
     /// Lower-cased policy name => tier.
@@ -79,7 +79,7 @@ struct Vault {
 }
 
 struct Account {
-    id: ArmId,
+    id: KeyedId,
     location: String,
     /// Keys of the vaults whose identity holds the backup role here.
     granted: HashSet<String>,
@@ -164,7 +164,7 @@ struct Bucket {
 
 /// The whole emulated world; one mutex guards it.
 pub(crate) struct State {
-    pub settings: Settings,
+    pub behavior: ServiceBehavior,
     vaults: HashMap<String, Vault>,
     accounts: HashMap<String, Account>,
     instances: BTreeMap<String, Instance>,
@@ -310,7 +310,7 @@ impl State {
     /// Builds the world of a (validated) config.
     pub fn new(config: &EmulatorConfig, now: Instant) -> Self {
         let mut state = Self {
-            settings: config.settings.clone(),
+            behavior: config.behavior.clone(),
             vaults: HashMap::new(),
             accounts: HashMap::new(),
             instances: BTreeMap::new(),
@@ -318,7 +318,7 @@ impl State {
             operations: HashMap::new(),
             operation_order: VecDeque::new(),
             bucket: None,
-            rng: fastrand::Rng::with_seed(config.settings.faults.seed),
+            rng: fastrand::Rng::with_seed(config.behavior.faults.seed),
             emulator_guid: uuid::Uuid::new_v4(),
         };
         state.reset_bucket(now);
@@ -353,22 +353,22 @@ impl State {
     }
 
     fn reset_bucket(&mut self, now: Instant) {
-        self.bucket = self.settings.throttle.as_ref().map(|t| Bucket {
+        self.bucket = self.behavior.throttle.as_ref().map(|t| Bucket {
             tokens: f64::from(t.budget),
             last: now,
         });
     }
 
     /// Replaces the knobs; the write bucket refills and the fault generator is re-seeded.
-    pub fn set_settings(&mut self, settings: Settings, now: Instant) {
-        self.rng = fastrand::Rng::with_seed(settings.faults.seed);
-        self.settings = settings;
+    pub fn set_behavior(&mut self, behavior: ServiceBehavior, now: Instant) {
+        self.rng = fastrand::Rng::with_seed(behavior.faults.seed);
+        self.behavior = behavior;
         self.reset_bucket(now);
     }
 
     /// Picks the fault (if any) for one request of operation `operation_id`.
     pub fn roll_fault(&mut self, operation_id: &str) -> Option<Fault> {
-        let faults = &self.settings.faults;
+        let faults = &self.behavior.faults;
         if !faults.any()
             || !(faults.operations.is_empty()
                 || faults.operations.iter().any(|o| o == operation_id))
@@ -403,13 +403,13 @@ impl State {
 
     /// Takes one write from the throttle bucket: `Ok(remaining)` or `Err(retry_after_secs)`.
     pub fn take_write(&mut self, now: Instant) -> Result<Option<u64>, u64> {
-        match (&mut self.bucket, &self.settings.throttle) {
+        match (&mut self.bucket, &self.behavior.throttle) {
             (Some(bucket), Some(limits)) => bucket.take(limits, now).map(Some),
             _ => Ok(None),
         }
     }
 
-    fn vault(&self, vault: &ArmId) -> Result<&Vault, Reply> {
+    fn vault(&self, vault: &KeyedId) -> Result<&Vault, Reply> {
         self.vaults.get(&vault.key).ok_or_else(|| {
             resource_not_found(
                 "Microsoft.DataProtection/backupVaults",
@@ -429,7 +429,7 @@ impl State {
     }
 
     /// Whether an operation on the instance is still running (finished ones are applied first).
-    pub fn operation_running(&mut self, vault: &ArmId, name: &str, now: Instant) -> bool {
+    pub fn operation_running(&mut self, vault: &KeyedId, name: &str, now: Instant) -> bool {
         let key = instance_key(&vault.key, name);
         self.live(&key, now).is_some_and(|i| i.pending.is_some())
     }
@@ -474,7 +474,7 @@ impl State {
     fn check(
         &mut self,
         ctx: &Ctx,
-        vault_id: &ArmId,
+        vault_id: &KeyedId,
         props: &BackupInstance,
         own_key: Option<&str>,
     ) -> Result<Checked, Reply> {
@@ -616,7 +616,7 @@ impl State {
                 Self::status_url(ctx, op, op_id, "operationResults"),
             );
         }
-        reply.retry_after(self.settings.operation_retry_after())
+        reply.retry_after(self.behavior.operation_retry_after())
     }
 
     fn start_operation(
@@ -645,7 +645,7 @@ impl State {
             .get(vault_key)
             .map(|v| (v.id.subscription.clone(), normalize_location(&v.location)))
             .unwrap_or_default();
-        let duration = self.settings.latency;
+        let duration = self.behavior.latency;
         let done_at = ctx.now + duration;
         self.operations.insert(
             id.clone(),
@@ -697,7 +697,7 @@ impl State {
     }
 
     /// POST validateForBackup.
-    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &ArmId, body: &[u8]) -> Answer {
+    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &KeyedId, body: &[u8]) -> Answer {
         self.vault(vault)?;
         let request: ValidateForBackupRequest =
             parse_body(body).map_err(|e| invalid_content(&e))?;
@@ -717,7 +717,7 @@ impl State {
     }
 
     /// PUT backupInstances/{name}.
-    pub fn put_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, body: &[u8]) -> Answer {
+    pub fn put_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str, body: &[u8]) -> Answer {
         let vault_display = self.vault(vault)?.id.display.clone();
         let resource: BackupInstanceResource = parse_body(body).map_err(|e| invalid_content(&e))?;
         let mut props = resource
@@ -819,7 +819,7 @@ impl State {
     }
 
     /// GET backupInstances/{name}.
-    pub fn get_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str) -> Answer {
+    pub fn get_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Answer {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         match self.live(&key, ctx.now) {
@@ -835,12 +835,12 @@ impl State {
     pub fn list_recovery_points(
         &mut self,
         ctx: &Ctx,
-        vault: &ArmId,
+        vault: &KeyedId,
         name: &str,
         skip_token: Option<&str>,
     ) -> Answer {
         self.vault(vault)?;
-        let page_size = self.settings.page_size.max(1);
+        let page_size = self.behavior.page_size.max(1);
         let key = instance_key(&vault.key, name);
         let Some(instance) = self.live(&key, ctx.now) else {
             return Err(instance_not_found(vault, name));
@@ -888,14 +888,19 @@ impl State {
     }
 
     /// GET backupInstances (one page; `skip_token` continues after the named instance).
-    pub fn list_instances(&mut self, ctx: &Ctx, vault: &ArmId, skip_token: Option<&str>) -> Answer {
+    pub fn list_instances(
+        &mut self,
+        ctx: &Ctx,
+        vault: &KeyedId,
+        skip_token: Option<&str>,
+    ) -> Answer {
         let vault_display = self.vault(vault)?.id.display.clone();
         let prefix = format!("{}/backupinstances/", vault.key);
         let start = match skip_token {
             Some(token) => Bound::Excluded(format!("{prefix}{}", token.to_ascii_lowercase())),
             None => Bound::Included(prefix.clone()),
         };
-        let page_size = self.settings.page_size;
+        let page_size = self.behavior.page_size;
         let mut value = Vec::new();
         let mut gone = Vec::new();
         let mut more = false;
@@ -934,7 +939,7 @@ impl State {
     }
 
     /// DELETE backupInstances/{name}.
-    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str) -> Answer {
+    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Answer {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let Some(instance) = self.live(&key, ctx.now) else {
@@ -949,7 +954,13 @@ impl State {
     }
 
     /// POST stopProtection and POST sync.
-    pub fn instance_action(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, stop: bool) -> Answer {
+    pub fn instance_action(
+        &mut self,
+        ctx: &Ctx,
+        vault: &KeyedId,
+        name: &str,
+        stop: bool,
+    ) -> Answer {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let kind = if stop {
@@ -1000,7 +1011,7 @@ impl State {
         let done = ctx.now >= op.done_at;
         let (status, error, end) = match (done, &op.failure) {
             (false, _) => (
-                self.settings.in_progress_status.as_str(),
+                self.behavior.in_progress_status.as_str(),
                 None,
                 // .NET's default DateTime, as Azure prints it while running.
                 "0001-01-01T00:00:00".to_owned(),
@@ -1298,7 +1309,7 @@ fn another_operation(ctx: &Ctx) -> Reply {
     )
 }
 
-fn instance_not_found(vault: &ArmId, name: &str) -> Reply {
+fn instance_not_found(vault: &KeyedId, name: &str) -> Reply {
     resource_not_found(
         INSTANCE_TYPE,
         &format!("{}/{name}", vault.name),
@@ -1339,8 +1350,8 @@ mod tests {
     #[test]
     fn faults_follow_the_seed() {
         let mut config = EmulatorConfig::default();
-        config.settings.faults.unavailable = 0.5;
-        config.settings.faults.seed = 7;
+        config.behavior.faults.unavailable = 0.5;
+        config.behavior.faults.seed = 7;
         let picks = |config: &EmulatorConfig| {
             let mut state = State::new(config, Instant::now());
             (0..32)
@@ -1354,7 +1365,7 @@ mod tests {
         let first = picks(&config);
         assert_eq!(first, picks(&config));
         assert!(first.contains(&true) && first.contains(&false));
-        config.settings.faults.operations = vec![dataprotection::operation_ids::LIST.into()];
+        config.behavior.faults.operations = vec![dataprotection::operation_ids::LIST.into()];
         assert!(!picks(&config).contains(&true));
     }
 }
