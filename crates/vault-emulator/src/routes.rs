@@ -15,9 +15,9 @@ use percent_encoding::percent_decode_str;
 
 use super::keys::KeyedId;
 use super::model::ErrorBody;
-use super::reply::{Answer, Reply, invalid_content};
+use super::reply::{self, Answer, Reply};
 use super::shared::{DropConnection, RequestIds, Shared};
-use super::state::{Ctx, Fault};
+use super::state::{Ctx, Fault, Refusal};
 use dataprotection::ids::VaultId;
 use dataprotection::operation_ids;
 
@@ -230,7 +230,22 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
             response.extensions_mut().insert(DropConnection);
             return response;
         }
-        Some(Fault::Status(status, retry_after)) => fault_reply(status, retry_after),
+        Some(Fault::InternalError(retry_after)) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorBody::arm(
+                "InternalServerError",
+                "Encountered internal server error. (injected by the emulator)",
+            ),
+        )
+        .retry_after(retry_after),
+        Some(Fault::Unavailable(retry_after)) => Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody::arm(
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry after the time given in Retry-After. (injected by the emulator)",
+            ),
+        )
+        .retry_after(retry_after),
         Some(Fault::MalformedBody) => Reply::body(StatusCode::OK, TRUNCATED_BODY.to_vec()),
         Some(Fault::EmptyBody) => Reply::body(StatusCode::OK, Vec::new()),
         slow => {
@@ -344,10 +359,10 @@ async fn respond(
         Route::OperationResult { subscription, id } => {
             state.operation_result(&ctx, subscription, id)
         }
-        Route::Unknown => Err(invalid_content("unroutable request")),
+        Route::Unknown => Err(Refusal::InvalidContent("unroutable request".into())),
     };
     drop(state);
-    let mut reply = result.unwrap_or_else(|error| error);
+    let mut reply = reply::verdict(result, ctx.activity_id);
     if let Some(remaining) = remaining {
         reply = reply.header(REMAINING_WRITES, remaining.to_string());
         if parts.method == Method::DELETE {
@@ -457,21 +472,6 @@ fn throttled(subscription: &str, retry_after: u64) -> Reply {
         ),
     )
     .retry_after(retry_after)
-}
-
-fn fault_reply(status: StatusCode, retry_after: u64) -> Reply {
-    let error = if status == StatusCode::SERVICE_UNAVAILABLE {
-        ErrorBody::arm(
-            "ServiceUnavailable",
-            "The service is temporarily unavailable. Please retry after the time given in Retry-After. (injected by the emulator)",
-        )
-    } else {
-        ErrorBody::arm(
-            "InternalServerError",
-            "Encountered internal server error. (injected by the emulator)",
-        )
-    };
-    Reply::error(status, error).retry_after(retry_after)
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http::StatusCode;
-use http::header::LOCATION;
 use jiff::Timestamp;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
@@ -24,9 +22,6 @@ use super::model::{
     BackupInstance, BackupInstanceResource, BackupInstanceResourceList, ErrorBody,
     OperationJobExtendedInfo, OperationResource, ProtectionStatusDetails, UserFacingError,
     ValidateForBackupRequest, already_protected, missing_permissions, parse_body,
-};
-use super::reply::{
-    AZURE_ASYNC_OPERATION, Answer, Reply, invalid_content, resource_not_found, user_error,
 };
 
 const INSTANCE_TYPE: &str = "Microsoft.DataProtection/backupVaults/backupInstances";
@@ -57,6 +52,70 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
     pub wall: Timestamp,
 }
+
+/// Where to follow an operation: what `Azure-AsyncOperation`, `Location` and `Retry-After` say.
+#[derive(Debug)]
+pub(crate) struct OperationLink {
+    /// The operationStatus URL.
+    pub status_url: String,
+    /// The operationResults URL.
+    pub result_url: String,
+    pub retry_after: u64,
+}
+
+/// What a request did to the world; `reply` turns it into status, headers and body.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// An operation started, or the same one still runs (`None`: it has expired).
+    Accepted(Option<OperationLink>),
+    /// A PUT: the instance as it is now, new or not, and the operation it runs (if any).
+    Put {
+        created: bool,
+        instance: Option<BackupInstanceResource>,
+        operation: Option<OperationLink>,
+    },
+    Instance(BackupInstanceResource),
+    InstancePage(BackupInstanceResourceList),
+    /// A page of recovery points (the emulator has no model of them beyond this document).
+    RecoveryPointPage(Value),
+    OperationStatus(OperationResource),
+    /// The result of a finished create or update: the instance (`None`: gone since).
+    InstanceResult(Option<BackupInstanceResource>),
+    /// The result of a finished validate, stopProtection or sync.
+    Job(OperationJobExtendedInfo),
+    /// Nothing to change (stopProtection of a stopped instance).
+    Unchanged,
+    /// Nothing (left) to delete.
+    Gone,
+}
+
+/// Why a request changed nothing.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// A vault or backup instance that does not exist (ARM's `ResourceNotFound`).
+    ResourceNotFound {
+        resource_type: &'static str,
+        name: String,
+        resource_group: String,
+    },
+    /// The body is not JSON of the expected shape.
+    InvalidContent(String),
+    /// The service rejects the request (a `UserError…` code).
+    UserError { code: &'static str, message: String },
+    /// A policy or storage account the request names does not exist.
+    ReferenceNotFound(String),
+    /// A different operation runs on the instance.
+    AnotherOperationInProgress,
+    /// The storage account is protected by another backup instance.
+    AlreadyProtected(ErrorBody),
+    /// No operation has this id (in this subscription), or it expired.
+    OperationNotFound(String),
+    /// The operation ended `Failed`: its result is its error.
+    OperationFailed(ErrorBody),
+}
+
+/// Either way, what a request came to.
+pub(crate) type Verdict = Result<Outcome, Refusal>;
 
 struct Operation {
     subscription: String,
@@ -154,7 +213,10 @@ pub(crate) enum Fault {
     /// 200 announcing JSON with no body at all.
     EmptyBody,
     Slow(Duration),
-    Status(StatusCode, u64),
+    /// 500 with this `Retry-After`.
+    InternalError(u64),
+    /// 503 with this `Retry-After`.
+    Unavailable(u64),
 }
 
 struct Bucket {
@@ -380,12 +442,9 @@ impl State {
         let slices = [
             (
                 faults.internal_error,
-                Fault::Status(StatusCode::INTERNAL_SERVER_ERROR, faults.retry_after),
+                Fault::InternalError(faults.retry_after),
             ),
-            (
-                faults.unavailable,
-                Fault::Status(StatusCode::SERVICE_UNAVAILABLE, faults.retry_after),
-            ),
+            (faults.unavailable, Fault::Unavailable(faults.retry_after)),
             (faults.drop_connection, Fault::Drop),
             (faults.malformed_body, Fault::MalformedBody),
             (faults.empty_body, Fault::EmptyBody),
@@ -409,14 +468,14 @@ impl State {
         }
     }
 
-    fn vault(&self, vault: &KeyedId) -> Result<&Vault, Reply> {
-        self.vaults.get(&vault.key).ok_or_else(|| {
-            resource_not_found(
-                "Microsoft.DataProtection/backupVaults",
-                &vault.name,
-                &vault.resource_group,
-            )
-        })
+    fn vault(&self, vault: &KeyedId) -> Result<&Vault, Refusal> {
+        self.vaults
+            .get(&vault.key)
+            .ok_or_else(|| Refusal::ResourceNotFound {
+                resource_type: "Microsoft.DataProtection/backupVaults",
+                name: vault.name.clone(),
+                resource_group: vault.resource_group.clone(),
+            })
     }
 
     /// The instance, with finished operations applied; `None` when it does not exist (any more).
@@ -477,19 +536,10 @@ impl State {
         vault_id: &KeyedId,
         props: &BackupInstance,
         own_key: Option<&str>,
-    ) -> Result<Checked, Reply> {
+    ) -> Result<Checked, Refusal> {
         let vault_key = vault_id.key.as_str();
-        let bad = |code: &str, message: String| {
-            user_error(StatusCode::BAD_REQUEST, code, message, ctx.activity_id)
-        };
-        let not_found = |message: String| {
-            user_error(
-                StatusCode::NOT_FOUND,
-                "UserErrorResourceNotFound",
-                message,
-                ctx.activity_id,
-            )
-        };
+        let bad = |code: &'static str, message: String| Refusal::UserError { code, message };
+        let not_found = Refusal::ReferenceNotFound;
         let datasource = props
             .data_source_info
             .as_ref()
@@ -578,10 +628,11 @@ impl State {
         if let Some((vault_id, instance_name)) =
             self.protected_elsewhere(&checked.account_key, own_key, ctx.now)
         {
-            return Err(Reply::error(
-                StatusCode::BAD_REQUEST,
-                already_protected(&vault_id, &instance_name, ctx.activity_id),
-            ));
+            return Err(Refusal::AlreadyProtected(already_protected(
+                &vault_id,
+                &instance_name,
+                ctx.activity_id,
+            )));
         }
         Ok(checked)
     }
@@ -595,28 +646,14 @@ impl State {
         )
     }
 
-    /// Headers that point at an operation: Azure-AsyncOperation, optionally Location, Retry-After.
-    fn operation_headers(
-        &self,
-        ctx: &Ctx,
-        reply: Reply,
-        op_id: &str,
-        with_location: bool,
-    ) -> Reply {
-        let Some(op) = self.operations.get(op_id) else {
-            return reply;
-        };
-        let mut reply = reply.header(
-            AZURE_ASYNC_OPERATION,
-            Self::status_url(ctx, op, op_id, "operationStatus"),
-        );
-        if with_location {
-            reply = reply.header(
-                LOCATION,
-                Self::status_url(ctx, op, op_id, "operationResults"),
-            );
-        }
-        reply.retry_after(self.behavior.operation_retry_after())
+    /// Where to follow operation `op_id`; `None` once it has expired.
+    fn operation_link(&self, ctx: &Ctx, op_id: &str) -> Option<OperationLink> {
+        let op = self.operations.get(op_id)?;
+        Some(OperationLink {
+            status_url: Self::status_url(ctx, op, op_id, "operationStatus"),
+            result_url: Self::status_url(ctx, op, op_id, "operationResults"),
+            retry_after: self.behavior.operation_retry_after(),
+        })
     }
 
     fn start_operation(
@@ -697,13 +734,13 @@ impl State {
     }
 
     /// POST validateForBackup.
-    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &KeyedId, body: &[u8]) -> Answer {
+    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &KeyedId, body: &[u8]) -> Verdict {
         self.vault(vault)?;
         let request: ValidateForBackupRequest =
-            parse_body(body).map_err(|e| invalid_content(&e))?;
+            parse_body(body).map_err(Refusal::InvalidContent)?;
         let props = request
             .backup_instance
-            .ok_or_else(|| invalid_content("backupInstance is required"))?
+            .ok_or_else(|| Refusal::InvalidContent("backupInstance is required".into()))?
             .without_read_only();
         let checked = self.check(ctx, vault, &props, None)?;
         let op = self.start_operation(
@@ -713,16 +750,16 @@ impl State {
             None,
             checked.permission_failure,
         );
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
     /// PUT backupInstances/{name}.
-    pub fn put_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str, body: &[u8]) -> Answer {
+    pub fn put_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str, body: &[u8]) -> Verdict {
         let vault_display = self.vault(vault)?.id.display.clone();
-        let resource: BackupInstanceResource = parse_body(body).map_err(|e| invalid_content(&e))?;
+        let resource: BackupInstanceResource = parse_body(body).map_err(Refusal::InvalidContent)?;
         let mut props = resource
             .properties
-            .ok_or_else(|| invalid_content("properties is required"))?
+            .ok_or_else(|| Refusal::InvalidContent("properties is required".into()))?
             .without_read_only();
         let key = instance_key(&vault.key, name);
         let checked = self.check(ctx, vault, &props, Some(&key))?;
@@ -736,12 +773,10 @@ impl State {
             None => PutPlan::Create,
             Some(existing) => {
                 if existing.account_key != checked.account_key {
-                    return Err(user_error(
-                        StatusCode::BAD_REQUEST,
-                        INVALID_PARAMETER,
-                        "The datasource of a backup instance cannot be changed; create a new backup instance.".into(),
-                        ctx.activity_id,
-                    ));
+                    return Err(Refusal::UserError {
+                        code: INVALID_PARAMETER,
+                        message: "The datasource of a backup instance cannot be changed; create a new backup instance.".into(),
+                    });
                 }
                 let same = existing.props == props && existing.tags == resource.tags;
                 match &existing.pending {
@@ -754,7 +789,7 @@ impl State {
                     {
                         PutPlan::Running(p.op_id.clone())
                     }
-                    Some(_) => return Err(another_operation(ctx)),
+                    Some(_) => return Err(Refusal::AnotherOperationInProgress),
                     None if same
                         && matches!(existing.phase, Phase::Configured)
                         && existing.protection_error.is_none() =>
@@ -770,9 +805,9 @@ impl State {
                 }
             }
         };
-        let (status, op_id) = match plan {
-            PutPlan::Unchanged => (StatusCode::OK, None),
-            PutPlan::Running(op) => (StatusCode::OK, Some(op)),
+        let (created, op_id) = match plan {
+            PutPlan::Unchanged => (false, None),
+            PutPlan::Running(op) => (false, Some(op)),
             PutPlan::Update => {
                 let op = self.start_instance_operation(
                     ctx,
@@ -780,7 +815,7 @@ impl State {
                     OperationAction::Update,
                     checked.permission_failure,
                 );
-                (StatusCode::OK, Some(op))
+                (false, Some(op))
             }
             PutPlan::Create => {
                 self.instances.insert(
@@ -807,23 +842,22 @@ impl State {
                     OperationAction::Create,
                     checked.permission_failure,
                 );
-                (StatusCode::CREATED, Some(op))
+                (true, Some(op))
             }
         };
-        let body = self.instances.get(&key).map(view);
-        let reply = Reply::json(status, &body);
-        Ok(match op_id {
-            Some(op) => self.operation_headers(ctx, reply, &op, false),
-            None => reply,
+        Ok(Outcome::Put {
+            created,
+            instance: self.instances.get(&key).map(view),
+            operation: op_id.and_then(|op| self.operation_link(ctx, &op)),
         })
     }
 
     /// GET backupInstances/{name}.
-    pub fn get_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Answer {
+    pub fn get_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Verdict {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         match self.live(&key, ctx.now) {
-            Some(instance) => Ok(Reply::json(StatusCode::OK, &view(instance))),
+            Some(instance) => Ok(Outcome::Instance(view(instance))),
             None => Err(instance_not_found(vault, name)),
         }
     }
@@ -838,7 +872,7 @@ impl State {
         vault: &KeyedId,
         name: &str,
         skip_token: Option<&str>,
-    ) -> Answer {
+    ) -> Verdict {
         self.vault(vault)?;
         let page_size = self.behavior.page_size.max(1);
         let key = instance_key(&vault.key, name);
@@ -884,7 +918,7 @@ impl State {
                 ctx.base, instance.id, ctx.api_version
             ));
         }
-        Ok(Reply::json(StatusCode::OK, &body))
+        Ok(Outcome::RecoveryPointPage(body))
     }
 
     /// GET backupInstances (one page; `skip_token` continues after the named instance).
@@ -893,7 +927,7 @@ impl State {
         ctx: &Ctx,
         vault: &KeyedId,
         skip_token: Option<&str>,
-    ) -> Answer {
+    ) -> Verdict {
         let vault_display = self.vault(vault)?.id.display.clone();
         let prefix = format!("{}/backupinstances/", vault.key);
         let start = match skip_token {
@@ -932,25 +966,25 @@ impl State {
                     utf8_percent_encode(&last.to_ascii_lowercase(), NON_ALPHANUMERIC)
                 )
             });
-        Ok(Reply::json(
-            StatusCode::OK,
-            &BackupInstanceResourceList { value, next_link },
-        ))
+        Ok(Outcome::InstancePage(BackupInstanceResourceList {
+            value,
+            next_link,
+        }))
     }
 
     /// DELETE backupInstances/{name}.
-    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Answer {
+    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Verdict {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let Some(instance) = self.live(&key, ctx.now) else {
-            return Ok(Reply::empty(StatusCode::NO_CONTENT));
+            return Ok(Outcome::Gone);
         };
         let op = match &instance.pending {
             Some(p) if p.kind == OperationAction::Delete => p.op_id.clone(),
-            Some(_) => return Err(another_operation(ctx)),
+            Some(_) => return Err(Refusal::AnotherOperationInProgress),
             None => self.start_instance_operation(ctx, &key, OperationAction::Delete, None),
         };
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
     /// POST stopProtection and POST sync.
@@ -960,7 +994,7 @@ impl State {
         vault: &KeyedId,
         name: &str,
         stop: bool,
-    ) -> Answer {
+    ) -> Verdict {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let kind = if stop {
@@ -972,41 +1006,32 @@ impl State {
             return Err(instance_not_found(vault, name));
         };
         if stop && !instance.vaulted {
-            return Err(user_error(
-                StatusCode::BAD_REQUEST,
-                "UserErrorStopProtectionNotSupportedForBlobOperationalBackup",
-                "Stop protection is not supported for operational tier blob backups.".into(),
-                ctx.activity_id,
-            ));
+            return Err(Refusal::UserError {
+                code: "UserErrorStopProtectionNotSupportedForBlobOperationalBackup",
+                message: "Stop protection is not supported for operational tier blob backups."
+                    .into(),
+            });
         }
         let op = match &instance.pending {
             Some(p) if p.kind == kind => p.op_id.clone(),
-            Some(_) => return Err(another_operation(ctx)),
+            Some(_) => return Err(Refusal::AnotherOperationInProgress),
             None if stop && matches!(instance.phase, Phase::Stopped) => {
-                return Ok(Reply::empty(StatusCode::OK));
+                return Ok(Outcome::Unchanged);
             }
             None => self.start_instance_operation(ctx, &key, kind, None),
         };
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
-    fn operation(&self, subscription: &str, id: &str) -> Result<&Operation, Reply> {
+    fn operation(&self, subscription: &str, id: &str) -> Result<&Operation, Refusal> {
         self.operations
             .get(id)
             .filter(|op| op.subscription.eq_ignore_ascii_case(subscription))
-            .ok_or_else(|| {
-                Reply::error(
-                    StatusCode::NOT_FOUND,
-                    ErrorBody::arm(
-                        "OperationNotFound",
-                        format!("The operation '{id}' was not found."),
-                    ),
-                )
-            })
+            .ok_or_else(|| Refusal::OperationNotFound(id.to_owned()))
     }
 
     /// GET locations/{loc}/operationStatus/{id} (the Azure-AsyncOperation document).
-    pub fn operation_status(&self, ctx: &Ctx, subscription: &str, id: &str) -> Answer {
+    pub fn operation_status(&self, ctx: &Ctx, subscription: &str, id: &str) -> Verdict {
         let op = self.operation(subscription, id)?;
         let done = ctx.now >= op.done_at;
         let (status, error, end) = match (done, &op.failure) {
@@ -1030,27 +1055,24 @@ impl State {
                 ),
             ),
         };
-        Ok(Reply::json(
-            StatusCode::OK,
-            &OperationResource {
-                id: operation_path(op, "operationStatus", id),
-                name: id.to_owned(),
-                status: status.to_owned(),
-                error,
-                start_time: start_time(op.start_wall),
-                end_time: end,
-            },
-        ))
+        Ok(Outcome::OperationStatus(OperationResource {
+            id: operation_path(op, "operationStatus", id),
+            name: id.to_owned(),
+            status: status.to_owned(),
+            error,
+            start_time: start_time(op.start_wall),
+            end_time: end,
+        }))
     }
 
     /// GET locations/{loc}/operationResults/{id} (the Location answer).
-    pub fn operation_result(&mut self, ctx: &Ctx, subscription: &str, id: &str) -> Answer {
+    pub fn operation_result(&mut self, ctx: &Ctx, subscription: &str, id: &str) -> Verdict {
         let op = self.operation(subscription, id)?;
         if ctx.now < op.done_at {
-            return Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), id, true));
+            return Ok(Outcome::Accepted(self.operation_link(ctx, id)));
         }
         if let Some(error) = &op.failure {
-            return Err(Reply::error(StatusCode::BAD_REQUEST, error.clone()));
+            return Err(Refusal::OperationFailed(error.clone()));
         }
         let job = OperationJobExtendedInfo {
             object_type: (ctx.api_version != "2021-01-01")
@@ -1058,18 +1080,15 @@ impl State {
             job_id: op.job_id.clone(),
         };
         match op.kind {
-            OperationAction::Delete => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+            OperationAction::Delete => Ok(Outcome::Gone),
             OperationAction::Create | OperationAction::Update => {
                 let key = op.instance_key.clone().unwrap_or_default();
-                let body = self
-                    .live(&key, ctx.now)
-                    .map_or(Value::Object(Default::default()), |i| {
-                        serde_json::to_value(view(i)).unwrap_or_default()
-                    });
-                Ok(Reply::json(StatusCode::OK, &body))
+                Ok(Outcome::InstanceResult(
+                    self.live(&key, ctx.now).map(|i| view(i)),
+                ))
             }
             OperationAction::Validate | OperationAction::StopProtection | OperationAction::Sync => {
-                Ok(Reply::json(StatusCode::OK, &job))
+                Ok(Outcome::Job(job))
             }
         }
     }
@@ -1299,22 +1318,12 @@ fn check_tier(
     }
 }
 
-fn another_operation(ctx: &Ctx) -> Reply {
-    user_error(
-        StatusCode::CONFLICT,
-        "AnotherOperationInProgress",
-        "Another operation is in progress on this backup instance; retry after it completes."
-            .into(),
-        ctx.activity_id,
-    )
-}
-
-fn instance_not_found(vault: &KeyedId, name: &str) -> Reply {
-    resource_not_found(
-        INSTANCE_TYPE,
-        &format!("{}/{name}", vault.name),
-        &vault.resource_group,
-    )
+fn instance_not_found(vault: &KeyedId, name: &str) -> Refusal {
+    Refusal::ResourceNotFound {
+        resource_type: INSTANCE_TYPE,
+        name: format!("{}/{name}", vault.name),
+        resource_group: vault.resource_group.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -1345,6 +1354,39 @@ mod tests {
         let ts: Timestamp = "2021-07-07T12:48:50.3432229Z".parse().unwrap();
         assert_eq!(start_time(ts), "2021-07-07T12:48:50.3432229Z");
         assert_eq!(end_time(ts), "2021-07-07T12:48:50Z");
+    }
+
+    #[test]
+    fn requests_come_to_outcomes_and_refusals_without_http() {
+        let config = EmulatorConfig::default();
+        let mut state = State::new(&config, Instant::now());
+        let ctx = Ctx {
+            base: "http://emulator",
+            api_version: "2026-06-01",
+            activity_id: "a",
+            now: Instant::now(),
+            wall: Timestamp::now(),
+        };
+        let vault = parse_vault_id(crate::DEFAULT_VAULT_ID).unwrap();
+        assert!(matches!(
+            state.delete_instance(&ctx, &vault, "missing"),
+            Ok(Outcome::Gone)
+        ));
+        assert!(matches!(
+            state.get_instance(&ctx, &vault, "missing"),
+            Err(Refusal::ResourceNotFound {
+                resource_type: INSTANCE_TYPE,
+                ..
+            })
+        ));
+        assert!(matches!(
+            state.put_instance(&ctx, &vault, "x", b"{}"),
+            Err(Refusal::InvalidContent(_))
+        ));
+        assert!(matches!(
+            state.operation_status(&ctx, &vault.subscription, "nope"),
+            Err(Refusal::OperationNotFound(id)) if id == "nope"
+        ));
     }
 
     #[test]
