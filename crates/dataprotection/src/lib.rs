@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod ids;
+pub mod json_casing;
 pub mod models;
 pub mod operation;
 pub mod transport;
