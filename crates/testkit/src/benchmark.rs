@@ -117,7 +117,7 @@ pub struct Report {
     pub steady_state_writes: Option<u64>,
     pub steady_state_gets: Option<u64>,
     pub steady_state_status_writes: Option<u64>,
-    pub settings: Settings,
+    pub settings: RunSettings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_writes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,7 +135,7 @@ pub struct Report {
 
 /// The knobs of the run, echoed in the report.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Settings {
+pub struct RunSettings {
     pub latency_ms: u64,
     pub retry_after_seconds: u64,
     pub write_budget: Option<u32>,
@@ -861,7 +861,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         steady_state_writes: steady.map(|s| s.1),
         steady_state_gets: steady.map(|s| s.2),
         steady_state_status_writes: steady.and_then(|s| s.3),
-        settings: Settings {
+        settings: RunSettings {
             latency_ms: options.latency.as_millis() as u64,
             retry_after_seconds: retry_after.as_secs(),
             write_budget: options.throttle.as_ref().map(|t| t.budget),
