@@ -10,9 +10,9 @@ use blob_backup_operator::api::{
 };
 use blob_backup_operator::controller::Error;
 use blob_backup_operator::controller::decide::{
-    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, EventSpec, LastRecoveryPoint,
-    Observation, ObservedError, ObservedInstance, PollHandle, PolledStatus, Reason, Requeue,
-    Settings, current_operation, decide,
+    Action, AzureApi, AzureCall, AzureErrorDetail, Decision, ErrorClass, EventSpec,
+    LastRecoveryPoint, Observation, ObservedError, ObservedInstance, PollHandle, PolledStatus,
+    Reason, Requeue, Settings, Timing, current_operation, decide,
 };
 use blob_backup_operator::controller::steps::{Effects, Next, run_steps};
 use jiff::Timestamp;
@@ -732,8 +732,11 @@ fn retry_after_is_clamped() {
     )
     .requeue(secs(15));
     let waits = |min: u64, max: u64| Settings {
-        retry_after_min: Duration::from_secs(min),
-        retry_after_max: Duration::from_secs(max),
+        timing: Timing {
+            retry_after_min: Duration::from_secs(min),
+            retry_after_max: Duration::from_secs(max),
+            ..Timing::default()
+        },
         ..Settings::default()
     };
     let settings = waits(5, 20);
@@ -952,7 +955,10 @@ fn validation_failures() {
     )
     .requeue(secs(120));
     let settings = Settings {
-        stalled_retry_max: Duration::from_secs(45),
+        timing: Timing {
+            stalled_retry_max: Duration::from_secs(45),
+            ..Timing::default()
+        },
         ..Settings::default()
     };
     row_with(
@@ -1310,8 +1316,10 @@ fn drift_and_protection_errors() {
     .action("None")
     .health(False, Reason::ProtectionError);
     let old_api = Settings {
-        instance_actions_supported: false,
-        api_version: "2021-01-01".into(),
+        azure: AzureApi {
+            instance_actions_supported: false,
+            api_version: "2021-01-01".into(),
+        },
         ..Settings::default()
     };
     row_with(
@@ -1630,8 +1638,10 @@ fn deletion() {
     )
     .action("RemoveFinalizer");
     let old_api = Settings {
-        instance_actions_supported: false,
-        api_version: "2021-01-01".into(),
+        azure: AzureApi {
+            instance_actions_supported: false,
+            api_version: "2021-01-01".into(),
+        },
         ..Settings::default()
     };
     row_with(

@@ -18,7 +18,7 @@ use super::events::Events;
 use super::state::{States, key_of};
 use super::status::StatusWriter;
 use super::steps::Effects;
-use super::{Error, REPORTING_CONTROLLER, azure, finalizer, leader, pacing, requeue};
+use super::{Error, REPORTING_CONTROLLER, WriteBudget, azure, finalizer, leader, pacing, requeue};
 use crate::api::{
     BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, FINALIZER, condition_type,
 };
@@ -57,12 +57,13 @@ fn metric_key(key: &ObjectRef<BlobBackupInstance>) -> String {
 
 impl Context {
     /// The context of [`super::reconcile`]: Kubernetes and Azure clients, metrics, decision
-    /// settings, Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
+    /// settings, the write budget, Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
         settings: Settings,
+        write_budget: &WriteBudget,
         reporting_instance: Option<String>,
     ) -> Self {
         let reporter = Reporter {
@@ -70,9 +71,9 @@ impl Context {
             instance: reporting_instance,
         };
         let writes = pacing::WritePacer::new(
-            settings.write_burst,
-            settings.write_refill,
-            settings.retry_after_max,
+            write_budget.burst,
+            write_budget.refill,
+            settings.timing.retry_after_max,
             Instant::now(),
         );
         Self {
@@ -295,7 +296,9 @@ impl Effects for KubeEffects<'_> {
                 error,
             } = observation
             {
-                let retry_after = error.retry_after.unwrap_or(ctx.settings.retry_after_min);
+                let retry_after = error
+                    .retry_after
+                    .unwrap_or(ctx.settings.timing.retry_after_min);
                 ctx.writes.throttled(retry_after, Instant::now());
             }
         }

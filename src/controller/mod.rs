@@ -50,7 +50,7 @@ use crate::telemetry::{HealthState, Metrics};
 use dataprotection::ArmClient;
 
 pub use context::{Context, KubeEffects};
-use decide::{Requeue, Settings};
+use decide::{AzureApi, Requeue, Settings, Timing};
 use state::{key_of, lock};
 pub use status::apply_status;
 use steps::Next;
@@ -69,9 +69,11 @@ pub struct ControllerConfig {
     /// Resources reconciled at once (at least 1; one resource is never reconciled twice at
     /// once).
     pub concurrency: u16,
-    /// Timing of decisions (retries, resync). [`run`] sets `instance_actions_supported` and
-    /// `api_version` from the ARM client, so those two need not be filled in.
-    pub settings: Settings,
+    /// Timing of decisions (retries, resync); what the api-version can do comes from the ARM
+    /// client [`run`] gets.
+    pub timing: Timing,
+    /// The client-side copy of Azure's write budget.
+    pub write_budget: WriteBudget,
     /// `reportingInstance` of Events (the pod name); `None`: the controller name.
     pub reporting_instance: Option<String>,
     /// Whether this replica still leads ([`leader::run_as_leader`] hands it to the work):
@@ -88,7 +90,8 @@ impl Default for ControllerConfig {
         Self {
             watch_namespace: None,
             concurrency: 16,
-            settings: Settings::default(),
+            timing: Timing::default(),
+            write_budget: WriteBudget::default(),
             reporting_instance: None,
             fence: leader::Fence::default(),
             watch_client: None,
@@ -101,11 +104,32 @@ impl std::fmt::Debug for ControllerConfig {
         f.debug_struct("ControllerConfig")
             .field("watch_namespace", &self.watch_namespace)
             .field("concurrency", &self.concurrency)
-            .field("settings", &self.settings)
+            .field("timing", &self.timing)
+            .field("write_budget", &self.write_budget)
             .field("reporting_instance", &self.reporting_instance)
             .field("fence", &self.fence)
             .field("separate_watch_client", &self.watch_client.is_some())
             .finish()
+    }
+}
+
+/// Azure writes (validate, PUT, DELETE, stopProtection, sync) the controller sends at once
+/// before pacing itself ([`pacing::WritePacer`]): ARM's write bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBudget {
+    /// The bucket's size: writes sent at once.
+    pub burst: u32,
+    /// Time one write of that bucket takes to come back (ARM: 10 per second).
+    pub refill: Duration,
+}
+
+impl Default for WriteBudget {
+    fn default() -> Self {
+        // ARM's token bucket for subscription writes: 200, refilled at 10 per second.
+        Self {
+            burst: 200,
+            refill: Duration::from_millis(100),
+        }
     }
 }
 
@@ -283,11 +307,11 @@ pub fn error_policy(
     let delay = if error.is_conflict() {
         // Against the new state: the watch cache may not have it yet.
         ctx.read_fresh_next(&key);
-        ctx.settings.retry_after_min
+        ctx.settings.timing.retry_after_min
     } else if error.is_invalid() {
-        ctx.settings.stalled_retry_max
+        ctx.settings.timing.stalled_retry_max
     } else {
-        ctx.settings.retry_after_default
+        ctx.settings.timing.retry_after_default
     };
     let hint = if error.is_invalid() {
         " (the API server refused a write as invalid, HTTP 422: check that the installed CRD is the one of this operator version, crds/ of its release)"
@@ -348,15 +372,17 @@ pub async fn run(
     // Declared first, dropped last: after the reconciles, however the loop ends (on
     // shutdown, or dropped when a leader term is lost).
     let _forget_instances = ForgetInstancesOnDrop(metrics.clone());
-    let mut settings = config.settings.clone();
-    settings.instance_actions_supported = arm.supports_instance_actions();
-    settings.api_version = arm.api_version().to_owned();
+    let settings = Settings {
+        timing: config.timing.clone(),
+        azure: AzureApi::of(&arm),
+    };
     let ctx = Arc::new(
         Context::new(
             client.clone(),
             arm,
             metrics,
             settings,
+            &config.write_budget,
             config.reporting_instance.clone(),
         )
         .with_fence(config.fence.clone()),

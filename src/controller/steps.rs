@@ -190,9 +190,9 @@ pub async fn run_steps<E: Effects>(
     }
     effects.settled(&obj);
     // Out of steps: carry on soon, from the recorded state.
-    Ok(Next::Requeue(
-        requeue.unwrap_or(Requeue::After(settings.retry_after_min)),
-    ))
+    Ok(Next::Requeue(requeue.unwrap_or(Requeue::After(
+        settings.timing.retry_after_min,
+    ))))
 }
 
 /// Whether `current` records an operation in flight that `persisted` does not: its poll URL
