@@ -11,8 +11,8 @@ use blob_backup_operator::api::{
 use blob_backup_operator::controller::Error;
 use blob_backup_operator::controller::decide::{
     Action, AzureApi, AzureCall, AzureErrorDetail, Decision, ErrorClass, EventSpec,
-    LastRecoveryPoint, Observation, ObservedError, ObservedInstance, PollHandle, PolledStatus,
-    Reason, Requeue, Settings, Timing, current_operation, decide,
+    LastRecoveryPoint, Observation, ObservedError, ObservedId, ObservedInstance, PollHandle,
+    PolledStatus, Reason, Requeue, Settings, Timing, current_operation, decide,
 };
 use blob_backup_operator::controller::steps::{Effects, Next, run_steps};
 use jiff::Timestamp;
@@ -209,9 +209,9 @@ fn deleting(mut obj: BlobBackupInstance, policy: DeletionPolicy) -> BlobBackupIn
 
 fn instance(protection: &str) -> ObservedInstance {
     ObservedInstance {
-        id: instance_id(),
-        datasource_id: ACCOUNT.into(),
-        policy_id: policy_id("BlobBackup-Policy"),
+        id: ObservedId::parse(&instance_id()),
+        datasource_id: ObservedId::parse(ACCOUNT),
+        policy_id: ObservedId::parse(&policy_id("BlobBackup-Policy")),
         containers: None,
         protection_status: Some(protection.into()),
         protection_state: Some(protection.into()),
@@ -805,12 +805,12 @@ fn adoption_and_conflicts() {
     .events(&[Reason::Adopted, Reason::Protected]);
 
     let mut shouting = instance("ProtectionConfigured");
-    shouting.datasource_id = ACCOUNT.to_uppercase();
+    shouting.datasource_id = ObservedId::parse(&ACCOUNT.to_uppercase());
     row("ARM ids compare case-insensitively", bbi(), found(shouting))
         .events(&[Reason::Adopted, Reason::Protected]);
 
     let mut other = instance("ProtectionConfigured");
-    other.datasource_id = ACCOUNT.replace("msblobbackup", "someoneelse");
+    other.datasource_id = ObservedId::parse(&ACCOUNT.replace("msblobbackup", "someoneelse"));
     row(
         "instance of that name protects another account",
         bbi(),
@@ -822,6 +822,17 @@ fn adoption_and_conflicts() {
     .message_has(READY, "spec.backupInstanceName")
     .events(&[Reason::InstanceConflict])
     .requeue(secs(10));
+
+    let mut garbled = instance("ProtectionConfigured");
+    garbled.datasource_id = ObservedId::parse("msblobbackup");
+    row(
+        "an account id Azure sends that is no ARM id is no match",
+        bbi(),
+        found(garbled),
+    )
+    .action("None")
+    .health(False, Reason::InstanceConflict)
+    .message_has(READY, "protects msblobbackup, not");
 }
 
 #[test]
@@ -1362,7 +1373,7 @@ fn drift_and_protection_errors() {
     .requeue(secs(120));
 
     let mut fixed = instance("ProtectionError");
-    fixed.policy_id = policy_id("Old-Policy");
+    fixed.policy_id = ObservedId::parse(&policy_id("Old-Policy"));
     row(
         "protection error and a spec change: PUT update",
         ready(),
@@ -1598,7 +1609,7 @@ fn deletion() {
     .action("RemoveFinalizer");
 
     let mut other = instance("ProtectionConfigured");
-    other.datasource_id = ACCOUNT.replace("msblobbackup", "someoneelse");
+    other.datasource_id = ObservedId::parse(&ACCOUNT.replace("msblobbackup", "someoneelse"));
     row(
         "the name belongs to another account's instance: leave it",
         deleting(bbi(), DeletionPolicy::Delete),

@@ -41,9 +41,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
     DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
-    OperationPhase, SpecError, ValidatedSpec, condition_type, same_id, truncate,
+    OperationPhase, SpecError, ValidatedSpec, condition_type, truncate,
 };
-use dataprotection::ids::{BackupInstanceId, StorageAccountId};
+use dataprotection::ids::{BackupInstanceId, PolicyId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
 pub use dataprotection::{AzureErrorDetail, ErrorClass};
 
@@ -121,6 +121,8 @@ impl Default for AzureApi {
 }
 
 /// What the controller learnt from Azure in the previous step.
+// One exists per reconcile in flight, for one step: the typed IDs' size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
     /// Nothing yet in this reconcile.
@@ -162,11 +164,11 @@ pub enum Observation {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservedInstance {
     /// The instance's ARM ID.
-    pub id: String,
+    pub id: ObservedId<BackupInstanceId>,
     /// `properties.dataSourceInfo.resourceID`: the protected storage account.
-    pub datasource_id: String,
+    pub datasource_id: ObservedId<StorageAccountId>,
     /// `properties.policyInfo.policyId`.
-    pub policy_id: String,
+    pub policy_id: ObservedId<PolicyId>,
     /// The vaulted containers (`containersList`), `None` for operational backup.
     pub containers: Option<Vec<String>>,
     /// `properties.protectionStatus.status`.
@@ -179,6 +181,46 @@ pub struct ObservedInstance {
     pub protection_error: Option<AzureErrorDetail>,
     /// The latest recovery point, for vaulted backup.
     pub last_recovery_point: LastRecoveryPoint,
+}
+
+/// An ARM ID as Azure sent it: typed when it parses (then compared as ARM compares IDs,
+/// case-insensitively), else the text as sent, which equals no ID.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObservedId<T> {
+    /// A well-formed ID of the expected kind.
+    Valid(T),
+    /// Anything else (or nothing: empty).
+    Invalid(String),
+}
+
+impl<T: std::str::FromStr> ObservedId<T> {
+    /// `text` as an ID of kind `T`, else kept as text.
+    pub fn parse(text: &str) -> Self {
+        text.parse()
+            .map_or_else(|_| Self::Invalid(text.to_owned()), Self::Valid)
+    }
+}
+
+impl<T: PartialEq> ObservedId<T> {
+    /// Whether this is `id`.
+    pub fn is(&self, id: &T) -> bool {
+        matches!(self, Self::Valid(observed) if observed == id)
+    }
+}
+
+impl<T> Default for ObservedId<T> {
+    fn default() -> Self {
+        Self::Invalid(String::new())
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for ObservedId<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Valid(id) => id.fmt(f),
+            Self::Invalid(text) => f.write_str(text),
+        }
+    }
 }
 
 /// What the recovery points list said of a vaulted backup instance.
@@ -1012,7 +1054,7 @@ impl<'a> Step<'a> {
             };
         };
 
-        if !same_id(&instance.datasource_id, &mode.account().to_string()) {
+        if !instance.datasource_id.is(mode.account()) {
             let message = format!(
                 "Backup instance {} protects {}, not spec.storageAccount.id {}: set spec.backupInstanceName to a free name",
                 mode.instance(),
@@ -1487,7 +1529,7 @@ fn progress_message(mode: &Mode, action: OperationAction) -> (Reason, String) {
 
 /// What differs between the instance in Azure and the spec, in words; `None` when nothing.
 fn spec_difference(target: &Target, instance: &ObservedInstance) -> Option<String> {
-    if !same_id(&instance.policy_id, &target.spec.policy.to_string()) {
+    if !instance.policy_id.is(&target.spec.policy) {
         return Some(format!(
             "the policy change to {}",
             target.spec.policy.name()
