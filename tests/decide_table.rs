@@ -1844,9 +1844,7 @@ impl Effects for Recording<'_, '_> {
         Some((self.answer)(action))
     }
 
-    fn answered(&mut self, _observation: &Observation, _admission: Option<()>) {}
-
-    fn settled(&mut self, _obj: &BlobBackupInstance) {}
+    fn answered(&mut self, _: &BlobBackupInstance, _: &Observation, _: Option<()>) {}
 }
 
 impl World {

@@ -12,16 +12,14 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::decide::{
-    self, Action, AzureCall, EventSpec, EventType, Observation, Requeue, Settings, has_finalizer,
+    Action, AzureCall, EventSpec, EventType, Observation, Requeue, Settings, has_finalizer,
 };
 use super::events::Events;
-use super::state::{States, key_of};
+use super::state::States;
 use super::status::StatusWriter;
 use super::steps::Effects;
 use super::{Error, REPORTING_CONTROLLER, WriteBudget, azure, finalizer, leader, pacing, requeue};
-use crate::api::{
-    BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, FINALIZER, condition_type,
-};
+use crate::api::{BlobBackupInstance, FINALIZER};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
 
@@ -46,8 +44,8 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// The metrics' and the write pacer's key of a resource.
-fn metric_key(key: &ObjectRef<BlobBackupInstance>) -> String {
+/// The write pacer's key of a resource.
+fn pacer_key(key: &ObjectRef<BlobBackupInstance>) -> String {
     format!(
         "{}/{}",
         key.namespace.as_deref().unwrap_or_default(),
@@ -121,10 +119,10 @@ impl Context {
         self.states.read_fresh_next(key);
     }
 
-    /// Forgets a resource that is gone: what we remembered of it, its gauges, its requeue.
+    /// Forgets a resource that is gone: what we remembered of it, its requeue. (Its gauges
+    /// are counted from the watch's store: nothing to forget there.)
     pub(super) fn forget(&self, key: &ObjectRef<BlobBackupInstance>) {
         self.states.forget(key);
-        self.metrics.forget_instance(&metric_key(key));
         self.requeues.cancel(key);
     }
 
@@ -133,12 +131,6 @@ impl Context {
         let listed = |key: &ObjectRef<BlobBackupInstance>| store.get(key).is_some();
         self.states.retain(listed);
         self.requeues.retain(listed);
-        let listed: std::collections::HashSet<String> = store
-            .state()
-            .iter()
-            .map(|obj| metric_key(&key_of(obj.as_ref())))
-            .collect();
-        self.metrics.retain_instances(|key| listed.contains(key));
     }
 
     /// Schedules the resource's next reconcile (see [`requeue`]).
@@ -215,9 +207,7 @@ impl Effects for KubeEffects<'_> {
     }
 
     fn admit_write(&mut self) -> Result<pacing::Admission, std::time::Duration> {
-        self.ctx
-            .writes
-            .admit(&metric_key(&self.key), Instant::now())
+        self.ctx.writes.admit(&pacer_key(&self.key), Instant::now())
     }
 
     async fn write_status(
@@ -275,10 +265,15 @@ impl Effects for KubeEffects<'_> {
         azure::perform(&self.ctx.arm, action).await
     }
 
-    fn answered(&mut self, observation: &Observation, admission: Option<pacing::Admission>) {
+    fn answered(
+        &mut self,
+        obj: &BlobBackupInstance,
+        observation: &Observation,
+        admission: Option<pacing::Admission>,
+    ) {
         let ctx = self.ctx;
         if matches!(observation, Observation::Instance(_)) {
-            ctx.metrics.record_check(&metric_key(&self.key));
+            ctx.metrics.record_check(obj);
         }
         // The client keeps the last figure any write was answered with: with other
         // reconciles' writes in between it may be theirs, which makes the correction a little
@@ -303,26 +298,4 @@ impl Effects for KubeEffects<'_> {
             }
         }
     }
-
-    fn settled(&mut self, obj: &BlobBackupInstance) {
-        observe(
-            &self.ctx.metrics,
-            &metric_key(&self.key),
-            obj.status.as_ref(),
-        );
-    }
-}
-
-/// Updates the per-resource gauges from the status now in effect.
-fn observe(metrics: &Metrics, key: &str, status: Option<&BlobBackupInstanceStatus>) {
-    let ready_condition = status.and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == condition_type::READY)
-    });
-    let ready = ready_condition.is_some_and(|c| c.status == ConditionStatus::True);
-    let reason = ready_condition.map(|c| c.reason.as_str());
-    let protection = status.and_then(|s| s.protection_status.as_deref());
-    let in_flight = status.and_then(decide::in_flight).map(|op| op.action);
-    metrics.observe_instance(key, protection, ready, reason, in_flight);
 }

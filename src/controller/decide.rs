@@ -534,7 +534,7 @@ pub(crate) fn has_finalizer(obj: &BlobBackupInstance) -> bool {
 }
 
 /// The Azure operation the status records as running, with the URL to poll it.
-pub(crate) fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOperation> {
+pub fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOperation> {
     status
         .operation
         .as_ref()

@@ -369,9 +369,6 @@ pub async fn run(
     health: HealthState,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Declared first, dropped last: after the reconciles, however the loop ends (on
-    // shutdown, or dropped when a leader term is lost).
-    let _forget_instances = ForgetInstancesOnDrop(metrics.clone());
     let settings = Settings {
         timing: config.timing.clone(),
         azure: AzureApi::of(&arm),
@@ -394,6 +391,9 @@ pub async fn run(
         _ => Api::all(watch_client),
     };
     let (reader, writer) = reflector::store();
+    // The resource gauges count what the watch lists, until this loop ends (declared before
+    // the loop, dropped after it: however it ends, on shutdown or when a leader term is lost).
+    let _gauges = ctx.metrics.watch_instances(reader.clone());
     let watch_ctx = ctx.clone();
     let watch_reader = reader.clone();
     let predicate = predicates::generation
@@ -466,14 +466,4 @@ pub async fn run(
     }
     health.set_watching(false);
     info!("controller stopped");
-}
-
-/// Forgets every resource in the instance gauges when the controller stops: another replica
-/// (or the next leader term here) reports them from its own watch.
-struct ForgetInstancesOnDrop(Metrics);
-
-impl Drop for ForgetInstancesOnDrop {
-    fn drop(&mut self) {
-        self.0.retain_instances(|_| false);
-    }
 }

@@ -65,11 +65,14 @@ pub trait Effects: Send {
     /// Performs an Azure call; `None` for an action that is not one.
     fn call_azure(&mut self, action: &Action) -> impl Future<Output = Option<Observation>> + Send;
 
-    /// Takes note of an Azure answer the loop goes on with (metrics, the write budget).
-    fn answered(&mut self, observation: &Observation, admission: Option<Self::Admission>);
-
-    /// The reconcile ends with `obj` as recorded.
-    fn settled(&mut self, obj: &BlobBackupInstance);
+    /// Takes note of an Azure answer about `obj` the loop goes on with (metrics, the write
+    /// budget).
+    fn answered(
+        &mut self,
+        obj: &BlobBackupInstance,
+        observation: &Observation,
+        admission: Option<Self::Admission>,
+    );
 }
 
 /// How a reconcile ends.
@@ -177,7 +180,7 @@ pub async fn run_steps<E: Effects>(
                 {
                     return Ok(Next::Abandon);
                 }
-                effects.answered(&observation, admission);
+                effects.answered(&obj, &observation, admission);
                 observation
             }
         };
@@ -186,9 +189,8 @@ pub async fn run_steps<E: Effects>(
     if let Some(status) = &obj.status
         && decide::status_changed(persisted.as_ref(), status)
     {
-        obj = effects.write_status(&obj, false).await?;
+        effects.write_status(&obj, false).await?;
     }
-    effects.settled(&obj);
     // Out of steps: carry on soon, from the recorded state.
     Ok(Next::Requeue(requeue.unwrap_or(Requeue::After(
         settings.timing.retry_after_min,
