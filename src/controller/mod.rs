@@ -1,10 +1,17 @@
 //! The Kubernetes controller: reconciles `BlobBackupInstance` resources against Azure.
 //!
 //! - [`decide`](mod@decide): the pure decision (no I/O), table-tested.
-//! - this module: the kube-runtime wiring around it. [`run`] watches the resources and calls
-//!   [`reconcile`] for each, which runs the observe → decide → act → record loop of
-//!   [`decide`](mod@decide)'s docs for a few steps, never waiting for Azure: an operation in flight is
-//!   recorded in status (with its poll URL) and looked at again after Azure's `Retry-After`.
+//! - [`steps`]: the observe → decide → act → record loop of [`decide`](mod@decide)'s docs, run
+//!   for a few steps per reconcile and generic over its effects ([`steps::Effects`]), never
+//!   waiting for Azure: an operation in flight is recorded in status (with its poll URL) and
+//!   looked at again after Azure's `Retry-After`.
+//! - this module: the kube-runtime wiring. [`run`] watches the resources and calls
+//!   [`reconcile`] for each, which runs the loop with [`KubeEffects`] (the Kubernetes API and
+//!   ARM, in `context.rs`, with the shared [`Context`]).
+//! - shared machinery, generic over the kind where a second controller can reuse it:
+//!   [`state`] (one record per resource, the stale-cache guard), [`status`] (status writes),
+//!   `finalizer.rs`, `events.rs` (the Recorder rotation), `requeue.rs`, [`pacing`] (Azure's
+//!   write budget).
 //! - [`leader`]: leader election, wrapped around [`run`] by the command line.
 //! - [`kubernetes_version`]: the oldest Kubernetes supported, checked by the command line.
 //!

@@ -1,4 +1,4 @@
-//! The loop that drives [`decide`]: observe → decide → act → record, for a few steps of one
+//! The loop that drives [`decide()`]: observe → decide → act → record, for a few steps of one
 //! reconcile. Generic over its effects ([`Effects`]: status, finalizer, Events, Azure), so the
 //! controller runs it against Kubernetes and ARM and tests run the same loop against a
 //! recording double.
