@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dataprotection::WriteBudget;
+use dataprotection::WriteKind;
 use tokio::time::Instant;
 
 use super::decide::Action;
@@ -32,15 +32,15 @@ const STALE_SLOT: Duration = Duration::from_secs(60);
 
 /// One of ARM's write budgets: a subscription's writes, or its deletes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Budget {
+pub struct BudgetKey {
     /// Lower case: subscription IDs are GUIDs, which compare without regard to case.
     subscription: String,
-    kind: WriteBudget,
+    kind: WriteKind,
 }
 
-impl Budget {
+impl BudgetKey {
     /// The `kind` budget of `subscription`.
-    pub fn new(subscription: &str, kind: WriteBudget) -> Self {
+    pub fn new(subscription: &str, kind: WriteKind) -> Self {
         Self {
             subscription: subscription.to_ascii_lowercase(),
             kind,
@@ -51,13 +51,13 @@ impl Budget {
     /// writes for the other writes; `None` for actions that write nothing to Azure.
     pub fn of(action: &Action) -> Option<Self> {
         let (subscription, kind) = match action {
-            Action::Validate(target) => (target.spec.vault.subscription(), WriteBudget::Writes),
+            Action::Validate(target) => (target.spec.vault.subscription(), WriteKind::Writes),
             Action::Put { target, .. } => {
-                (target.instance.vault().subscription(), WriteBudget::Writes)
+                (target.instance.vault().subscription(), WriteKind::Writes)
             }
-            Action::Delete(id) => (id.vault().subscription(), WriteBudget::Deletes),
+            Action::Delete(id) => (id.vault().subscription(), WriteKind::Deletes),
             Action::StopProtection(id) | Action::Sync(id) => {
-                (id.vault().subscription(), WriteBudget::Writes)
+                (id.vault().subscription(), WriteKind::Writes)
             }
             Action::None
             | Action::AddFinalizer
@@ -83,7 +83,7 @@ pub struct WritePacer {
 
 #[derive(Debug)]
 struct State {
-    buckets: HashMap<Budget, Bucket>,
+    buckets: HashMap<BudgetKey, Bucket>,
     /// Buckets made so far: the next one's serial.
     made: u64,
     /// When the buckets were last swept.
@@ -114,10 +114,17 @@ struct Slot {
 /// ([`WritePacer::reported_remaining`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
-    budget: Budget,
+    budget: BudgetKey,
     serial: u64,
     at: Instant,
     number: u64,
+}
+
+impl Admission {
+    /// The budget the write spent.
+    pub fn budget(&self) -> &BudgetKey {
+        &self.budget
+    }
 }
 
 impl WritePacer {
@@ -138,7 +145,12 @@ impl WritePacer {
 
     /// Whether the resource `key` may send a write spending `budget` now; otherwise how
     /// long until its slot, which stays reserved for it until it comes back.
-    pub fn admit(&self, budget: &Budget, key: &str, now: Instant) -> Result<Admission, Duration> {
+    pub fn admit(
+        &self,
+        budget: &BudgetKey,
+        key: &str,
+        now: Instant,
+    ) -> Result<Admission, Duration> {
         let mut state = super::lock(&self.state);
         if now.saturating_duration_since(state.swept) > STALE_SLOT {
             state.sweep(now);
@@ -217,7 +229,7 @@ impl WritePacer {
     /// Azure answered a write spending `budget` with 429: that budget is empty for
     /// `retry_after` (at most `max_throttle`: any header value is accepted), then refills at
     /// the usual rate.
-    pub fn throttled(&self, budget: &Budget, retry_after: Duration, now: Instant) {
+    pub fn throttled(&self, budget: &BudgetKey, retry_after: Duration, now: Instant) {
         let wait = retry_after
             .min(self.max_throttle)
             .saturating_add(self.tolerance);
@@ -232,7 +244,7 @@ impl WritePacer {
 
 impl State {
     /// The copy of `budget`'s bucket, made full on its first use.
-    fn bucket(&mut self, budget: &Budget, now: Instant) -> &mut Bucket {
+    fn bucket(&mut self, budget: &BudgetKey, now: Instant) -> &mut Bucket {
         let made = &mut self.made;
         self.buckets.entry(budget.clone()).or_insert_with(|| {
             *made += 1;
@@ -268,8 +280,8 @@ mod tests {
     }
 
     /// The write budget of a subscription.
-    fn writes(subscription: &str) -> Budget {
-        Budget::new(subscription, WriteBudget::Writes)
+    fn writes(subscription: &str) -> BudgetKey {
+        BudgetKey::new(subscription, WriteKind::Writes)
     }
 
     /// `admit` to the writes of subscription "s", without the admission.
@@ -415,10 +427,10 @@ mod tests {
         );
         // b has spent nothing; a's deletes neither; a subscription in capitals is the same.
         assert!(p.admit(&b, "b1", now()).is_ok());
-        let a_deletes = Budget::new("a", WriteBudget::Deletes);
+        let a_deletes = BudgetKey::new("a", WriteKind::Deletes);
         assert!(p.admit(&a_deletes, "a4", now()).is_ok());
         assert!(
-            p.admit(&Budget::new("A", WriteBudget::Writes), "a5", now())
+            p.admit(&BudgetKey::new("A", WriteKind::Writes), "a5", now())
                 .is_err()
         );
         // A 429 on a's writes stops a's writes only.
