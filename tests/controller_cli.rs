@@ -371,15 +371,30 @@ async fn a_taken_metrics_address_is_refused_naming_it() {
 }
 
 #[test]
-fn crd_prints_the_checked_in_definition() {
-    let output = run(&["crd"], &[]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let checked_in = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/blobbackupinstances.yaml"
-    ))
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), checked_in);
+fn crd_prints_the_checked_in_definitions() {
+    let checked_in = |plural: &str| {
+        std::fs::read_to_string(format!("{}/crds/{plural}.yaml", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    };
+    let plurals = ["blobbackupinstances", "backupvaultgrants"];
+    for plural in plurals {
+        let output = run(&["crd", plural], &[]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), checked_in(plural));
+    }
+    let all = run(&["crd"], &[]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout),
+        plurals.map(checked_in).join("---\n")
+    );
+    let unknown = run(&["crd", "backups"], &[]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("backupvaultgrants"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 fn free_port() -> u16 {

@@ -33,6 +33,7 @@
 //! controller must not reconcile on its own status writes (filter watch events by generation,
 //! letting finalizer and deletion changes through): requeue times here are the only clock.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -41,7 +42,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
     DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
-    OperationPhase, SpecError, ValidatedSpec, condition_type, same_id, truncate,
+    OperationPhase, Ownership, SpecError, ValidatedSpec, condition_type, owner_tag, same_id,
+    truncate,
 };
 use dataprotection::ids::{BackupInstanceId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
@@ -74,6 +76,12 @@ pub struct Settings {
     pub write_burst: u32,
     /// Time one write of that bucket takes to come back (ARM: 10 per second).
     pub write_refill: Duration,
+    /// The cluster's identity in owner tags (`blobbackup.io/cluster`): the uid of its
+    /// `kube-system` namespace, or `--cluster-id`.
+    pub cluster_id: String,
+    /// Whether the configured api-version has `tags` on backup instances (2021-01-01 has
+    /// not: ownership then lives in status only, and adoption is refused).
+    pub tags_supported: bool,
 }
 
 impl Default for Settings {
@@ -91,8 +99,70 @@ impl Default for Settings {
             // ARM's token bucket for subscription writes: 200, refilled at 10 per second.
             write_burst: 200,
             write_refill: Duration::from_millis(100),
+            cluster_id: String::new(),
+            tags_supported: true,
         }
     }
+}
+
+/// What the vault grants allow a resource (DESIGN.md section 9), as
+/// [`controller::grants`](super::grants) reads them for its namespace and spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Served: `--vault-access open`, or a grant covers the namespace, the vault, the policy
+    /// and the deletion policy. `allow_adoption`: an existing instance without owner tags may
+    /// be adopted.
+    Granted { allow_adoption: bool },
+    /// Not served: no Azure call at all (`VaultNotGranted`). `message` says what no grant
+    /// covers and who can fix it. `deletion_allowed`: a grant still covers the namespace, the
+    /// vault and the deletion policy, so deleting the resource may carry that policy out.
+    NotGranted {
+        message: String,
+        deletion_allowed: bool,
+    },
+}
+
+impl Access {
+    /// `--vault-access open`: every namespace may use every vault, and adopt.
+    pub const OPEN: Access = Access::Granted {
+        allow_adoption: true,
+    };
+}
+
+/// The owner tags a resource writes on the backup instance it owns: its cluster, namespace,
+/// name and uid (DESIGN.md section 9).
+pub fn owner_tags(obj: &BlobBackupInstance, cluster_id: &str) -> BTreeMap<String, String> {
+    let meta = &obj.metadata;
+    [
+        (owner_tag::CLUSTER, cluster_id),
+        (
+            owner_tag::NAMESPACE,
+            meta.namespace.as_deref().unwrap_or_default(),
+        ),
+        (owner_tag::NAME, meta.name.as_deref().unwrap_or_default()),
+        (owner_tag::UID, meta.uid.as_deref().unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect()
+}
+
+/// The owner tag `key` of `tags` (ARM tag names are case-insensitive).
+fn owner_tag_value<'t>(tags: &'t BTreeMap<String, String>, key: &str) -> Option<&'t str> {
+    tags.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Who owns an instance, as its tags (or, without tags, the resource's status) say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// This resource; `tagged`: the instance carries its owner tags already.
+    Us { tagged: bool },
+    /// Another resource or cluster, described for a message.
+    Other(String),
+    /// Nobody: no owner tags, and this resource never created or adopted it.
+    Nobody,
 }
 
 /// What the controller learnt from Azure in the previous step.
@@ -154,6 +224,8 @@ pub struct ObservedInstance {
     pub protection_error: Option<AzureErrorDetail>,
     /// The latest recovery point, for vaulted backup.
     pub last_recovery_point: LastRecoveryPoint,
+    /// The instance's ARM tags (empty when it has none, or the api-version has no tags).
+    pub tags: BTreeMap<String, String>,
 }
 
 /// What the recovery points list said of a vaulted backup instance.
@@ -219,10 +291,12 @@ pub enum Action {
     GetInstance(BackupInstanceId),
     /// POST validateForBackup for this target.
     Validate(Target),
-    /// PUT the backup instance; `operation` is Create or Update.
+    /// PUT the backup instance; `operation` is Create or Update. `tags` go in the body: the
+    /// owner tags ([`owner_tags`]), empty on api-versions without tags.
     Put {
         target: Target,
         operation: OperationAction,
+        tags: BTreeMap<String, String>,
     },
     /// Poll the operation in flight on `instance` at `url` (the client refuses a URL that is
     /// not an operation of the instance's vault on the ARM endpoint).
@@ -405,6 +479,20 @@ reasons! {
     /// Condition and event. Azure answered something the operator cannot read. Report it with
     /// the message and the request ids in the operator's log.
     UnexpectedAzureResponse,
+    /// Condition and event. The backup instance carries the owner tags of another resource or
+    /// cluster, named in the message: nothing is written to it, and deleting this resource
+    /// leaves it untouched. Name another instance in spec.backupInstanceName, or delete the
+    /// resource that owns it.
+    OwnedElsewhere,
+    /// Condition and event. The backup instance exists without owner tags (created outside
+    /// this operator) and no vault grant allows adopting it, or the api-version has no tags.
+    /// A cluster administrator sets allowAdoption on the vault's BackupVaultGrant; or name a
+    /// free instance in spec.backupInstanceName.
+    AdoptionNotAllowed,
+    /// Condition and event. No BackupVaultGrant lets this namespace use the vault with this
+    /// policy and deletion policy (`--vault-access grants`): no Azure call is made. Ask a cluster
+    /// administrator for a grant; it takes effect at once.
+    VaultNotGranted,
 }
 
 impl std::fmt::Display for Reason {
@@ -421,14 +509,16 @@ const CODE_MISSING_PERMISSIONS: &str = "UserErrorMissingRequiredPermissions";
 const MAX_NOTE: usize = 1024;
 const MAX_MESSAGE: usize = MAX_STATUS_MESSAGE_LEN;
 
-/// Decides the next step for `obj`, given what Azure said in the previous step.
+/// Decides the next step for `obj`, given what Azure said in the previous step and what the
+/// vault grants allow it.
 pub fn decide(
     obj: &BlobBackupInstance,
     observation: &Observation,
     now: Timestamp,
     settings: &Settings,
+    access: &Access,
 ) -> Decision {
-    let mut step = Step::new(obj, now, settings);
+    let mut step = Step::new(obj, now, settings, access);
     if obj.metadata.deletion_timestamp.is_some() {
         return step.deletion(observation);
     }
@@ -437,6 +527,9 @@ pub fn decide(
         Err(e) => return step.invalid_spec(&e),
     };
     step.record_names(&target.spec);
+    if let Access::NotGranted { message, .. } = access {
+        return step.stalled(Reason::VaultNotGranted, message);
+    }
     if !step.has_finalizer() {
         step.set_health(
             Health::Initializing,
@@ -574,6 +667,7 @@ struct Step<'a> {
     obj: &'a BlobBackupInstance,
     now: Timestamp,
     settings: &'a Settings,
+    access: &'a Access,
     old: Option<&'a BlobBackupInstanceStatus>,
     status: BlobBackupInstanceStatus,
     events: Vec<EventSpec>,
@@ -582,7 +676,12 @@ struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    fn new(obj: &'a BlobBackupInstance, now: Timestamp, settings: &'a Settings) -> Self {
+    fn new(
+        obj: &'a BlobBackupInstance,
+        now: Timestamp,
+        settings: &'a Settings,
+        access: &'a Access,
+    ) -> Self {
         // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.
         let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
         let old = obj.status.as_ref();
@@ -590,6 +689,7 @@ impl<'a> Step<'a> {
             obj,
             now,
             settings,
+            access,
             old,
             status: old.cloned().unwrap_or_default(),
             events: Vec::new(),
@@ -811,6 +911,11 @@ impl<'a> Step<'a> {
                     self.status.backup_instance_name = Some(mode.instance().name().to_owned());
                     self.status.backup_instance_id = Some(mode.instance().to_string());
                 }
+                // Recorded with the intent: whatever of that name exists after a crash is
+                // the outcome of this write, so this resource's own.
+                if operation == OperationAction::Create {
+                    self.status.ownership = Some(Ownership::Created);
+                }
                 self.status.operation = Some(AzureOperation {
                     action: operation,
                     status: OperationPhase::Pending,
@@ -825,13 +930,83 @@ impl<'a> Step<'a> {
         }
     }
 
-    fn put(self, target: &Target, operation: OperationAction) -> Decision {
+    /// PUTs the spec's instance with the owner tags, keeping the other tags of `existing`
+    /// (an update replaces the instance's whole tag set).
+    fn put(
+        self,
+        target: &Target,
+        operation: OperationAction,
+        existing: &BTreeMap<String, String>,
+    ) -> Decision {
         let mode = Mode::Apply(target);
+        let tags = if self.settings.tags_supported {
+            let mut tags: BTreeMap<String, String> = existing
+                .iter()
+                .filter(|(key, _)| !owner_tag::ALL.iter().any(|o| o.eq_ignore_ascii_case(key)))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            tags.extend(owner_tags(self.obj, &self.settings.cluster_id));
+            tags
+        } else {
+            BTreeMap::new()
+        };
         let action = Action::Put {
             target: target.clone(),
             operation,
+            tags,
         };
         self.start(&mode, action)
+    }
+
+    /// How the resource came to own its instance, as its status records it. Statuses written
+    /// before ownership was recorded count a write of this resource (or an instance seen after
+    /// one) as ownership: a Create as `Created`, anything else as `Adopted`.
+    fn recorded_ownership(&self) -> Option<Ownership> {
+        if let Some(ownership) = self.status.ownership {
+            return Some(ownership);
+        }
+        match &self.status.operation {
+            None => self
+                .status
+                .backup_instance_id
+                .is_some()
+                .then_some(Ownership::Adopted),
+            Some(op) if op.action == OperationAction::Create => Some(Ownership::Created),
+            Some(op) => (op.action != OperationAction::Validate
+                || self.status.protection_status.is_some())
+            .then_some(Ownership::Adopted),
+        }
+    }
+
+    /// Who owns `instance`: its owner tags say so, or (without them) this resource's status.
+    fn owner(&self, instance: &ObservedInstance) -> Owner {
+        let tags = &instance.tags;
+        let tagged = owner_tag::ALL
+            .iter()
+            .any(|key| owner_tag_value(tags, key).is_some());
+        if self.settings.tags_supported && tagged {
+            let tag = |key| owner_tag_value(tags, key).unwrap_or("(no tag)");
+            let same_uid = tag(owner_tag::UID).eq_ignore_ascii_case(self.uid());
+            let same_cluster = tag(owner_tag::CLUSTER) == self.settings.cluster_id;
+            if same_uid && same_cluster {
+                return Owner::Us { tagged: true };
+            }
+            let cluster = if same_cluster {
+                "this cluster".to_owned()
+            } else {
+                format!("cluster {}", tag(owner_tag::CLUSTER))
+            };
+            return Owner::Other(format!(
+                "BlobBackupInstance {}/{} (uid {}) of {cluster}",
+                tag(owner_tag::NAMESPACE),
+                tag(owner_tag::NAME),
+                tag(owner_tag::UID),
+            ));
+        }
+        match self.recorded_ownership() {
+            Some(_) => Owner::Us { tagged: false },
+            None => Owner::Nobody,
+        }
     }
 
     /// Whether the status records `action` as intended but not answered by Azure.
@@ -908,7 +1083,7 @@ impl<'a> Step<'a> {
             .map(|op| (op.action, op.status));
         match (mode, last) {
             (Mode::Apply(target), Some((OperationAction::Validate, OperationPhase::Succeeded))) => {
-                self.put(target, OperationAction::Create)
+                self.put(target, OperationAction::Create, &BTreeMap::new())
             }
             (
                 Mode::Delete { .. },
@@ -977,7 +1152,7 @@ impl<'a> Step<'a> {
                     if self.intended(OperationAction::Create)
                         && self.validated_for_this_generation()
                     {
-                        return self.put(target, OperationAction::Create);
+                        return self.put(target, OperationAction::Create, &BTreeMap::new());
                     }
                     self.start(mode, Action::Validate((*target).clone()))
                 }
@@ -1008,19 +1183,57 @@ impl<'a> Step<'a> {
             };
         }
 
-        // Ours if we adopted it before (an ID without an operation) or ever sent a write for
-        // it (a PUT intended but unanswered included: this is its outcome); found after only
-        // a validation, someone else created it.
-        let ours = match &self.status.operation {
-            None => self.status.backup_instance_id.is_some(),
-            Some(op) => {
-                op.action != OperationAction::Validate || self.status.protection_status.is_some()
+        // A resource writes only to an instance it owns (DESIGN.md section 9).
+        let tagged = match (self.owner(instance), mode) {
+            (Owner::Us { tagged }, _) => {
+                self.status.ownership.get_or_insert(Ownership::Created);
+                tagged
+            }
+            (Owner::Other(owner), Mode::Apply(_)) => {
+                let message = format!(
+                    "Backup instance {} belongs to {owner}, as its owner tags say: this resource writes nothing to it. Name another backup instance in spec.backupInstanceName, or delete the resource that owns it",
+                    mode.instance()
+                );
+                return self.stalled(Reason::OwnedElsewhere, &message);
+            }
+            (Owner::Other(owner), Mode::Delete { .. }) => {
+                let note = format!(
+                    "Backup instance {} belongs to {owner}: left untouched",
+                    mode.instance()
+                );
+                self.event(EventType::Warning, Reason::OwnedElsewhere, &note);
+                return self.remove_finalizer(
+                    Reason::Deleted,
+                    "Nothing of this resource to delete in Azure",
+                );
+            }
+            (Owner::Nobody, Mode::Delete { .. }) => {
+                let note = format!(
+                    "Backup instance {} was never this resource's own (it carries no owner tags of it): left untouched",
+                    mode.instance()
+                );
+                return self.remove_finalizer(Reason::Deleted, &note);
+            }
+            (Owner::Nobody, Mode::Apply(_)) => {
+                let adopt = self.settings.tags_supported
+                    && matches!(
+                        self.access,
+                        Access::Granted {
+                            allow_adoption: true
+                        }
+                    );
+                if !adopt {
+                    return self.adoption_not_allowed(mode);
+                }
+                let note = format!(
+                    "Adopted the existing backup instance {}: writing this resource's owner tags",
+                    mode.instance()
+                );
+                self.event(EventType::Normal, Reason::Adopted, &note);
+                self.status.ownership = Some(Ownership::Adopted);
+                false
             }
         };
-        if !ours && matches!(mode, Mode::Apply(_)) {
-            let note = format!("Adopted the existing backup instance {}", mode.instance());
-            self.event(EventType::Normal, Reason::Adopted, &note);
-        }
         self.status.backup_instance_name = Some(mode.instance().name().to_owned());
         self.status.backup_instance_id = Some(mode.instance().to_string());
         self.status.protection_status = instance.protection_status.clone();
@@ -1037,7 +1250,10 @@ impl<'a> Step<'a> {
         }
 
         match mode {
-            Mode::Apply(target) => self.compare(target, instance),
+            Mode::Apply(target) => {
+                let retag = self.settings.tags_supported && !tagged;
+                self.compare(target, instance, retag)
+            }
             Mode::Delete {
                 instance: id,
                 policy,
@@ -1064,9 +1280,31 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// The instance exists for our account: bring it to the spec, or report how it stands.
-    fn compare(mut self, target: &Target, instance: &ObservedInstance) -> Decision {
-        let differs = spec_difference(target, instance);
+    /// An existing instance without owner tags that this resource may not adopt.
+    fn adoption_not_allowed(self, mode: &Mode) -> Decision {
+        let why = if self.settings.tags_supported {
+            format!(
+                "no BackupVaultGrant of vault {} for this namespace allows adoption: a cluster administrator can set allowAdoption: true on the grant",
+                mode.instance().vault().name()
+            )
+        } else {
+            format!(
+                "api-version {} has no tags to mark it as adopted: run the operator with a newer --api-version",
+                self.settings.api_version
+            )
+        };
+        let message = format!(
+            "Backup instance {} exists without owner tags (it was created outside this operator) and {why}; or name a free backup instance in spec.backupInstanceName. Nothing is written to it",
+            mode.instance()
+        );
+        self.stalled(Reason::AdoptionNotAllowed, &message)
+    }
+
+    /// The instance exists for our account and is ours: bring it to the spec (and its owner
+    /// tags, when `retag`), or report how it stands.
+    fn compare(mut self, target: &Target, instance: &ObservedInstance, retag: bool) -> Decision {
+        let differs = spec_difference(target, instance)
+            .or_else(|| retag.then(|| "this resource's owner tags".to_owned()));
         match (protection(instance), differs) {
             (Protection::Configuring, pending) => {
                 let mut message = format!(
@@ -1092,7 +1330,7 @@ impl<'a> Step<'a> {
                 self.stalled(Reason::ProtectionStopped, &message)
             }
             (Protection::Configured | Protection::Error, Some(_)) => {
-                self.put(target, OperationAction::Update)
+                self.put(target, OperationAction::Update, &instance.tags)
             }
             (Protection::Configured, None) => {
                 let message = format!(
@@ -1249,7 +1487,7 @@ impl<'a> Step<'a> {
                     Reason::ValidationSucceeded,
                     "Azure validated the backup request",
                 );
-                self.put(target, OperationAction::Create)
+                self.put(target, OperationAction::Create, &BTreeMap::new())
             }
             (OperationAction::Delete, _) => {
                 self.remove_finalizer(Reason::Deleted, "Azure deleted the backup instance")
@@ -1410,6 +1648,18 @@ impl<'a> Step<'a> {
             }
             Err(e) => return self.invalid_spec(&e),
         };
+        // A vault no longer granted: only an instance the resource created may still go.
+        if let Access::NotGranted {
+            message,
+            deletion_allowed: false,
+        } = self.access
+            && self.recorded_ownership() != Some(Ownership::Created)
+        {
+            let note = format!(
+                "{message}. The backup instance is left in Azure untouched, as with deletionPolicy Orphan"
+            );
+            return self.remove_finalizer(Reason::Orphaned, &note);
+        }
         let mode = Mode::Delete {
             account,
             instance,

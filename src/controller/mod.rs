@@ -22,6 +22,7 @@
 
 mod azure;
 pub mod decide;
+pub mod grants;
 pub mod kubernetes_version;
 pub mod leader;
 pub mod pacing;
@@ -97,6 +98,12 @@ pub struct ControllerConfig {
     /// for events for minutes, and kube's watcher has an idle timeout of its own (the watch's
     /// server-side timeout plus 5 s). `None`: the same client.
     pub watch_client: Option<Client>,
+    /// Which vaults a namespace may use (`--vault-access`): `Grants` (the default) serves a
+    /// resource only when a BackupVaultGrant matches it.
+    pub vault_access: grants::VaultAccess,
+    /// The cluster's identity in owner tags (`--cluster-id`); `None`: the uid of the
+    /// `kube-system` namespace, read by [`run`].
+    pub cluster_id: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -108,6 +115,8 @@ impl Default for ControllerConfig {
             reporting_instance: None,
             fence: leader::Fence::default(),
             watch_client: None,
+            vault_access: grants::VaultAccess::default(),
+            cluster_id: None,
         }
     }
 }
@@ -121,6 +130,8 @@ impl std::fmt::Debug for ControllerConfig {
             .field("reporting_instance", &self.reporting_instance)
             .field("fence", &self.fence)
             .field("separate_watch_client", &self.watch_client.is_some())
+            .field("vault_access", &self.vault_access)
+            .field("cluster_id", &self.cluster_id)
             .finish()
     }
 }
@@ -269,6 +280,7 @@ pub struct Context {
     writes: pacing::WritePacer,
     requeues: Arc<requeue::Requeues>,
     fence: leader::Fence,
+    grants: grants::VaultGrants,
 }
 
 impl std::fmt::Debug for Context {
@@ -315,7 +327,15 @@ impl Context {
             writes,
             requeues: Arc::default(),
             fence: leader::Fence::default(),
+            grants: grants::VaultGrants::open(),
         }
+    }
+
+    /// The context serving only what `grants` allow (`--vault-access grants`); without this,
+    /// every resource is served.
+    pub fn with_grants(mut self, grants: grants::VaultGrants) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// The context of a leader term: Azure writes only while `fence` holds, checked before
@@ -726,11 +746,12 @@ async fn reconcile_steps(
         obj = written;
     }
 
+    let access = ctx.grants.access_for(&obj);
     let mut persisted = obj.status.clone();
     let mut observation = Observation::None;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
-        let decision = decide(&obj, &observation, Timestamp::now(), &ctx.settings);
+        let decision = decide(&obj, &observation, Timestamp::now(), &ctx.settings, &access);
         // A write waits for its slot in Azure's write budget (neither its status nor its
         // events count before it is sent), so throttling never turns into a herd of 429s.
         let admission = decision
@@ -935,9 +956,53 @@ pub async fn run(
     // Declared first, dropped last: after the reconciles, however the loop ends (on
     // shutdown, or dropped when a leader term is lost).
     let _forget_instances = ForgetInstancesOnDrop(metrics.clone());
+    tokio::pin!(shutdown);
     let mut settings = config.settings.clone();
     settings.instance_actions_supported = arm.supports_instance_actions();
+    settings.tags_supported = arm.supports_tags();
     settings.api_version = arm.api_version().to_owned();
+    settings.cluster_id = match config.cluster_id.clone() {
+        Some(id) => id,
+        None => {
+            let cluster = grants::cluster_uid(&client);
+            tokio::select! {
+                id = cluster => id,
+                () = &mut shutdown => return,
+            }
+        }
+    };
+    info!(cluster = %settings.cluster_id, vault_access = ?config.vault_access, "owner tags name this cluster");
+
+    let watch_client = config.watch_client.clone().unwrap_or(client.clone());
+    let namespace = config
+        .watch_namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty());
+    let api: Api<BlobBackupInstance> = match namespace {
+        Some(namespace) => Api::namespaced(watch_client.clone(), namespace),
+        None => Api::all(watch_client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let (vault_grants, grant_triggers, grant_status) = match config.vault_access {
+        grants::VaultAccess::Open => (
+            grants::VaultGrants::open(),
+            futures::stream::pending().boxed(),
+            None,
+        ),
+        grants::VaultAccess::Grants => {
+            let (vault_grants, triggers, changes) =
+                grants::VaultGrants::watch(watch_client.clone(), namespace, reader.clone());
+            let status = grants::run_grant_status(client.clone(), vault_grants.clone(), changes);
+            (vault_grants, triggers, Some(status))
+        }
+    };
+    // Runs as long as the controller (it ends only with it).
+    let grant_status = async move {
+        if let Some(status) = grant_status {
+            status.await;
+        }
+        std::future::pending::<()>().await
+    };
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -946,15 +1011,9 @@ pub async fn run(
             settings,
             config.reporting_instance.clone(),
         )
-        .with_fence(config.fence.clone()),
+        .with_fence(config.fence.clone())
+        .with_grants(vault_grants),
     );
-
-    let watch_client = config.watch_client.clone().unwrap_or(client);
-    let api: Api<BlobBackupInstance> = match config.watch_namespace.as_deref() {
-        Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
-        _ => Api::all(watch_client),
-    };
-    let (reader, writer) = reflector::store();
     let watch_ctx = ctx.clone();
     let watch_reader = reader.clone();
     let predicate = predicates::generation
@@ -982,6 +1041,7 @@ pub async fn run(
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
     let controller = Controller::for_stream(triggers, reader.clone())
         .reconcile_on(ctx.requeues.clone().due())
+        .reconcile_on(grant_triggers)
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(stopped.map(|_| ()))
         .run(reconcile, error_policy, ctx)
@@ -1010,7 +1070,7 @@ pub async fn run(
     // Beats while this loop turns, so /healthz fails if it wedges.
     let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(controller, shutdown, synced);
+    tokio::pin!(controller, synced, grant_status);
     let mut stop = Some(stop);
     loop {
         tokio::select! {
@@ -1023,6 +1083,7 @@ pub async fn run(
                 }
             }
             () = &mut synced => {}
+            () = &mut grant_status => {}
         }
     }
     health.set_watching(false);

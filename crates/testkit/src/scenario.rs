@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use blob_backup_operator::api::FINALIZER;
 use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::grants::VaultAccess;
 use blob_backup_operator::controller::leader::{
     LeaderElectionConfig, LeaderElectionError, LeaderOutcome, run_as_leader,
 };
@@ -101,9 +102,16 @@ pub fn controller_config_in(
         concurrency: 4,
         settings,
         reporting_instance: Some(instance.to_owned()),
+        // Scenarios of other behaviour: every vault open, and a cluster id without reading
+        // kube-system (the grant scenarios set their own).
+        vault_access: VaultAccess::Open,
+        cluster_id: Some(TEST_CLUSTER.to_owned()),
         ..ControllerConfig::default()
     }
 }
+
+/// The cluster id of the test controllers' owner tags.
+pub const TEST_CLUSTER: &str = "test-cluster";
 
 pub struct RunningController {
     stop: oneshot::Sender<()>,

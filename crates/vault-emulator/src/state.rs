@@ -230,6 +230,16 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
 }
 
 /// The resource as GET shows it.
+/// The instance as an answer at `ctx`'s api-version: versions without tags (2021-01-01)
+/// leave them out.
+fn view_at(instance: &Instance, ctx: &Ctx) -> BackupInstanceResource {
+    let mut resource = view(instance);
+    if !dataprotection::api_version_has_tags(ctx.api_version) {
+        resource.tags = None;
+    }
+    resource
+}
+
 fn view(instance: &Instance) -> BackupInstanceResource {
     let mut props = instance.props.clone();
     fn configured(
@@ -731,6 +741,13 @@ impl State {
             .without_read_only();
         let key = instance_key(&vault.key, name);
         let checked = self.check(ctx, vault, &props, Some(&key))?;
+        // Versions without tags ignore any sent: the instance keeps the ones it has.
+        let tags = if dataprotection::api_version_has_tags(ctx.api_version) {
+            resource.tags
+        } else {
+            self.live(&key, ctx.now)
+                .and_then(|existing| existing.tags.clone())
+        };
         if props.object_type.is_none() {
             props.object_type = Some("BackupInstance".to_owned());
         }
@@ -748,7 +765,7 @@ impl State {
                         ctx.activity_id,
                     ));
                 }
-                let same = existing.props == props && existing.tags == resource.tags;
+                let same = existing.props == props && existing.tags == tags;
                 match &existing.pending {
                     Some(p) if same && matches!(p.kind, OpKind::Create | OpKind::Update) => {
                         PutPlan::Running(p.op_id.clone())
@@ -762,7 +779,7 @@ impl State {
                     }
                     None => {
                         existing.props = props.clone();
-                        existing.tags = resource.tags.clone();
+                        existing.tags = tags.clone();
                         existing.vaulted = checked.vaulted;
                         PutPlan::Update
                     }
@@ -790,7 +807,7 @@ impl State {
                         vault_key: vault.key.clone(),
                         account_key: checked.account_key.clone(),
                         props,
-                        tags: resource.tags,
+                        tags,
                         vaulted: checked.vaulted,
                         phase: Phase::Configured,
                         pending: None,
@@ -809,7 +826,10 @@ impl State {
                 (StatusCode::CREATED, Some(op))
             }
         };
-        let body = self.instances.get(&key).map(view);
+        let body = self
+            .instances
+            .get(&key)
+            .map(|instance| view_at(instance, ctx));
         let reply = Reply::json(status, &body);
         Ok(match op_id {
             Some(op) => self.operation_headers(ctx, reply, &op, false),
@@ -822,7 +842,7 @@ impl State {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         match self.live(&key, ctx.now) {
-            Some(instance) => Ok(Reply::json(StatusCode::OK, &view(instance))),
+            Some(instance) => Ok(Reply::json(StatusCode::OK, &view_at(instance, ctx))),
             None => Err(instance_not_found(vault, name)),
         }
     }
@@ -909,7 +929,7 @@ impl State {
             if settle(instance, ctx.now) {
                 gone.push(key.clone());
             } else {
-                value.push(view(instance));
+                value.push(view_at(instance, ctx));
             }
         }
         for key in gone {
@@ -1052,7 +1072,7 @@ impl State {
                 let body = self
                     .live(&key, ctx.now)
                     .map_or(Value::Object(Default::default()), |i| {
-                        serde_json::to_value(view(i)).unwrap_or_default()
+                        serde_json::to_value(view_at(i, ctx)).unwrap_or_default()
                     });
                 Ok(Reply::json(StatusCode::OK, &body))
             }
