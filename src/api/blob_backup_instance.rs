@@ -220,6 +220,12 @@ pub enum Ownership {
     Adopted,
 }
 
+// Without `null` among the values, which schemars adds for an optional enum and older API
+// servers refuse in a CRD.
+fn ownership_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": ["Created", "Adopted"]})
+}
+
 /// The observed state of the backup instance and of the controller's work on it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -243,6 +249,7 @@ pub struct BlobBackupInstanceStatus {
     /// adopting it). Absent while it owns none. The resource writes to, and on deletion deletes,
     /// only an instance it owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ownership_schema")]
     pub ownership: Option<Ownership>,
 
     /// The Backup vault's name, from `spec.vault.id` (for `kubectl get`).

@@ -475,6 +475,19 @@ impl Replica {
         lease_namespace: &str,
         emulator: &RunningEmulator,
     ) -> Self {
+        let config = controller_config_in(namespace, test_settings(), name);
+        Self::spawn_with(name, client, namespace, lease_namespace, emulator, config)
+    }
+
+    /// [`Replica::spawn`] with the controller's `config` (its namespace is `namespace`'s).
+    pub fn spawn_with(
+        name: &'static str,
+        client: kube::Client,
+        namespace: &str,
+        lease_namespace: &str,
+        emulator: &RunningEmulator,
+        config: ControllerConfig,
+    ) -> Self {
         let requests = RequestLog::default();
         let client = recording(client, namespace, requests.clone());
         let metrics = Metrics::new();
@@ -490,7 +503,7 @@ impl Replica {
             client,
             arm_client(emulator, dataprotection::DEFAULT_API_VERSION, &metrics),
             Some(election),
-            controller_config_in(namespace, test_settings(), name),
+            config,
             &metrics,
             &health,
             &stop_rx,
