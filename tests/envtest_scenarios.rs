@@ -1023,3 +1023,39 @@ async fn under_the_charts_rbac_in_grants_mode_it_reads_grants_and_namespaces() {
     assert_eq!(replica.shut_down().await, LeaderOutcome::Shutdown);
     revoke(&c, &name).await;
 }
+
+#[tokio::test]
+async fn labelling_the_namespace_into_a_grants_selector_serves_its_resources_at_once() {
+    let Some(c) = cluster("grant-by-label", FAST).await else {
+        return;
+    };
+    let name = grant_name(&c, "selector");
+    grant(
+        &c,
+        &name,
+        json!({"vaultId": VAULT, "namespaceSelector": {"matchLabels": {"backup-grant": c.ns}}}),
+    )
+    .await;
+    let controller = c.controller_with(grants_config(&c.ns, no_backoff_retries()));
+    // A selector that matches nothing yet is a valid grant, matching 0 namespaces.
+    wait_grant_ready(&c, &name, 0).await;
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    c.wait_condition("msblobbackup", "Stalled", "True", "VaultNotGranted")
+        .await;
+    assert_eq!(azure_requests(&c), 0);
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.kube.clone());
+    namespaces
+        .patch(
+            &c.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"backup-grant": c.ns}}})),
+        )
+        .await
+        .unwrap();
+    c.wait_ready("msblobbackup").await;
+    wait_grant_ready(&c, &name, 1).await;
+    controller.stop().await;
+    revoke(&c, &name).await;
+}
