@@ -640,7 +640,7 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
     const FIRST: &str = "budgetfirst";
     const LATER: [&str; 2] = ["budgetsecond", "budgetthird"];
     let mut config = emulator_config(Duration::from_millis(100));
-    config.settings.throttle = Some(ThrottleSettings {
+    config.behavior.throttle = Some(ThrottleSettings {
         budget: 3,
         refill_per_second: 2.0,
     });

@@ -216,46 +216,9 @@ pub struct AzureOperation {
     pub error: Option<OperationError>,
 }
 
-/// The kind of an Azure operation.
-// Also the `action` label of `bbo_operations_in_flight`.
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Hash,
-    PartialEq,
-    Eq,
-    JsonSchema,
-    prometheus_client::encoding::EncodeLabelValue,
-)]
-pub enum OperationAction {
-    // POST validateForBackup.
-    Validate,
-    // PUT of a new backup instance.
-    Create,
-    // PUT of an existing backup instance.
-    Update,
-    // DELETE of the backup instance.
-    Delete,
-    // POST stopProtection.
-    StopProtection,
-    // POST sync.
-    Sync,
-}
-
-impl OperationAction {
-    /// Every action, in declaration order.
-    pub const ALL: [OperationAction; 6] = [
-        OperationAction::Validate,
-        OperationAction::Create,
-        OperationAction::Update,
-        OperationAction::Delete,
-        OperationAction::StopProtection,
-        OperationAction::Sync,
-    ];
-}
+// The kind of an Azure operation is the client's (one type for the client, the emulator and
+// this CRD); also the `action` label of `bbo_operations_in_flight`.
+pub use dataprotection::OperationAction;
 
 /// Where an Azure operation stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -105,7 +105,9 @@ struct OperationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
-    action: Action,
+    // The action's name (`Action::as_str`): the client's type cannot implement
+    // prometheus-client's label trait here.
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -386,7 +388,9 @@ impl Metrics {
         for action in Action::ALL {
             inner
                 .operations_in_flight
-                .get_or_create(&ActionLabels { action })
+                .get_or_create(&ActionLabels {
+                    action: action.as_str(),
+                })
                 .set(0);
         }
         for protection_status in PROTECTION_STATUSES.into_iter().chain([UNKNOWN, OTHER]) {
@@ -550,7 +554,9 @@ impl Metrics {
         if let Some(action) = state.in_flight {
             self.inner
                 .operations_in_flight
-                .get_or_create(&ActionLabels { action })
+                .get_or_create(&ActionLabels {
+                    action: action.as_str(),
+                })
                 .inc_by(delta);
         }
     }

@@ -63,7 +63,7 @@ pub fn add_accounts(config: &mut EmulatorConfig, names: &[&str]) {
 /// with operations that take `latency`.
 pub fn emulator_config(latency: Duration) -> EmulatorConfig {
     let mut config = EmulatorConfig::default();
-    config.settings.latency = latency;
+    config.behavior.latency = latency;
     config.vaults[0].policies.push(PolicyConfig {
         name: "BlobBackup-Policy2".to_owned(),
         tier: PolicyTier::Operational,

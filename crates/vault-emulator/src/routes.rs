@@ -13,12 +13,13 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use percent_encoding::percent_decode_str;
 
-use super::ids::ArmId;
+use super::keys::KeyedId;
 use super::model::ErrorBody;
-use super::reply::{Answer, Reply, invalid_content};
-use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
-use super::state::{Ctx, Fault, instance_key};
+use super::reply::{self, Answer, Reply};
+use super::shared::{DropConnection, RequestIds, Shared};
+use super::state::{Ctx, Fault, Refusal};
 use dataprotection::ids::VaultId;
+use dataprotection::operation_ids;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
@@ -89,12 +90,12 @@ fn match_segments<'a>(segments: &[&'a str], pattern: &[&str]) -> Option<Vec<&'a 
 
 /// What a request path names.
 enum Route {
-    Validate(ArmId),
-    List(ArmId),
-    Instance(ArmId, String),
-    StopProtection(ArmId, String),
-    Sync(ArmId, String),
-    RecoveryPoints(ArmId, String),
+    Validate(KeyedId),
+    List(KeyedId),
+    Instance(KeyedId, String),
+    StopProtection(KeyedId, String),
+    Sync(KeyedId, String),
+    RecoveryPoints(KeyedId, String),
     OperationStatus { subscription: String, id: String },
     OperationResult { subscription: String, id: String },
     Unknown,
@@ -129,7 +130,7 @@ impl Route {
         let Ok(vault) = VaultId::new(c[0], c[1], c[2]) else {
             return Self::Unknown;
         };
-        let vault = ArmId::from(&vault);
+        let vault = KeyedId::from(&vault);
         let is = |s: &str, literal: &str| s.eq_ignore_ascii_case(literal);
         match &segments[n..] {
             [a] if is(a, "validateForBackup") => Self::Validate(vault),
@@ -155,22 +156,22 @@ impl Route {
     /// Azure's operationId of this route and method (`None`: the method is not served).
     fn operation_id(&self, method: &Method) -> Option<&'static str> {
         Some(match (self, method.as_str()) {
-            (Self::Validate(_), "POST") => "BackupInstances_ValidateForBackup",
-            (Self::List(_), "GET") => "BackupInstances_List",
-            (Self::Instance(..), "GET") => "BackupInstances_Get",
-            (Self::Instance(..), "PUT") => "BackupInstances_CreateOrUpdate",
-            (Self::Instance(..), "DELETE") => "BackupInstances_Delete",
-            (Self::StopProtection(..), "POST") => "BackupInstances_StopProtection",
-            (Self::Sync(..), "POST") => "BackupInstances_SyncBackupInstance",
-            (Self::RecoveryPoints(..), "GET") => "RecoveryPoints_List",
-            (Self::OperationStatus { .. }, "GET") => "OperationStatus_Get",
-            (Self::OperationResult { .. }, "GET") => "OperationResult_Get",
+            (Self::Validate(_), "POST") => operation_ids::VALIDATE_FOR_BACKUP,
+            (Self::List(_), "GET") => operation_ids::LIST,
+            (Self::Instance(..), "GET") => operation_ids::GET,
+            (Self::Instance(..), "PUT") => operation_ids::CREATE_OR_UPDATE,
+            (Self::Instance(..), "DELETE") => operation_ids::DELETE,
+            (Self::StopProtection(..), "POST") => operation_ids::STOP_PROTECTION,
+            (Self::Sync(..), "POST") => operation_ids::SYNC,
+            (Self::RecoveryPoints(..), "GET") => operation_ids::RECOVERY_POINTS_LIST,
+            (Self::OperationStatus { .. }, "GET") => operation_ids::OPERATION_STATUS,
+            (Self::OperationResult { .. }, "GET") => operation_ids::OPERATION_RESULT,
             _ => return None,
         })
     }
 
     /// The backup instance a write names (PUT, DELETE, stopProtection, sync).
-    fn written_instance(&self, method: &Method) -> Option<(&ArmId, &str)> {
+    fn written_instance(&self, method: &Method) -> Option<(&KeyedId, &str)> {
         match self {
             Self::Instance(vault, name) if matches!(*method, Method::PUT | Method::DELETE) => {
                 Some((vault, name))
@@ -211,34 +212,40 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
     let operation = route.operation_id(&parts.method);
     let name = operation.unwrap_or(UNKNOWN_OPERATION);
     // Judged on arrival, before faults, throttling or the write itself.
-    let written = route
+    let in_flight = route
         .written_instance(&parts.method)
-        .map(|(vault, instance)| {
-            let running = shared
+        .is_some_and(|(vault, instance)| {
+            shared
                 .lock()
-                .operation_running(vault, instance, Instant::now());
-            (instance_key(&vault.key, instance), running)
+                .operation_running(vault, instance, Instant::now())
         });
-    let log = |status: u16| {
-        if let Some((instance, in_flight)) = &written {
-            shared.writes().push(InstanceWrite {
-                instance: instance.clone(),
-                operation: name,
-                status,
-                in_flight: *in_flight,
-            });
-        }
-    };
+    if in_flight {
+        shared.count_in_flight_write(name);
+    }
     let fault = shared.lock().roll_fault(name);
     let reply = match fault {
         Some(Fault::Drop) => {
             shared.count(name, 0);
-            log(0);
             let mut response = Response::default();
             response.extensions_mut().insert(DropConnection);
             return response;
         }
-        Some(Fault::Status(status, retry_after)) => fault_reply(status, retry_after),
+        Some(Fault::InternalError(retry_after)) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorBody::arm(
+                "InternalServerError",
+                "Encountered internal server error. (injected by the emulator)",
+            ),
+        )
+        .retry_after(retry_after),
+        Some(Fault::Unavailable(retry_after)) => Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody::arm(
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry after the time given in Retry-After. (injected by the emulator)",
+            ),
+        )
+        .retry_after(retry_after),
         Some(Fault::MalformedBody) => Reply::body(StatusCode::OK, TRUNCATED_BODY.to_vec()),
         Some(Fault::EmptyBody) => Reply::body(StatusCode::OK, Vec::new()),
         slow => {
@@ -251,7 +258,6 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
         }
     };
     shared.count(name, reply.status.as_u16());
-    log(reply.status.as_u16());
     reply.into_response()
 }
 
@@ -337,8 +343,8 @@ async fn respond(
             state.list_instances(&ctx, vault, token.as_deref())
         }
         Route::Instance(vault, name) => match operation {
-            "BackupInstances_CreateOrUpdate" => state.put_instance(&ctx, vault, name, &body),
-            "BackupInstances_Delete" => state.delete_instance(&ctx, vault, name),
+            operation_ids::CREATE_OR_UPDATE => state.put_instance(&ctx, vault, name, &body),
+            operation_ids::DELETE => state.delete_instance(&ctx, vault, name),
             _ => state.get_instance(&ctx, vault, name),
         },
         Route::StopProtection(vault, name) => state.instance_action(&ctx, vault, name, true),
@@ -353,10 +359,10 @@ async fn respond(
         Route::OperationResult { subscription, id } => {
             state.operation_result(&ctx, subscription, id)
         }
-        Route::Unknown => Err(invalid_content("unroutable request")),
+        Route::Unknown => Err(Refusal::InvalidContent("unroutable request".into())),
     };
     drop(state);
-    let mut reply = result.unwrap_or_else(|error| error);
+    let mut reply = reply::verdict(result, ctx.activity_id);
     if let Some(remaining) = remaining {
         reply = reply.header(REMAINING_WRITES, remaining.to_string());
         if parts.method == Method::DELETE {
@@ -468,21 +474,6 @@ fn throttled(subscription: &str, retry_after: u64) -> Reply {
     .retry_after(retry_after)
 }
 
-fn fault_reply(status: StatusCode, retry_after: u64) -> Reply {
-    let error = if status == StatusCode::SERVICE_UNAVAILABLE {
-        ErrorBody::arm(
-            "ServiceUnavailable",
-            "The service is temporarily unavailable. Please retry after the time given in Retry-After. (injected by the emulator)",
-        )
-    } else {
-        ErrorBody::arm(
-            "InternalServerError",
-            "Encountered internal server error. (injected by the emulator)",
-        )
-    };
-    Reply::error(status, error).retry_after(retry_after)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,13 +486,13 @@ mod tests {
         assert!(matches!(&route, Route::Instance(v, name) if v.name == "v" && name == "a b"));
         assert_eq!(
             route.operation_id(&Method::PUT),
-            Some("BackupInstances_CreateOrUpdate")
+            Some(operation_ids::CREATE_OR_UPDATE)
         );
         assert_eq!(route.operation_id(&Method::PATCH), None);
         let route = Route::parse(&format!("{vault}/backupInstances/x/STOPPROTECTION"));
         assert_eq!(
             route.operation_id(&Method::POST),
-            Some("BackupInstances_StopProtection")
+            Some(operation_ids::STOP_PROTECTION)
         );
         let route = Route::parse(
             "/subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/YQ==",
