@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use blob_backup_operator::api::{BackupVaultGrant, BlobBackupInstance};
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::controller::grants::VaultAccess;
 use blob_backup_operator::controller::leader::LeaderOutcome;
 use blob_backup_operator::controller::{ControllerConfig, FIELD_MANAGER, REPORTING_CONTROLLER};
@@ -36,7 +36,7 @@ use testkit::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster};
 use testkit::scenario::{
     ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, VAULT, WAIT, account, add_accounts,
     arm_client, condition, controller_config_in, emulator_config, has_finalizer, is_write,
-    resource, spec, test_settings,
+    resource, spec, test_timing,
 };
 
 /// The emulator's world with operations of `latency`.
@@ -51,7 +51,7 @@ async fn create_goes_ready_with_the_status_applied_by_the_operator() {
     let Some(c) = cluster("create-ready", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     let created = c
         .create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
@@ -139,7 +139,7 @@ async fn a_policy_change_sends_exactly_one_put() {
     let Some(c) = cluster("policy-change", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     c.wait_ready("msblobbackup").await;
@@ -202,7 +202,7 @@ async fn an_account_protected_elsewhere_stalls_as_already_protected() {
         .admin()
         .protect_elsewhere(ACCOUNT, OTHER_VAULT)
         .unwrap();
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     let stalled = c
@@ -228,7 +228,7 @@ async fn a_missing_permission_stalls_until_granted_then_goes_ready() {
         return;
     };
     c.emulator.admin().revoke_role(ACCOUNT).unwrap();
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     c.wait_condition("msblobbackup", "Stalled", "True", "MissingPermissions")
@@ -249,7 +249,7 @@ async fn each_deletion_policy_makes_exactly_its_azure_calls() {
     let Some(c) = cluster("deletion-policies", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     let mut orphan = spec(&account("orphanacct"), "BlobBackup-Policy");
     orphan["deletionPolicy"] = json!("Orphan");
     let mut retain = spec(&account("vaultedacct"), "BlobVaulted-Policy");
@@ -313,9 +313,9 @@ async fn an_instance_deleted_in_azure_is_recreated_with_a_drift_event() {
     let Some(c) = cluster("drift", FAST).await else {
         return;
     };
-    let controller = c.controller(Settings {
+    let controller = c.controller(Timing {
         resync_interval: Duration::from_millis(300),
-        ..test_settings()
+        ..test_timing()
     });
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
@@ -356,7 +356,7 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
                 && o["status"]["operation"]["status"] == "InProgress"
         }
     };
-    let first = c.controller(test_settings());
+    let first = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     let creating = c
@@ -364,7 +364,7 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
         .await;
     first.kill().await;
 
-    let second = c.controller(test_settings());
+    let second = c.controller(test_timing());
     let ready = c.wait_ready("msblobbackup").await;
     assert_eq!(
         ready["status"]["operation"]["pollUrl"], creating["status"]["operation"]["pollUrl"],
@@ -381,7 +381,7 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
     c.wait_for("msblobbackup", "Delete in progress", in_progress("Delete"))
         .await;
     second.kill().await;
-    let third = c.controller(test_settings());
+    let third = c.controller(test_timing());
     c.wait_gone("msblobbackup").await;
     assert_eq!(c.azure(ops::DELETE), 1, "exactly one DELETE");
     assert!(c.emulator.admin().instances().is_empty());
@@ -589,21 +589,21 @@ async fn the_launcher_stops_its_processes_and_removes_its_directory() {
 
 /// The grants tier: a controller in `--vault-access grants` watching `namespace`, naming its
 /// cluster after the real kube-system namespace.
-fn grants_config(namespace: &str, settings: Settings) -> ControllerConfig {
+fn grants_config(namespace: &str, timing: Timing) -> ControllerConfig {
     ControllerConfig {
         vault_access: VaultAccess::Grants,
         cluster_id: None,
-        ..controller_config_in(namespace, settings, "test")
+        ..controller_config_in(namespace, timing, "test")
     }
 }
 
 /// Settings whose Stalled retries never come within a test: whatever moves a resource on is a
 /// watch event (a grant, a namespace's labels), not the backoff.
-fn no_backoff_retries() -> Settings {
-    Settings {
+fn no_backoff_retries() -> Timing {
+    Timing {
         stalled_retry_base: Duration::from_secs(3600),
         stalled_retry_max: Duration::from_secs(3600),
-        ..test_settings()
+        ..test_timing()
     }
 }
 
@@ -749,8 +749,8 @@ async fn tenant_b_naming_tenant_as_instance_writes_nothing_and_leaves_it_intact_
         json!({"vaultId": VAULT, "namespaces": [c.ns, b.ns], "allowAdoption": true}),
     )
     .await;
-    let a_controller = c.controller_with(grants_config(&c.ns, test_settings()));
-    let b_controller = c.controller_with(grants_config(&b.ns, test_settings()));
+    let a_controller = c.controller_with(grants_config(&c.ns, test_timing()));
+    let b_controller = c.controller_with(grants_config(&b.ns, test_timing()));
 
     let created = c
         .create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
@@ -1011,7 +1011,7 @@ async fn under_the_charts_rbac_in_grants_mode_it_reads_grants_and_namespaces() {
         &c.ns,
         OPERATOR_NAMESPACE,
         &c.emulator,
-        grants_config(&c.ns, test_settings()),
+        grants_config(&c.ns, test_timing()),
     );
     wait_role(&replica, Role::Leader).await;
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))

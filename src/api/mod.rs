@@ -425,9 +425,3 @@ const NAME_SHAPE: &str =
     "a name of letters, digits, '-', '_' and '.', starting with a letter or digit";
 const CONTAINER_SHAPE: &str =
     "a container name has 3 to 63 lowercase letters, digits and single hyphens";
-
-/// ARM compares IDs case-insensitively.
-pub(crate) fn same_id(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/')
-        .eq_ignore_ascii_case(b.trim_end_matches('/'))
-}

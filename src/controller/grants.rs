@@ -236,10 +236,15 @@ impl VaultGrants {
                 if let Some(before) = seen.insert(grant.name_any(), grant.spec.vault_id.clone()) {
                     vaults.push(before);
                 }
+                // ARM ids compare case-insensitively: as parsed ids.
+                let vaults: Vec<VaultId> =
+                    vaults.iter().filter_map(|v| VaultId::parse(v).ok()).collect();
                 let hits: Vec<_> = by_vault
                     .state()
                     .iter()
-                    .filter(|obj| vaults.iter().any(|v| crate::api::same_id(v, &obj.spec.vault.id)))
+                    .filter(|obj| {
+                        VaultId::parse(&obj.spec.vault.id).is_ok_and(|v| vaults.contains(&v))
+                    })
                     .map(|obj| ObjectRef::from_obj(obj.as_ref()))
                     .collect();
                 debug!(grant = %grant.name_any(), resources = hits.len(), "a grant changed");

@@ -13,7 +13,7 @@ use crate::checkout::repo;
 use crate::envtest::{self, Envtest, Identity, Options, ServiceAccount};
 use blob_backup_operator::api::BlobBackupInstance;
 use blob_backup_operator::controller::ControllerConfig;
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::telemetry::Metrics;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -96,8 +96,8 @@ impl RealCluster {
 
     /// The real controller, as admin, watching the test's namespace; its Azure calls count in
     /// [`RealCluster::metrics`].
-    pub fn controller(&self, settings: Settings) -> RunningController {
-        self.controller_with(controller_config_in(&self.ns, settings, "test"))
+    pub fn controller(&self, timing: Timing) -> RunningController {
+        self.controller_with(controller_config_in(&self.ns, timing, "test"))
     }
 
     /// The real controller, as admin, with `config`; its Azure calls count in
