@@ -165,8 +165,8 @@ pub struct BackupVaultGrantStatus {
     #[schemars(length(max = MAX_NAME_LEN))]
     pub vault_name: Option<String>,
 
-    /// How many namespaces the grant matches now (a selector that matches none is valid, and
-    /// shows 0 here).
+    /// How many namespaces the grant matches now, of those the operator watches (a selector
+    /// that matches none is valid, and shows 0 here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_namespaces: Option<i64>,
 

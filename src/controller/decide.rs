@@ -475,7 +475,9 @@ reasons! {
     ProtectionConfigured,
     /// Event. Protection became configured. Nothing to do.
     Protected,
-    /// Event. An existing backup instance of the same storage account was taken over. Nothing to do.
+    /// Event. An existing backup instance of the same storage account without owner tags was
+    /// taken over (a grant allows adoption, or `--vault-access open`): the operator wrote this
+    /// resource's owner tags on it. Nothing to do.
     Adopted,
     /// Event. The backup instance disappeared from Azure and is being recreated. Find out who
     /// deleted it outside Kubernetes.
