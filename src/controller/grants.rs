@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -176,22 +176,30 @@ impl VaultGrants {
         Self { stores: None }
     }
 
-    /// The verdict for `obj` (see [`access`]).
-    pub fn access_for(&self, obj: &BlobBackupInstance) -> Access {
+    /// The verdict for `obj` (see [`access`]); `None` until the grants and namespaces have been
+    /// listed once: judging before would call every resource not granted for a moment after
+    /// each start, with a status write and an Event each.
+    pub fn access_for(&self, obj: &BlobBackupInstance) -> Option<Access> {
         let Some((grants, namespaces)) = &self.stores else {
-            return Access::OPEN;
+            return Some(Access::OPEN);
         };
+        let listed = |ready: Option<Result<(), _>>| matches!(ready, Some(Ok(())));
+        if !listed(grants.wait_until_ready().now_or_never())
+            || !listed(namespaces.wait_until_ready().now_or_never())
+        {
+            return None;
+        }
         let namespace = obj.namespace().unwrap_or_default();
         let labels = namespaces
             .get(&ObjectRef::new(&namespace))
             .map(|ns| ns.labels().clone())
             .unwrap_or_default();
-        access(
+        Some(access(
             grants.state().iter().map(AsRef::as_ref),
             &namespace,
             &labels,
             &obj.spec,
-        )
+        ))
     }
 
     /// `--vault-access grants`: watches the grants and the namespaces' labels (only
@@ -599,6 +607,34 @@ mod tests {
         assert_eq!(status.conditions[0].status, ConditionStatus::True);
         assert_eq!(status.matched_namespaces, Some(0));
         assert_eq!(status.vault_name.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn no_verdict_until_grants_and_namespaces_are_listed() {
+        let (grant_reader, mut grant_writer) = reflector::store::<BackupVaultGrant>();
+        let (ns_reader, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let grants = VaultGrants {
+            stores: Some((grant_reader, ns_reader)),
+        };
+        let mut obj = BlobBackupInstance::new("x", spec(VAULT, "P", DeletionPolicy::Delete));
+        obj.metadata.namespace = Some("team-a".into());
+        assert_eq!(
+            grants.access_for(&obj),
+            None,
+            "judged before the grants were listed"
+        );
+        grant_writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert_eq!(
+            grants.access_for(&obj),
+            None,
+            "judged before the namespaces were listed"
+        );
+        ns_writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert!(matches!(
+            grants.access_for(&obj),
+            Some(Access::NotGranted { .. })
+        ));
+        assert_eq!(VaultGrants::open().access_for(&obj), Some(Access::OPEN));
     }
 
     #[test]

@@ -305,7 +305,11 @@ async fn reconcile_steps(
     if let Some(written) = effects.write_unwritten(&obj).await? {
         obj = written;
     }
-    let access = ctx.grants.access_for(&obj);
+    let Some(access) = ctx.grants.access_for(&obj) else {
+        debug!("the vault grants are not listed yet; looking again shortly");
+        ctx.requeue(&key, Requeue::After(ctx.settings.timing.retry_after_min));
+        return Ok(ReconcileAction::await_change());
+    };
     match steps::run_steps(&mut effects, obj, &ctx.settings, &access).await? {
         Next::Requeue(requeue) => ctx.requeue(&key, requeue),
         Next::Abandon => {}
