@@ -624,6 +624,21 @@ fn vault_grants_render_from_values() {
     assert!(message.contains("vaultGrants"), "{message}");
     let message = render(&["--set", "vaultAccess=everything"]).expect_err("unknown mode");
     assert!(message.contains("vaultAccess"), "{message}");
+
+    // NOTES say which mode is in force and what a missing grant looks like.
+    let grants = notes(RELEASE, &["--set", "azure.clientId=client"]);
+    assert!(grants.contains("kubectl get bvg"), "{grants}");
+    assert!(grants.contains("VaultNotGranted"), "{grants}");
+    let open = notes(
+        RELEASE,
+        &[
+            "--set",
+            "azure.clientId=client",
+            "--set",
+            "vaultAccess=open",
+        ],
+    );
+    assert!(open.contains("Vault access: open"), "{open}");
 }
 
 #[test]
