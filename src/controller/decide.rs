@@ -2,13 +2,15 @@
 //! step, the status to record, the events to publish and when to look again.
 //!
 //! No I/O and no clock: `now` is an input, so every state and every Azure answer is a table row.
+//! Neither are the vault grants: what they allow the resource is an input too ([`Access`],
+//! from [`grants`](super::grants)), and so is the cluster's name in owner tags (`Settings`).
 //!
 //! The controller runs a short loop per reconcile, never sleeping:
 //!
 //! ```text
 //! let mut observation = Observation::None;
 //! loop (a few steps at most) {
-//!     let d = decide(&obj, &observation, now, &settings);
+//!     let d = decide(&obj, &observation, now, &settings, &access);
 //!     if let Some(s) = d.status { obj.status = Some(s) }    // write now, or once at the end
 //!     publish(d.events);
 //!     observation = match d.action {
@@ -1727,7 +1729,7 @@ impl<'a> Step<'a> {
             && self.recorded_ownership() != Some(Ownership::Created)
         {
             let note = format!(
-                "{message}. The backup instance is left in Azure untouched, as with deletionPolicy Orphan"
+                "{message}. Nothing is sent to Azure: a backup instance of this resource stays there untouched, as with deletionPolicy Orphan"
             );
             return self.remove_finalizer(Reason::Orphaned, &note);
         }
