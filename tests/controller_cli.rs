@@ -55,6 +55,8 @@ fn run_help_documents_every_flag_with_its_environment_variable() {
             "BBO_LEADER_ELECTION_LEASE_NAME",
         ),
         ("--embedded-vault", "BBO_EMBEDDED_VAULT"),
+        ("--vault-access", "BBO_VAULT_ACCESS"),
+        ("--cluster-id", "BBO_CLUSTER_ID"),
     ] {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
         // Error messages name a setting's variable by this rule.
@@ -132,6 +134,21 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
             &["--leader-elect", "POD_NAMESPACE"],
         ),
         (&["run", "--concurrency", "0"], &[], &["--concurrency", "0"]),
+        (
+            &["run", "--vault-access", "everyone"],
+            &[],
+            &["--vault-access", "everyone"],
+        ),
+        (
+            &["run"],
+            &[("BBO_VAULT_ACCESS", "all")],
+            &["--vault-access", "BBO_VAULT_ACCESS"],
+        ),
+        (
+            &["run", "--cluster-id", "a/b"],
+            &[],
+            &["--cluster-id", "256 characters"],
+        ),
         (
             &["run", "--resync-interval", "soon"],
             &[],
