@@ -232,11 +232,7 @@ impl VaultGrants {
             .default_backoff()
             .reflect(grant_writer)
             .touched_objects()
-            .filter_map(|grant| async move {
-                grant
-                    .inspect_err(|error| warn!(%error, "watching BackupVaultGrant resources failed; retrying"))
-                    .ok()
-            })
+            .filter_map(logged("BackupVaultGrant resources"))
             .flat_map(move |grant: BackupVaultGrant| {
                 let _ = grant_tx.unbounded_send(());
                 let mut vaults = vec![grant.spec.vault_id.clone()];
@@ -245,16 +241,13 @@ impl VaultGrants {
                     vaults.push(before);
                 }
                 // ARM ids compare case-insensitively: as parsed ids.
-                let vaults: Vec<VaultId> =
-                    vaults.iter().filter_map(|v| VaultId::parse(v).ok()).collect();
-                let hits: Vec<_> = by_vault
-                    .state()
+                let vaults: Vec<VaultId> = vaults
                     .iter()
-                    .filter(|obj| {
-                        VaultId::parse(&obj.spec.vault.id).is_ok_and(|v| vaults.contains(&v))
-                    })
-                    .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+                    .filter_map(|v| VaultId::parse(v).ok())
                     .collect();
+                let hits = refs_where(&by_vault, |obj| {
+                    VaultId::parse(&obj.spec.vault.id).is_ok_and(|v| vaults.contains(&v))
+                });
                 debug!(grant = %grant.name_any(), resources = hits.len(), "a grant changed");
                 stream::iter(hits)
             });
@@ -265,20 +258,13 @@ impl VaultGrants {
             .reflect(ns_writer)
             .touched_objects()
             .predicate_filter(predicates::labels, Default::default())
-            .filter_map(|ns| async move {
-                ns.inspect_err(|error| warn!(%error, "watching namespaces failed; retrying"))
-                    .ok()
-            })
+            .filter_map(logged("namespaces"))
             .flat_map(move |ns: PartialObjectMeta<Namespace>| {
                 let _ = changed_tx.unbounded_send(());
                 let name = ns.name_any();
-                let hits: Vec<_> = in_namespace
-                    .state()
-                    .iter()
-                    .filter(|obj| obj.namespace().as_deref() == Some(name.as_str()))
-                    .map(|obj| ObjectRef::from_obj(obj.as_ref()))
-                    .collect();
-                stream::iter(hits)
+                stream::iter(refs_where(&in_namespace, |obj| {
+                    obj.namespace().as_deref() == Some(name.as_str())
+                }))
             });
 
         let grants = Self {
@@ -303,6 +289,31 @@ impl VaultGrants {
             .filter(|ns| grant.matches_namespace(&ns.name_any(), ns.labels()))
             .count()
     }
+}
+
+/// A watch's objects, its failures logged (the watcher retries them with backoff).
+fn logged<K>(
+    what: &'static str,
+) -> impl FnMut(Result<K, watcher::Error>) -> std::future::Ready<Option<K>> {
+    move |item| {
+        std::future::ready(
+            item.inspect_err(|error| warn!(%error, "watching {what} failed; retrying"))
+                .ok(),
+        )
+    }
+}
+
+/// The resources of `store` that `keep`, as references to reconcile.
+fn refs_where(
+    store: &Store<BlobBackupInstance>,
+    keep: impl Fn(&BlobBackupInstance) -> bool,
+) -> Vec<ObjectRef<BlobBackupInstance>> {
+    store
+        .state()
+        .iter()
+        .filter(|obj| keep(obj))
+        .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+        .collect()
 }
 
 /// What the grants' status controller runs on: the grants (from [`VaultGrants::watch`]'s own
