@@ -45,7 +45,7 @@ stop_operator() {
 trap stop_operator EXIT
 
 echo "==> installing the CRD into $(kubectl config current-context)"
-kubectl apply --server-side -f crds/blobbackupinstances.yaml
+kubectl apply --server-side -f crds/
 kubectl wait --for=condition=Established crd/blobbackupinstances.dataprotection.blobbackup.io --timeout=60s
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
 

@@ -1,5 +1,6 @@
-//! Runs deploy/argocd/health.lua against every case of deploy/argocd/health_test.yaml the way
-//! Argo CD does: the resource is the global `obj`, the script returns `{status, message}`.
+//! Runs each health check of deploy/argocd/ (health.lua for BlobBackupInstance, grant-health.lua
+//! for BackupVaultGrant) against every case of its test file the way Argo CD does: the resource
+//! is the global `obj`, the script returns `{status, message}`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,8 +35,24 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn health_tests() -> HealthTests {
-    serde_saphyr::from_str(&read(&argocd_dir().join("health_test.yaml"))).expect("health_test.yaml")
+/// Each kind's check: its script, its test file, its test data folder, its argocd-cm key.
+const CHECKS: [(&str, &str, &str, &str); 2] = [
+    (
+        "health.lua",
+        "health_test.yaml",
+        "testdata",
+        "resource.customizations.health.dataprotection.blobbackup.io_BlobBackupInstance",
+    ),
+    (
+        "grant-health.lua",
+        "grant-health_test.yaml",
+        "grant-testdata",
+        "resource.customizations.health.dataprotection.blobbackup.io_BackupVaultGrant",
+    ),
+];
+
+fn health_tests(file: &str) -> HealthTests {
+    serde_saphyr::from_str(&read(&argocd_dir().join(file))).expect(file)
 }
 
 fn run_health(script: &str, resource: &serde_json::Value) -> mlua::Result<HealthStatus> {
@@ -60,9 +77,17 @@ fn run_health(script: &str, resource: &serde_json::Value) -> mlua::Result<Health
 
 #[test]
 fn health_lua_passes_every_case() {
-    let script = read(&argocd_dir().join("health.lua"));
-    let tests = health_tests();
-    assert!(!tests.tests.is_empty(), "health_test.yaml has no cases");
+    let mut failures = Vec::new();
+    for (script, file, _, _) in CHECKS {
+        failures.extend(failures_of(script, file));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn failures_of(script: &str, file: &str) -> Vec<String> {
+    let script = read(&argocd_dir().join(script));
+    let tests = health_tests(file);
+    assert!(!tests.tests.is_empty(), "{file} has no cases");
     let mut failures = Vec::new();
     for case in &tests.tests {
         let resource: serde_json::Value =
@@ -77,26 +102,28 @@ fn health_lua_passes_every_case() {
             Err(e) => failures.push(format!("{}: the script failed: {e}", case.input_path)),
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures
 }
 
 #[test]
 fn every_testdata_file_is_a_case() {
-    let cases: BTreeSet<String> = health_tests()
-        .tests
-        .into_iter()
-        .map(|case| case.input_path)
-        .collect();
-    let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join("testdata"))
-        .expect("testdata")
-        .map(|entry| {
-            format!(
-                "testdata/{}",
-                entry.expect("entry").file_name().to_string_lossy()
-            )
-        })
-        .collect();
-    assert_eq!(files, cases, "testdata/ and health_test.yaml disagree");
+    for (_, file, dir, _) in CHECKS {
+        let cases: BTreeSet<String> = health_tests(file)
+            .tests
+            .into_iter()
+            .map(|case| case.input_path)
+            .collect();
+        let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join(dir))
+            .expect(dir)
+            .map(|entry| {
+                format!(
+                    "{dir}/{}",
+                    entry.expect("entry").file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        assert_eq!(files, cases, "{dir}/ and {file} disagree");
+    }
 }
 
 #[test]
@@ -126,10 +153,11 @@ fn argocd_cm_patch_carries_health_lua() {
     let cm: ConfigMap =
         serde_saphyr::from_str(&read(&argocd_dir().join("argocd-cm-patch.yaml"))).expect("yaml");
     assert_eq!(cm.metadata["name"], "argocd-cm");
-    let key = "resource.customizations.health.dataprotection.blobbackup.io_BlobBackupInstance";
-    let embedded = cm.data.get(key).expect("the health customization key");
-    assert!(
-        *embedded == read(&argocd_dir().join("health.lua")),
-        "deploy/argocd/argocd-cm-patch.yaml is stale: run scripts/render-deploy.sh"
-    );
+    for (script, _, _, key) in CHECKS {
+        let embedded = cm.data.get(key).expect("the health customization key");
+        assert!(
+            *embedded == read(&argocd_dir().join(script)),
+            "deploy/argocd/argocd-cm-patch.yaml is stale ({key}): run scripts/render-deploy.sh"
+        );
+    }
 }

@@ -336,7 +336,10 @@ async fn examples_go_ready_and_away_on_a_real_cluster() {
     };
     let options = envtest::Options {
         service_account: envtest::ServiceAccount::new(&namespace, SERVICE_ACCOUNT),
-        crds: vec![repo().join("crds/blobbackupinstances.yaml")],
+        crds: vec![
+            repo().join("crds/blobbackupinstances.yaml"),
+            repo().join("crds/backupvaultgrants.yaml"),
+        ],
     };
     let server = envtest::Envtest::start(&assets, options)
         .await
@@ -373,7 +376,7 @@ async fn examples_go_ready_and_away(
         namespace: namespace.clone(),
         cluster_scoped: Vec::new(),
     };
-    let crd = repo().join("crds/blobbackupinstances.yaml");
+    let crd = repo().join("crds");
     if install_crd {
         kubectl.run(&[
             "apply",
@@ -642,11 +645,17 @@ fn the_rbac_under_test_is_deploy_operator_yaml_moved_into_the_namespace() {
     let docs = rbac_for("bbo-e2e-x");
     let mut kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     kinds.sort_unstable();
-    // No Deployment: the operator under test runs locally, not as a pod.
+    // No Deployment: the operator under test runs locally, not as a pod. Cluster-wide: the
+    // operator's resources, the cluster-scoped reads (kube-system, grants, namespaces), and the
+    // tenants' aggregated view and edit roles.
     assert_eq!(
         kinds,
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",

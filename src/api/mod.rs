@@ -5,8 +5,10 @@
 //! Doc comments on the types become the CRDs' descriptions (`kubectl explain`), so they are
 //! written for the people who apply these resources.
 
+mod backup_vault_grant;
 mod blob_backup_instance;
 
+pub use backup_vault_grant::*;
 pub use blob_backup_instance::*;
 
 use std::sync::LazyLock;
@@ -24,6 +26,21 @@ use dataprotection::ids::{BackupInstanceId, PolicyId, StorageAccountId, VaultId}
 pub const GROUP: &str = "dataprotection.blobbackup.io";
 /// The finalizer the controller puts on a resource before its first Azure write.
 pub const FINALIZER: &str = "dataprotection.blobbackup.io/finalizer";
+
+/// The ARM tags that say which resource owns a backup instance (DESIGN.md section 9), written
+/// in the body of every PUT of a backup instance on api-versions that have tags.
+pub mod owner_tag {
+    /// The cluster: the uid of its `kube-system` namespace, or `run --cluster-id`.
+    pub const CLUSTER: &str = "blobbackup.io/cluster";
+    /// The BlobBackupInstance's namespace.
+    pub const NAMESPACE: &str = "blobbackup.io/namespace";
+    /// The BlobBackupInstance's name.
+    pub const NAME: &str = "blobbackup.io/name";
+    /// The BlobBackupInstance's uid.
+    pub const UID: &str = "blobbackup.io/uid";
+    /// Every owner tag.
+    pub const ALL: [&str; 4] = [CLUSTER, NAMESPACE, NAME, UID];
+}
 
 /// Condition types written to `status.conditions`.
 pub mod condition_type {
@@ -328,6 +345,18 @@ fn truncate_in_place(text: &mut String, max: usize) {
 /// The CRD as YAML, as `blob-backup-operator crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
     serde_saphyr::to_string(&BlobBackupInstance::crd())
+}
+
+/// Every CRD of the operator as `(plural, YAML)`: `crds/<plural>.yaml` holds each, and
+/// `blob-backup-operator crd [PLURAL]` prints them.
+pub fn crd_yamls() -> Result<Vec<(&'static str, String)>, serde_saphyr::SerializeError> {
+    Ok(vec![
+        ("blobbackupinstances", crd_yaml()?),
+        (
+            "backupvaultgrants",
+            serde_saphyr::to_string(&BackupVaultGrant::crd())?,
+        ),
+    ])
 }
 
 /// A spec field the controller cannot act on, and how to fix it.

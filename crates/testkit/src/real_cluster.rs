@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::checkout::repo;
 use crate::envtest::{self, Envtest, Identity, Options, ServiceAccount};
 use blob_backup_operator::api::BlobBackupInstance;
+use blob_backup_operator::controller::ControllerConfig;
 use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::telemetry::Metrics;
 use k8s_openapi::api::events::v1::Event;
@@ -35,7 +36,10 @@ pub const OPERATOR_NAME: &str = "blob-backup-operator";
 pub fn envtest_options() -> Options {
     Options {
         service_account: ServiceAccount::new(OPERATOR_NAMESPACE, OPERATOR_NAME),
-        crds: vec![repo().join("crds/blobbackupinstances.yaml")],
+        crds: vec![
+            repo().join("crds/blobbackupinstances.yaml"),
+            repo().join("crds/backupvaultgrants.yaml"),
+        ],
     }
 }
 
@@ -93,6 +97,12 @@ impl RealCluster {
     /// The real controller, as admin, watching the test's namespace; its Azure calls count in
     /// [`RealCluster::metrics`].
     pub fn controller(&self, timing: Timing) -> RunningController {
+        self.controller_with(controller_config_in(&self.ns, timing, "test"))
+    }
+
+    /// The real controller, as admin, with `config`; its Azure calls count in
+    /// [`RealCluster::metrics`].
+    pub fn controller_with(&self, config: ControllerConfig) -> RunningController {
         spawn_controller(
             self.kube.clone(),
             arm_client(
@@ -100,7 +110,7 @@ impl RealCluster {
                 dataprotection::DEFAULT_API_VERSION,
                 &self.metrics,
             ),
-            controller_config_in(&self.ns, timing, "test"),
+            config,
             &self.metrics,
         )
     }
