@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use super::ids::{PolicyId, StorageAccountId};
 
+mod restore;
+pub use restore::*;
+
 /// `datasourceType` of blobs in a storage account.
 pub const BLOB_DATASOURCE_TYPE: &str = "Microsoft.Storage/storageAccounts/blobServices";
 /// `resourceType` of a storage account.
@@ -87,6 +90,9 @@ pub struct RecoveryPointResource {
     /// The recovery point's ARM ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The recovery point's name, what a restore names it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Its properties (`AzureBackupDiscreteRecoveryPoint` for vaulted blob backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<RecoveryPointProperties>,
@@ -108,20 +114,30 @@ impl RecoveryPointResource {
     /// The time of the backup, when Azure gave one that reads as a date-time (Azure's own
     /// examples use `Z`; .NET may leave the zone out, which means UTC).
     pub fn time(&self) -> Option<jiff::Timestamp> {
-        let text = self
-            .properties
-            .as_ref()?
-            .recovery_point_time
-            .as_deref()?
-            .trim();
-        text.parse::<jiff::Timestamp>().ok().or_else(|| {
-            let civil: jiff::civil::DateTime = text.parse().ok()?;
-            civil
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .ok()
-                .map(|z| z.timestamp())
-        })
+        parse_azure_time(self.properties.as_ref()?.recovery_point_time.as_deref()?)
     }
+
+    /// The recovery point's name (what a restore names it by): `name`, else the last segment
+    /// of `id`.
+    pub fn point_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or_else(|| self.id.as_deref()?.rsplit('/').next())
+            .filter(|name| !name.is_empty())
+    }
+}
+
+/// A time as Azure prints it: RFC 3339 (its examples use `Z`), or without a zone, which .NET
+/// does and which means UTC.
+pub fn parse_azure_time(text: &str) -> Option<jiff::Timestamp> {
+    let text = text.trim();
+    text.parse::<jiff::Timestamp>().ok().or_else(|| {
+        let civil: jiff::civil::DateTime = text.parse().ok()?;
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
+    })
 }
 
 /// A backup instance (`BackupInstance`): what to protect, with which policy, and (read-only)
@@ -217,16 +233,7 @@ impl BackupInstance {
         policy: &PolicyId,
         vaulted_containers: Option<&[String]>,
     ) -> Self {
-        let data_source_info = Datasource {
-            datasource_type: Some(BLOB_DATASOURCE_TYPE.to_string()),
-            object_type: Some("Datasource".to_string()),
-            resource_id: account.to_string(),
-            resource_location: Some(location.to_string()),
-            resource_name: Some(account.name().to_string()),
-            resource_type: Some(STORAGE_ACCOUNT_RESOURCE_TYPE.to_string()),
-            resource_uri: Some(account.to_string()),
-            resource_properties: None,
-        };
+        let data_source_info = Datasource::for_blob_account(account, location);
         let data_source_set_info = Datasource {
             object_type: Some("DatasourceSet".to_string()),
             ..data_source_info.clone()
@@ -338,6 +345,23 @@ pub struct Datasource {
     /// Data-source specific properties (unused for blobs; kept as sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_properties: Option<Value>,
+}
+
+impl Datasource {
+    /// The blob service of `account` in `location` (`resourceUri` is the account ID, as the
+    /// examples send it).
+    pub fn for_blob_account(account: &StorageAccountId, location: &str) -> Self {
+        Self {
+            datasource_type: Some(BLOB_DATASOURCE_TYPE.to_string()),
+            object_type: Some("Datasource".to_string()),
+            resource_id: account.to_string(),
+            resource_location: Some(location.to_string()),
+            resource_name: Some(account.name().to_string()),
+            resource_type: Some(STORAGE_ACCOUNT_RESOURCE_TYPE.to_string()),
+            resource_uri: Some(account.to_string()),
+            resource_properties: None,
+        }
+    }
 }
 
 /// A data source set (`DatasourceSet`): the same wire shape as [`Datasource`], objectType

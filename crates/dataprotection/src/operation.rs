@@ -216,6 +216,9 @@ pub struct Poll {
     pub status: OperationStatus,
     /// Azure's `Retry-After` on this answer.
     pub retry_after: Option<Duration>,
+    /// The job the operation created (`properties.jobId` of a status document, `jobId` of an
+    /// `operationResults` answer), when the answer names one: a restore's job.
+    pub job_id: Option<String>,
 }
 
 /// A header's value, trimmed; `None` when absent, empty or not text.
