@@ -19,6 +19,7 @@ use super::reply::{Answer, Reply, invalid_content};
 use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
 use super::state::{Ctx, Fault, instance_key};
 use dataprotection::ids::VaultId;
+use dataprotection::operation_ids as ops;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
@@ -95,8 +96,17 @@ enum Route {
     StopProtection(ArmId, String),
     Sync(ArmId, String),
     RecoveryPoints(ArmId, String),
-    OperationStatus { subscription: String, id: String },
-    OperationResult { subscription: String, id: String },
+    /// findRestorableTimeRanges, validateRestore or restore (by its operationId).
+    Restore(ArmId, String, &'static str),
+    Job(ArmId, String),
+    OperationStatus {
+        subscription: String,
+        id: String,
+    },
+    OperationResult {
+        subscription: String,
+        id: String,
+    },
     Unknown,
 }
 
@@ -137,6 +147,7 @@ impl Route {
             [a, name] if is(a, "backupInstances") && !name.is_empty() => {
                 Self::Instance(vault, (*name).to_owned())
             }
+            [a, id] if is(a, "backupJobs") && !id.is_empty() => Self::Job(vault, (*id).to_owned()),
             [a, name, action] if is(a, "backupInstances") && !name.is_empty() => {
                 if is(action, "recoveryPoints") {
                     Self::RecoveryPoints(vault, (*name).to_owned())
@@ -144,6 +155,8 @@ impl Route {
                     Self::StopProtection(vault, (*name).to_owned())
                 } else if is(action, "sync") {
                     Self::Sync(vault, (*name).to_owned())
+                } else if let Some(operation) = restore_operation(action) {
+                    Self::Restore(vault, (*name).to_owned(), operation)
                 } else {
                     Self::Unknown
                 }
@@ -163,6 +176,8 @@ impl Route {
             (Self::StopProtection(..), "POST") => "BackupInstances_StopProtection",
             (Self::Sync(..), "POST") => "BackupInstances_SyncBackupInstance",
             (Self::RecoveryPoints(..), "GET") => "RecoveryPoints_List",
+            (Self::Restore(.., operation), "POST") => operation,
+            (Self::Job(..), "GET") => ops::JOBS_GET,
             (Self::OperationStatus { .. }, "GET") => "OperationStatus_Get",
             (Self::OperationResult { .. }, "GET") => "OperationResult_Get",
             _ => return None,
@@ -175,7 +190,9 @@ impl Route {
             Self::Instance(vault, name) if matches!(*method, Method::PUT | Method::DELETE) => {
                 Some((vault, name))
             }
-            Self::StopProtection(vault, name) | Self::Sync(vault, name)
+            Self::StopProtection(vault, name)
+            | Self::Sync(vault, name)
+            | Self::Restore(vault, name, ops::TRIGGER_RESTORE)
                 if *method == Method::POST =>
             {
                 Some((vault, name))
@@ -191,12 +208,26 @@ impl Route {
             | Self::Instance(v, _)
             | Self::StopProtection(v, _)
             | Self::Sync(v, _)
-            | Self::RecoveryPoints(v, _) => &v.subscription,
+            | Self::RecoveryPoints(v, _)
+            | Self::Restore(v, ..)
+            | Self::Job(v, _) => &v.subscription,
             Self::OperationStatus { subscription, .. }
             | Self::OperationResult { subscription, .. } => subscription,
             Self::Unknown => "",
         }
     }
+}
+
+/// The operationId of a restore action on a backup instance.
+fn restore_operation(action: &str) -> Option<&'static str> {
+    [
+        ("findRestorableTimeRanges", ops::FIND_RESTORABLE_TIME_RANGES),
+        ("validateRestore", ops::VALIDATE_FOR_RESTORE),
+        ("restore", ops::TRIGGER_RESTORE),
+    ]
+    .into_iter()
+    .find(|(name, _)| action.eq_ignore_ascii_case(name))
+    .map(|(_, operation)| operation)
 }
 
 /// Serves every non-admin request.
@@ -272,7 +303,7 @@ async fn respond(
             ErrorBody::arm(
                 "InvalidResourceType",
                 format!(
-                    "The resource type of '{}' could not be found in the namespace 'Microsoft.DataProtection' for api version '{api_version}'. The emulator serves validateForBackup, backupInstances (GET, PUT, DELETE, list, stopProtection and sync; the last two from 2025-07-01) and locations/{{location}}/operationStatus|operationResults.",
+                    "The resource type of '{}' could not be found in the namespace 'Microsoft.DataProtection' for api version '{api_version}'. The emulator serves validateForBackup, backupInstances (GET, PUT, DELETE, list, stopProtection and sync, the last two from 2025-07-01; recoveryPoints, findRestorableTimeRanges, validateRestore and restore), backupJobs/{{id}} and locations/{{location}}/operationStatus|operationResults.",
                     parts.uri.path()
                 ),
             ),
@@ -347,6 +378,14 @@ async fn respond(
             let token = query_param(query, "$skipToken");
             state.list_recovery_points(&ctx, vault, name, token.as_deref())
         }
+        Route::Restore(vault, name, operation) => match *operation {
+            ops::FIND_RESTORABLE_TIME_RANGES => {
+                state.find_restorable_time_ranges(&ctx, vault, name, &body)
+            }
+            ops::VALIDATE_FOR_RESTORE => state.validate_restore(&ctx, vault, name, &body),
+            _ => state.trigger_restore(&ctx, vault, name, &body),
+        },
+        Route::Job(vault, id) => state.get_job(&ctx, vault, id),
         Route::OperationStatus { subscription, id } => {
             state.operation_status(&ctx, subscription, id)
         }

@@ -27,6 +27,8 @@ use super::reply::{
     AZURE_ASYNC_OPERATION, Answer, Reply, invalid_content, resource_not_found, user_error,
 };
 
+mod restore;
+
 const INSTANCE_TYPE: &str = "Microsoft.DataProtection/backupVaults/backupInstances";
 const RECOVERY_POINT_TYPE: &str =
     "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints";
@@ -64,6 +66,8 @@ enum OpKind {
     Delete,
     StopProtection,
     Sync,
+    ValidateRestore,
+    Restore,
 }
 
 struct Operation {
@@ -183,6 +187,7 @@ pub(crate) struct State {
     rng: fastrand::Rng,
     /// First half of every operation id (Azure's ids are base64 of `guid;guid`).
     emulator_guid: uuid::Uuid,
+    restores: restore::Restores,
 }
 
 /// The ARM path of an operation's `kind` document (operationStatus or operationResults).
@@ -224,9 +229,29 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
         }
         (OpKind::StopProtection, None) => instance.phase = Phase::Stopped,
         (OpKind::Sync, None) => instance.protection_error = None,
-        (OpKind::StopProtection | OpKind::Sync | OpKind::Validate, _) => {}
+        (
+            OpKind::StopProtection
+            | OpKind::Sync
+            | OpKind::Validate
+            | OpKind::ValidateRestore
+            | OpKind::Restore,
+            _,
+        ) => {}
     }
     false
+}
+
+/// How many recovery points a vaulted instance has taken by `now` (one when protection was
+/// configured, one every [`BACKUP_INTERVAL`] since); 0 for operational ones. `rp-{n}` names
+/// the n-th, the newest [`RETAINED_RECOVERY_POINTS`] of them are kept.
+fn recovery_points_taken(instance: &Instance, now: Instant) -> u64 {
+    instance
+        .protected_since
+        .filter(|_| instance.vaulted)
+        .map_or(0, |since| {
+            let elapsed = now.saturating_duration_since(since);
+            (elapsed.as_secs() / BACKUP_INTERVAL.as_secs()).saturating_add(1)
+        })
 }
 
 /// The resource as GET shows it.
@@ -325,6 +350,7 @@ impl State {
             bucket: None,
             rng: fastrand::Rng::with_seed(config.settings.faults.seed),
             emulator_guid: uuid::Uuid::new_v4(),
+            restores: restore::Restores::default(),
         };
         state.reset_bucket(now);
         for vault in &config.vaults {
@@ -845,10 +871,7 @@ impl State {
             return Err(instance_not_found(vault, name));
         };
         let since = instance.protected_since.filter(|_| instance.vaulted);
-        let taken = since.map_or(0, |since| {
-            let elapsed = ctx.now.saturating_duration_since(since);
-            (elapsed.as_secs() / BACKUP_INTERVAL.as_secs()).saturating_add(1)
-        });
+        let taken = recovery_points_taken(instance, ctx.now);
         let skip: u64 = skip_token.and_then(|t| t.parse().ok()).unwrap_or(0);
         let listed = taken.min(RETAINED_RECOVERY_POINTS);
         let mut value = Vec::new();
@@ -1027,6 +1050,9 @@ impl State {
                 error,
                 start_time: start_time(op.start_wall),
                 end_time: end,
+                // A restore names its job once Azure has created it.
+                properties: (done && op.failure.is_none() && op.kind == OpKind::Restore)
+                    .then(|| json!({"objectType": "OperationJobExtendedInfo", "jobId": op.job_id})),
             },
         ))
     }
@@ -1056,9 +1082,11 @@ impl State {
                     });
                 Ok(Reply::json(StatusCode::OK, &body))
             }
-            OpKind::Validate | OpKind::StopProtection | OpKind::Sync => {
-                Ok(Reply::json(StatusCode::OK, &job))
-            }
+            OpKind::Validate
+            | OpKind::StopProtection
+            | OpKind::Sync
+            | OpKind::ValidateRestore
+            | OpKind::Restore => Ok(Reply::json(StatusCode::OK, &job)),
         }
     }
 
