@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use blob_backup_operator::api::crd_yaml;
+use blob_backup_operator::api::{BlobRestore, crd_yaml, crd_yaml_of};
 use blob_backup_operator::controller::decide::Settings;
 use blob_backup_operator::controller::kubernetes_version;
 use blob_backup_operator::controller::leader::{LeaderElectionConfig, run_as_leader};
@@ -69,11 +69,22 @@ struct Cli {
 enum Command {
     /// Run the controller: reconcile BlobBackupInstance resources against Azure.
     Run(Box<RunArgs>),
-    /// Print the BlobBackupInstance CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML (crds/<kind>.yaml).
+    Crd {
+        /// Which: blobbackupinstances (the default) or blobrestores.
+        #[arg(value_enum, default_value_t = CrdKind::Blobbackupinstances)]
+        kind: CrdKind,
+    },
     /// Serve the local Azure Data Protection emulator (the article's vault and account).
     #[cfg(feature = "embedded-vault")]
     VaultEmulator(EmulatorArgs),
+}
+
+/// The kinds `crd` prints, by plural.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    Blobbackupinstances,
+    Blobrestores,
 }
 
 #[derive(Debug, Args)]
@@ -520,7 +531,7 @@ async fn main() -> ExitCode {
             Ok(plan) => run(plan).await,
             Err(error) => return report(&error, EXIT_USAGE),
         },
-        Command::Crd => print_crd(),
+        Command::Crd { kind } => print_crd(kind),
         #[cfg(feature = "embedded-vault")]
         Command::VaultEmulator(args) => vault_emulator(args).await,
     };
@@ -553,8 +564,12 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
-fn print_crd() -> Result<()> {
-    print!("{}", crd_yaml().context("cannot render the CRD")?);
+fn print_crd(kind: CrdKind) -> Result<()> {
+    let yaml = match kind {
+        CrdKind::Blobbackupinstances => crd_yaml(),
+        CrdKind::Blobrestores => crd_yaml_of::<BlobRestore>(),
+    };
+    print!("{}", yaml.context("cannot render the CRD")?);
     Ok(())
 }
 

@@ -34,8 +34,24 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn health_tests() -> HealthTests {
-    serde_saphyr::from_str(&read(&argocd_dir().join("health_test.yaml"))).expect("health_test.yaml")
+/// Each kind's health check: its script, its cases, their input folder, its argocd-cm key.
+const CHECKS: [(&str, &str, &str, &str); 2] = [
+    (
+        "health.lua",
+        "health_test.yaml",
+        "testdata",
+        "resource.customizations.health.dataprotection.blobbackup.io_BlobBackupInstance",
+    ),
+    (
+        "restore-health.lua",
+        "restore_health_test.yaml",
+        "restore-testdata",
+        "resource.customizations.health.dataprotection.blobbackup.io_BlobRestore",
+    ),
+];
+
+fn health_tests(file: &str) -> HealthTests {
+    serde_saphyr::from_str(&read(&argocd_dir().join(file))).expect(file)
 }
 
 fn run_health(script: &str, resource: &serde_json::Value) -> mlua::Result<HealthStatus> {
@@ -60,9 +76,17 @@ fn run_health(script: &str, resource: &serde_json::Value) -> mlua::Result<Health
 
 #[test]
 fn health_lua_passes_every_case() {
-    let script = read(&argocd_dir().join("health.lua"));
-    let tests = health_tests();
-    assert!(!tests.tests.is_empty(), "health_test.yaml has no cases");
+    let mut failures = Vec::new();
+    for (script, cases, _, _) in CHECKS {
+        failures.extend(failed_cases(script, cases));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn failed_cases(script: &str, cases: &str) -> Vec<String> {
+    let script = read(&argocd_dir().join(script));
+    let tests = health_tests(cases);
+    assert!(!tests.tests.is_empty(), "{cases} has no cases");
     let mut failures = Vec::new();
     for case in &tests.tests {
         let resource: serde_json::Value =
@@ -77,43 +101,47 @@ fn health_lua_passes_every_case() {
             Err(e) => failures.push(format!("{}: the script failed: {e}", case.input_path)),
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures
 }
 
 #[test]
 fn every_testdata_file_is_a_case() {
-    let cases: BTreeSet<String> = health_tests()
-        .tests
-        .into_iter()
-        .map(|case| case.input_path)
-        .collect();
-    let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join("testdata"))
-        .expect("testdata")
-        .map(|entry| {
-            format!(
-                "testdata/{}",
-                entry.expect("entry").file_name().to_string_lossy()
-            )
-        })
-        .collect();
-    assert_eq!(files, cases, "testdata/ and health_test.yaml disagree");
+    for (_, cases_file, folder, _) in CHECKS {
+        let cases: BTreeSet<String> = health_tests(cases_file)
+            .tests
+            .into_iter()
+            .map(|case| case.input_path)
+            .collect();
+        let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join(folder))
+            .expect(folder)
+            .map(|entry| {
+                format!(
+                    "{folder}/{}",
+                    entry.expect("entry").file_name().to_string_lossy()
+                )
+            })
+            .collect();
+        assert_eq!(files, cases, "{folder}/ and {cases_file} disagree");
+    }
 }
 
 #[test]
 fn status_null_is_waiting_for_controller() {
-    let script = read(&argocd_dir().join("health.lua"));
     let resource = serde_json::json!({
         "metadata": {"name": "x", "generation": 1},
         "status": null,
     });
-    let got = run_health(&script, &resource).expect("script runs");
-    assert_eq!(
-        got,
-        HealthStatus {
-            status: "Progressing".into(),
-            message: "Waiting for controller".into(),
-        }
-    );
+    for (script, _, _, _) in CHECKS {
+        let got = run_health(&read(&argocd_dir().join(script)), &resource).expect("script runs");
+        assert_eq!(
+            got,
+            HealthStatus {
+                status: "Progressing".into(),
+                message: "Waiting for controller".into(),
+            },
+            "{script}"
+        );
+    }
 }
 
 #[test]
@@ -126,10 +154,11 @@ fn argocd_cm_patch_carries_health_lua() {
     let cm: ConfigMap =
         serde_saphyr::from_str(&read(&argocd_dir().join("argocd-cm-patch.yaml"))).expect("yaml");
     assert_eq!(cm.metadata["name"], "argocd-cm");
-    let key = "resource.customizations.health.dataprotection.blobbackup.io_BlobBackupInstance";
-    let embedded = cm.data.get(key).expect("the health customization key");
-    assert!(
-        *embedded == read(&argocd_dir().join("health.lua")),
-        "deploy/argocd/argocd-cm-patch.yaml is stale: run scripts/render-deploy.sh"
-    );
+    for (script, _, _, key) in CHECKS {
+        let embedded = cm.data.get(key).expect("the health customization key");
+        assert!(
+            *embedded == read(&argocd_dir().join(script)),
+            "deploy/argocd/argocd-cm-patch.yaml is stale ({script}): run scripts/render-deploy.sh"
+        );
+    }
 }

@@ -93,6 +93,10 @@ fn operator_rules() -> Value {
          "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobbackupinstances/status"],
          "verbs": ["patch"]},
+        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobrestores"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobrestores/status"],
+         "verbs": ["patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }
@@ -446,36 +450,53 @@ fn values_schema_rejects_unknown_auth_modes() {
 #[test]
 fn crd_is_installed_and_kept_by_default() {
     let docs = render_ok(&[]);
-    let crd = one(&docs, "CustomResourceDefinition");
-    assert_eq!(
-        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
-        "keep"
-    );
-    let source: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(repo().join("crds/blobbackupinstances.yaml")).expect("crds/"),
-    )
-    .expect("crds/blobbackupinstances.yaml");
-    assert_eq!(crd["metadata"]["name"], source["metadata"]["name"]);
-    assert_eq!(
-        crd["spec"], source["spec"],
-        "the chart's CRD differs from crds/"
-    );
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), CRDS.len());
+    for file in CRDS {
+        let source: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(repo().join(file)).expect(file))
+                .expect(file);
+        let crd = crds
+            .iter()
+            .find(|crd| crd["metadata"]["name"] == source["metadata"]["name"])
+            .unwrap_or_else(|| panic!("the chart does not install {file}"));
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+        assert_eq!(
+            crd["spec"], source["spec"],
+            "the chart's CRD differs from {file}"
+        );
+    }
 
     let not_kept = render_ok(&["--set", "crds.keep=false"]);
-    let crd = one(&not_kept, "CustomResourceDefinition");
-    assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    for crd in of_kind(&not_kept, "CustomResourceDefinition") {
+        assert!(crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null());
+    }
 
     let without = render_ok(&["--set", "crds.install=false"]);
     assert!(of_kind(&without, "CustomResourceDefinition").is_empty());
 }
 
+/// The CRDs of crds/ (the chart's copies, in the same order, are below).
+const CRDS: [&str; 2] = ["crds/blobbackupinstances.yaml", "crds/blobrestores.yaml"];
+
 #[test]
 fn chart_crd_copy_equals_crds_dir() {
     let read = |path: &str| std::fs::read_to_string(repo().join(path)).expect(path);
-    assert!(
-        read("charts/blob-backup-operator/files/crd.yaml") == read("crds/blobbackupinstances.yaml"),
-        "charts/blob-backup-operator/files/crd.yaml is stale: run scripts/render-deploy.sh"
-    );
+    for (copy, file) in [
+        "charts/blob-backup-operator/files/crd.yaml",
+        "charts/blob-backup-operator/files/crd-blobrestores.yaml",
+    ]
+    .into_iter()
+    .zip(CRDS)
+    {
+        assert!(
+            read(copy) == read(file),
+            "{copy} is stale: run scripts/render-deploy.sh"
+        );
+    }
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod kubernetes_version;
 pub mod leader;
 pub mod pacing;
 mod requeue;
+pub mod restore;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -226,7 +227,7 @@ impl Error {
 
     /// Whether someone else changed the resource in between (409: a stale resourceVersion, or
     /// a failed JSON patch `test`): worth retrying at once against the new state.
-    fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         self.api_status() == Some(409)
     }
 
@@ -386,27 +387,15 @@ impl Context {
     /// Publishes the decision's Events; a failure is logged, never fatal (the status says
     /// the same).
     async fn publish(&self, obj: &BlobBackupInstance, events: &[EventSpec]) {
-        if events.is_empty() {
-            return;
-        }
         let reference = obj.object_ref(&());
-        for spec in events {
-            let event = Event {
-                type_: match spec.type_ {
-                    EventType::Normal => KubeEventType::Normal,
-                    EventType::Warning => KubeEventType::Warning,
-                },
-                reason: spec.reason.as_str().to_owned(),
-                note: Some(spec.note.clone()),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            match self.recorder().publish(&event, &reference).await {
-                Ok(()) => self.metrics.record_event(spec.reason.as_str()),
-                Err(error) => warn!(reason = %spec.reason, %error, "cannot publish an event"),
-            }
-            info!(reason = %spec.reason, "{}", spec.note);
-        }
+        publish_events(
+            || self.recorder(),
+            &self.metrics,
+            &reference,
+            events,
+            "Reconcile",
+        )
+        .await;
     }
 
     /// Adds the finalizer with a JSON patch whose `test` fails if the finalizers changed
@@ -488,34 +477,18 @@ impl Context {
         obj: &BlobBackupInstance,
         precious: bool,
     ) -> Result<BlobBackupInstance, Error> {
-        let attempts = if precious { STATUS_WRITE_ATTEMPTS } else { 1 };
-        let mut pause = STATUS_WRITE_RETRY;
-        let mut attempt = 1;
-        loop {
-            match apply_status(api, obj).await {
-                Ok(written) => {
-                    self.metrics.record_status_write();
-                    return Ok(written);
+        match apply_status_retrying(api, obj, &obj.status, precious, &self.metrics).await {
+            Ok(written) => Ok(written),
+            Err(error) => {
+                if precious && let Some(status) = &obj.status {
+                    warn!(%error, "cannot record the Azure operation just started; keeping it to write first on the next reconcile");
+                    let uid = obj.metadata.uid.clone().unwrap_or_default();
+                    lock(&self.memory)
+                        .entry(object_key(obj))
+                        .or_default()
+                        .unwritten = Some((uid, status.clone()));
                 }
-                // A refusal (409: a stale resourceVersion, 422: invalid) would only be
-                // refused again; network trouble, 429 and 5xx may pass on a second try.
-                Err(error) if attempt < attempts && !is_refusal(&error) => {
-                    warn!(%error, attempt, "cannot record the Azure operation just started; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                }
-                Err(error) => {
-                    if precious && let Some(status) = &obj.status {
-                        warn!(%error, "cannot record the Azure operation just started; keeping it to write first on the next reconcile");
-                        let uid = obj.metadata.uid.clone().unwrap_or_default();
-                        lock(&self.memory)
-                            .entry(object_key(obj))
-                            .or_default()
-                            .unwritten = Some((uid, status.clone()));
-                    }
-                    return Err(Error::WriteStatus(error));
-                }
+                Err(Error::WriteStatus(error))
             }
         }
     }
@@ -607,6 +580,68 @@ impl Context {
     }
 }
 
+/// Applies `status` to `obj` ([`apply_status_of`]). A status that records an Azure write
+/// (`precious`: its intent or its poll URL) is retried a few times on transient trouble: a
+/// refusal (409: a stale resourceVersion, 422: invalid) would only be refused again; network
+/// trouble, 429 and 5xx may pass on a second try.
+pub(crate) async fn apply_status_retrying<K>(
+    api: &Api<K>,
+    obj: &K,
+    status: &impl serde::Serialize,
+    precious: bool,
+    metrics: &Metrics,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let attempts = if precious { STATUS_WRITE_ATTEMPTS } else { 1 };
+    let mut pause = STATUS_WRITE_RETRY;
+    let mut attempt = 1;
+    loop {
+        match apply_status_of(api, obj, status).await {
+            Ok(written) => {
+                metrics.record_status_write();
+                return Ok(written);
+            }
+            Err(error) if attempt < attempts && !is_refusal(&error) => {
+                warn!(%error, attempt, "cannot record the Azure operation's state; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Publishes `events` about `reference` (Kubernetes Events, each through the Recorder
+/// `recorder` hands out, counted in `metrics`, and logged); a failure is logged, never fatal.
+pub(crate) async fn publish_events(
+    recorder: impl Fn() -> Recorder,
+    metrics: &Metrics,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    events: &[EventSpec],
+    action: &str,
+) {
+    for spec in events {
+        let event = Event {
+            type_: match spec.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: spec.reason.as_str().to_owned(),
+            note: Some(spec.note.clone()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        match recorder().publish(&event, reference).await {
+            Ok(()) => metrics.record_event(spec.reason.as_str()),
+            Err(error) => warn!(reason = %spec.reason, %error, "cannot publish an event"),
+        }
+        info!(reason = %spec.reason, "{}", spec.note);
+    }
+}
+
 /// Writes `obj.status` by server-side apply on the status subresource, as the one field manager
 /// of the status (forced: the status is ours alone). The apply carries the resourceVersion the
 /// status was decided on, so a writer that decided on a stale copy (a replica that lost its
@@ -615,12 +650,24 @@ pub async fn apply_status(
     api: &Api<BlobBackupInstance>,
     obj: &BlobBackupInstance,
 ) -> Result<BlobBackupInstance, kube::Error> {
+    apply_status_of(api, obj, &obj.status).await
+}
+
+/// [`apply_status`] for any kind: `status` applied to `obj` (on its resourceVersion).
+pub(crate) async fn apply_status_of<K>(
+    api: &Api<K>,
+    obj: &K,
+    status: &impl serde::Serialize,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut body = json!({
-        "apiVersion": BlobBackupInstance::api_version(&()),
-        "kind": BlobBackupInstance::kind(&()),
-        "status": obj.status,
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
     });
-    if let Some(version) = &obj.metadata.resource_version {
+    if let Some(version) = &obj.meta().resource_version {
         body["metadata"] = json!({"resourceVersion": version});
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -938,6 +985,17 @@ pub async fn run(
     let mut settings = config.settings.clone();
     settings.instance_actions_supported = arm.supports_instance_actions();
     settings.api_version = arm.api_version().to_owned();
+    // BlobRestore resources have a controller of their own, run and stopped with this one.
+    let (stop_restores, restores_stopped) = futures::channel::oneshot::channel::<()>();
+    let mut stop_restores = Some(stop_restores);
+    let restores = restore::run(
+        client.clone(),
+        arm.clone(),
+        config.clone(),
+        metrics.clone(),
+        restores_stopped.map(|_| ()),
+    );
+    let mut restores_done = false;
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -1010,20 +1068,30 @@ pub async fn run(
     // Beats while this loop turns, so /healthz fails if it wedges.
     let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(controller, shutdown, synced);
+    tokio::pin!(controller, shutdown, synced, restores);
     let mut stop = Some(stop);
     loop {
         tokio::select! {
             () = &mut controller => break,
+            () = &mut restores, if !restores_done => restores_done = true,
             _ = heartbeat.tick() => health.heartbeat(),
             () = &mut shutdown, if stop.is_some() => {
                 info!("shutting down: letting the reconciles in flight finish");
                 if let Some(stop) = stop.take() {
                     let _ = stop.send(());
                 }
+                if let Some(stop) = stop_restores.take() {
+                    let _ = stop.send(());
+                }
             }
             () = &mut synced => {}
         }
+    }
+    if let Some(stop) = stop_restores.take() {
+        let _ = stop.send(());
+    }
+    if !restores_done {
+        restores.await;
     }
     health.set_watching(false);
     info!("controller stopped");

@@ -35,7 +35,10 @@ pub const OPERATOR_NAME: &str = "blob-backup-operator";
 pub fn envtest_options() -> Options {
     Options {
         service_account: ServiceAccount::new(OPERATOR_NAMESPACE, OPERATOR_NAME),
-        crds: vec![repo().join("crds/blobbackupinstances.yaml")],
+        crds: vec![
+            repo().join("crds/blobbackupinstances.yaml"),
+            repo().join("crds/blobrestores.yaml"),
+        ],
     }
 }
 
