@@ -204,3 +204,31 @@ fn the_examples_are_valid_restores_of_the_backup_examples() {
         assert!(backups.contains(&format!("name: {source}\n")), "{source}");
     }
 }
+
+/// An enum listing null (schemars' spelling of an optional enum) is a schema the apiserver
+/// refuses to install (v1.19 answers "per-version schemas may not all be set to identical
+/// values"): none may have one.
+#[test]
+fn no_enum_lists_null() {
+    fn walk(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map
+                    .get("enum")
+                    .and_then(Value::as_array)
+                    .is_some_and(|values| values.contains(&Value::Null))
+                {
+                    out.push(path.to_owned());
+                }
+                for (key, inner) in map {
+                    walk(inner, &format!("{path}/{key}"), out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, path, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(&schema(), "", &mut found);
+    assert!(found.is_empty(), "enums with null: {found:?}");
+}

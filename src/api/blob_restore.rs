@@ -163,6 +163,10 @@ pub enum RestorePhase {
     Failed,
 }
 
+fn restore_phase_schema(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<RestorePhase>()
+}
+
 /// The observed state of the restore.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -173,6 +177,9 @@ pub struct BlobRestoreStatus {
 
     /// Pending, Validating, Restoring, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Left out when unset, never null: an enum listing null is a schema the apiserver (up to
+    // at least v1.19) refuses to install.
+    #[schemars(schema_with = "restore_phase_schema")]
     pub phase: Option<RestorePhase>,
 
     /// The backup instance restored from (the source's, recorded when the restore point is
