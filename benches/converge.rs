@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         refill_per_second: args.write_refill.unwrap_or(refill),
     });
     let retry_after = Duration::from_secs(
-        vault_emulator::Settings {
+        vault_emulator::ServiceBehavior {
             latency,
             ..Default::default()
         }

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use blob_backup_operator::api::{BlobRestore, crd_yaml, crd_yaml_of};
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::controller::kubernetes_version;
 use blob_backup_operator::controller::leader::{LeaderElectionConfig, run_as_leader};
-use blob_backup_operator::controller::{self, ControllerConfig, KubeClients};
+use blob_backup_operator::controller::{self, ControllerConfig, KubeClients, WriteBudget};
 use blob_backup_operator::telemetry::{self, HealthState, LogFormat, Metrics, Role};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
@@ -319,7 +319,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn parse_retry_after_max(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
-    let shortest = Settings::default().retry_after_min;
+    let shortest = Timing::default().retry_after_min;
     let longest = Duration::from_secs(24 * 3600);
     if duration < shortest || duration > longest {
         return Err(format!(
@@ -447,20 +447,23 @@ impl RunArgs {
         };
 
         let watch_namespace = non_blank(&self.watch_namespace);
-        let settings = Settings {
+        let timing = Timing {
             resync_interval: self.resync_interval,
             stalled_retry_max: self.stalled_retry_max,
             retry_after_max: self.retry_after_max,
-            write_burst: self.azure_write_burst,
-            write_refill: Duration::from_secs_f64(1.0 / self.azure_write_rate),
-            ..Settings::default()
+            ..Timing::default()
+        };
+        let write_budget = WriteBudget {
+            burst: self.azure_write_burst,
+            refill: Duration::from_secs_f64(1.0 / self.azure_write_rate),
         };
         Ok(Plan {
             azure,
             controller: ControllerConfig {
                 watch_namespace,
                 concurrency: self.concurrency,
-                settings,
+                timing,
+                write_budget,
                 reporting_instance: env_setting("POD_NAME").or_else(|| env_setting("HOSTNAME")),
                 ..ControllerConfig::default()
             },

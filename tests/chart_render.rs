@@ -773,7 +773,6 @@ fn prometheus_rule_alerts_on_series_the_operator_exports() {
         Some(500),
         std::time::Duration::from_millis(1),
     );
-    metrics.observe_instance("team-a/msblobbackup", None, false, None, None);
     metrics.set_leader(true);
     let exported = metrics
         .encode(ExpositionFormat::PrometheusText)

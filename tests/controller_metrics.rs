@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::telemetry::{self, ExpositionFormat, HealthState};
 use dataprotection::operation_ids as ops;
 use testkit::fake_apiserver::Verb;
 use testkit::scenario::{
     Harness, NS, RESOURCE, WAIT, account, add_accounts, controller_config, emulator_config,
-    spawn_operator, spec, stopped, test_settings,
+    spawn_operator, spec, stopped, test_timing,
 };
 use tokio::sync::watch;
 
@@ -217,17 +217,17 @@ async fn metrics_after_a_scenario_name_what_happened() {
     ));
 
     // The stalled resource retries after a minute: nothing moves once the scenario is over.
-    let settings = Settings {
+    let timing = Timing {
         stalled_retry_base: Duration::from_secs(60),
         stalled_retry_max: Duration::from_secs(60),
-        ..test_settings()
+        ..test_timing()
     };
     let (stop_controller, controller_stopped) = watch::channel(false);
     let operator = spawn_operator(
         h.api.client_in(NS).unwrap(),
         h.arm(dataprotection::DEFAULT_API_VERSION),
         None,
-        controller_config(settings, "metrics-test"),
+        controller_config(timing, "metrics-test"),
         &metrics,
         &health,
         &controller_stopped,
@@ -453,7 +453,7 @@ async fn the_gauges_start_over_with_each_leader_term() {
     let h = Harness::start(config).await;
     let create_in_flight = r#"bbo_operations_in_flight{action="Create"} 1"#;
 
-    let first = h.controller(test_settings());
+    let first = h.controller(test_timing());
     h.create(NAME, spec(&account(NAME), "BlobBackup-Policy"));
     h.wait_metrics(&[create_in_flight, r#"bbo_instances_ready{ready="false"} 1"#])
         .await;
@@ -472,7 +472,7 @@ async fn the_gauges_start_over_with_each_leader_term() {
 
     // The PUT's operation ends while nobody leads; the next term finds it done.
     tokio::time::sleep(latency + Duration::from_millis(200)).await;
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     h.wait_ready(NAME).await;
     h.wait_metrics(&[
         r#"bbo_operations_in_flight{action="Create"} 0"#,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use blob_backup_operator::api::{BlobBackupInstance, BlobBackupInstanceStatus};
-use blob_backup_operator::controller::{self, decide::Settings};
+use blob_backup_operator::controller::{self, ControllerConfig, WriteBudget, decide::Timing};
 use dataprotection::{
     self, BackupInstance, BackupInstanceId, LroStart, OperationStatus, PolicyId, StorageAccountId,
     VaultId, operation_ids as ops,
@@ -19,18 +19,18 @@ use serde_json::{Value, json};
 use testkit::fake_apiserver::{Subresource, Verb};
 use testkit::scenario::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
-    add_accounts, condition, emulator_config, has_finalizer, spec, test_settings,
+    add_accounts, condition, controller_config, emulator_config, has_finalizer, spec, test_timing,
 };
 use vault_emulator::ThrottleSettings;
 
 /// The article's resource, Ready, under a controller that resyncs every `interval`.
 async fn protected_with_resync(interval: Duration) -> (Harness, RunningController, Value) {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let settings = Settings {
+    let timing = Timing {
         resync_interval: interval,
-        ..test_settings()
+        ..test_timing()
     };
-    let controller = h.controller(settings);
+    let controller = h.controller(timing);
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     let ready = h.wait_ready("msblobbackup").await;
     (h, controller, ready)
@@ -58,7 +58,7 @@ fn assert_mentions(text: &str, needles: &[&str]) {
 #[tokio::test]
 async fn create_from_nothing_to_ready() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let created = h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
 
@@ -156,7 +156,7 @@ async fn adopts_an_existing_instance_without_a_put() {
     }
     h.emulator.admin().reset_counts();
 
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let mut adopted = spec(ACCOUNT, "BlobBackup-Policy");
     adopted["backupInstanceName"] = json!("msblobbackup-existing");
     h.create("adopted", adopted);
@@ -178,7 +178,7 @@ async fn adopts_an_existing_instance_without_a_put() {
 #[tokio::test]
 async fn policy_change_updates_in_place() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     h.wait_ready("msblobbackup").await;
     h.emulator.admin().reset_counts();
@@ -221,7 +221,7 @@ async fn already_protected_elsewhere_stalls_naming_the_vault() {
         .admin()
         .protect_elsewhere(ACCOUNT, OTHER_VAULT)
         .unwrap();
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     let stalled = h
         .wait_condition("msblobbackup", "Stalled", "True", "AlreadyProtected")
@@ -255,7 +255,7 @@ async fn already_protected_elsewhere_stalls_naming_the_vault() {
 async fn missing_permission_stalls_then_heals_once_granted() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
     h.emulator.admin().revoke_role(ACCOUNT).unwrap();
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     let stalled = h
         .wait_condition("msblobbackup", "Stalled", "True", "MissingPermissions")
@@ -294,7 +294,7 @@ async fn missing_permission_stalls_then_heals_once_granted() {
 async fn delete_policy_deletes_the_instance_before_the_finalizer_goes() {
     // Slow operations, to see the resource wait for Azure's confirmation.
     let h = Harness::start(emulator_config(Duration::from_millis(600))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let deleting = ready_then_deleting(&h).await;
     assert!(
         has_finalizer(&deleting),
@@ -319,7 +319,7 @@ async fn delete_policy_deletes_the_instance_before_the_finalizer_goes() {
 #[tokio::test]
 async fn retain_policy_stops_protection_and_keeps_the_instance() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let mut vaulted = spec(&account("vaultedacct"), "BlobVaulted-Policy");
     vaulted["vaultedBackup"] = json!({"containers": ["images", "logs"]});
     vaulted["deletionPolicy"] = json!("Retain");
@@ -359,7 +359,7 @@ async fn retain_policy_stops_protection_and_keeps_the_instance() {
 #[tokio::test]
 async fn orphan_policy_leaves_azure_untouched() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let mut orphan = spec(&account("orphanacct"), "BlobBackup-Policy");
     orphan["deletionPolicy"] = json!("Orphan");
     h.create("orphan", orphan);
@@ -415,7 +415,7 @@ async fn instance_deleted_behind_the_operators_back_is_recreated() {
 async fn a_second_operator_resumes_the_recorded_operation() {
     // Operations long enough to kill the first operator while its PUT runs.
     let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
-    let first = h.controller(test_settings());
+    let first = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     let in_flight = h
         .wait_for("msblobbackup", "Create in progress", |o| {
@@ -430,7 +430,7 @@ async fn a_second_operator_resumes_the_recorded_operation() {
     first.kill().await;
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
 
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     let ready = h.wait_ready("msblobbackup").await;
     assert_eq!(ready["status"]["operation"]["pollUrl"], poll_url.as_str());
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
@@ -445,7 +445,7 @@ async fn a_second_operator_resumes_the_recorded_operation() {
 #[tokio::test]
 async fn a_forged_poll_url_gets_no_request_and_does_not_block_deletion() {
     let h = Harness::start(emulator_config(Duration::from_millis(600))).await;
-    let first = h.controller(test_settings());
+    let first = h.controller(test_timing());
     let deleting = ready_then_deleting(&h).await;
     first.kill().await;
 
@@ -471,7 +471,7 @@ async fn a_forged_poll_url_gets_no_request_and_does_not_block_deletion() {
     .expect("the emulator finishes the DELETE");
     let before = h.emulator.admin().request_counts();
 
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     h.wait_gone("msblobbackup").await;
     let after = h.emulator.admin().request_counts();
     let called: Vec<&String> = after
@@ -530,7 +530,7 @@ async fn status_is_written_only_when_it_changes() {
 #[tokio::test]
 async fn invalid_spec_stalls_naming_the_field_without_calling_azure() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     // The fake apiserver has no schema: this is a resource created under an older CRD.
     let mut bad = spec(ACCOUNT, "BlobBackup-Policy");
     bad["vault"]["id"] = json!(
@@ -567,7 +567,7 @@ async fn invalid_spec_stalls_naming_the_field_without_calling_azure() {
 #[tokio::test]
 async fn retain_on_an_api_version_without_stop_protection_keeps_the_finalizer() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller_with(test_settings(), "2021-01-01");
+    let controller = h.controller_with(test_timing(), "2021-01-01");
     let mut vaulted = spec(&account("vaultedacct"), "BlobVaulted-Policy");
     vaulted["vaultedBackup"] = json!({"containers": ["images"]});
     vaulted["deletionPolicy"] = json!("Retain");
@@ -591,7 +591,7 @@ async fn retain_on_an_api_version_without_stop_protection_keeps_the_finalizer() 
 #[tokio::test]
 async fn every_example_goes_ready_and_deletes_per_its_policy() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
     // All examples protect the article's account: one at a time, as their comments say.
     for (file, leaves_instance) in [
@@ -633,7 +633,7 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
     const FIRST: &str = "budgetfirst";
     const LATER: [&str; 2] = ["budgetsecond", "budgetthird"];
     let mut config = emulator_config(Duration::from_millis(100));
-    config.settings.throttle = Some(ThrottleSettings {
+    config.behavior.throttle = Some(ThrottleSettings {
         budget: 3,
         refill_per_second: 2.0,
     });
@@ -649,11 +649,16 @@ async fn writes_keep_to_the_budget_azure_reports_left() {
 
     // The controller's own copy of the bucket would let 200 writes go at once; its refill
     // (one write per 600 ms) is slower than Azure's.
-    let controller = h.controller(Settings {
-        write_burst: 200,
-        write_refill: Duration::from_millis(600),
-        ..test_settings()
-    });
+    let controller = h.controller_configured(
+        ControllerConfig {
+            write_budget: WriteBudget {
+                burst: 200,
+                refill: Duration::from_millis(600),
+            },
+            ..controller_config(test_timing(), "test")
+        },
+        dataprotection::DEFAULT_API_VERSION,
+    );
     h.create(FIRST, spec(&account(FIRST), "BlobBackup-Policy"));
     let first_write_answered = h
         .api
@@ -684,14 +689,14 @@ async fn a_status_write_refused_as_invalid_is_not_retried_at_once() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
     // A 422 is no conflict: retrying it at once (every retry_after_min, 50 ms here) only
     // hammers the API server. It waits for the longest Stalled backoff.
-    let settings = Settings {
+    let timing = Timing {
         stalled_retry_max: Duration::from_secs(60),
-        ..test_settings()
+        ..test_timing()
     };
     h.api.fail_next_where(100, 422, |info| {
         info.verb == Verb::Patch && info.subresource.as_deref() == Some("status")
     });
-    let controller = h.controller(settings);
+    let controller = h.controller(timing);
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     h.api
         .wait_for(WAIT, |_| h.status_writes("msblobbackup") >= 1)
@@ -724,7 +729,7 @@ fn fail_status_writes_after(h: &Harness, operation: &'static str, armed: Arc<Ato
 async fn an_operation_that_cannot_be_recorded_is_never_sent_twice() {
     // Operations long enough that the first status writes fail while they still run.
     let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     let armed = Arc::new(AtomicBool::new(true));
     fail_status_writes_after(&h, ops::CREATE_OR_UPDATE, armed.clone());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
@@ -765,7 +770,7 @@ async fn an_operation_that_cannot_be_recorded_is_never_sent_twice() {
 #[tokio::test]
 async fn a_restart_after_an_unrecorded_put_takes_the_instance_as_its_outcome() {
     let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
-    let first = h.controller(test_settings());
+    let first = h.controller(test_timing());
     let armed = Arc::new(AtomicBool::new(true));
     fail_status_writes_after(&h, ops::CREATE_OR_UPDATE, armed.clone());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
@@ -784,7 +789,7 @@ async fn a_restart_after_an_unrecorded_put_takes_the_instance_as_its_outcome() {
     first.kill().await;
     armed.store(false, Ordering::SeqCst);
 
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     h.wait_ready("msblobbackup").await;
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
     assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1, "one validation");
@@ -838,7 +843,7 @@ async fn a_conflict_is_retried_against_a_fresh_read() {
     h.api.fail_next_where(1, 409, |info| {
         info.verb == Verb::Patch && info.subresource.as_deref() == Some("status")
     });
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     h.wait_ready("msblobbackup").await;
     let requests = h.api.requests();
@@ -866,7 +871,7 @@ async fn a_conflict_is_retried_against_a_fresh_read() {
 #[tokio::test]
 async fn a_crash_right_after_the_puts_intent_sends_one_put() {
     let h = Harness::start(emulator_config(Duration::from_millis(300))).await;
-    let first = h.controller(test_settings());
+    let first = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
     // Killed as soon as the intent is stored: before the PUT went out, or just after.
     h.wait_for("msblobbackup", "the PUT's intent", |o| {
@@ -878,7 +883,7 @@ async fn a_crash_right_after_the_puts_intent_sends_one_put() {
     let sent_before = h.azure(ops::CREATE_OR_UPDATE);
     assert!(sent_before <= 1);
 
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     h.wait_ready("msblobbackup").await;
     assert_eq!(
         h.azure(ops::CREATE_OR_UPDATE),

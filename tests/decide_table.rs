@@ -8,11 +8,13 @@ use blob_backup_operator::api::{
     Condition, ConditionStatus, DeletionPolicy, FINALIZER, OperationAction, OperationPhase,
     PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
 };
+use blob_backup_operator::controller::Error;
 use blob_backup_operator::controller::decide::{
-    Action, AzureCall, AzureErrorDetail, Decision, ErrorClass, LastRecoveryPoint, Observation,
-    ObservedError, ObservedInstance, PollHandle, PolledStatus, Reason, Requeue, Settings,
-    current_operation, decide,
+    Action, AzureApi, AzureCall, AzureErrorDetail, Decision, ErrorClass, EventSpec,
+    LastRecoveryPoint, Observation, ObservedError, ObservedId, ObservedInstance, PollHandle,
+    PolledStatus, Reason, Requeue, Settings, Timing, current_operation, decide,
 };
+use blob_backup_operator::controller::steps::{Effects, Next, run_steps};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -207,9 +209,9 @@ fn deleting(mut obj: BlobBackupInstance, policy: DeletionPolicy) -> BlobBackupIn
 
 fn instance(protection: &str) -> ObservedInstance {
     ObservedInstance {
-        id: instance_id(),
-        datasource_id: ACCOUNT.into(),
-        policy_id: policy_id("BlobBackup-Policy"),
+        id: ObservedId::parse(&instance_id()),
+        datasource_id: ObservedId::parse(ACCOUNT),
+        policy_id: ObservedId::parse(&policy_id("BlobBackup-Policy")),
         containers: None,
         protection_status: Some(protection.into()),
         protection_state: Some(protection.into()),
@@ -730,8 +732,11 @@ fn retry_after_is_clamped() {
     )
     .requeue(secs(15));
     let waits = |min: u64, max: u64| Settings {
-        retry_after_min: Duration::from_secs(min),
-        retry_after_max: Duration::from_secs(max),
+        timing: Timing {
+            retry_after_min: Duration::from_secs(min),
+            retry_after_max: Duration::from_secs(max),
+            ..Timing::default()
+        },
         ..Settings::default()
     };
     let settings = waits(5, 20);
@@ -800,12 +805,12 @@ fn adoption_and_conflicts() {
     .events(&[Reason::Adopted, Reason::Protected]);
 
     let mut shouting = instance("ProtectionConfigured");
-    shouting.datasource_id = ACCOUNT.to_uppercase();
+    shouting.datasource_id = ObservedId::parse(&ACCOUNT.to_uppercase());
     row("ARM ids compare case-insensitively", bbi(), found(shouting))
         .events(&[Reason::Adopted, Reason::Protected]);
 
     let mut other = instance("ProtectionConfigured");
-    other.datasource_id = ACCOUNT.replace("msblobbackup", "someoneelse");
+    other.datasource_id = ObservedId::parse(&ACCOUNT.replace("msblobbackup", "someoneelse"));
     row(
         "instance of that name protects another account",
         bbi(),
@@ -817,6 +822,17 @@ fn adoption_and_conflicts() {
     .message_has(READY, "spec.backupInstanceName")
     .events(&[Reason::InstanceConflict])
     .requeue(secs(10));
+
+    let mut garbled = instance("ProtectionConfigured");
+    garbled.datasource_id = ObservedId::parse("msblobbackup");
+    row(
+        "an account id Azure sends that is no ARM id is no match",
+        bbi(),
+        found(garbled),
+    )
+    .action("None")
+    .health(False, Reason::InstanceConflict)
+    .message_has(READY, "protects msblobbackup, not");
 }
 
 #[test]
@@ -950,7 +966,10 @@ fn validation_failures() {
     )
     .requeue(secs(120));
     let settings = Settings {
-        stalled_retry_max: Duration::from_secs(45),
+        timing: Timing {
+            stalled_retry_max: Duration::from_secs(45),
+            ..Timing::default()
+        },
         ..Settings::default()
     };
     row_with(
@@ -1308,8 +1327,10 @@ fn drift_and_protection_errors() {
     .action("None")
     .health(False, Reason::ProtectionError);
     let old_api = Settings {
-        instance_actions_supported: false,
-        api_version: "2021-01-01".into(),
+        azure: AzureApi {
+            instance_actions_supported: false,
+            api_version: "2021-01-01".into(),
+        },
         ..Settings::default()
     };
     row_with(
@@ -1352,7 +1373,7 @@ fn drift_and_protection_errors() {
     .requeue(secs(120));
 
     let mut fixed = instance("ProtectionError");
-    fixed.policy_id = policy_id("Old-Policy");
+    fixed.policy_id = ObservedId::parse(&policy_id("Old-Policy"));
     row(
         "protection error and a spec change: PUT update",
         ready(),
@@ -1588,7 +1609,7 @@ fn deletion() {
     .action("RemoveFinalizer");
 
     let mut other = instance("ProtectionConfigured");
-    other.datasource_id = ACCOUNT.replace("msblobbackup", "someoneelse");
+    other.datasource_id = ObservedId::parse(&ACCOUNT.replace("msblobbackup", "someoneelse"));
     row(
         "the name belongs to another account's instance: leave it",
         deleting(bbi(), DeletionPolicy::Delete),
@@ -1628,8 +1649,10 @@ fn deletion() {
     )
     .action("RemoveFinalizer");
     let old_api = Settings {
-        instance_actions_supported: false,
-        api_version: "2021-01-01".into(),
+        azure: AzureApi {
+            instance_actions_supported: false,
+            api_version: "2021-01-01".into(),
+        },
         ..Settings::default()
     };
     row_with(
@@ -1747,7 +1770,9 @@ fn last_transition_time_moves_only_when_status_flips() {
     assert_eq!(time_of(STALLED), Time(t0()));
 }
 
-/// Drives decide like the controller: applies statuses and finalizer changes, answers actions.
+/// The world of the controller's own loop ([`run_steps`]) in a test: the resource as the
+/// API server holds it, the status writes, finalizer changes and Events the loop makes, and the
+/// Azure calls it sends, answered by the test.
 struct World {
     obj: BlobBackupInstance,
     now: Timestamp,
@@ -1756,34 +1781,85 @@ struct World {
     events: Vec<Reason>,
 }
 
-impl World {
-    fn reconcile(&mut self, answer: &mut dyn FnMut(&Action) -> Observation) -> Requeue {
-        let mut observation = Observation::None;
-        for _ in 0..8 {
-            let d = decide(&self.obj, &observation, self.now, &Settings::default());
-            self.events.extend(d.events.iter().map(|e| e.reason));
-            if let Some(status) = d.status {
-                self.status_writes += 1;
-                self.obj.status = Some(status);
-            }
-            observation = match &d.action {
-                Action::None => return d.requeue,
-                Action::AddFinalizer => {
-                    self.obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
-                    Observation::None
-                }
-                Action::RemoveFinalizer => {
-                    self.obj.metadata.finalizers = None;
-                    return d.requeue;
-                }
-                other => {
-                    self.calls
-                        .push(action_name(other).split(' ').next().unwrap().to_owned());
-                    answer(other)
-                }
-            };
+type Answer<'a> = dyn FnMut(&Action) -> Observation + Send + 'a;
+
+/// One reconcile's effects on a [`World`].
+struct Recording<'w, 'a> {
+    world: &'w mut World,
+    answer: &'w mut Answer<'a>,
+}
+
+impl Effects for Recording<'_, '_> {
+    type Admission = ();
+
+    fn now(&self) -> Timestamp {
+        self.world.now
+    }
+
+    fn leads(&self) -> bool {
+        true
+    }
+
+    fn admit_write(&mut self) -> Result<(), Duration> {
+        Ok(())
+    }
+
+    async fn write_status(
+        &mut self,
+        obj: &BlobBackupInstance,
+        _precious: bool,
+    ) -> Result<BlobBackupInstance, Error> {
+        self.world.status_writes += 1;
+        self.world.obj.status = obj.status.clone();
+        Ok(self.world.obj.clone())
+    }
+
+    async fn add_finalizer(
+        &mut self,
+        _obj: &BlobBackupInstance,
+    ) -> Result<BlobBackupInstance, Error> {
+        self.world.obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        Ok(self.world.obj.clone())
+    }
+
+    async fn remove_finalizer(&mut self, _obj: &BlobBackupInstance) -> Result<(), Error> {
+        self.world.obj.metadata.finalizers = None;
+        Ok(())
+    }
+
+    async fn publish(&mut self, _obj: &BlobBackupInstance, events: &[EventSpec]) {
+        self.world.events.extend(events.iter().map(|e| e.reason));
+    }
+
+    async fn call_azure(&mut self, action: &Action) -> Option<Observation> {
+        if matches!(
+            action,
+            Action::None | Action::AddFinalizer | Action::RemoveFinalizer
+        ) {
+            return None;
         }
-        panic!("reconcile did not settle: {:#?}", self.obj.status);
+        self.world
+            .calls
+            .push(action_name(action).split(' ').next().unwrap().to_owned());
+        Some((self.answer)(action))
+    }
+
+    fn answered(&mut self, _: &BlobBackupInstance, _: &Observation, _: Option<()>) {}
+}
+
+impl World {
+    /// One reconcile by the controller's loop, Azure answering with `answer`.
+    fn reconcile(&mut self, answer: &mut Answer<'_>) -> Requeue {
+        let obj = self.obj.clone();
+        let mut effects = Recording {
+            world: self,
+            answer,
+        };
+        let next = futures::executor::block_on(run_steps(&mut effects, obj, &Settings::default()));
+        match next.expect("the recording world never fails") {
+            Next::Requeue(requeue) => requeue,
+            Next::Abandon => panic!("the recording world always leads"),
+        }
     }
 }
 
@@ -1833,9 +1909,10 @@ fn whole_create_and_delete_flow_is_minimal() {
         (ready_cond.status, ready_cond.reason.as_str()),
         (True, "ProtectionConfigured")
     );
-    // Decisions that changed something: 7 of the 10 (a controller that writes once per
-    // reconcile makes that 3). Polls that find the operation still running write nothing.
-    assert_eq!(world.status_writes, 7, "status writes");
+    // 7 of the 10 decisions changed the status; the loop writes it once per reconcile (3)
+    // plus each intent before an Azure write (validate, PUT): 5. Polls that find the operation
+    // still running write nothing.
+    assert_eq!(world.status_writes, 5, "status writes");
 
     let writes = world.status_writes;
     let mut azure_answers = |_: &Action| found(instance("ProtectionConfigured"));

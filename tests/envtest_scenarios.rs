@@ -15,7 +15,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::controller::leader::LeaderOutcome;
 use blob_backup_operator::controller::{FIELD_MANAGER, REPORTING_CONTROLLER};
 use blob_backup_operator::telemetry::Role;
@@ -29,7 +29,7 @@ use testkit::envtest::{self, Identity};
 use testkit::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster};
 use testkit::scenario::{
     ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, WAIT, account, add_accounts, condition,
-    emulator_config, has_finalizer, is_write, spec, test_settings,
+    emulator_config, has_finalizer, is_write, spec, test_timing,
 };
 
 /// The emulator's world with operations of `latency`.
@@ -44,7 +44,7 @@ async fn create_goes_ready_with_the_status_applied_by_the_operator() {
     let Some(c) = cluster("create-ready", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     let created = c
         .create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
@@ -132,7 +132,7 @@ async fn a_policy_change_sends_exactly_one_put() {
     let Some(c) = cluster("policy-change", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     c.wait_ready("msblobbackup").await;
@@ -195,7 +195,7 @@ async fn an_account_protected_elsewhere_stalls_as_already_protected() {
         .admin()
         .protect_elsewhere(ACCOUNT, OTHER_VAULT)
         .unwrap();
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     let stalled = c
@@ -221,7 +221,7 @@ async fn a_missing_permission_stalls_until_granted_then_goes_ready() {
         return;
     };
     c.emulator.admin().revoke_role(ACCOUNT).unwrap();
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     c.wait_condition("msblobbackup", "Stalled", "True", "MissingPermissions")
@@ -242,7 +242,7 @@ async fn each_deletion_policy_makes_exactly_its_azure_calls() {
     let Some(c) = cluster("deletion-policies", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     let mut orphan = spec(&account("orphanacct"), "BlobBackup-Policy");
     orphan["deletionPolicy"] = json!("Orphan");
     let mut retain = spec(&account("vaultedacct"), "BlobVaulted-Policy");
@@ -306,9 +306,9 @@ async fn an_instance_deleted_in_azure_is_recreated_with_a_drift_event() {
     let Some(c) = cluster("drift", FAST).await else {
         return;
     };
-    let controller = c.controller(Settings {
+    let controller = c.controller(Timing {
         resync_interval: Duration::from_millis(300),
-        ..test_settings()
+        ..test_timing()
     });
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
@@ -349,7 +349,7 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
                 && o["status"]["operation"]["status"] == "InProgress"
         }
     };
-    let first = c.controller(test_settings());
+    let first = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
     let creating = c
@@ -357,7 +357,7 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
         .await;
     first.kill().await;
 
-    let second = c.controller(test_settings());
+    let second = c.controller(test_timing());
     let ready = c.wait_ready("msblobbackup").await;
     assert_eq!(
         ready["status"]["operation"]["pollUrl"], creating["status"]["operation"]["pollUrl"],
@@ -374,7 +374,7 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
     c.wait_for("msblobbackup", "Delete in progress", in_progress("Delete"))
         .await;
     second.kill().await;
-    let third = c.controller(test_settings());
+    let third = c.controller(test_timing());
     c.wait_gone("msblobbackup").await;
     assert_eq!(c.azure(ops::DELETE), 1, "exactly one DELETE");
     assert!(c.emulator.admin().instances().is_empty());
@@ -607,7 +607,7 @@ async fn kubectl_waits_for_a_restore_to_be_ready() {
     let Some(c) = cluster("restore-kubectl-wait", FAST).await else {
         return;
     };
-    let controller = c.controller(test_settings());
+    let controller = c.controller(test_timing());
     let mut backup = spec(&account("vaultedacct"), "BlobVaulted-Policy");
     backup["vaultedBackup"] = json!({"containers": ["images"]});
     c.create("vaulted", backup).await;

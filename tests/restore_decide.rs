@@ -10,7 +10,7 @@ use blob_backup_operator::api::{
 };
 use blob_backup_operator::controller::decide::{
     AzureCall, AzureErrorDetail, ErrorClass, EventType, ObservedError, PollHandle, PolledStatus,
-    Reason, Requeue, Settings,
+    Reason, Requeue, Timing,
 };
 use blob_backup_operator::controller::restore::decide::{
     Action, Decision, Observation, Source, SourceInstance, authorise, decide,
@@ -57,8 +57,8 @@ fn source(vaulted: Option<&[&str]>) -> Source {
     })
 }
 
-fn settings() -> Settings {
-    Settings::default()
+fn settings() -> Timing {
+    Timing::default()
 }
 
 /// One decision step; `restore` takes the decided status, as the controller records it.

@@ -4,6 +4,8 @@
 //! when the controller dies between sending it and recording Azure's answer, or while the
 //! restore runs. Every wait is a condition with a timeout, never a sleep.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dataprotection::operation_ids as ops;
@@ -11,7 +13,7 @@ use serde_json::{Value, json};
 use testkit::fake_apiserver::Verb;
 use testkit::scenario::{
     Harness, NS, RunningController, WAIT, account, add_accounts, condition, emulator_config,
-    reasons, spec, test_settings,
+    reasons, spec, test_timing,
 };
 
 const RESTORES: &str = "blobrestores";
@@ -27,7 +29,7 @@ async fn vaulted_backup(latency: Duration) -> Harness {
 /// [`vaulted_backup`] under a running controller, the backup Ready.
 async fn backed_up(latency: Duration) -> (Harness, RunningController) {
     let h = vaulted_backup(latency).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     create_backup(&h);
     h.wait_ready("vaulted").await;
     (h, controller)
@@ -127,13 +129,17 @@ async fn a_vaulted_restore_runs_to_succeeded_with_an_event_per_step() {
 async fn a_controller_dying_between_the_restore_and_its_answer_never_sends_it_twice() {
     let h = vaulted_backup(Duration::from_millis(100)).await;
     let admin = h.emulator.admin().clone();
-    // Once the restore has reached Azure, the next status writes of the restore fail.
-    h.api.fail_next_where(3, 503, move |info| {
-        info.is_resource(RESTORES)
+    // Once the restore has reached Azure, every status write of the restore fails until the
+    // first controller is gone: it never records Azure's answer.
+    let first_alive = Arc::new(AtomicBool::new(true));
+    let armed = first_alive.clone();
+    h.api.fail_next_where(u64::MAX, 503, move |info| {
+        armed.load(Ordering::SeqCst)
+            && info.is_resource(RESTORES)
             && info.subresource.as_deref() == Some("status")
             && admin.request_count(ops::TRIGGER_RESTORE) > 0
     });
-    let first = h.controller(test_settings());
+    let first = h.controller(test_timing());
     create_backup(&h);
     h.wait_ready("vaulted").await;
     create_restore(&h, "images-back", latest_images());
@@ -148,8 +154,9 @@ async fn a_controller_dying_between_the_restore_and_its_answer_never_sends_it_tw
         .await
         .expect("the restore reached Azure");
     first.kill().await;
+    first_alive.store(false, Ordering::SeqCst);
 
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     let stalled = wait_restore(
         &h,
         "images-back",
@@ -194,7 +201,7 @@ async fn a_controller_killed_while_the_restore_runs_resumes_it() {
     first.kill().await;
     assert_eq!(h.azure(ops::TRIGGER_RESTORE), 1);
 
-    let second = h.controller(test_settings());
+    let second = h.controller(test_timing());
     let done = wait_restore(&h, "images-back", "Succeeded", |o| {
         o["status"]["phase"] == "Succeeded"
     })
@@ -220,7 +227,7 @@ async fn a_controller_killed_while_the_restore_runs_resumes_it() {
 #[tokio::test]
 async fn a_restore_waits_for_its_source_then_proceeds() {
     let h = vaulted_backup(Duration::from_millis(100)).await;
-    let controller = h.controller(test_settings());
+    let controller = h.controller(test_timing());
     create_restore(&h, "images-back", latest_images());
     let stalled = wait_restore(&h, "images-back", "Stalled=True (SourceNotReady)", |o| {
         has_condition(o, "Stalled", "True", "SourceNotReady")

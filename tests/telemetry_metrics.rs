@@ -2,9 +2,90 @@
 
 use std::time::Duration;
 
-use blob_backup_operator::api::OperationAction as Action;
-use blob_backup_operator::telemetry::{ExpositionFormat, HealthState, Metrics, Role};
+use blob_backup_operator::api::{BlobBackupInstance, OperationAction as Action};
+use blob_backup_operator::telemetry::{
+    ExpositionFormat, HealthState, Metrics, Role, WatchedInstances,
+};
 use dataprotection::RequestObserver;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher::Event;
+use serde_json::json;
+use testkit::scenario::{ACCOUNT, spec};
+
+/// The resources a controller's watch lists, counted by the metrics while it lives.
+struct Watch {
+    writer: Writer<BlobBackupInstance>,
+    _gauges: WatchedInstances,
+}
+
+impl Watch {
+    fn of(metrics: &Metrics) -> Self {
+        let (reader, writer) = reflector::store();
+        Self {
+            _gauges: metrics.watch_instances(reader),
+            writer,
+        }
+    }
+
+    /// The watch sees "namespace/name" with this Azure protection status, Ready condition
+    /// (`reason` `None`: no Ready condition) and operation in flight.
+    fn set(
+        &mut self,
+        key: &str,
+        protection_status: Option<&str>,
+        ready: bool,
+        reason: Option<&str>,
+        in_flight: Option<Action>,
+    ) {
+        let event = Event::Apply(instance(key, protection_status, ready, reason, in_flight));
+        self.writer.apply_watcher_event(&event);
+    }
+
+    /// The watch sees "namespace/name" deleted.
+    fn delete(&mut self, key: &str) {
+        let event = Event::Delete(instance(key, None, false, None, None));
+        self.writer.apply_watcher_event(&event);
+    }
+}
+
+fn instance(
+    key: &str,
+    protection_status: Option<&str>,
+    ready: bool,
+    reason: Option<&str>,
+    in_flight: Option<Action>,
+) -> BlobBackupInstance {
+    let (namespace, name) = key.split_once('/').unwrap();
+    let conditions = match (ready, reason) {
+        (false, None) => json!([]),
+        (ready, reason) => json!([{
+            "type": "Ready",
+            "status": if ready { "True" } else { "False" },
+            "reason": reason.unwrap_or("ProtectionConfigured"),
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]),
+    };
+    let operation = in_flight.map(|action| {
+        json!({
+            "action": action,
+            "status": "InProgress",
+            "pollUrl": "https://management.azure.com/operations/1",
+        })
+    });
+    serde_json::from_value(json!({
+        "apiVersion": "dataprotection.azure.com/v1alpha1",
+        "kind": "BlobBackupInstance",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec(ACCOUNT, "BlobBackup-Policy"),
+        "status": {
+            "protectionStatus": protection_status,
+            "conditions": conditions,
+            "operation": operation,
+        },
+    }))
+    .expect("a BlobBackupInstance")
+}
 
 fn openmetrics(metrics: &Metrics) -> String {
     metrics.encode(ExpositionFormat::OpenMetrics).unwrap()
@@ -32,13 +113,14 @@ fn recorded_values_appear_with_their_labels() {
     m.observe("BackupInstances_Get", Some(429), Duration::from_millis(5));
     m.observe("BackupInstances_Get", None, Duration::from_secs(3));
     m.observe("BackupInstances_Get", Some(429), Duration::from_millis(7));
+    let mut watch = Watch::of(&m);
     for (key, action) in [
         ("ns/a", Action::Create),
         ("ns/b", Action::Create),
         ("ns/c", Action::Create),
         ("ns/d", Action::StopProtection),
     ] {
-        m.observe_instance(key, None, false, None, Some(action));
+        watch.set(key, None, false, None, Some(action));
     }
     m.record_throttling_wait("BackupInstances_Get");
     m.record_status_write();
@@ -118,38 +200,35 @@ fn operations_in_flight_follow_each_resource_and_a_stopped_controller_reports_no
         .unwrap()
     };
 
-    m.observe_instance("ns/a", None, false, None, Some(Action::Validate));
-    m.observe_instance("ns/b", None, false, None, Some(Action::Validate));
+    let mut watch = Watch::of(&m);
+    watch.set("ns/a", None, false, None, Some(Action::Validate));
+    watch.set("ns/b", None, false, None, Some(Action::Validate));
     assert_eq!(in_flight("Validate"), 2.0);
     // An operation ends, the next starts; repeats count once.
-    m.observe_instance("ns/a", None, false, None, Some(Action::Create));
-    m.observe_instance("ns/a", None, false, None, Some(Action::Create));
+    watch.set("ns/a", None, false, None, Some(Action::Create));
+    watch.set("ns/a", None, false, None, Some(Action::Create));
     assert_eq!((in_flight("Validate"), in_flight("Create")), (1.0, 1.0));
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None, None);
+    watch.set("ns/a", Some("ProtectionConfigured"), true, None, None);
     assert_eq!(in_flight("Create"), 0.0);
     // A resource deleted mid-operation no longer counts.
-    m.observe_instance("ns/c", None, false, None, Some(Action::Delete));
-    m.forget_instance("ns/c");
+    watch.set("ns/c", None, false, None, Some(Action::Delete));
+    watch.delete("ns/c");
     assert_eq!(in_flight("Delete"), 0.0);
-
-    // A fresh list without ns/b: forgotten with its operation.
-    m.retain_instances(|key| key == "ns/a");
-    assert_eq!(in_flight("Validate"), 0.0);
     let ready_true = r#"bbo_instances_ready{ready="true"}"#;
     assert_eq!(sample(&openmetrics(&m), ready_true), Some(1.0));
 
-    // A controller that stops leading forgets all; the next term counts from its own watch.
-    m.observe_instance("ns/b", None, false, None, Some(Action::Create));
-    m.retain_instances(|_| false);
+    // A controller that stops (leading) reports none; the next term counts from its own watch.
+    drop(watch);
     let text = openmetrics(&m);
     for series in [
-        r#"bbo_operations_in_flight{action="Create"}"#,
+        r#"bbo_operations_in_flight{action="Validate"}"#,
         ready_true,
         r#"bbo_instances_ready{ready="false"}"#,
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series}");
     }
-    m.observe_instance("ns/b", None, false, None, Some(Action::Create));
+    let mut watch = Watch::of(&m);
+    watch.set("ns/b", None, false, None, Some(Action::Create));
     assert_eq!(in_flight("Create"), 1.0);
 }
 
@@ -175,9 +254,10 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     );
     assert_eq!(ready(&text, true), 0.0);
 
-    m.observe_instance("ns/a", None, false, None, None);
-    m.observe_instance("ns/b", Some("configuringprotection"), false, None, None);
-    m.observe_instance("ns/c", Some("ProtectionConfigured"), true, None, None);
+    let mut watch = Watch::of(&m);
+    watch.set("ns/a", None, false, None, None);
+    watch.set("ns/b", Some("configuringprotection"), false, None, None);
+    watch.set("ns/c", Some("ProtectionConfigured"), true, None, None);
     let text = openmetrics(&m);
     assert_eq!(status(&text, "Unknown"), 1.0);
     assert_eq!(
@@ -189,11 +269,11 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     assert_eq!((ready(&text, true), ready(&text, false)), (1.0, 2.0));
 
     // Moves between statuses, repeats are idempotent, deletion forgets.
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None, None);
-    m.observe_instance("ns/a", Some("ProtectionConfigured"), true, None, None);
-    m.observe_instance("ns/b", Some("ProtectionConfigured"), true, None, None);
-    m.forget_instance("ns/c");
-    m.forget_instance("ns/never-seen");
+    watch.set("ns/a", Some("ProtectionConfigured"), true, None, None);
+    watch.set("ns/a", Some("ProtectionConfigured"), true, None, None);
+    watch.set("ns/b", Some("ProtectionConfigured"), true, None, None);
+    watch.delete("ns/c");
+    watch.delete("ns/never-seen");
     let text = openmetrics(&m);
     assert_eq!(status(&text, "Unknown"), 0.0);
     assert_eq!(status(&text, "ConfiguringProtection"), 0.0);
@@ -202,7 +282,7 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
 
     // Statuses Azure may invent, and free-form reasons, never become new label values.
     for i in 0..50 {
-        m.observe_instance(
+        watch.set(
             &format!("ns/x{i}"),
             Some(&format!("Weird State {i}")),
             false,
@@ -240,20 +320,21 @@ fn resources_count_by_their_ready_reason() {
         0.0,
         "known reasons start at 0"
     );
-    m.observe_instance("ns/a", None, false, Some("MissingPermissions"), None);
-    m.observe_instance("ns/b", None, false, Some("MissingPermissions"), None);
-    m.observe_instance("ns/c", None, false, Some("no such reason"), None);
-    m.observe_instance("ns/d", None, false, None, None);
+    let mut watch = Watch::of(&m);
+    watch.set("ns/a", None, false, Some("MissingPermissions"), None);
+    watch.set("ns/b", None, false, Some("MissingPermissions"), None);
+    watch.set("ns/c", None, false, Some("no such reason"), None);
+    watch.set("ns/d", None, false, None, None);
     assert_eq!(by_reason("MissingPermissions"), 2.0);
     assert_eq!((by_reason("Other"), by_reason("Unknown")), (1.0, 1.0));
-    m.observe_instance(
+    watch.set(
         "ns/a",
         Some("ProtectionConfigured"),
         true,
         Some("ProtectionConfigured"),
         None,
     );
-    m.forget_instance("ns/b");
+    watch.delete("ns/b");
     assert_eq!(by_reason("MissingPermissions"), 0.0);
     assert_eq!(by_reason("ProtectionConfigured"), 1.0);
 }
@@ -264,12 +345,21 @@ fn check_age_is_the_oldest_last_check_and_forgets_deleted_resources() {
     let age = || sample(&openmetrics(&m), "bbo_last_successful_check_age_seconds").unwrap();
     assert_eq!(age(), 0.0, "no resource checked yet");
     let now = std::time::Instant::now();
-    m.record_check_at("ns/old", now - Duration::from_secs(600));
-    m.record_check_at("ns/new", now - Duration::from_secs(5));
+    let mut watch = Watch::of(&m);
+    watch.set("ns/old", None, false, None, None);
+    watch.set("ns/new", None, false, None, None);
+    m.record_check_at(
+        &instance("ns/old", None, false, None, None),
+        now - Duration::from_secs(600),
+    );
+    m.record_check_at(
+        &instance("ns/new", None, false, None, None),
+        now - Duration::from_secs(5),
+    );
     assert!((600.0..660.0).contains(&age()), "{}", age());
-    m.forget_instance("ns/old");
+    watch.delete("ns/old");
     assert!((5.0..65.0).contains(&age()), "{}", age());
-    m.retain_instances(|_| false);
+    drop(watch);
     assert_eq!(age(), 0.0);
 }
 

@@ -202,52 +202,9 @@ pub struct AzureOperation {
     pub error: Option<OperationError>,
 }
 
-/// The kind of an Azure operation.
-// Also the `action` label of `bbo_operations_in_flight`.
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Hash,
-    PartialEq,
-    Eq,
-    JsonSchema,
-    prometheus_client::encoding::EncodeLabelValue,
-)]
-pub enum OperationAction {
-    // POST validateForBackup.
-    Validate,
-    // PUT of a new backup instance.
-    Create,
-    // PUT of an existing backup instance.
-    Update,
-    // DELETE of the backup instance.
-    Delete,
-    // POST stopProtection.
-    StopProtection,
-    // POST sync.
-    Sync,
-    // POST validateRestore (BlobRestore).
-    ValidateRestore,
-    // POST restore (BlobRestore).
-    Restore,
-}
-
-impl OperationAction {
-    /// Every action, in declaration order.
-    pub const ALL: [OperationAction; 8] = [
-        OperationAction::Validate,
-        OperationAction::Create,
-        OperationAction::Update,
-        OperationAction::Delete,
-        OperationAction::StopProtection,
-        OperationAction::Sync,
-        OperationAction::ValidateRestore,
-        OperationAction::Restore,
-    ];
-}
+// The kind of an Azure operation is the client's (one type for the client, the emulator and
+// this CRD); also the `action` label of `bbo_operations_in_flight`.
+pub use dataprotection::OperationAction;
 
 /// Where an Azure operation stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -477,9 +434,3 @@ const NAME_SHAPE: &str =
     "a name of letters, digits, '-', '_' and '.', starting with a letter or digit";
 const CONTAINER_SHAPE: &str =
     "a container name has 3 to 63 lowercase letters, digits and single hyphens";
-
-/// ARM compares IDs case-insensitively.
-pub(crate) fn same_id(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/')
-        .eq_ignore_ascii_case(b.trim_end_matches('/'))
-}

@@ -11,8 +11,8 @@ use dataprotection::{
 };
 
 use super::decide::{
-    Action, AzureCall, LastRecoveryPoint, Observation, ObservedError, ObservedInstance, PollHandle,
-    PolledStatus, Target,
+    Action, AzureCall, LastRecoveryPoint, Observation, ObservedError, ObservedId, ObservedInstance,
+    PollHandle, PolledStatus, Target,
 };
 
 /// Performs `action` against Azure. `None` for actions that are not Azure calls.
@@ -128,7 +128,7 @@ fn failed(call: AzureCall, error: ArmError) -> Observation {
 pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedInstance {
     let Some(properties) = resource.properties.as_ref() else {
         return ObservedInstance {
-            id: resource.id.clone().unwrap_or_default(),
+            id: ObservedId::parse(resource.id.as_deref().unwrap_or_default()),
             ..ObservedInstance::default()
         };
     };
@@ -138,9 +138,9 @@ pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedIn
         .or(properties.protection_error_details.as_ref())
         .map(AzureErrorDetail::from_user_facing);
     ObservedInstance {
-        id: resource.id.clone().unwrap_or_default(),
-        datasource_id: properties.data_source_info.resource_id.clone(),
-        policy_id: properties.policy_info.policy_id.clone(),
+        id: ObservedId::parse(resource.id.as_deref().unwrap_or_default()),
+        datasource_id: ObservedId::parse(&properties.data_source_info.resource_id),
+        policy_id: ObservedId::parse(&properties.policy_info.policy_id),
         containers: properties.vaulted_containers().map(<[String]>::to_vec),
         protection_status: protection.and_then(|p| p.status.clone()),
         protection_state: properties.current_protection_state.clone(),

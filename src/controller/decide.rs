@@ -41,15 +41,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
     DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
-    OperationPhase, SpecError, ValidatedSpec, condition_type, same_id, truncate,
+    OperationPhase, SpecError, ValidatedSpec, condition_type, truncate,
 };
-use dataprotection::ids::{BackupInstanceId, StorageAccountId};
+use dataprotection::ids::{BackupInstanceId, PolicyId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
 pub use dataprotection::{AzureErrorDetail, ErrorClass};
 
-/// Timing and capabilities the decisions depend on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the decisions depend on besides the resource and Azure's answer: their timing, and
+/// what the configured Azure api-version can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
+    /// Delays and intervals.
+    pub timing: Timing,
+    /// The ARM client's api-version and what it has.
+    pub azure: AzureApi,
+}
+
+/// The delays and intervals of decisions (the command line's flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
     /// How often a settled resource is compared with Azure again (drift detection).
     pub resync_interval: Duration,
     /// First retry delay while Stalled; it doubles up to `stalled_retry_max`.
@@ -64,19 +74,9 @@ pub struct Settings {
     pub retry_after_default: Duration,
     /// How often to look again while Azure configures protection.
     pub protection_poll: Duration,
-    /// Whether the configured api-version has `stopProtection` (needed by `Retain`) and `sync`
-    /// (re-syncing after a protection error); both arrived in 2022-01-01.
-    pub instance_actions_supported: bool,
-    /// The configured api-version, quoted in messages.
-    pub api_version: String,
-    /// Azure writes (validate, PUT, DELETE, stopProtection, sync) the controller sends at
-    /// once before pacing itself: ARM's write bucket size.
-    pub write_burst: u32,
-    /// Time one write of that bucket takes to come back (ARM: 10 per second).
-    pub write_refill: Duration,
 }
 
-impl Default for Settings {
+impl Default for Timing {
     fn default() -> Self {
         Self {
             resync_interval: Duration::from_secs(600),
@@ -86,16 +86,43 @@ impl Default for Settings {
             retry_after_max: Duration::from_secs(300),
             retry_after_default: Duration::from_secs(15),
             protection_poll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the ARM client's api-version can do, as the decisions need it (the controller takes
+/// it from the client: [`AzureApi::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureApi {
+    /// Whether the api-version has `stopProtection` (needed by `Retain`) and `sync`
+    /// (re-syncing after a protection error); both arrived in 2022-01-01.
+    pub instance_actions_supported: bool,
+    /// The api-version, quoted in messages.
+    pub api_version: String,
+}
+
+impl AzureApi {
+    /// What `arm`'s api-version can do.
+    pub fn of(arm: &dataprotection::ArmClient) -> Self {
+        Self {
+            instance_actions_supported: arm.supports_instance_actions(),
+            api_version: arm.api_version().to_owned(),
+        }
+    }
+}
+
+impl Default for AzureApi {
+    fn default() -> Self {
+        Self {
             instance_actions_supported: true,
-            api_version: "2026-06-01".to_owned(),
-            // ARM's token bucket for subscription writes: 200, refilled at 10 per second.
-            write_burst: 200,
-            write_refill: Duration::from_millis(100),
+            api_version: dataprotection::DEFAULT_API_VERSION.to_owned(),
         }
     }
 }
 
 /// What the controller learnt from Azure in the previous step.
+// One exists per reconcile in flight, for one step: the typed IDs' size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
     /// Nothing yet in this reconcile.
@@ -137,11 +164,11 @@ pub enum Observation {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ObservedInstance {
     /// The instance's ARM ID.
-    pub id: String,
+    pub id: ObservedId<BackupInstanceId>,
     /// `properties.dataSourceInfo.resourceID`: the protected storage account.
-    pub datasource_id: String,
+    pub datasource_id: ObservedId<StorageAccountId>,
     /// `properties.policyInfo.policyId`.
-    pub policy_id: String,
+    pub policy_id: ObservedId<PolicyId>,
     /// The vaulted containers (`containersList`), `None` for operational backup.
     pub containers: Option<Vec<String>>,
     /// `properties.protectionStatus.status`.
@@ -154,6 +181,46 @@ pub struct ObservedInstance {
     pub protection_error: Option<AzureErrorDetail>,
     /// The latest recovery point, for vaulted backup.
     pub last_recovery_point: LastRecoveryPoint,
+}
+
+/// An ARM ID as Azure sent it: typed when it parses (then compared as ARM compares IDs,
+/// case-insensitively), else the text as sent, which equals no ID.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObservedId<T> {
+    /// A well-formed ID of the expected kind.
+    Valid(T),
+    /// Anything else (or nothing: empty).
+    Invalid(String),
+}
+
+impl<T: std::str::FromStr> ObservedId<T> {
+    /// `text` as an ID of kind `T`, else kept as text.
+    pub fn parse(text: &str) -> Self {
+        text.parse()
+            .map_or_else(|_| Self::Invalid(text.to_owned()), Self::Valid)
+    }
+}
+
+impl<T: PartialEq> ObservedId<T> {
+    /// Whether this is `id`.
+    pub fn is(&self, id: &T) -> bool {
+        matches!(self, Self::Valid(observed) if observed == id)
+    }
+}
+
+impl<T> Default for ObservedId<T> {
+    fn default() -> Self {
+        Self::Invalid(String::new())
+    }
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for ObservedId<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Valid(id) => id.fmt(f),
+            Self::Invalid(text) => f.write_str(text),
+        }
+    }
 }
 
 /// What the recovery points list said of a vaulted backup instance.
@@ -494,7 +561,7 @@ pub(crate) fn has_finalizer(obj: &BlobBackupInstance) -> bool {
 }
 
 /// The Azure operation the status records as running, with the URL to poll it.
-pub(crate) fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOperation> {
+pub fn in_flight(status: &BlobBackupInstanceStatus) -> Option<&AzureOperation> {
     status
         .operation
         .as_ref()
@@ -545,7 +612,7 @@ impl Mode<'_> {
     }
 }
 
-impl Settings {
+impl Timing {
     /// Azure's wait, within the configured bounds (min/max rather than `clamp`, which panics
     /// when the bounds cross).
     pub(crate) fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
@@ -833,11 +900,12 @@ impl<'a> Step<'a> {
     /// Azure's wait, within the configured bounds (min/max rather than `clamp`, which panics
     /// when the bounds cross).
     fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
-        self.settings.clamp_retry(retry_after)
+        self.settings.timing.clamp_retry(retry_after)
     }
 
     fn stalled_backoff(&self) -> Duration {
         self.settings
+            .timing
             .stalled_backoff(self.old_condition(condition_type::STALLED), self.now)
     }
 
@@ -880,7 +948,7 @@ impl<'a> Step<'a> {
     }
 
     fn get(self, mode: &Mode) -> Decision {
-        let requeue = Requeue::After(self.settings.retry_after_min);
+        let requeue = Requeue::After(self.settings.timing.retry_after_min);
         self.finish(Action::GetInstance(mode.instance().clone()), requeue)
     }
 
@@ -889,7 +957,7 @@ impl<'a> Step<'a> {
     /// controller writes that status before the request: after a crash the next reconcile finds
     /// the intent and looks at the instance before acting again.
     fn start(mut self, mode: &Mode, action: Action) -> Decision {
-        let requeue = Requeue::After(self.settings.retry_after_min);
+        let requeue = Requeue::After(self.settings.timing.retry_after_min);
         match action.operation() {
             Some(operation) => {
                 // From the first write of the instance itself on, the name is taken: a spec
@@ -975,7 +1043,10 @@ impl<'a> Step<'a> {
                 matches!(mode, Mode::Delete { .. }) && op.action == OperationAction::Validate;
             if !deleting_abandons {
                 let url = op.poll_url.clone().unwrap_or_default();
-                let (action, requeue) = (op.action, Requeue::After(self.settings.retry_after_min));
+                let (action, requeue) = (
+                    op.action,
+                    Requeue::After(self.settings.timing.retry_after_min),
+                );
                 let poll = Action::Poll {
                     url,
                     instance: mode.instance().clone(),
@@ -1066,7 +1137,7 @@ impl<'a> Step<'a> {
             };
         };
 
-        if !same_id(&instance.datasource_id, &mode.account().to_string()) {
+        if !instance.datasource_id.is(mode.account()) {
             let message = format!(
                 "Backup instance {} protects {}, not spec.storageAccount.id {}: set spec.backupInstanceName to a free name",
                 mode.instance(),
@@ -1125,10 +1196,10 @@ impl<'a> Step<'a> {
                 policy,
                 ..
             } => match policy {
-                DeletionPolicy::Retain if !self.settings.instance_actions_supported => {
+                DeletionPolicy::Retain if !self.settings.azure.instance_actions_supported => {
                     let message = format!(
                         "deletionPolicy Retain needs stopProtection, which api-version {} lacks: run the operator with a newer --api-version, or set deletionPolicy to Delete or Orphan",
-                        self.settings.api_version
+                        self.settings.azure.api_version
                     );
                     self.stalled(Reason::StopProtectionUnsupported, &message)
                 }
@@ -1162,7 +1233,7 @@ impl<'a> Step<'a> {
                     message.push_str(&format!("; then {change} will be applied"));
                 }
                 self.set_health(Health::Progressing, Reason::ConfiguringProtection, &message);
-                let requeue = Requeue::After(self.settings.protection_poll);
+                let requeue = Requeue::After(self.settings.timing.protection_poll);
                 self.finish(Action::None, requeue)
             }
             (Protection::Stopped, _) => {
@@ -1190,7 +1261,7 @@ impl<'a> Step<'a> {
                     self.event(EventType::Normal, Reason::Protected, &message);
                 }
                 self.set_health(Health::Ready, Reason::ProtectionConfigured, &message);
-                let requeue = Requeue::After(self.settings.resync_interval);
+                let requeue = Requeue::After(self.settings.timing.resync_interval);
                 self.finish(Action::None, requeue)
             }
             (Protection::Error, None) => self.protection_error(target, instance),
@@ -1212,7 +1283,7 @@ impl<'a> Step<'a> {
         if !user_error {
             // Azure's side: it retries by itself; keep watching.
             self.set_health(Health::Progressing, Reason::ProtectionError, &message);
-            let requeue = Requeue::After(self.settings.stalled_retry_max);
+            let requeue = Requeue::After(self.settings.timing.stalled_retry_max);
             return self.finish(Action::None, requeue);
         }
         // Seen before, and a backoff has passed since the last sync: the person may have fixed
@@ -1231,7 +1302,7 @@ impl<'a> Step<'a> {
         let sync_due = last_sync_ended.is_none_or(|since| since >= self.stalled_backoff());
         // `sync` arrived with `stopProtection` (api-version 2022-01-01); without it the person
         // must re-sync in Azure, and the Stalled message says what Azure reports.
-        if self.settings.instance_actions_supported
+        if self.settings.azure.instance_actions_supported
             && self.was_stalled()
             && self.old_ready_reason_is(Reason::ProtectionError)
             && sync_due
@@ -1313,7 +1384,7 @@ impl<'a> Step<'a> {
                     Reason::OperationCanceled,
                     &format!("The Azure {action:?} operation was canceled; starting over"),
                 );
-                let requeue = Requeue::After(self.settings.stalled_retry_base);
+                let requeue = Requeue::After(self.settings.timing.stalled_retry_base);
                 self.finish(Action::None, requeue)
             }
         }
@@ -1389,7 +1460,7 @@ impl<'a> Step<'a> {
                 let retry_after = error.retry_after.or_else(|| {
                     status
                         .is_none()
-                        .then_some(self.settings.retry_after_min * 2)
+                        .then_some(self.settings.timing.retry_after_min * 2)
                 });
                 let requeue = Requeue::After(self.clamp_retry(retry_after));
                 self.finish(Action::None, requeue)
@@ -1529,7 +1600,7 @@ fn progress_message(mode: &Mode, action: OperationAction) -> (Reason, String) {
 
 /// What differs between the instance in Azure and the spec, in words; `None` when nothing.
 fn spec_difference(target: &Target, instance: &ObservedInstance) -> Option<String> {
-    if !same_id(&instance.policy_id, &target.spec.policy.to_string()) {
+    if !instance.policy_id.is(&target.spec.policy) {
         return Some(format!(
             "the policy change to {}",
             target.spec.policy.name()

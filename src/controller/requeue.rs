@@ -4,8 +4,8 @@
 //! copies of the resource's `ObjectRef` (name, namespace, uid and resourceVersion, four
 //! strings) in a hash map beside its delay queue, about 900 bytes each. At 10,000 Ready
 //! resources, all waiting for their resync, that was 9 MiB of the 64 MiB budget
-//! (BENCHMARKS.md). [`Requeues`] keeps one shared "namespace/name" key and one slot of the same
-//! `DelayQueue` per resource, and hands the controller a reconcile request
+//! (BENCHMARKS.md). [`Requeues`] keeps one shared key (an `ObjectRef` of name and namespace
+//! only, behind an `Arc`) and one slot of the same `DelayQueue` per resource, and hands the controller a reconcile request
 //! (`Controller::reconcile_on`) only when it is due, so kube's scheduler holds an entry for
 //! a moment instead of for the whole wait.
 //!
@@ -22,35 +22,46 @@ use futures::Stream;
 use kube::runtime::reflector::ObjectRef;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::api::BlobBackupInstance;
+use kube::Resource;
 
-/// The pending requeues of all resources, keyed by "namespace/name".
-#[derive(Debug, Default)]
-pub struct Requeues {
-    state: Mutex<State>,
+/// The pending requeues of all resources of kind `K`, keyed by their name and namespace.
+#[derive(Debug)]
+pub struct Requeues<K: Resource<DynamicType = ()>> {
+    state: Mutex<State<K>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    queue: DelayQueue<Arc<str>>,
-    slots: HashMap<Arc<str>, delay_queue::Key>,
+impl<K: Resource<DynamicType = ()>> Default for Requeues<K> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: DelayQueue::new(),
+                slots: HashMap::new(),
+            }),
+        }
+    }
 }
 
-impl Requeues {
-    fn state(&self) -> MutexGuard<'_, State> {
+#[derive(Debug)]
+struct State<K: Resource<DynamicType = ()>> {
+    queue: DelayQueue<Arc<ObjectRef<K>>>,
+    slots: HashMap<Arc<ObjectRef<K>>, delay_queue::Key>,
+}
+
+impl<K: Resource<DynamicType = ()>> Requeues<K> {
+    fn state(&self) -> MutexGuard<'_, State<K>> {
         // Both maps are updated together under the lock, before anything that could panic.
         super::lock(&self.state)
     }
 
     /// Reconcile `key` again after `delay`, instead of any requeue it had. Must be called
     /// inside a Tokio runtime (the queue's timer).
-    pub fn schedule(&self, key: &str, delay: Duration) {
+    pub fn schedule(&self, key: &ObjectRef<K>, delay: Duration) {
         let mut state = self.state();
         let State { queue, slots } = &mut *state;
         match slots.get(key) {
             Some(slot) => queue.reset(slot, delay),
             None => {
-                let key: Arc<str> = Arc::from(key);
+                let key = Arc::new(key.clone());
                 let slot = queue.insert(key.clone(), delay);
                 slots.insert(key, slot);
             }
@@ -58,7 +69,7 @@ impl Requeues {
     }
 
     /// No requeue for `key`: it is reconciled again only when it changes.
-    pub fn cancel(&self, key: &str) {
+    pub fn cancel(&self, key: &ObjectRef<K>) {
         let mut state = self.state();
         if let Some(slot) = state.slots.remove(key) {
             state.queue.remove(&slot);
@@ -66,7 +77,7 @@ impl Requeues {
     }
 
     /// Cancels the requeues of every key `keep` refuses.
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+    pub fn retain(&self, keep: impl Fn(&ObjectRef<K>) -> bool) {
         let mut state = self.state();
         let State { queue, slots } = &mut *state;
         slots.retain(|key, slot| {
@@ -80,7 +91,10 @@ impl Requeues {
 
     /// The resources whose requeue is due, as they fall due, for `Controller::reconcile_on`.
     /// It never ends; there must be one such stream at a time.
-    pub fn due(self: Arc<Self>) -> impl Stream<Item = ObjectRef<BlobBackupInstance>> + Send {
+    pub fn due(self: Arc<Self>) -> impl Stream<Item = ObjectRef<K>> + Send
+    where
+        K: Send + Sync + 'static,
+    {
         futures::stream::poll_fn(move |cx| {
             let mut state = self.state();
             // An empty queue answers Ready(None) with the waker kept: an insert wakes it.
@@ -88,7 +102,7 @@ impl Requeues {
                 Poll::Ready(Some(expired)) => {
                     let key = expired.into_inner();
                     state.slots.remove(&key);
-                    Poll::Ready(Some(object_ref(&key)))
+                    Poll::Ready(Some(ObjectRef::clone(&key)))
                 }
                 Poll::Ready(None) | Poll::Pending => Poll::Pending,
             }
@@ -96,18 +110,17 @@ impl Requeues {
     }
 }
 
-/// The resource a "namespace/name" key names (a name cannot hold a '/').
-fn object_ref(key: &str) -> ObjectRef<BlobBackupInstance> {
-    match key.split_once('/') {
-        Some((namespace, name)) => ObjectRef::new(name).within(namespace),
-        None => ObjectRef::new(key),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::BlobBackupInstance;
     use futures::StreamExt;
+
+    /// The key of "namespace/name".
+    fn key(key: &str) -> ObjectRef<BlobBackupInstance> {
+        let (namespace, name) = key.split_once('/').unwrap();
+        ObjectRef::new(name).within(namespace)
+    }
 
     fn names(refs: &[ObjectRef<BlobBackupInstance>]) -> Vec<String> {
         refs.iter()
@@ -132,8 +145,8 @@ mod tests {
     async fn requeues_fall_due_in_order_and_once() {
         let requeues = Arc::new(Requeues::default());
         let mut due = Box::pin(requeues.clone().due());
-        requeues.schedule("ns/b", Duration::from_secs(20));
-        requeues.schedule("ns/a", Duration::from_secs(10));
+        requeues.schedule(&key("ns/b"), Duration::from_secs(20));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(10));
         assert!(due_within(&mut due, 9).await.is_empty());
         assert_eq!(due_within(&mut due, 2).await, ["ns/a"]);
         assert_eq!(due_within(&mut due, 10).await, ["ns/b"]);
@@ -144,14 +157,14 @@ mod tests {
     async fn the_latest_schedule_replaces_the_pending_one() {
         let requeues = Arc::new(Requeues::default());
         let mut due = Box::pin(requeues.clone().due());
-        requeues.schedule("ns/a", Duration::from_secs(1));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(1));
         // A later reconcile decided to wait longer: the short requeue is gone.
-        requeues.schedule("ns/a", Duration::from_secs(600));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(600));
         assert!(due_within(&mut due, 599).await.is_empty());
         assert_eq!(due_within(&mut due, 2).await, ["ns/a"]);
         // And the other way round: a long wait shortened.
-        requeues.schedule("ns/a", Duration::from_secs(600));
-        requeues.schedule("ns/a", Duration::from_secs(1));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(600));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(1));
         assert_eq!(due_within(&mut due, 2).await, ["ns/a"]);
         assert!(due_within(&mut due, 700).await.is_empty());
     }
@@ -160,12 +173,12 @@ mod tests {
     async fn cancelled_and_unlisted_resources_never_fall_due() {
         let requeues = Arc::new(Requeues::default());
         let mut due = Box::pin(requeues.clone().due());
-        requeues.schedule("ns/a", Duration::from_secs(1));
-        requeues.schedule("ns/b", Duration::from_secs(1));
-        requeues.schedule("other/c", Duration::from_secs(1));
-        requeues.cancel("ns/a");
-        requeues.cancel("ns/never-scheduled");
-        requeues.retain(|key| key.starts_with("ns/"));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(1));
+        requeues.schedule(&key("ns/b"), Duration::from_secs(1));
+        requeues.schedule(&key("other/c"), Duration::from_secs(1));
+        requeues.cancel(&key("ns/a"));
+        requeues.cancel(&key("ns/never-scheduled"));
+        requeues.retain(|key| key.namespace.as_deref() == Some("ns"));
         assert_eq!(due_within(&mut due, 5).await, ["ns/b"]);
     }
 
@@ -176,17 +189,7 @@ mod tests {
         // The stream is parked on an empty queue when the first requeue arrives.
         let waiting = tokio::spawn(async move { due.next().await.map(|r| r.name) });
         tokio::task::yield_now().await;
-        requeues.schedule("ns/a", Duration::from_secs(3));
+        requeues.schedule(&key("ns/a"), Duration::from_secs(3));
         assert_eq!(waiting.await.unwrap().as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn keys_name_their_resource() {
-        let r = object_ref("team-a/bbi-1");
-        assert_eq!(
-            (r.namespace.as_deref(), r.name.as_str()),
-            (Some("team-a"), "bbi-1")
-        );
-        assert_eq!(object_ref("cluster-wide").namespace, None);
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,12 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::TelemetryError;
 use super::process::ProcessCollector;
+use kube::runtime::reflector::Store;
+
 use crate::api::OperationAction as Action;
+use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, condition_type};
 use crate::controller::Error as ReconcileError;
-use crate::controller::decide::Reason;
+use crate::controller::decide::{Reason, in_flight};
 use dataprotection::{RequestObserver, operation_ids};
 
 /// Label value used for anything outside a bounded set.
@@ -105,7 +108,9 @@ struct OperationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
-    action: Action,
+    // The action's name (`Action::as_str`): the client's type cannot implement
+    // prometheus-client's label trait here.
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,15 +142,6 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 fn azure_request_histogram() -> Histogram {
     // 10ms .. ~41s: ARM answers in tens to hundreds of milliseconds, slow ones take seconds.
     Histogram::new(exponential_buckets(0.01, 2.0, 13))
-}
-
-/// What the instance gauges and `bbo_operations_in_flight` last counted for one resource.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct InstanceState {
-    protection_status: &'static str,
-    ready: bool,
-    reason: &'static str,
-    in_flight: Option<Action>,
 }
 
 /// Admits CamelCase reasons as label values, at most [`MAX_REASONS`] distinct ones.
@@ -192,17 +188,98 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What the scrape-time series read: the Azure api-version of `bbo_build_info` and when each
-/// resource's backup instance was last read from Azure.
-#[derive(Debug, Default)]
+/// What the scrape-time series read: the Azure api-version of `bbo_build_info`, the watch's
+/// store of the resources (while a controller runs) and when each resource's backup instance
+/// was last read from Azure.
+#[derive(Default)]
 struct ScrapeState {
     api_version: Mutex<String>,
+    instances: Mutex<Option<Store<BlobBackupInstance>>>,
     checks: Mutex<HashMap<String, Instant>>,
 }
 
-/// Encodes `bbo_build_info` and `bbo_last_successful_check_age_seconds` at each scrape.
+impl std::fmt::Debug for ScrapeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeState").finish_non_exhaustive()
+    }
+}
+
+/// Encodes `bbo_build_info`, `bbo_last_successful_check_age_seconds` and the resource gauges
+/// (`bbo_instances`, `bbo_instances_ready`, `bbo_instances_by_reason`,
+/// `bbo_operations_in_flight`) at each scrape, the gauges from the watch's store: nothing to
+/// update per resource, nothing to forget when one is gone.
 #[derive(Debug)]
 struct ScrapeCollector(Arc<ScrapeState>);
+
+/// The resource gauges, counted from the resources' statuses. Known label values start at 0.
+struct InstanceCounts {
+    instances: BTreeMap<&'static str, i64>,
+    ready: BTreeMap<bool, i64>,
+    by_reason: BTreeMap<&'static str, i64>,
+    // In Action::ALL's order (actions have no order of their own).
+    in_flight: Vec<(Action, i64)>,
+}
+
+impl InstanceCounts {
+    fn of<'a>(statuses: impl Iterator<Item = Option<&'a BlobBackupInstanceStatus>>) -> Self {
+        let zero = |keys: &mut dyn Iterator<Item = &'static str>| {
+            keys.map(|key| (key, 0)).collect::<BTreeMap<_, _>>()
+        };
+        let mut counts = Self {
+            instances: zero(&mut PROTECTION_STATUSES.into_iter().chain([UNKNOWN, OTHER])),
+            ready: [(true, 0), (false, 0)].into(),
+            by_reason: zero(
+                &mut Reason::ALL
+                    .iter()
+                    .map(|reason| reason.as_str())
+                    .chain([UNKNOWN, OTHER]),
+            ),
+            in_flight: Action::ALL.into_iter().map(|action| (action, 0)).collect(),
+        };
+        for status in statuses {
+            let ready_condition = status.and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == condition_type::READY)
+            });
+            let protection = status.and_then(|s| s.protection_status.as_deref());
+            *counts
+                .instances
+                .entry(protection_status_label(protection))
+                .or_default() += 1;
+            *counts
+                .ready
+                .entry(ready_condition.is_some_and(|c| c.status == ConditionStatus::True))
+                .or_default() += 1;
+            *counts
+                .by_reason
+                .entry(condition_reason_label(
+                    ready_condition.map(|c| c.reason.as_str()),
+                ))
+                .or_default() += 1;
+            if let Some(op) = status.and_then(in_flight)
+                && let Some((_, n)) = counts.in_flight.iter_mut().find(|(a, _)| *a == op.action)
+            {
+                *n += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Encodes one gauge family of `(labels, value)` samples.
+fn encode_gauges<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
 
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -217,8 +294,17 @@ impl Collector for ScrapeCollector {
             None,
             MetricType::Info,
         )?)?;
+        // The resources the watch lists now (none while no controller runs): a check of one
+        // that is gone is forgotten here.
+        let objects = lock(&self.0.instances)
+            .as_ref()
+            .map(Store::state)
+            .unwrap_or_default();
+        let listed: HashSet<String> = objects.iter().map(|obj| instance_key(obj)).collect();
         let now = Instant::now();
-        let oldest = lock(&self.0.checks)
+        let mut checks = lock(&self.0.checks);
+        checks.retain(|key, _| listed.contains(key));
+        let oldest = checks
             .values()
             .map(|at| now.saturating_duration_since(*at))
             .max()
@@ -229,6 +315,47 @@ impl Collector for ScrapeCollector {
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?)?;
+        let counts = InstanceCounts::of(objects.iter().map(|obj| obj.status.as_ref()));
+        encode_gauges(
+            &mut encoder,
+            "operations_in_flight",
+            "Long-running Azure operations being tracked, by action",
+            counts.in_flight.into_iter().map(|(action, n)| {
+                (
+                    ActionLabels {
+                        action: action.as_str(),
+                    },
+                    n,
+                )
+            }),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "instances",
+            "BlobBackupInstance resources, by Azure protection status",
+            counts
+                .instances
+                .into_iter()
+                .map(|(protection_status, n)| (ProtectionLabels { protection_status }, n)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "instances_ready",
+            "BlobBackupInstance resources, by their Ready condition",
+            counts
+                .ready
+                .into_iter()
+                .map(|(ready, n)| (ReadyLabels { ready }, n)),
+        )?;
+        encode_gauges(
+            &mut encoder,
+            "instances_by_reason",
+            "BlobBackupInstance resources, by the reason of their Ready condition",
+            counts
+                .by_reason
+                .into_iter()
+                .map(|(reason, n)| (ConditionReasonLabels { reason }, n)),
+        )?;
         Ok(())
     }
 }
@@ -243,18 +370,39 @@ struct Inner {
     reconcile_duration: Histogram,
     azure_requests: Family<RequestLabels, Counter>,
     azure_request_duration: HistogramFamily<OperationLabels>,
-    operations_in_flight: Family<ActionLabels, Gauge>,
     throttling_waits: Family<OperationLabels, Counter>,
-    instances: Family<ProtectionLabels, Gauge>,
-    instances_ready: Family<ReadyLabels, Gauge>,
-    instances_by_reason: Family<ConditionReasonLabels, Gauge>,
     status_writes: Counter,
     events: Family<ReasonLabels, Counter>,
     leader: Gauge,
     error_reasons: BoundedReasons,
     event_reasons: BoundedReasons,
-    tracked: Mutex<HashMap<String, InstanceState>>,
     scrape: Arc<ScrapeState>,
+}
+
+/// Counts the resources of a store in the gauges until dropped ([`Metrics::watch_instances`]).
+#[must_use = "the resources count only while this lives"]
+pub struct WatchedInstances(Arc<ScrapeState>);
+
+impl std::fmt::Debug for WatchedInstances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedInstances").finish_non_exhaustive()
+    }
+}
+
+impl Drop for WatchedInstances {
+    fn drop(&mut self) {
+        *lock(&self.0.instances) = None;
+        lock(&self.0.checks).clear();
+    }
+}
+
+/// The key of a resource among the checks: its namespace and name.
+fn instance_key(obj: &BlobBackupInstance) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// The operator's Prometheus metrics (cheap to clone; clones share the series).
@@ -321,34 +469,10 @@ impl Metrics {
                 "Duration of HTTP requests to Azure Resource Manager, by operationId",
                 Family::new_with_constructor(azure_request_histogram as fn() -> Histogram),
             ),
-            operations_in_flight: register(
-                r,
-                "operations_in_flight",
-                "Long-running Azure operations being tracked, by action",
-                Family::default(),
-            ),
             throttling_waits: register(
                 r,
                 "throttling_waits",
                 "Reconciles deferred because Azure throttled a request (429 Retry-After)",
-                Family::default(),
-            ),
-            instances: register(
-                r,
-                "instances",
-                "BlobBackupInstance resources, by Azure protection status",
-                Family::default(),
-            ),
-            instances_ready: register(
-                r,
-                "instances_ready",
-                "BlobBackupInstance resources, by their Ready condition",
-                Family::default(),
-            ),
-            instances_by_reason: register(
-                r,
-                "instances_by_reason",
-                "BlobBackupInstance resources, by the reason of their Ready condition",
                 Family::default(),
             ),
             status_writes: register(
@@ -371,7 +495,6 @@ impl Metrics {
             ),
             error_reasons: BoundedReasons::default(),
             event_reasons: BoundedReasons::default(),
-            tracked: Mutex::new(HashMap::new()),
             scrape,
             // Last: every field above registered itself in it.
             registry: root,
@@ -382,34 +505,6 @@ impl Metrics {
                 .reconciles
                 .get_or_create(&ResultLabels { result })
                 .inc_by(0);
-        }
-        for action in Action::ALL {
-            inner
-                .operations_in_flight
-                .get_or_create(&ActionLabels { action })
-                .set(0);
-        }
-        for protection_status in PROTECTION_STATUSES.into_iter().chain([UNKNOWN, OTHER]) {
-            inner
-                .instances
-                .get_or_create(&ProtectionLabels { protection_status })
-                .set(0);
-        }
-        for ready in [true, false] {
-            inner
-                .instances_ready
-                .get_or_create(&ReadyLabels { ready })
-                .set(0);
-        }
-        for reason in Reason::ALL
-            .iter()
-            .map(|reason| reason.as_str())
-            .chain([UNKNOWN, OTHER])
-        {
-            inner
-                .instances_by_reason
-                .get_or_create(&ConditionReasonLabels { reason })
-                .set(0);
         }
         // Counters with known labels start at 0, so `rate()` and `absent()` work before the
         // first failure.
@@ -467,92 +562,24 @@ impl Metrics {
         *lock(&self.inner.scrape.api_version) = api_version.to_owned();
     }
 
-    /// Records what a resource looks like now (`key` identifies it, for example
-    /// `namespace/name`; it never becomes a label). `protection_status` is Azure's
-    /// `protectionStatus.status` (any casing; `None` before Azure reports one); `reason` is
-    /// its Ready condition's reason (a known [`Reason`], else counted as `Other`; `None`:
-    /// `Unknown`); `in_flight` is the long-running Azure operation being tracked for it, if any.
-    pub fn observe_instance(
-        &self,
-        key: &str,
-        protection_status: Option<&str>,
-        ready: bool,
-        reason: Option<&str>,
-        in_flight: Option<Action>,
-    ) {
-        let new = InstanceState {
-            protection_status: protection_status_label(protection_status),
-            ready,
-            reason: condition_reason_label(reason),
-            in_flight,
-        };
-        let mut tracked = lock(&self.inner.tracked);
-        let old = tracked.insert(key.to_owned(), new);
-        if old != Some(new) {
-            if let Some(old) = old {
-                self.count_instance(old, -1);
-            }
-            self.count_instance(new, 1);
-        }
+    /// Counts the resources in `store` (the controller's watch) in the resource gauges while
+    /// the returned guard lives. A controller that stops drops it, so a replica that does not
+    /// lead reports no resources and summing the replicas' gauges counts each resource once.
+    pub fn watch_instances(&self, store: Store<BlobBackupInstance>) -> WatchedInstances {
+        *lock(&self.inner.scrape.instances) = Some(store);
+        WatchedInstances(self.inner.scrape.clone())
     }
 
-    /// Records that the resource's backup instance was just read from Azure (found or not):
+    /// Records that `obj`'s backup instance was just read from Azure (found or not):
     /// `bbo_last_successful_check_age_seconds` is the age of the oldest such read among the
-    /// resources tracked.
-    pub fn record_check(&self, key: &str) {
-        self.record_check_at(key, Instant::now());
+    /// resources the watch lists.
+    pub fn record_check(&self, obj: &BlobBackupInstance) {
+        self.record_check_at(obj, Instant::now());
     }
 
     /// [`Metrics::record_check`] at a given time (tests age a check this way).
-    pub fn record_check_at(&self, key: &str, at: Instant) {
-        lock(&self.inner.scrape.checks).insert(key.to_owned(), at);
-    }
-
-    /// Forgets a resource that was deleted, so it no longer counts in the instance gauges.
-    pub fn forget_instance(&self, key: &str) {
-        lock(&self.inner.scrape.checks).remove(key);
-        let removed = lock(&self.inner.tracked).remove(key);
-        if let Some(old) = removed {
-            self.count_instance(old, -1);
-        }
-    }
-
-    /// Forgets every resource for which `keep` is false (for example those a fresh list no
-    /// longer shows). A controller that stops forgets them all: a replica that does not lead
-    /// reports no resources, so summing the replicas' gauges counts each resource once.
-    pub fn retain_instances(&self, mut keep: impl FnMut(&str) -> bool) {
-        lock(&self.inner.scrape.checks).retain(|key, _| keep(key));
-        lock(&self.inner.tracked).retain(|key, state| {
-            let kept = keep(key);
-            if !kept {
-                self.count_instance(*state, -1);
-            }
-            kept
-        });
-    }
-
-    fn count_instance(&self, state: InstanceState, delta: i64) {
-        let protection_status = state.protection_status;
-        self.inner
-            .instances
-            .get_or_create(&ProtectionLabels { protection_status })
-            .inc_by(delta);
-        self.inner
-            .instances_ready
-            .get_or_create(&ReadyLabels { ready: state.ready })
-            .inc_by(delta);
-        self.inner
-            .instances_by_reason
-            .get_or_create(&ConditionReasonLabels {
-                reason: state.reason,
-            })
-            .inc_by(delta);
-        if let Some(action) = state.in_flight {
-            self.inner
-                .operations_in_flight
-                .get_or_create(&ActionLabels { action })
-                .inc_by(delta);
-        }
+    pub fn record_check_at(&self, obj: &BlobBackupInstance, at: Instant) {
+        lock(&self.inner.scrape.checks).insert(instance_key(obj), at);
     }
 
     /// Counts a status update written to the Kubernetes API.

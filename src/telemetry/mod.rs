@@ -13,7 +13,7 @@ mod server;
 
 pub use health::{HealthState, Role};
 pub use logging::{DEFAULT_LOG_FILTER, LogFormat, init_logging};
-pub use metrics::{ExpositionFormat, Metrics};
+pub use metrics::{ExpositionFormat, Metrics, WatchedInstances};
 pub use server::{router, serve_on};
 
 /// Errors from setting up logging or the metrics server.

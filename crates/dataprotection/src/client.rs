@@ -18,7 +18,8 @@ use super::error::{ArmError, AzureErrorDetail};
 use super::ids::{BackupInstanceId, VaultId};
 use super::models::{
     BackupInstance, BackupInstanceResource, BackupInstanceResourceList, CloudError,
-    OperationResource, RecoveryPointResource, SyncBackupInstanceRequest, ValidateForBackupRequest,
+    OperationResource, PROPERTY_NAMES, RecoveryPointResource, SyncBackupInstanceRequest,
+    ValidateForBackupRequest, read_json,
 };
 use super::operation::{
     OperationHandle, OperationStatus, Poll, header_value, operation_path_problem,
@@ -220,14 +221,14 @@ impl Response {
         if self.body_is_empty() {
             return Err(self.decode_error("the body is empty, a JSON document was expected".into()));
         }
-        serde_json::from_slice(&self.body)
+        read_json(&self.body)
             .map_err(|e| self.decode_error(format!("the body is not the expected JSON: {e}")))
     }
 
     /// The error this answer describes (any status): Azure's CloudError if the body has one,
     /// else the status and the start of the body.
     fn error(&self) -> ArmError {
-        let detail = serde_json::from_slice::<CloudError>(&self.body)
+        let detail = read_json::<CloudError>(&self.body)
             .ok()
             .and_then(|e| AzureErrorDetail::from_cloud_error(&e))
             .unwrap_or_else(|| self.bare_error_detail());
@@ -563,7 +564,7 @@ impl ArmClient {
         let status = match response.status {
             // 202 means still running; a body's status is kept only if it says so too.
             202 => {
-                let raw = serde_json::from_slice::<OperationResource>(&response.body)
+                let raw = read_json::<OperationResource>(&response.body)
                     .ok()
                     .and_then(|doc| doc.status)
                     .filter(|s| !OperationStatus::from_azure(s, None).is_terminal())
@@ -799,7 +800,7 @@ fn poll_body_status(response: &Response) -> Result<OperationStatus, ArmError> {
             Err(response.decode_error("the operation status has no \"status\"".into()))
         };
     }
-    let resource: OperationResource = serde_json::from_value(document).map_err(|e| {
+    let resource: OperationResource = PROPERTY_NAMES.from_value(document).map_err(|e| {
         response.decode_error(format!(
             "the operation status is not the expected JSON: {e}"
         ))

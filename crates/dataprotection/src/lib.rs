@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod ids;
+pub mod json_casing;
 pub mod models;
 pub mod operation;
 pub mod transport;
@@ -24,7 +25,8 @@ pub use error::{ArmError, AzureErrorDetail, ErrorClass};
 pub use ids::*;
 pub use models::*;
 pub use operation::{
-    OperationHandle, OperationStatus, Poll, operation_path_problem, parse_retry_after,
+    OperationAction, OperationHandle, OperationStatus, Poll, operation_path_problem,
+    parse_retry_after,
 };
 
 /// Azure's operationIds of the calls, verbatim: the operation names shared by logs, metrics

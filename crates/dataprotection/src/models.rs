@@ -2,8 +2,8 @@
 //!
 //! Requests are written in the spec's exact property casing. Responses are read leniently:
 //! unknown properties are ignored, status strings stay `String` (Azure's enums are open sets),
-//! and the casings Azure is known to vary in (the article itself sends `datasourceinfo`) are
-//! accepted through serde aliases.
+//! and property names are matched in any casing (the article itself sends `datasourceinfo`):
+//! [`read_json`] and [`PROPERTY_NAMES`], through [`crate::json_casing`].
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,91 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ids::{PolicyId, StorageAccountId};
+use super::json_casing::PropertyNames;
+
+/// Every property name of these models, in the spec's casing (a test holds the list to what
+/// the models write); the emulator's model adds its few own.
+pub const SPEC_PROPERTY_NAMES: &[&str] = &[
+    "id",
+    "name",
+    "type",
+    "properties",
+    "tags",
+    "value",
+    "nextLink",
+    "objectType",
+    "recoveryPointTime",
+    "friendlyName",
+    "dataSourceInfo",
+    "dataSourceSetInfo",
+    "policyInfo",
+    "protectionStatus",
+    "currentProtectionState",
+    "protectionErrorDetails",
+    "provisioningState",
+    "validationType",
+    "identityDetails",
+    "datasourceAuthCredentials",
+    "resourceGuardOperationRequests",
+    "datasourceType",
+    "resourceID",
+    "resourceLocation",
+    "resourceName",
+    "resourceType",
+    "resourceUri",
+    "resourceProperties",
+    "policyId",
+    "policyVersion",
+    "policyParameters",
+    "dataStoreParametersList",
+    "backupDatasourceParametersList",
+    "containersList",
+    "status",
+    "errorDetails",
+    "code",
+    "message",
+    "recommendedAction",
+    "recommendedActions",
+    "target",
+    "details",
+    "innerError",
+    "isRetryable",
+    "isUserError",
+    "additionalInfo",
+    "embeddedInnerError",
+    "error",
+    "info",
+    "startTime",
+    "endTime",
+    "jobId",
+    "backupInstance",
+    "syncType",
+    "restorableTimeRanges",
+    "sourceDataStoreType",
+    "recoveryPointId",
+    "restoreTargetInfo",
+    "sourceResourceId",
+    "recoveryOption",
+    "restoreLocation",
+    "restoreCriteria",
+    "minMatchingValue",
+    "maxMatchingValue",
+    "itemPath",
+    "isPathRelativeToBackupItem",
+    "subItemPathPrefix",
+    "restoreRequestObject",
+    "operation",
+];
+
+/// The names of these models, for reading Azure's answers in any casing; `tags` keys are user
+/// data.
+pub static PROPERTY_NAMES: std::sync::LazyLock<PropertyNames> =
+    std::sync::LazyLock::new(|| PropertyNames::new(SPEC_PROPERTY_NAMES, &["tags"]));
+
+/// Parses an answer of Azure into a model, property names in any casing.
+pub fn read_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> serde_json::Result<T> {
+    PROPERTY_NAMES.from_slice(text)
+}
 
 mod restore;
 pub use restore::*;
@@ -67,7 +152,7 @@ pub struct BackupInstanceResourceList {
     #[serde(default)]
     pub value: Vec<BackupInstanceResource>,
     /// The URL of the next page, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "nextlink")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_link: Option<String>,
 }
 
@@ -79,7 +164,7 @@ pub struct RecoveryPointResourceList {
     #[serde(default)]
     pub value: Vec<RecoveryPointResource>,
     /// The URL of the next page, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "nextlink")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_link: Option<String>,
 }
 
@@ -146,58 +231,27 @@ pub fn parse_azure_time(text: &str) -> Option<jiff::Timestamp> {
 #[serde(rename_all = "camelCase")]
 pub struct BackupInstance {
     /// Display name; Azure derives one when it is not sent.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "friendlyname"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub friendly_name: Option<String>,
     /// The data source: for blobs, the storage account's blob service.
-    #[serde(
-        alias = "datasourceinfo",
-        alias = "datasourceInfo",
-        alias = "DataSourceInfo"
-    )]
+    #[serde()]
     pub data_source_info: Datasource,
     /// The data source set: for blobs, the storage account again.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "datasourcesetinfo",
-        alias = "datasourceSetInfo",
-        alias = "DataSourceSetInfo"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_source_set_info: Option<DatasourceSet>,
     /// The backup policy and its parameters.
-    #[serde(alias = "policyinfo", alias = "PolicyInfo")]
     pub policy_info: PolicyInfo,
     /// Read-only: Azure's protection status (open set: `ProtectionConfigured`, `ProtectionError`, ...).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "protectionstatus"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection_status: Option<ProtectionStatusDetails>,
     /// Read-only: the current protection state (open set).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "currentprotectionstate"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_protection_state: Option<String>,
     /// Read-only: the protection error, if any.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "protectionerrordetails"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection_error_details: Option<UserFacingError>,
     /// Read-only: provisioning state (free text: `Provisioning`, `Succeeded`, ...).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "provisioningstate"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<String>,
     /// `ShallowValidation` or `DeepValidation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,7 +266,7 @@ pub struct BackupInstance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_guard_operation_requests: Option<Vec<String>>,
     /// Always `BackupInstance`.
-    #[serde(default = "backup_instance_object_type", alias = "objecttype")]
+    #[serde(default = "backup_instance_object_type")]
     pub object_type: String,
 }
 
@@ -295,52 +349,25 @@ impl BackupInstance {
 #[serde(rename_all = "camelCase")]
 pub struct Datasource {
     /// e.g. `Microsoft.Storage/storageAccounts/blobServices`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "datasourcetype",
-        alias = "dataSourceType"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datasource_type: Option<String>,
     /// `Datasource` or `DatasourceSet`.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "objecttype")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_type: Option<String>,
     /// The ARM ID of the resource.
-    #[serde(
-        rename = "resourceID",
-        alias = "resourceId",
-        alias = "resourceid",
-        alias = "ResourceID"
-    )]
+    #[serde(rename = "resourceID")]
     pub resource_id: String,
     /// The resource's region.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "resourcelocation"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_location: Option<String>,
     /// The resource's name.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "resourcename"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_name: Option<String>,
     /// The resource's type, e.g. `Microsoft.Storage/storageAccounts`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "resourcetype"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
     /// The resource's URI.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "resourceuri",
-        alias = "resourceURI"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_uri: Option<String>,
     /// Data-source specific properties (unused for blobs; kept as sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,21 +400,12 @@ pub type DatasourceSet = Datasource;
 #[serde(rename_all = "camelCase")]
 pub struct PolicyInfo {
     /// The policy's ARM ID.
-    #[serde(alias = "policyid", alias = "PolicyId")]
     pub policy_id: String,
     /// Read-only: the policy version in use.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "policyversion"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
     /// Parameters for the policy (vaulted blob backup: the containers).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "policyparameters"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_parameters: Option<PolicyParameters>,
 }
 
@@ -396,18 +414,10 @@ pub struct PolicyInfo {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyParameters {
     /// Data store parameters (disk backup; kept as sent).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "datastoreparameterslist"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_store_parameters_list: Option<Vec<Value>>,
     /// Data source parameters (vaulted blob backup: the containers).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "backupdatasourceparameterslist"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_datasource_parameters_list: Option<Vec<BackupDatasourceParameters>>,
 }
 
@@ -420,14 +430,12 @@ pub enum BackupDatasourceParameters {
     #[serde(rename_all = "camelCase")]
     BlobBackupDatasourceParameters {
         /// The containers to back up.
-        #[serde(alias = "containerslist")]
         containers_list: Vec<String>,
     },
     /// Vaulted backup of the listed containers of an ADLS Gen2 account.
     #[serde(rename_all = "camelCase")]
     AdlsBlobBackupDatasourceParameters {
         /// The containers to back up.
-        #[serde(alias = "containerslist")]
         containers_list: Vec<String>,
     },
     /// Any other kind, verbatim.
@@ -451,14 +459,10 @@ impl BackupDatasourceParameters {
 #[serde(rename_all = "camelCase")]
 pub struct ProtectionStatusDetails {
     /// Open set: `ConfiguringProtection`, `ProtectionConfigured`, `ProtectionError`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Status")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// The error behind a failed status.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "errordetails"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_details: Option<UserFacingError>,
 }
 
@@ -477,9 +481,8 @@ pub struct UserFacingError {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        alias = "recommendedactions",
-        alias = "recommendedActions",
-        alias = "recommendedaction"
+        // A different word, not a casing: some answers use the plural.
+        alias = "recommendedActions"
     )]
     pub recommended_action: Option<Vec<String>>,
     /// Target of the error.
@@ -489,21 +492,13 @@ pub struct UserFacingError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<UserFacingError>>,
     /// The inner error, with `DetailedNonLocalisedMessage`.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "innererror")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner_error: Option<InnerError>,
     /// Whether retrying may help.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "isretryable"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_retryable: Option<bool>,
     /// Whether the user caused it (Azure sets it `false` even for user errors).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "isusererror"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_user_error: Option<bool>,
     /// Extra key/value pairs, e.g. `ActivityId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -518,11 +513,7 @@ pub struct InnerError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Key/value details, e.g. `DetailedNonLocalisedMessage`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "additionalinfo"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_info: Option<BTreeMap<String, Value>>,
     /// A nested inner error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,7 +535,7 @@ impl InnerError {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CloudError {
     /// The error.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Error")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
 
@@ -553,24 +544,19 @@ pub struct CloudError {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// The error code.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Code")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// The message.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Message")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Target of the error.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Target")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Nested errors.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Details")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<ErrorBody>>,
     /// Typed extra information; `UserFacingError` entries carry the recommended actions.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "AdditionalInfo",
-        alias = "additionalinfo"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_info: Option<Vec<ErrorAdditionalInfo>>,
 }
 
@@ -583,7 +569,7 @@ impl ErrorBody {
                 .as_deref()
                 .is_some_and(|t| t.eq_ignore_ascii_case("UserFacingError"));
             let value = info.info.as_ref().filter(|_| is_user_facing)?;
-            serde_json::from_value(value.clone()).ok()
+            PROPERTY_NAMES.from_value(value.clone()).ok()
         });
         own.or_else(|| {
             self.details
@@ -598,15 +584,10 @@ impl ErrorBody {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ErrorAdditionalInfo {
     /// The kind of information, e.g. `UserFacingError`.
-    #[serde(
-        rename = "type",
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "Type"
-    )]
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub info_type: Option<String>,
     /// The information.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Info")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
 }
 
@@ -621,16 +602,16 @@ pub struct OperationResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Open set: `Succeeded`, `Failed`, `Canceled`, `InProgress`, `Inprogress`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Status")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Start time, verbatim (Azure's values are not always RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "starttime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     /// End time, verbatim (`0001-01-01T00:00:00` while running).
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "endtime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
     /// The error of a failed or canceled operation.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Error")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     /// Extended info, e.g. `{"objectType": "OperationJobExtendedInfo", "jobId": ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -645,7 +626,7 @@ pub struct OperationJobExtendedInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_type: Option<String>,
     /// The job created for the operation.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "jobid")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
 }
 
@@ -655,7 +636,6 @@ pub struct OperationJobExtendedInfo {
 #[serde(rename_all = "camelCase")]
 pub struct ValidateForBackupRequest {
     /// The instance to validate.
-    #[serde(alias = "backupinstance")]
     pub backup_instance: BackupInstance,
 }
 
@@ -666,4 +646,176 @@ pub struct SyncBackupInstanceRequest {
     /// `Default` (re-sync only on failure) or `ForceResync`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_type: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A name missing from `SPEC_PROPERTY_NAMES` would be read in the spec's casing only.
+    #[test]
+    fn every_name_the_models_write_is_known() {
+        let account: StorageAccountId =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"
+                .parse()
+                .unwrap();
+        let policy: PolicyId = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v/backupPolicies/p".parse().unwrap();
+        let inner = InnerError {
+            code: Some("c".into()),
+            additional_info: Some(BTreeMap::new()),
+            embedded_inner_error: Some(Box::default()),
+        };
+        let user_error = UserFacingError {
+            code: Some("c".into()),
+            message: Some("m".into()),
+            recommended_action: Some(vec!["r".into()]),
+            target: Some("t".into()),
+            details: Some(vec![UserFacingError::default()]),
+            inner_error: Some(inner),
+            is_retryable: Some(false),
+            is_user_error: Some(false),
+            properties: Some(BTreeMap::new()),
+        };
+        let mut instance =
+            BackupInstance::for_blob_account(&account, "westus", &policy, Some(&["c".into()]));
+        instance.friendly_name = Some("f".into());
+        instance.data_source_info.resource_properties = Some(json!({}));
+        instance.policy_info.policy_version = Some("1".into());
+        instance.protection_status = Some(ProtectionStatusDetails {
+            status: Some("s".into()),
+            error_details: Some(user_error.clone()),
+        });
+        instance.current_protection_state = Some("s".into());
+        instance.protection_error_details = Some(user_error.clone());
+        instance.provisioning_state = Some("s".into());
+        instance.validation_type = Some("v".into());
+        instance.identity_details = Some(json!({}));
+        instance.datasource_auth_credentials = Some(json!({}));
+        instance.resource_guard_operation_requests = Some(vec![]);
+        let resource = BackupInstanceResource {
+            id: Some("i".into()),
+            name: Some("n".into()),
+            resource_type: Some("t".into()),
+            properties: Some(instance.clone()),
+            tags: Some(BTreeMap::from([("Any Tag".into(), "v".into())])),
+        };
+        let error = ErrorBody {
+            code: Some("c".into()),
+            message: Some("m".into()),
+            target: Some("t".into()),
+            details: Some(vec![ErrorBody::default()]),
+            additional_info: Some(vec![ErrorAdditionalInfo {
+                info_type: Some("UserFacingError".into()),
+                info: Some(serde_json::to_value(&user_error).unwrap()),
+            }]),
+        };
+        let documents = [
+            serde_json::to_value(BackupInstanceResourceList {
+                value: vec![resource],
+                next_link: Some("l".into()),
+            }),
+            serde_json::to_value(RecoveryPointResourceList {
+                value: vec![RecoveryPointResource {
+                    id: Some("i".into()),
+                    name: Some("n".into()),
+                    properties: Some(RecoveryPointProperties {
+                        object_type: "o".into(),
+                        recovery_point_time: Some("t".into()),
+                    }),
+                }],
+                next_link: Some("l".into()),
+            }),
+            serde_json::to_value(CloudError {
+                error: Some(error.clone()),
+            }),
+            serde_json::to_value(OperationResource {
+                id: Some("i".into()),
+                name: Some("n".into()),
+                status: Some("s".into()),
+                start_time: Some("t".into()),
+                end_time: Some("t".into()),
+                error: Some(error),
+                properties: Some(json!({})),
+            }),
+            serde_json::to_value(OperationJobExtendedInfo {
+                object_type: Some("o".into()),
+                job_id: Some("j".into()),
+            }),
+            serde_json::to_value(ValidateForBackupRequest {
+                backup_instance: instance,
+            }),
+            serde_json::to_value(SyncBackupInstanceRequest {
+                sync_type: Some("s".into()),
+            }),
+            serde_json::to_value(FindRestorableTimeRangesRequest {
+                source_data_store_type: "s".into(),
+                start_time: Some("t".into()),
+                end_time: Some("t".into()),
+            }),
+            serde_json::to_value(FindRestorableTimeRangesResponseResource {
+                properties: Some(FindRestorableTimeRangesResponse {
+                    restorable_time_ranges: vec![RestorableTimeRange {
+                        start_time: "t".into(),
+                        end_time: "t".into(),
+                        object_type: Some("o".into()),
+                    }],
+                    object_type: Some("o".into()),
+                }),
+            }),
+            serde_json::to_value(JobResource {
+                id: Some("i".into()),
+                name: Some("n".into()),
+                properties: Some(Job {
+                    status: Some("s".into()),
+                    operation: Some("o".into()),
+                    start_time: Some("t".into()),
+                    end_time: Some("t".into()),
+                    error_details: vec![user_error.clone()],
+                }),
+            }),
+        ];
+        for document in documents {
+            let document = document.unwrap();
+            assert_eq!(
+                PROPERTY_NAMES.unknown_keys(&document),
+                Vec::<String>::new(),
+                "{document}"
+            );
+        }
+        // A restore's target spells datasourceInfo with a small s, where a backup instance
+        // has dataSourceInfo: the one name known in another casing (read back in either).
+        let account: StorageAccountId =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"
+                .parse()
+                .unwrap();
+        let target = BlobRestoreTarget {
+            source: account.clone(),
+            target: account,
+            location: "l".into(),
+            containers: vec!["c".into()],
+            prefixes: vec!["c/p".into()],
+        };
+        for point in [
+            RestoreSource::PointInTime(jiff::Timestamp::UNIX_EPOCH),
+            RestoreSource::RecoveryPoint("r".into()),
+        ] {
+            let request = RestoreRequest::for_blobs(&point, &target);
+            let document = serde_json::to_value(ValidateRestoreRequest {
+                restore_request_object: request.clone(),
+            })
+            .unwrap();
+            assert_eq!(
+                PROPERTY_NAMES.unknown_keys(&document),
+                ["datasourceInfo", "datasourceSetInfo"],
+                "{document}"
+            );
+            assert_eq!(
+                read_json::<ValidateRestoreRequest>(document.to_string().as_bytes())
+                    .unwrap()
+                    .restore_request_object,
+                request
+            );
+        }
+    }
 }

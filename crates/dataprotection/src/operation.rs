@@ -8,6 +8,58 @@ use super::error::AzureErrorDetail;
 use super::ids::BackupInstanceId;
 use super::models::OperationResource;
 
+/// What a long-running operation does: the one operation-kind type of the client, the
+/// emulator and the operator (whose CRD shows it as `status.currentOperation.action`, so the
+/// variant names are part of that API and must not change).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub enum OperationAction {
+    // POST validateForBackup.
+    Validate,
+    // PUT of a new backup instance.
+    Create,
+    // PUT of an existing backup instance.
+    Update,
+    // DELETE of the backup instance.
+    Delete,
+    // POST stopProtection.
+    StopProtection,
+    // POST sync.
+    Sync,
+    // POST validateRestore (a BlobRestore).
+    ValidateRestore,
+    // POST restore (a BlobRestore).
+    Restore,
+}
+
+impl OperationAction {
+    /// Every action, in declaration order.
+    pub const ALL: [OperationAction; 8] = [
+        OperationAction::Validate,
+        OperationAction::Create,
+        OperationAction::Update,
+        OperationAction::Delete,
+        OperationAction::StopProtection,
+        OperationAction::Sync,
+        OperationAction::ValidateRestore,
+        OperationAction::Restore,
+    ];
+
+    /// The variant's name, as serde writes it (`Validate`, `StopProtection`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "Validate",
+            Self::Create => "Create",
+            Self::Update => "Update",
+            Self::Delete => "Delete",
+            Self::StopProtection => "StopProtection",
+            Self::Sync => "Sync",
+            Self::ValidateRestore => "ValidateRestore",
+            Self::Restore => "Restore",
+        }
+    }
+}
+
 /// The state of a long-running operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperationStatus {
@@ -264,6 +316,16 @@ pub fn retry_after_from_headers(headers: &HeaderMap, now: SystemTime) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_names_are_the_serde_names() {
+        for action in OperationAction::ALL {
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                serde_json::Value::from(action.as_str())
+            );
+        }
+    }
 
     #[test]
     fn statuses_are_open_and_case_insensitive() {

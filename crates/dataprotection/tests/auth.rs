@@ -1,6 +1,6 @@
 //! Token sources, offline: workload identity and client secret against a fake Entra ID token
 //! endpoint (an azure_core transport that answers the token request), static tokens, and the
-//! errors for missing files. Nothing here touches environment variables (see arm_auth_env.rs).
+//! errors for missing files. Nothing here touches environment variables (see auth_from_environment.rs).
 
 use std::sync::{Arc, Mutex};
 

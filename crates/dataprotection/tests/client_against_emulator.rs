@@ -47,8 +47,8 @@ fn counts(rows: &[(&str, u16, u64)]) -> Counts {
 /// Instant operations and no throttling, unless a test wants them.
 fn fast_config() -> EmulatorConfig {
     let mut config = EmulatorConfig::default();
-    config.settings.latency = Duration::ZERO;
-    config.settings.throttle = None;
+    config.behavior.latency = Duration::ZERO;
+    config.behavior.throttle = None;
     config
 }
 
@@ -251,8 +251,8 @@ async fn validate_reports_either_in_progress_spelling_and_retry_after_as_sent() 
     let mut config = fast_config();
     // Long enough that the operation cannot finish during the test: the answers below are
     // deterministic without sleeping.
-    config.settings.latency = Duration::from_secs(60);
-    config.settings.retry_after = Some(7);
+    config.behavior.latency = Duration::from_secs(60);
+    config.behavior.retry_after = Some(7);
     let env = Env::start(config, V2026).await;
     let handle = env.validate().await;
     assert_eq!(handle.retry_after, Some(Duration::from_secs(7)));
@@ -316,7 +316,7 @@ async fn validate_reports_either_in_progress_spelling_and_retry_after_as_sent() 
 #[tokio::test]
 async fn validate_runs_to_succeeded_through_either_poll_url() {
     let mut config = fast_config();
-    config.settings.latency = Duration::from_millis(50);
+    config.behavior.latency = Duration::from_millis(50);
     let env = Env::start(config, V2026).await;
     let handle = env.validate().await;
     // 50 ms rounded up, as the emulator advertises it.
@@ -755,7 +755,7 @@ async fn stop_protection_and_sync() {
 async fn writes_past_the_budget_are_throttled_with_retry_after() {
     let mut config = fast_config();
     // No refill: the third write is refused with the emulator's fixed 60 s.
-    config.settings.throttle = Some(ThrottleSettings {
+    config.behavior.throttle = Some(ThrottleSettings {
         budget: 2,
         refill_per_second: 0.0,
     });
@@ -988,7 +988,7 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
     // token) there, it would have counted it.
     let elsewhere = start_emulator(fast_config()).await;
     let mut config = fast_config();
-    config.settings.latency = Duration::from_secs(60);
+    config.behavior.latency = Duration::from_secs(60);
     let env = Env::start(config, V2026).await;
     let handle = env.validate().await;
     let home = env.emulator.base_url();
@@ -1019,7 +1019,7 @@ async fn urls_off_the_endpoint_are_refused_before_any_request() {
     // the same way: the poll URL of a validate and the nextLink of a list.
     let mut config = fast_config();
     config.public_url = Some(foreign_base.clone());
-    config.settings.page_size = 1;
+    config.behavior.page_size = 1;
     let env = Env::start(config, V2026).await;
     add_accounts(&env, &["acct1"]);
     let handle = env.validate().await;

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use dataprotection::{
     ArmError, AzureErrorDetail, BackupInstance, BackupInstanceResource, BackupInstanceResourceList,
     CloudError, ErrorClass, OperationHandle, OperationJobExtendedInfo, OperationResource,
-    OperationStatus, PolicyId, StorageAccountId, ValidateForBackupRequest,
+    OperationStatus, PROPERTY_NAMES, PolicyId, StorageAccountId, ValidateForBackupRequest,
 };
 use dataprotection::{
     BlobRestoreTarget, FindRestorableTimeRangesRequest, FindRestorableTimeRangesResponseResource,
@@ -90,7 +90,7 @@ fn check_example_responses(file: &str) -> usize {
                     || n == "GetBackupInstance"
                     || n == "GetBackupInstanceOperationResult" =>
                 {
-                    let resource: BackupInstanceResource = serde_json::from_value(body)?;
+                    let resource: BackupInstanceResource = PROPERTY_NAMES.from_value(body)?;
                     let properties = resource.properties.as_ref().expect("properties");
                     assert!(
                         !properties.data_source_info.resource_id.is_empty(),
@@ -100,11 +100,11 @@ fn check_example_responses(file: &str) -> usize {
                     assert!(resource.protection_status().is_some(), "{file}");
                 }
                 n if n.starts_with("ListBackupInstances") => {
-                    let list: BackupInstanceResourceList = serde_json::from_value(body)?;
+                    let list: BackupInstanceResourceList = PROPERTY_NAMES.from_value(body)?;
                     assert!(!list.value.is_empty(), "{file}");
                 }
                 n if n.starts_with("GetOperationStatus") => {
-                    let status: OperationResource = serde_json::from_value(body)?;
+                    let status: OperationResource = PROPERTY_NAMES.from_value(body)?;
                     assert_eq!(
                         OperationStatus::from_operation_resource(&status),
                         Some(OperationStatus::Succeeded),
@@ -113,11 +113,11 @@ fn check_example_responses(file: &str) -> usize {
                 }
                 "ValidateForBackup" | "GetOperationResult" | "ValidateRestore"
                 | "TriggerRestore" => {
-                    let info: OperationJobExtendedInfo = serde_json::from_value(body)?;
+                    let info: OperationJobExtendedInfo = PROPERTY_NAMES.from_value(body)?;
                     assert!(info.job_id.is_some(), "{file}");
                 }
                 "GetJob" => {
-                    let job: JobResource = serde_json::from_value(body)?;
+                    let job: JobResource = PROPERTY_NAMES.from_value(body)?;
                     let properties = job.properties.expect("properties");
                     // "Started" is not in the documented list: an open set, still running.
                     assert_eq!(
@@ -399,8 +399,9 @@ fn put_body_matches_the_2021_example() {
 #[test]
 fn article_bodies_parse_into_models_errors_and_states() {
     // The article's PUT request, with `datasourceinfo`, reads as a backup instance.
-    let put: BackupInstanceResource =
-        serde_json::from_value(fixture("article/put-request.json")).unwrap();
+    let put: BackupInstanceResource = PROPERTY_NAMES
+        .from_value(fixture("article/put-request.json"))
+        .unwrap();
     let properties = put.properties.unwrap();
     assert_eq!(
         properties.data_source_info.resource_name.as_deref(),
@@ -411,8 +412,9 @@ fn article_bodies_parse_into_models_errors_and_states() {
     assert_eq!(properties.policy().unwrap().name(), "BlobBackup-Policy");
     assert_eq!(properties.vaulted_containers(), None);
 
-    let created: BackupInstanceResource =
-        serde_json::from_value(fixture("article/put-created-201.json")["body"].clone()).unwrap();
+    let created: BackupInstanceResource = PROPERTY_NAMES
+        .from_value(fixture("article/put-created-201.json")["body"].clone())
+        .unwrap();
     assert_eq!(created.protection_status(), Some("ConfiguringProtection"));
     assert_eq!(
         created
@@ -425,7 +427,7 @@ fn article_bodies_parse_into_models_errors_and_states() {
 
     // validateForBackup 400: already protected.
     let response = fixture("article/validate-already-protected-400.json");
-    let cloud: CloudError = serde_json::from_value(response["body"].clone()).unwrap();
+    let cloud: CloudError = PROPERTY_NAMES.from_value(response["body"].clone()).unwrap();
     let detail = AzureErrorDetail::from_cloud_error(&cloud).unwrap();
     assert_eq!(detail.code, "UserErrorDppDatasourceAlreadyProtected");
     assert!(
@@ -459,7 +461,7 @@ fn article_bodies_parse_into_models_errors_and_states() {
 
     // Operation status documents.
     let status = |file: &str| {
-        let doc: OperationResource = serde_json::from_value(fixture(file)).unwrap();
+        let doc: OperationResource = PROPERTY_NAMES.from_value(fixture(file)).unwrap();
         OperationStatus::from_operation_resource(&doc).unwrap()
     };
     assert_eq!(
@@ -509,7 +511,7 @@ fn responses_tolerate_unknown_fields_and_other_casings() {
             {"objectType": "BlobBackupDatasourceParameters", "containerslist": ["a"]}
         ]
     });
-    let resource: BackupInstanceResource = serde_json::from_value(body).unwrap();
+    let resource: BackupInstanceResource = PROPERTY_NAMES.from_value(body).unwrap();
     assert_eq!(resource.protection_status(), Some("ProtectionError"));
     let properties = resource.properties.unwrap();
     assert_eq!(

@@ -117,7 +117,7 @@ pub struct Report {
     pub steady_state_writes: Option<u64>,
     pub steady_state_gets: Option<u64>,
     pub steady_state_status_writes: Option<u64>,
-    pub settings: Settings,
+    pub settings: RunSettings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate_writes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,7 +135,7 @@ pub struct Report {
 
 /// The knobs of the run, echoed in the report.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Settings {
+pub struct RunSettings {
     pub latency_ms: u64,
     pub retry_after_seconds: u64,
     pub write_budget: Option<u32>,
@@ -652,11 +652,11 @@ fn emulator_config(options: &Options) -> EmulatorConfig {
             .collect(),
         ..EmulatorConfig::default()
     };
-    config.settings.latency = options.latency;
-    config.settings.throttle = options.throttle.clone();
+    config.behavior.latency = options.latency;
+    config.behavior.throttle = options.throttle.clone();
     if let Some(plan) = &options.faults {
         // 500, 503 and dropped connections in equal parts.
-        config.settings.faults = FaultSettings {
+        config.behavior.faults = FaultSettings {
             seed: plan.seed,
             internal_error: plan.share / 3.0,
             unavailable: plan.share / 3.0,
@@ -686,8 +686,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .await
         .context("cannot start the vault emulator")?;
     let admin = emulator.admin().clone();
-    let settings_used = admin.settings();
-    let retry_after = Duration::from_secs(settings_used.operation_retry_after());
+    let behavior = admin.behavior();
+    let retry_after = Duration::from_secs(behavior.operation_retry_after());
     let (cluster, client, kubeconfig) = Cluster::start(options).await?;
     let endpoint = emulator.base_url().to_string();
     let mut operator = Operator::new(options, &kubeconfig, endpoint.trim_end_matches('/'))?;
@@ -767,10 +767,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     // of the operation it started.
     let duplicate_writes = options.faults.as_ref().map(|_| {
         admin
-            .instance_writes()
+            .in_flight_writes()
             .iter()
-            .filter(|w| w.in_flight && DUPLICATE_SENSITIVE.contains(&w.operation))
-            .count() as u64
+            .filter(|(operation, _)| DUPLICATE_SENSITIVE.contains(&operation.as_str()))
+            .map(|(_, count)| count)
+            .sum::<u64>()
     });
 
     // Steady state: one resync period with nothing changed.
@@ -860,7 +861,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         steady_state_writes: steady.map(|s| s.1),
         steady_state_gets: steady.map(|s| s.2),
         steady_state_status_writes: steady.and_then(|s| s.3),
-        settings: Settings {
+        settings: RunSettings {
             latency_ms: options.latency.as_millis() as u64,
             retry_after_seconds: retry_after.as_secs(),
             write_budget: options.throttle.as_ref().map(|t| t.budget),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::checkout::repo;
 use crate::envtest::{self, Envtest, Identity, Options, ServiceAccount};
 use blob_backup_operator::api::BlobBackupInstance;
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::telemetry::Metrics;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -95,7 +95,7 @@ impl RealCluster {
 
     /// The real controller, as admin, watching the test's namespace; its Azure calls count in
     /// [`RealCluster::metrics`].
-    pub fn controller(&self, settings: Settings) -> RunningController {
+    pub fn controller(&self, timing: Timing) -> RunningController {
         spawn_controller(
             self.kube.clone(),
             arm_client(
@@ -103,7 +103,7 @@ impl RealCluster {
                 dataprotection::DEFAULT_API_VERSION,
                 &self.metrics,
             ),
-            controller_config_in(&self.ns, settings, "test"),
+            controller_config_in(&self.ns, timing, "test"),
             &self.metrics,
         )
     }

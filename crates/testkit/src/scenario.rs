@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blob_backup_operator::api::FINALIZER;
-use blob_backup_operator::controller::decide::Settings;
+use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::controller::leader::{
     LeaderElectionConfig, LeaderElectionError, LeaderOutcome, run_as_leader,
 };
@@ -62,7 +62,7 @@ pub fn add_accounts(config: &mut EmulatorConfig, names: &[&str]) {
 /// with operations that take `latency`.
 pub fn emulator_config(latency: Duration) -> EmulatorConfig {
     let mut config = EmulatorConfig::default();
-    config.settings.latency = latency;
+    config.behavior.latency = latency;
     config.vaults[0].policies.push(PolicyConfig {
         name: "BlobBackup-Policy2".to_owned(),
         tier: PolicyTier::Operational,
@@ -72,8 +72,8 @@ pub fn emulator_config(latency: Duration) -> EmulatorConfig {
 }
 
 /// Decision timings shortened for tests (resync once a minute: never within a test).
-pub fn test_settings() -> Settings {
-    Settings {
+pub fn test_timing() -> Timing {
+    Timing {
         resync_interval: Duration::from_secs(60),
         stalled_retry_base: Duration::from_millis(200),
         stalled_retry_max: Duration::from_millis(400),
@@ -81,25 +81,20 @@ pub fn test_settings() -> Settings {
         retry_after_max: Duration::from_millis(200),
         retry_after_default: Duration::from_millis(100),
         protection_poll: Duration::from_millis(100),
-        ..Settings::default()
     }
 }
 
 /// The controller's settings in the tests' namespace, reporting Events as `instance`.
-pub fn controller_config(settings: Settings, instance: &str) -> ControllerConfig {
-    controller_config_in(NS, settings, instance)
+pub fn controller_config(timing: Timing, instance: &str) -> ControllerConfig {
+    controller_config_in(NS, timing, instance)
 }
 
 /// The controller's settings watching `namespace`, reporting Events as `instance`.
-pub fn controller_config_in(
-    namespace: &str,
-    settings: Settings,
-    instance: &str,
-) -> ControllerConfig {
+pub fn controller_config_in(namespace: &str, timing: Timing, instance: &str) -> ControllerConfig {
     ControllerConfig {
         watch_namespace: Some(namespace.to_owned()),
         concurrency: 4,
-        settings,
+        timing,
         reporting_instance: Some(instance.to_owned()),
         ..ControllerConfig::default()
     }
@@ -278,15 +273,24 @@ impl Harness {
         arm_client(&self.emulator, api_version, metrics)
     }
 
-    pub fn controller(&self, settings: Settings) -> RunningController {
-        self.controller_with(settings, dataprotection::DEFAULT_API_VERSION)
+    pub fn controller(&self, timing: Timing) -> RunningController {
+        self.controller_with(timing, dataprotection::DEFAULT_API_VERSION)
     }
 
-    pub fn controller_with(&self, settings: Settings, api_version: &str) -> RunningController {
+    pub fn controller_with(&self, timing: Timing, api_version: &str) -> RunningController {
+        self.controller_configured(controller_config(timing, "test"), api_version)
+    }
+
+    /// The real controller configured with `config`, speaking `api_version` to the emulator.
+    pub fn controller_configured(
+        &self,
+        config: ControllerConfig,
+        api_version: &str,
+    ) -> RunningController {
         spawn_controller(
             self.api.client_in(NS).unwrap(),
             self.arm(api_version),
-            controller_config(settings, "test"),
+            config,
             &self.metrics,
         )
     }
@@ -482,7 +486,7 @@ impl Replica {
             client,
             arm_client(emulator, dataprotection::DEFAULT_API_VERSION, &metrics),
             Some(election),
-            controller_config_in(namespace, test_settings(), name),
+            controller_config_in(namespace, test_timing(), name),
             &metrics,
             &health,
             &stop_rx,

@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::EmulatorError;
 use super::config::{
-    FaultSettings, InProgressSpelling, Settings, StorageAccountConfig, ThrottleSettings,
+    FaultSettings, InProgressSpelling, ServiceBehavior, StorageAccountConfig, ThrottleSettings,
     duration_text,
 };
-use super::server::{InstanceWrite, Shared};
+use super::shared::Shared;
 
 /// Test and demo controls of a running emulator. Cheap to clone.
 #[derive(Clone)]
@@ -146,21 +146,21 @@ impl EmulatorAdmin {
     }
 
     /// The current knobs.
-    pub fn settings(&self) -> Settings {
-        self.shared.lock().settings.clone()
+    pub fn behavior(&self) -> ServiceBehavior {
+        self.shared.lock().behavior.clone()
     }
 
     /// Replaces all knobs (checked first).
-    pub fn set_settings(&self, settings: Settings) -> Result<(), EmulatorError> {
-        settings.validate().map_err(EmulatorError::Invalid)?;
-        self.shared.lock().set_settings(settings, Instant::now());
+    pub fn set_behavior(&self, behavior: ServiceBehavior) -> Result<(), EmulatorError> {
+        behavior.validate().map_err(EmulatorError::Invalid)?;
+        self.shared.lock().set_behavior(behavior, Instant::now());
         Ok(())
     }
 
-    fn update(&self, change: impl FnOnce(&mut Settings)) -> Result<(), EmulatorError> {
-        let mut settings = self.settings();
-        change(&mut settings);
-        self.set_settings(settings)
+    fn update(&self, change: impl FnOnce(&mut ServiceBehavior)) -> Result<(), EmulatorError> {
+        let mut behavior = self.behavior();
+        change(&mut behavior);
+        self.set_behavior(behavior)
     }
 
     /// Sets the injected faults (re-seeds their random generator).
@@ -191,16 +191,21 @@ impl EmulatorAdmin {
         self.update(|s| s.page_size = page_size)
     }
 
-    /// Every write that named a backup instance, in arrival order (benchmarks look for
-    /// second writes while an operation runs).
-    pub fn instance_writes(&self) -> Vec<InstanceWrite> {
-        self.shared.writes().clone()
+    /// Writes (PUT, DELETE, stopProtection, sync) that named a backup instance while an
+    /// operation on it was still running, by operation id: a client that lost track of the
+    /// operation it started sends such a second write (benchmarks count them).
+    pub fn in_flight_writes(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .in_flight_writes()
+            .iter()
+            .map(|(op, count)| ((*op).to_owned(), *count))
+            .collect()
     }
 
-    /// Clears the request counts and the instance write log.
+    /// Clears the request counts and the in-flight write counts.
     pub fn reset_counts(&self) {
         self.shared.counts().clear();
-        self.shared.writes().clear();
+        self.shared.in_flight_writes().clear();
     }
 
     /// Back to the start: the config's world and knobs, no instances, no operations, no counts.
@@ -255,7 +260,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/external-protections",
             post(protect_elsewhere).delete(unprotect_elsewhere),
         )
-        .route("/settings", get(settings).put(put_settings))
+        .route("/settings", get(get_behavior).put(put_behavior))
         .fallback(unknown_admin_route)
 }
 
@@ -419,14 +424,14 @@ async fn unprotect_elsewhere(
     ok(json!({"storageAccountId": query.storage_account_id}))
 }
 
-async fn settings(State(shared): State<Arc<Shared>>) -> AdminResult {
-    ok(serde_json::to_value(admin(shared).settings()).unwrap_or_default())
+async fn get_behavior(State(shared): State<Arc<Shared>>) -> AdminResult {
+    ok(serde_json::to_value(admin(shared).behavior()).unwrap_or_default())
 }
 
-/// A partial `Settings`: only the knobs present change (`throttle: null` lifts throttling).
+/// A partial `ServiceBehavior`: only the knobs present change (`throttle: null` lifts throttling).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SettingsPatch {
+struct BehaviorPatch {
     #[serde(default, deserialize_with = "some_duration")]
     latency: Option<Duration>,
     #[serde(default, deserialize_with = "some")]
@@ -449,8 +454,8 @@ fn some_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Durati
     duration_text::deserialize(d).map(Some)
 }
 
-async fn put_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult {
-    let patch: SettingsPatch = parse(&body)?;
+async fn put_behavior(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult {
+    let patch: BehaviorPatch = parse(&body)?;
     let admin = admin(shared);
     admin.update(|s| {
         if let Some(v) = patch.latency {
@@ -472,5 +477,5 @@ async fn put_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminRe
             s.faults = v;
         }
     })?;
-    ok(serde_json::to_value(admin.settings()).unwrap_or_default())
+    ok(serde_json::to_value(admin.behavior()).unwrap_or_default())
 }

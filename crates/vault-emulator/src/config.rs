@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::EmulatorError;
-use super::ids::{ArmId, parse_storage_account_id, parse_vault_id};
+use super::keys::{KeyedId, parse_storage_account_id, parse_vault_id};
 
 /// The article's subscription, vault and storage account: the emulator's default world.
 pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
@@ -32,8 +32,11 @@ pub struct EmulatorConfig {
     /// Base URL put into `Azure-AsyncOperation`/`Location`/`nextLink` (e.g. when reached through
     /// a port-forward). Unset: `http://<Host header>` of each request.
     pub public_url: Option<String>,
-    /// Behaviour knobs (also changeable at run time through the admin API).
-    pub settings: Settings,
+    /// Behaviour knobs (also changeable at run time through the admin API). The file and the
+    /// admin API keep their key `settings`; the Rust name says what it holds (the operator has
+    /// its own `Settings`).
+    #[serde(rename = "settings")]
+    pub behavior: ServiceBehavior,
     /// Backup vaults with their policies.
     pub vaults: Vec<VaultConfig>,
     /// Storage accounts that can be protected.
@@ -93,7 +96,7 @@ pub struct StorageAccountConfig {
 /// Run-time behaviour knobs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Settings {
+pub struct ServiceBehavior {
     /// How long each long-running operation stays in progress (e.g. `1s`, `50ms`, `0s`).
     #[serde(with = "duration_text")]
     pub latency: Duration,
@@ -174,7 +177,7 @@ impl Default for EmulatorConfig {
             tokens: vec![DEFAULT_TOKEN.to_owned()],
             expired_tokens: Vec::new(),
             public_url: None,
-            settings: Settings::default(),
+            behavior: ServiceBehavior::default(),
             vaults: vec![VaultConfig {
                 id: DEFAULT_VAULT_ID.to_owned(),
                 location: "westus".to_owned(),
@@ -199,7 +202,7 @@ impl Default for EmulatorConfig {
     }
 }
 
-impl Default for Settings {
+impl Default for ServiceBehavior {
     fn default() -> Self {
         Self {
             latency: Duration::from_secs(1),
@@ -294,7 +297,7 @@ impl EmulatorConfig {
                 ));
             }
         }
-        self.settings
+        self.behavior
             .validate()
             .map_err(|message| invalid("settings".into(), message))?;
         let mut vault_keys = Vec::new();
@@ -340,7 +343,7 @@ impl EmulatorConfig {
 pub(crate) fn check_storage_account(
     account: &StorageAccountConfig,
     vault_keys: &[String],
-) -> Result<ArmId, (&'static str, String)> {
+) -> Result<KeyedId, (&'static str, String)> {
     let id = parse_storage_account_id(&account.id).map_err(|m| ("id", m))?;
     check_location(&account.location).map_err(|m| ("location", m))?;
     for vault in account.role_assignments.iter().flatten() {
@@ -365,7 +368,7 @@ fn check_location(location: &str) -> Result<(), String> {
     }
 }
 
-impl Settings {
+impl ServiceBehavior {
     /// Checks knob ranges; the error says which knob.
     pub fn validate(&self) -> Result<(), String> {
         if self.page_size == 0 {
@@ -478,8 +481,8 @@ mod tests {
         let config =
             EmulatorConfig::from_yaml_str("settings:\n  latency: 50ms\n  throttle: null\n")
                 .unwrap();
-        assert_eq!(config.settings.latency, Duration::from_millis(50));
-        assert_eq!(config.settings.throttle, None);
+        assert_eq!(config.behavior.latency, Duration::from_millis(50));
+        assert_eq!(config.behavior.throttle, None);
         assert_eq!(config.vaults, EmulatorConfig::default().vaults);
     }
 
@@ -508,9 +511,9 @@ mod tests {
 
     #[test]
     fn retry_after_defaults_to_latency_rounded_up() {
-        let mut s = Settings {
+        let mut s = ServiceBehavior {
             latency: Duration::from_millis(1500),
-            ..Settings::default()
+            ..ServiceBehavior::default()
         };
         assert_eq!(s.operation_retry_after(), 2);
         s.latency = Duration::ZERO;

@@ -51,11 +51,12 @@
 
 mod admin;
 mod config;
-mod ids;
+mod keys;
+mod listener;
 mod model;
 mod reply;
 mod routes;
-mod server;
+mod shared;
 mod state;
 
 use std::net::SocketAddr;
@@ -65,10 +66,10 @@ pub use admin::EmulatorAdmin;
 pub use config::{
     DEFAULT_PRINCIPAL_ID, DEFAULT_STORAGE_ACCOUNT_ID, DEFAULT_SUBSCRIPTION, DEFAULT_TOKEN,
     DEFAULT_VAULT_ID, EmulatorConfig, FaultSettings, InProgressSpelling, PolicyConfig, PolicyTier,
-    Settings, StorageAccountConfig, ThrottleSettings, VaultConfig,
+    ServiceBehavior, StorageAccountConfig, ThrottleSettings, VaultConfig,
 };
+pub use listener::RunningEmulator;
 pub use routes::{SUPPORTED_API_VERSIONS, UNKNOWN_OPERATION};
-pub use server::{InstanceWrite, RunningEmulator};
 
 /// Everything that can go wrong starting or steering the emulator.
 #[derive(Debug, thiserror::Error)]

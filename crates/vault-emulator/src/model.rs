@@ -1,98 +1,38 @@
 //! The emulator's own wire model: what it reads from requests and what it answers, in the
 //! spec's property casing. Requests bind case-insensitively (Azure's Json.NET does; the
-//! article itself sends `datasourceinfo`): keys are first rewritten to the spec's casing.
+//! article itself sends `datasourceinfo`) through `dataprotection::json_casing`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+use dataprotection::SPEC_PROPERTY_NAMES;
+use dataprotection::json_casing::PropertyNames;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Every property name of this model, in spec casing.
-const KNOWN_KEYS: &[&str] = &[
-    "id",
-    "name",
-    "type",
-    "tags",
-    "properties",
-    "backupInstance",
-    "objectType",
-    "friendlyName",
-    "dataSourceInfo",
-    "dataSourceSetInfo",
-    "policyInfo",
-    "policyId",
-    "policyVersion",
-    "policyParameters",
-    "dataStoreParametersList",
-    "backupDatasourceParametersList",
+/// The property names of this model that the client's models lack, in spec casing.
+const OWN_PROPERTY_NAMES: &[&str] = &[
     "dataStoreType",
     "resourceGroupId",
-    "containersList",
     "autoProtectionSettings",
     "enabled",
     "rules",
     "mode",
     "pattern",
-    "datasourceType",
-    "resourceID",
-    "resourceLocation",
-    "resourceName",
-    "resourceType",
-    "resourceUri",
-    "protectionStatus",
-    "status",
-    "errorDetails",
-    "currentProtectionState",
-    "protectionErrorDetails",
-    "provisioningState",
-    "validationType",
-    "identityDetails",
     "useSystemAssignedIdentity",
     "userAssignedIdentityArmUrl",
-    "resourceGuardOperationRequests",
-    "syncType",
-    "message",
-    "recommendedAction",
-    "details",
-    "code",
-    "target",
-    "innerError",
-    "additionalInfo",
-    "isRetryable",
-    "isUserError",
 ];
 
-static CANONICAL: LazyLock<HashMap<String, &'static str>> = LazyLock::new(|| {
-    KNOWN_KEYS
+/// The model's names, for reading requests in any casing (`dataprotection::json_casing` says
+/// why this way); `tags` keys are user data.
+static PROPERTY_NAMES: LazyLock<PropertyNames> = LazyLock::new(|| {
+    let names: Vec<&'static str> = SPEC_PROPERTY_NAMES
         .iter()
-        .map(|k| (k.to_ascii_lowercase(), *k))
-        .collect()
+        .chain(OWN_PROPERTY_NAMES)
+        .copied()
+        .collect();
+    PropertyNames::new(&names, &["tags"])
 });
-
-/// Rewrites object keys to the spec's casing (unknown keys stay as sent; `tags` keys are
-/// user data and are left alone).
-pub(crate) fn canonicalize_keys(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, v)| {
-                    let canonical = CANONICAL
-                        .get(&key.to_ascii_lowercase())
-                        .map_or(key, |k| (*k).to_owned());
-                    let v = if canonical == "tags" {
-                        v
-                    } else {
-                        canonicalize_keys(v)
-                    };
-                    (canonical, v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(canonicalize_keys).collect()),
-        other => other,
-    }
-}
 
 /// Parses a JSON request body with case-insensitive property names.
 pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
@@ -101,8 +41,7 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T,
     } else {
         body
     };
-    let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
-    serde_json::from_value(canonicalize_keys(value)).map_err(|e| e.to_string())
+    PROPERTY_NAMES.from_slice(text).map_err(|e| e.to_string())
 }
 
 /// `BackupInstanceResource`.
@@ -547,21 +486,12 @@ mod tests {
             }),
             ..BackupInstanceResource::default()
         };
-        fn walk(v: &Value, path: &str) {
-            if let Value::Object(map) = v {
-                for (k, v) in map {
-                    if path != "properties" || k != "ActivityId" {
-                        assert!(
-                            KNOWN_KEYS.contains(&k.as_str()),
-                            "{path}.{k} not in KNOWN_KEYS"
-                        );
-                    }
-                    walk(v, k);
-                }
-            } else if let Value::Array(items) = v {
-                items.iter().for_each(|i| walk(i, path));
-            }
-        }
-        walk(&serde_json::to_value(&full).unwrap(), "");
+        let unknown = PROPERTY_NAMES.unknown_keys(&serde_json::to_value(&full).unwrap());
+        // `ActivityId` is a key of UserFacingError.properties, a map of user data.
+        assert_eq!(
+            unknown,
+            ["ActivityId", "ActivityId"],
+            "not in the property names"
+        );
     }
 }

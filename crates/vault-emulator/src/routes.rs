@@ -13,13 +13,13 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use percent_encoding::percent_decode_str;
 
-use super::ids::ArmId;
+use super::keys::KeyedId;
 use super::model::ErrorBody;
-use super::reply::{Answer, Reply, invalid_content};
-use super::server::{DropConnection, InstanceWrite, RequestIds, Shared};
-use super::state::{Ctx, Fault, instance_key};
+use super::reply::{self, Answer, Reply};
+use super::shared::{DropConnection, RequestIds, Shared};
+use super::state::{Ctx, Fault, Refusal};
 use dataprotection::ids::VaultId;
-use dataprotection::operation_ids as ops;
+use dataprotection::operation_ids;
 
 /// API versions the emulator answers (the article's and the recent stable ones).
 pub const SUPPORTED_API_VERSIONS: [&str; 5] = [
@@ -90,15 +90,15 @@ fn match_segments<'a>(segments: &[&'a str], pattern: &[&str]) -> Option<Vec<&'a 
 
 /// What a request path names.
 enum Route {
-    Validate(ArmId),
-    List(ArmId),
-    Instance(ArmId, String),
-    StopProtection(ArmId, String),
-    Sync(ArmId, String),
-    RecoveryPoints(ArmId, String),
+    Validate(KeyedId),
+    List(KeyedId),
+    Instance(KeyedId, String),
+    StopProtection(KeyedId, String),
+    Sync(KeyedId, String),
+    RecoveryPoints(KeyedId, String),
     /// findRestorableTimeRanges, validateRestore or restore (by its operationId).
-    Restore(ArmId, String, &'static str),
-    Job(ArmId, String),
+    Restore(KeyedId, String, &'static str),
+    Job(KeyedId, String),
     OperationStatus {
         subscription: String,
         id: String,
@@ -139,7 +139,7 @@ impl Route {
         let Ok(vault) = VaultId::new(c[0], c[1], c[2]) else {
             return Self::Unknown;
         };
-        let vault = ArmId::from(&vault);
+        let vault = KeyedId::from(&vault);
         let is = |s: &str, literal: &str| s.eq_ignore_ascii_case(literal);
         match &segments[n..] {
             [a] if is(a, "validateForBackup") => Self::Validate(vault),
@@ -168,31 +168,31 @@ impl Route {
     /// Azure's operationId of this route and method (`None`: the method is not served).
     fn operation_id(&self, method: &Method) -> Option<&'static str> {
         Some(match (self, method.as_str()) {
-            (Self::Validate(_), "POST") => "BackupInstances_ValidateForBackup",
-            (Self::List(_), "GET") => "BackupInstances_List",
-            (Self::Instance(..), "GET") => "BackupInstances_Get",
-            (Self::Instance(..), "PUT") => "BackupInstances_CreateOrUpdate",
-            (Self::Instance(..), "DELETE") => "BackupInstances_Delete",
-            (Self::StopProtection(..), "POST") => "BackupInstances_StopProtection",
-            (Self::Sync(..), "POST") => "BackupInstances_SyncBackupInstance",
-            (Self::RecoveryPoints(..), "GET") => "RecoveryPoints_List",
+            (Self::Validate(_), "POST") => operation_ids::VALIDATE_FOR_BACKUP,
+            (Self::List(_), "GET") => operation_ids::LIST,
+            (Self::Instance(..), "GET") => operation_ids::GET,
+            (Self::Instance(..), "PUT") => operation_ids::CREATE_OR_UPDATE,
+            (Self::Instance(..), "DELETE") => operation_ids::DELETE,
+            (Self::StopProtection(..), "POST") => operation_ids::STOP_PROTECTION,
+            (Self::Sync(..), "POST") => operation_ids::SYNC,
+            (Self::RecoveryPoints(..), "GET") => operation_ids::RECOVERY_POINTS_LIST,
             (Self::Restore(.., operation), "POST") => operation,
-            (Self::Job(..), "GET") => ops::JOBS_GET,
-            (Self::OperationStatus { .. }, "GET") => "OperationStatus_Get",
-            (Self::OperationResult { .. }, "GET") => "OperationResult_Get",
+            (Self::Job(..), "GET") => operation_ids::JOBS_GET,
+            (Self::OperationStatus { .. }, "GET") => operation_ids::OPERATION_STATUS,
+            (Self::OperationResult { .. }, "GET") => operation_ids::OPERATION_RESULT,
             _ => return None,
         })
     }
 
     /// The backup instance a write names (PUT, DELETE, stopProtection, sync).
-    fn written_instance(&self, method: &Method) -> Option<(&ArmId, &str)> {
+    fn written_instance(&self, method: &Method) -> Option<(&KeyedId, &str)> {
         match self {
             Self::Instance(vault, name) if matches!(*method, Method::PUT | Method::DELETE) => {
                 Some((vault, name))
             }
             Self::StopProtection(vault, name)
             | Self::Sync(vault, name)
-            | Self::Restore(vault, name, ops::TRIGGER_RESTORE)
+            | Self::Restore(vault, name, operation_ids::TRIGGER_RESTORE)
                 if *method == Method::POST =>
             {
                 Some((vault, name))
@@ -221,9 +221,12 @@ impl Route {
 /// The operationId of a restore action on a backup instance.
 fn restore_operation(action: &str) -> Option<&'static str> {
     [
-        ("findRestorableTimeRanges", ops::FIND_RESTORABLE_TIME_RANGES),
-        ("validateRestore", ops::VALIDATE_FOR_RESTORE),
-        ("restore", ops::TRIGGER_RESTORE),
+        (
+            "findRestorableTimeRanges",
+            operation_ids::FIND_RESTORABLE_TIME_RANGES,
+        ),
+        ("validateRestore", operation_ids::VALIDATE_FOR_RESTORE),
+        ("restore", operation_ids::TRIGGER_RESTORE),
     ]
     .into_iter()
     .find(|(name, _)| action.eq_ignore_ascii_case(name))
@@ -242,34 +245,40 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
     let operation = route.operation_id(&parts.method);
     let name = operation.unwrap_or(UNKNOWN_OPERATION);
     // Judged on arrival, before faults, throttling or the write itself.
-    let written = route
+    let in_flight = route
         .written_instance(&parts.method)
-        .map(|(vault, instance)| {
-            let running = shared
+        .is_some_and(|(vault, instance)| {
+            shared
                 .lock()
-                .operation_running(vault, instance, Instant::now());
-            (instance_key(&vault.key, instance), running)
+                .operation_running(vault, instance, Instant::now())
         });
-    let log = |status: u16| {
-        if let Some((instance, in_flight)) = &written {
-            shared.writes().push(InstanceWrite {
-                instance: instance.clone(),
-                operation: name,
-                status,
-                in_flight: *in_flight,
-            });
-        }
-    };
+    if in_flight {
+        shared.count_in_flight_write(name);
+    }
     let fault = shared.lock().roll_fault(name);
     let reply = match fault {
         Some(Fault::Drop) => {
             shared.count(name, 0);
-            log(0);
             let mut response = Response::default();
             response.extensions_mut().insert(DropConnection);
             return response;
         }
-        Some(Fault::Status(status, retry_after)) => fault_reply(status, retry_after),
+        Some(Fault::InternalError(retry_after)) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorBody::arm(
+                "InternalServerError",
+                "Encountered internal server error. (injected by the emulator)",
+            ),
+        )
+        .retry_after(retry_after),
+        Some(Fault::Unavailable(retry_after)) => Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody::arm(
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry after the time given in Retry-After. (injected by the emulator)",
+            ),
+        )
+        .retry_after(retry_after),
         Some(Fault::MalformedBody) => Reply::body(StatusCode::OK, TRUNCATED_BODY.to_vec()),
         Some(Fault::EmptyBody) => Reply::body(StatusCode::OK, Vec::new()),
         slow => {
@@ -282,7 +291,6 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
         }
     };
     shared.count(name, reply.status.as_u16());
-    log(reply.status.as_u16());
     reply.into_response()
 }
 
@@ -368,8 +376,8 @@ async fn respond(
             state.list_instances(&ctx, vault, token.as_deref())
         }
         Route::Instance(vault, name) => match operation {
-            "BackupInstances_CreateOrUpdate" => state.put_instance(&ctx, vault, name, &body),
-            "BackupInstances_Delete" => state.delete_instance(&ctx, vault, name),
+            operation_ids::CREATE_OR_UPDATE => state.put_instance(&ctx, vault, name, &body),
+            operation_ids::DELETE => state.delete_instance(&ctx, vault, name),
             _ => state.get_instance(&ctx, vault, name),
         },
         Route::StopProtection(vault, name) => state.instance_action(&ctx, vault, name, true),
@@ -379,10 +387,10 @@ async fn respond(
             state.list_recovery_points(&ctx, vault, name, token.as_deref())
         }
         Route::Restore(vault, name, operation) => match *operation {
-            ops::FIND_RESTORABLE_TIME_RANGES => {
+            operation_ids::FIND_RESTORABLE_TIME_RANGES => {
                 state.find_restorable_time_ranges(&ctx, vault, name, &body)
             }
-            ops::VALIDATE_FOR_RESTORE => state.validate_restore(&ctx, vault, name, &body),
+            operation_ids::VALIDATE_FOR_RESTORE => state.validate_restore(&ctx, vault, name, &body),
             _ => state.trigger_restore(&ctx, vault, name, &body),
         },
         Route::Job(vault, id) => state.get_job(&ctx, vault, id),
@@ -392,10 +400,10 @@ async fn respond(
         Route::OperationResult { subscription, id } => {
             state.operation_result(&ctx, subscription, id)
         }
-        Route::Unknown => Err(invalid_content("unroutable request")),
+        Route::Unknown => Err(Refusal::InvalidContent("unroutable request".into())),
     };
     drop(state);
-    let mut reply = result.unwrap_or_else(|error| error);
+    let mut reply = reply::verdict(result, ctx.activity_id);
     if let Some(remaining) = remaining {
         reply = reply.header(REMAINING_WRITES, remaining.to_string());
         if parts.method == Method::DELETE {
@@ -507,21 +515,6 @@ fn throttled(subscription: &str, retry_after: u64) -> Reply {
     .retry_after(retry_after)
 }
 
-fn fault_reply(status: StatusCode, retry_after: u64) -> Reply {
-    let error = if status == StatusCode::SERVICE_UNAVAILABLE {
-        ErrorBody::arm(
-            "ServiceUnavailable",
-            "The service is temporarily unavailable. Please retry after the time given in Retry-After. (injected by the emulator)",
-        )
-    } else {
-        ErrorBody::arm(
-            "InternalServerError",
-            "Encountered internal server error. (injected by the emulator)",
-        )
-    };
-    Reply::error(status, error).retry_after(retry_after)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,13 +527,13 @@ mod tests {
         assert!(matches!(&route, Route::Instance(v, name) if v.name == "v" && name == "a b"));
         assert_eq!(
             route.operation_id(&Method::PUT),
-            Some("BackupInstances_CreateOrUpdate")
+            Some(operation_ids::CREATE_OR_UPDATE)
         );
         assert_eq!(route.operation_id(&Method::PATCH), None);
         let route = Route::parse(&format!("{vault}/backupInstances/x/STOPPROTECTION"));
         assert_eq!(
             route.operation_id(&Method::POST),
-            Some("BackupInstances_StopProtection")
+            Some(operation_ids::STOP_PROTECTION)
         );
         let route = Route::parse(
             "/subscriptions/s/providers/Microsoft.DataProtection/locations/westus/operationStatus/YQ==",

@@ -6,25 +6,22 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http::StatusCode;
-use http::header::LOCATION;
 use jiff::Timestamp;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
+use dataprotection::OperationAction;
+
 use super::EmulatorError;
 use super::config::{
-    EmulatorConfig, PolicyTier, Settings, StorageAccountConfig, ThrottleSettings,
+    EmulatorConfig, PolicyTier, ServiceBehavior, StorageAccountConfig, ThrottleSettings,
     check_storage_account,
 };
-use super::ids::{ArmId, parse_policy_id, parse_storage_account_id, parse_vault_id};
+use super::keys::{KeyedId, parse_policy_id, parse_storage_account_id, parse_vault_id};
 use super::model::{
     BackupInstance, BackupInstanceResource, BackupInstanceResourceList, ErrorBody,
     OperationJobExtendedInfo, OperationResource, ProtectionStatusDetails, UserFacingError,
     ValidateForBackupRequest, already_protected, missing_permissions, parse_body,
-};
-use super::reply::{
-    AZURE_ASYNC_OPERATION, Answer, Reply, invalid_content, resource_not_found, user_error,
 };
 
 mod restore;
@@ -58,22 +55,78 @@ pub(crate) struct Ctx<'a> {
     pub wall: Timestamp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OpKind {
-    Validate,
-    Create,
-    Update,
-    Delete,
-    StopProtection,
-    Sync,
-    ValidateRestore,
-    Restore,
+/// Where to follow an operation: what `Azure-AsyncOperation`, `Location` and `Retry-After` say.
+#[derive(Debug)]
+pub(crate) struct OperationLink {
+    /// The operationStatus URL.
+    pub status_url: String,
+    /// The operationResults URL.
+    pub result_url: String,
+    pub retry_after: u64,
 }
+
+/// What a request did to the world; `reply` turns it into status, headers and body.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// An operation started, or the same one still runs (`None`: it has expired).
+    Accepted(Option<OperationLink>),
+    /// A PUT: the instance as it is now, new or not, and the operation it runs (if any).
+    Put {
+        created: bool,
+        instance: Option<BackupInstanceResource>,
+        operation: Option<OperationLink>,
+    },
+    Instance(BackupInstanceResource),
+    InstancePage(BackupInstanceResourceList),
+    /// A page of recovery points (the emulator has no model of them beyond this document).
+    RecoveryPointPage(Value),
+    /// The restorable time ranges of an instance (a document, as the recovery points).
+    RestorableTimeRanges(Value),
+    /// A backup job (a document, as the recovery points).
+    BackupJob(Value),
+    OperationStatus(OperationResource),
+    /// The result of a finished create or update: the instance (`None`: gone since).
+    InstanceResult(Option<BackupInstanceResource>),
+    /// The result of a finished validate, stopProtection or sync.
+    Job(OperationJobExtendedInfo),
+    /// Nothing to change (stopProtection of a stopped instance).
+    Unchanged,
+    /// Nothing (left) to delete.
+    Gone,
+}
+
+/// Why a request changed nothing.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// A vault or backup instance that does not exist (ARM's `ResourceNotFound`).
+    ResourceNotFound {
+        resource_type: &'static str,
+        name: String,
+        resource_group: String,
+    },
+    /// The body is not JSON of the expected shape.
+    InvalidContent(String),
+    /// The service rejects the request (a `UserError…` code).
+    UserError { code: &'static str, message: String },
+    /// A policy or storage account the request names does not exist.
+    ReferenceNotFound(String),
+    /// A different operation runs on the instance.
+    AnotherOperationInProgress,
+    /// The storage account is protected by another backup instance.
+    AlreadyProtected(ErrorBody),
+    /// No operation has this id (in this subscription), or it expired.
+    OperationNotFound(String),
+    /// The operation ended `Failed`: its result is its error.
+    OperationFailed(ErrorBody),
+}
+
+/// Either way, what a request came to.
+pub(crate) type Verdict = Result<Outcome, Refusal>;
 
 struct Operation {
     subscription: String,
     location: String,
-    kind: OpKind,
+    kind: OperationAction,
     instance_key: Option<String>,
     start_wall: Timestamp,
     done_at: Instant,
@@ -83,7 +136,7 @@ struct Operation {
 }
 
 struct Vault {
-    id: ArmId,
+    id: KeyedId,
     location: String,
     principal_id: String,
     /// Lower-cased policy name => tier.
@@ -91,7 +144,7 @@ struct Vault {
 }
 
 struct Account {
-    id: ArmId,
+    id: KeyedId,
     location: String,
     /// Keys of the vaults whose identity holds the backup role here.
     granted: HashSet<String>,
@@ -117,7 +170,7 @@ enum Phase {
 
 struct Pending {
     op_id: String,
-    kind: OpKind,
+    kind: OperationAction,
     done_at: Instant,
     failure: Option<UserFacingError>,
 }
@@ -166,7 +219,10 @@ pub(crate) enum Fault {
     /// 200 announcing JSON with no body at all.
     EmptyBody,
     Slow(Duration),
-    Status(StatusCode, u64),
+    /// 500 with this `Retry-After`.
+    InternalError(u64),
+    /// 503 with this `Retry-After`.
+    Unavailable(u64),
 }
 
 struct Bucket {
@@ -176,7 +232,7 @@ struct Bucket {
 
 /// The whole emulated world; one mutex guards it.
 pub(crate) struct State {
-    pub settings: Settings,
+    pub behavior: ServiceBehavior,
     vaults: HashMap<String, Vault>,
     accounts: HashMap<String, Account>,
     instances: BTreeMap<String, Instance>,
@@ -218,23 +274,23 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
         return false;
     };
     match (pending.kind, pending.failure) {
-        (OpKind::Delete, _) => return true,
-        (OpKind::Create | OpKind::Update, Some(error)) => {
+        (OperationAction::Delete, _) => return true,
+        (OperationAction::Create | OperationAction::Update, Some(error)) => {
             instance.phase = Phase::ConfigureFailed(Box::new(error));
         }
-        (OpKind::Create | OpKind::Update, None) => {
+        (OperationAction::Create | OperationAction::Update, None) => {
             instance.phase = Phase::Configured;
             instance.protection_error = None;
             instance.protected_since.get_or_insert(pending.done_at);
         }
-        (OpKind::StopProtection, None) => instance.phase = Phase::Stopped,
-        (OpKind::Sync, None) => instance.protection_error = None,
+        (OperationAction::StopProtection, None) => instance.phase = Phase::Stopped,
+        (OperationAction::Sync, None) => instance.protection_error = None,
         (
-            OpKind::StopProtection
-            | OpKind::Sync
-            | OpKind::Validate
-            | OpKind::ValidateRestore
-            | OpKind::Restore,
+            OperationAction::StopProtection
+            | OperationAction::Sync
+            | OperationAction::Validate
+            | OperationAction::ValidateRestore
+            | OperationAction::Restore,
             _,
         ) => {}
     }
@@ -287,19 +343,19 @@ fn view(instance: &Instance) -> BackupInstanceResource {
         ),
     };
     let (status, current, provisioning, error) = match instance.pending.as_ref().map(|p| p.kind) {
-        Some(OpKind::Create) => (
+        Some(OperationAction::Create) => (
             "ConfiguringProtection",
             "ConfiguringProtection",
             "Provisioning",
             None,
         ),
-        Some(OpKind::Update) => (
+        Some(OperationAction::Update) => (
             "ConfiguringProtection",
             "UpdatingProtection",
             "Updating",
             None,
         ),
-        Some(OpKind::Delete) => (base.0, base.1, "Deleting", base.3),
+        Some(OperationAction::Delete) => (base.0, base.1, "Deleting", base.3),
         _ => base,
     };
     props.protection_status = Some(ProtectionStatusDetails {
@@ -340,7 +396,7 @@ impl State {
     /// Builds the world of a (validated) config.
     pub fn new(config: &EmulatorConfig, now: Instant) -> Self {
         let mut state = Self {
-            settings: config.settings.clone(),
+            behavior: config.behavior.clone(),
             vaults: HashMap::new(),
             accounts: HashMap::new(),
             instances: BTreeMap::new(),
@@ -348,7 +404,7 @@ impl State {
             operations: HashMap::new(),
             operation_order: VecDeque::new(),
             bucket: None,
-            rng: fastrand::Rng::with_seed(config.settings.faults.seed),
+            rng: fastrand::Rng::with_seed(config.behavior.faults.seed),
             emulator_guid: uuid::Uuid::new_v4(),
             restores: restore::Restores::default(),
         };
@@ -384,22 +440,22 @@ impl State {
     }
 
     fn reset_bucket(&mut self, now: Instant) {
-        self.bucket = self.settings.throttle.as_ref().map(|t| Bucket {
+        self.bucket = self.behavior.throttle.as_ref().map(|t| Bucket {
             tokens: f64::from(t.budget),
             last: now,
         });
     }
 
     /// Replaces the knobs; the write bucket refills and the fault generator is re-seeded.
-    pub fn set_settings(&mut self, settings: Settings, now: Instant) {
-        self.rng = fastrand::Rng::with_seed(settings.faults.seed);
-        self.settings = settings;
+    pub fn set_behavior(&mut self, behavior: ServiceBehavior, now: Instant) {
+        self.rng = fastrand::Rng::with_seed(behavior.faults.seed);
+        self.behavior = behavior;
         self.reset_bucket(now);
     }
 
     /// Picks the fault (if any) for one request of operation `operation_id`.
     pub fn roll_fault(&mut self, operation_id: &str) -> Option<Fault> {
-        let faults = &self.settings.faults;
+        let faults = &self.behavior.faults;
         if !faults.any()
             || !(faults.operations.is_empty()
                 || faults.operations.iter().any(|o| o == operation_id))
@@ -411,12 +467,9 @@ impl State {
         let slices = [
             (
                 faults.internal_error,
-                Fault::Status(StatusCode::INTERNAL_SERVER_ERROR, faults.retry_after),
+                Fault::InternalError(faults.retry_after),
             ),
-            (
-                faults.unavailable,
-                Fault::Status(StatusCode::SERVICE_UNAVAILABLE, faults.retry_after),
-            ),
+            (faults.unavailable, Fault::Unavailable(faults.retry_after)),
             (faults.drop_connection, Fault::Drop),
             (faults.malformed_body, Fault::MalformedBody),
             (faults.empty_body, Fault::EmptyBody),
@@ -434,20 +487,20 @@ impl State {
 
     /// Takes one write from the throttle bucket: `Ok(remaining)` or `Err(retry_after_secs)`.
     pub fn take_write(&mut self, now: Instant) -> Result<Option<u64>, u64> {
-        match (&mut self.bucket, &self.settings.throttle) {
+        match (&mut self.bucket, &self.behavior.throttle) {
             (Some(bucket), Some(limits)) => bucket.take(limits, now).map(Some),
             _ => Ok(None),
         }
     }
 
-    fn vault(&self, vault: &ArmId) -> Result<&Vault, Reply> {
-        self.vaults.get(&vault.key).ok_or_else(|| {
-            resource_not_found(
-                "Microsoft.DataProtection/backupVaults",
-                &vault.name,
-                &vault.resource_group,
-            )
-        })
+    fn vault(&self, vault: &KeyedId) -> Result<&Vault, Refusal> {
+        self.vaults
+            .get(&vault.key)
+            .ok_or_else(|| Refusal::ResourceNotFound {
+                resource_type: "Microsoft.DataProtection/backupVaults",
+                name: vault.name.clone(),
+                resource_group: vault.resource_group.clone(),
+            })
     }
 
     /// The instance, with finished operations applied; `None` when it does not exist (any more).
@@ -460,7 +513,7 @@ impl State {
     }
 
     /// Whether an operation on the instance is still running (finished ones are applied first).
-    pub fn operation_running(&mut self, vault: &ArmId, name: &str, now: Instant) -> bool {
+    pub fn operation_running(&mut self, vault: &KeyedId, name: &str, now: Instant) -> bool {
         let key = instance_key(&vault.key, name);
         self.live(&key, now).is_some_and(|i| i.pending.is_some())
     }
@@ -505,22 +558,13 @@ impl State {
     fn check(
         &mut self,
         ctx: &Ctx,
-        vault_id: &ArmId,
+        vault_id: &KeyedId,
         props: &BackupInstance,
         own_key: Option<&str>,
-    ) -> Result<Checked, Reply> {
+    ) -> Result<Checked, Refusal> {
         let vault_key = vault_id.key.as_str();
-        let bad = |code: &str, message: String| {
-            user_error(StatusCode::BAD_REQUEST, code, message, ctx.activity_id)
-        };
-        let not_found = |message: String| {
-            user_error(
-                StatusCode::NOT_FOUND,
-                "UserErrorResourceNotFound",
-                message,
-                ctx.activity_id,
-            )
-        };
+        let bad = |code: &'static str, message: String| Refusal::UserError { code, message };
+        let not_found = Refusal::ReferenceNotFound;
         let datasource = props
             .data_source_info
             .as_ref()
@@ -609,10 +653,11 @@ impl State {
         if let Some((vault_id, instance_name)) =
             self.protected_elsewhere(&checked.account_key, own_key, ctx.now)
         {
-            return Err(Reply::error(
-                StatusCode::BAD_REQUEST,
-                already_protected(&vault_id, &instance_name, ctx.activity_id),
-            ));
+            return Err(Refusal::AlreadyProtected(already_protected(
+                &vault_id,
+                &instance_name,
+                ctx.activity_id,
+            )));
         }
         Ok(checked)
     }
@@ -626,35 +671,21 @@ impl State {
         )
     }
 
-    /// Headers that point at an operation: Azure-AsyncOperation, optionally Location, Retry-After.
-    fn operation_headers(
-        &self,
-        ctx: &Ctx,
-        reply: Reply,
-        op_id: &str,
-        with_location: bool,
-    ) -> Reply {
-        let Some(op) = self.operations.get(op_id) else {
-            return reply;
-        };
-        let mut reply = reply.header(
-            AZURE_ASYNC_OPERATION,
-            Self::status_url(ctx, op, op_id, "operationStatus"),
-        );
-        if with_location {
-            reply = reply.header(
-                LOCATION,
-                Self::status_url(ctx, op, op_id, "operationResults"),
-            );
-        }
-        reply.retry_after(self.settings.operation_retry_after())
+    /// Where to follow operation `op_id`; `None` once it has expired.
+    fn operation_link(&self, ctx: &Ctx, op_id: &str) -> Option<OperationLink> {
+        let op = self.operations.get(op_id)?;
+        Some(OperationLink {
+            status_url: Self::status_url(ctx, op, op_id, "operationStatus"),
+            result_url: Self::status_url(ctx, op, op_id, "operationResults"),
+            retry_after: self.behavior.operation_retry_after(),
+        })
     }
 
     fn start_operation(
         &mut self,
         ctx: &Ctx,
         vault_key: &str,
-        kind: OpKind,
+        kind: OperationAction,
         instance_key: Option<String>,
         failure: Option<ErrorBody>,
     ) -> String {
@@ -676,7 +707,7 @@ impl State {
             .get(vault_key)
             .map(|v| (v.id.subscription.clone(), normalize_location(&v.location)))
             .unwrap_or_default();
-        let duration = self.settings.latency;
+        let duration = self.behavior.latency;
         let done_at = ctx.now + duration;
         self.operations.insert(
             id.clone(),
@@ -701,7 +732,7 @@ impl State {
         &mut self,
         ctx: &Ctx,
         key: &str,
-        kind: OpKind,
+        kind: OperationAction,
         failure: Option<ErrorBody>,
     ) -> String {
         let vault_key = self
@@ -728,32 +759,32 @@ impl State {
     }
 
     /// POST validateForBackup.
-    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &ArmId, body: &[u8]) -> Answer {
+    pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &KeyedId, body: &[u8]) -> Verdict {
         self.vault(vault)?;
         let request: ValidateForBackupRequest =
-            parse_body(body).map_err(|e| invalid_content(&e))?;
+            parse_body(body).map_err(Refusal::InvalidContent)?;
         let props = request
             .backup_instance
-            .ok_or_else(|| invalid_content("backupInstance is required"))?
+            .ok_or_else(|| Refusal::InvalidContent("backupInstance is required".into()))?
             .without_read_only();
         let checked = self.check(ctx, vault, &props, None)?;
         let op = self.start_operation(
             ctx,
             &vault.key,
-            OpKind::Validate,
+            OperationAction::Validate,
             None,
             checked.permission_failure,
         );
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
     /// PUT backupInstances/{name}.
-    pub fn put_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, body: &[u8]) -> Answer {
+    pub fn put_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str, body: &[u8]) -> Verdict {
         let vault_display = self.vault(vault)?.id.display.clone();
-        let resource: BackupInstanceResource = parse_body(body).map_err(|e| invalid_content(&e))?;
+        let resource: BackupInstanceResource = parse_body(body).map_err(Refusal::InvalidContent)?;
         let mut props = resource
             .properties
-            .ok_or_else(|| invalid_content("properties is required"))?
+            .ok_or_else(|| Refusal::InvalidContent("properties is required".into()))?
             .without_read_only();
         let key = instance_key(&vault.key, name);
         let checked = self.check(ctx, vault, &props, Some(&key))?;
@@ -767,19 +798,23 @@ impl State {
             None => PutPlan::Create,
             Some(existing) => {
                 if existing.account_key != checked.account_key {
-                    return Err(user_error(
-                        StatusCode::BAD_REQUEST,
-                        INVALID_PARAMETER,
-                        "The datasource of a backup instance cannot be changed; create a new backup instance.".into(),
-                        ctx.activity_id,
-                    ));
+                    return Err(Refusal::UserError {
+                        code: INVALID_PARAMETER,
+                        message: "The datasource of a backup instance cannot be changed; create a new backup instance.".into(),
+                    });
                 }
                 let same = existing.props == props && existing.tags == resource.tags;
                 match &existing.pending {
-                    Some(p) if same && matches!(p.kind, OpKind::Create | OpKind::Update) => {
+                    Some(p)
+                        if same
+                            && matches!(
+                                p.kind,
+                                OperationAction::Create | OperationAction::Update
+                            ) =>
+                    {
                         PutPlan::Running(p.op_id.clone())
                     }
-                    Some(_) => return Err(another_operation(ctx)),
+                    Some(_) => return Err(Refusal::AnotherOperationInProgress),
                     None if same
                         && matches!(existing.phase, Phase::Configured)
                         && existing.protection_error.is_none() =>
@@ -795,17 +830,17 @@ impl State {
                 }
             }
         };
-        let (status, op_id) = match plan {
-            PutPlan::Unchanged => (StatusCode::OK, None),
-            PutPlan::Running(op) => (StatusCode::OK, Some(op)),
+        let (created, op_id) = match plan {
+            PutPlan::Unchanged => (false, None),
+            PutPlan::Running(op) => (false, Some(op)),
             PutPlan::Update => {
                 let op = self.start_instance_operation(
                     ctx,
                     &key,
-                    OpKind::Update,
+                    OperationAction::Update,
                     checked.permission_failure,
                 );
-                (StatusCode::OK, Some(op))
+                (false, Some(op))
             }
             PutPlan::Create => {
                 self.instances.insert(
@@ -829,26 +864,25 @@ impl State {
                 let op = self.start_instance_operation(
                     ctx,
                     &key,
-                    OpKind::Create,
+                    OperationAction::Create,
                     checked.permission_failure,
                 );
-                (StatusCode::CREATED, Some(op))
+                (true, Some(op))
             }
         };
-        let body = self.instances.get(&key).map(view);
-        let reply = Reply::json(status, &body);
-        Ok(match op_id {
-            Some(op) => self.operation_headers(ctx, reply, &op, false),
-            None => reply,
+        Ok(Outcome::Put {
+            created,
+            instance: self.instances.get(&key).map(view),
+            operation: op_id.and_then(|op| self.operation_link(ctx, &op)),
         })
     }
 
     /// GET backupInstances/{name}.
-    pub fn get_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str) -> Answer {
+    pub fn get_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Verdict {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         match self.live(&key, ctx.now) {
-            Some(instance) => Ok(Reply::json(StatusCode::OK, &view(instance))),
+            Some(instance) => Ok(Outcome::Instance(view(instance))),
             None => Err(instance_not_found(vault, name)),
         }
     }
@@ -860,12 +894,12 @@ impl State {
     pub fn list_recovery_points(
         &mut self,
         ctx: &Ctx,
-        vault: &ArmId,
+        vault: &KeyedId,
         name: &str,
         skip_token: Option<&str>,
-    ) -> Answer {
+    ) -> Verdict {
         self.vault(vault)?;
-        let page_size = self.settings.page_size.max(1);
+        let page_size = self.behavior.page_size.max(1);
         let key = instance_key(&vault.key, name);
         let Some(instance) = self.live(&key, ctx.now) else {
             return Err(instance_not_found(vault, name));
@@ -906,18 +940,23 @@ impl State {
                 ctx.base, instance.id, ctx.api_version
             ));
         }
-        Ok(Reply::json(StatusCode::OK, &body))
+        Ok(Outcome::RecoveryPointPage(body))
     }
 
     /// GET backupInstances (one page; `skip_token` continues after the named instance).
-    pub fn list_instances(&mut self, ctx: &Ctx, vault: &ArmId, skip_token: Option<&str>) -> Answer {
+    pub fn list_instances(
+        &mut self,
+        ctx: &Ctx,
+        vault: &KeyedId,
+        skip_token: Option<&str>,
+    ) -> Verdict {
         let vault_display = self.vault(vault)?.id.display.clone();
         let prefix = format!("{}/backupinstances/", vault.key);
         let start = match skip_token {
             Some(token) => Bound::Excluded(format!("{prefix}{}", token.to_ascii_lowercase())),
             None => Bound::Included(prefix.clone()),
         };
-        let page_size = self.settings.page_size;
+        let page_size = self.behavior.page_size;
         let mut value = Vec::new();
         let mut gone = Vec::new();
         let mut more = false;
@@ -949,80 +988,77 @@ impl State {
                     utf8_percent_encode(&last.to_ascii_lowercase(), NON_ALPHANUMERIC)
                 )
             });
-        Ok(Reply::json(
-            StatusCode::OK,
-            &BackupInstanceResourceList { value, next_link },
-        ))
+        Ok(Outcome::InstancePage(BackupInstanceResourceList {
+            value,
+            next_link,
+        }))
     }
 
     /// DELETE backupInstances/{name}.
-    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &ArmId, name: &str) -> Answer {
+    pub fn delete_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str) -> Verdict {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let Some(instance) = self.live(&key, ctx.now) else {
-            return Ok(Reply::empty(StatusCode::NO_CONTENT));
+            return Ok(Outcome::Gone);
         };
         let op = match &instance.pending {
-            Some(p) if p.kind == OpKind::Delete => p.op_id.clone(),
-            Some(_) => return Err(another_operation(ctx)),
-            None => self.start_instance_operation(ctx, &key, OpKind::Delete, None),
+            Some(p) if p.kind == OperationAction::Delete => p.op_id.clone(),
+            Some(_) => return Err(Refusal::AnotherOperationInProgress),
+            None => self.start_instance_operation(ctx, &key, OperationAction::Delete, None),
         };
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
     /// POST stopProtection and POST sync.
-    pub fn instance_action(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, stop: bool) -> Answer {
+    pub fn instance_action(
+        &mut self,
+        ctx: &Ctx,
+        vault: &KeyedId,
+        name: &str,
+        stop: bool,
+    ) -> Verdict {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         let kind = if stop {
-            OpKind::StopProtection
+            OperationAction::StopProtection
         } else {
-            OpKind::Sync
+            OperationAction::Sync
         };
         let Some(instance) = self.live(&key, ctx.now) else {
             return Err(instance_not_found(vault, name));
         };
         if stop && !instance.vaulted {
-            return Err(user_error(
-                StatusCode::BAD_REQUEST,
-                "UserErrorStopProtectionNotSupportedForBlobOperationalBackup",
-                "Stop protection is not supported for operational tier blob backups.".into(),
-                ctx.activity_id,
-            ));
+            return Err(Refusal::UserError {
+                code: "UserErrorStopProtectionNotSupportedForBlobOperationalBackup",
+                message: "Stop protection is not supported for operational tier blob backups."
+                    .into(),
+            });
         }
         let op = match &instance.pending {
             Some(p) if p.kind == kind => p.op_id.clone(),
-            Some(_) => return Err(another_operation(ctx)),
+            Some(_) => return Err(Refusal::AnotherOperationInProgress),
             None if stop && matches!(instance.phase, Phase::Stopped) => {
-                return Ok(Reply::empty(StatusCode::OK));
+                return Ok(Outcome::Unchanged);
             }
             None => self.start_instance_operation(ctx, &key, kind, None),
         };
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
-    fn operation(&self, subscription: &str, id: &str) -> Result<&Operation, Reply> {
+    fn operation(&self, subscription: &str, id: &str) -> Result<&Operation, Refusal> {
         self.operations
             .get(id)
             .filter(|op| op.subscription.eq_ignore_ascii_case(subscription))
-            .ok_or_else(|| {
-                Reply::error(
-                    StatusCode::NOT_FOUND,
-                    ErrorBody::arm(
-                        "OperationNotFound",
-                        format!("The operation '{id}' was not found."),
-                    ),
-                )
-            })
+            .ok_or_else(|| Refusal::OperationNotFound(id.to_owned()))
     }
 
     /// GET locations/{loc}/operationStatus/{id} (the Azure-AsyncOperation document).
-    pub fn operation_status(&self, ctx: &Ctx, subscription: &str, id: &str) -> Answer {
+    pub fn operation_status(&self, ctx: &Ctx, subscription: &str, id: &str) -> Verdict {
         let op = self.operation(subscription, id)?;
         let done = ctx.now >= op.done_at;
         let (status, error, end) = match (done, &op.failure) {
             (false, _) => (
-                self.settings.in_progress_status.as_str(),
+                self.behavior.in_progress_status.as_str(),
                 None,
                 // .NET's default DateTime, as Azure prints it while running.
                 "0001-01-01T00:00:00".to_owned(),
@@ -1041,30 +1077,27 @@ impl State {
                 ),
             ),
         };
-        Ok(Reply::json(
-            StatusCode::OK,
-            &OperationResource {
-                id: operation_path(op, "operationStatus", id),
-                name: id.to_owned(),
-                status: status.to_owned(),
-                error,
-                start_time: start_time(op.start_wall),
-                end_time: end,
-                // A restore names its job once Azure has created it.
-                properties: (done && op.failure.is_none() && op.kind == OpKind::Restore)
-                    .then(|| json!({"objectType": "OperationJobExtendedInfo", "jobId": op.job_id})),
-            },
-        ))
+        Ok(Outcome::OperationStatus(OperationResource {
+            id: operation_path(op, "operationStatus", id),
+            name: id.to_owned(),
+            status: status.to_owned(),
+            error,
+            start_time: start_time(op.start_wall),
+            end_time: end,
+            // A restore names its job once Azure has created it.
+            properties: (done && op.failure.is_none() && op.kind == OperationAction::Restore)
+                .then(|| json!({"objectType": "OperationJobExtendedInfo", "jobId": op.job_id})),
+        }))
     }
 
     /// GET locations/{loc}/operationResults/{id} (the Location answer).
-    pub fn operation_result(&mut self, ctx: &Ctx, subscription: &str, id: &str) -> Answer {
+    pub fn operation_result(&mut self, ctx: &Ctx, subscription: &str, id: &str) -> Verdict {
         let op = self.operation(subscription, id)?;
         if ctx.now < op.done_at {
-            return Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), id, true));
+            return Ok(Outcome::Accepted(self.operation_link(ctx, id)));
         }
         if let Some(error) = &op.failure {
-            return Err(Reply::error(StatusCode::BAD_REQUEST, error.clone()));
+            return Err(Refusal::OperationFailed(error.clone()));
         }
         let job = OperationJobExtendedInfo {
             object_type: (ctx.api_version != "2021-01-01")
@@ -1072,21 +1105,18 @@ impl State {
             job_id: op.job_id.clone(),
         };
         match op.kind {
-            OpKind::Delete => Ok(Reply::empty(StatusCode::NO_CONTENT)),
-            OpKind::Create | OpKind::Update => {
+            OperationAction::Delete => Ok(Outcome::Gone),
+            OperationAction::Create | OperationAction::Update => {
                 let key = op.instance_key.clone().unwrap_or_default();
-                let body = self
-                    .live(&key, ctx.now)
-                    .map_or(Value::Object(Default::default()), |i| {
-                        serde_json::to_value(view(i)).unwrap_or_default()
-                    });
-                Ok(Reply::json(StatusCode::OK, &body))
+                Ok(Outcome::InstanceResult(
+                    self.live(&key, ctx.now).map(|i| view(i)),
+                ))
             }
-            OpKind::Validate
-            | OpKind::StopProtection
-            | OpKind::Sync
-            | OpKind::ValidateRestore
-            | OpKind::Restore => Ok(Reply::json(StatusCode::OK, &job)),
+            OperationAction::Validate
+            | OperationAction::StopProtection
+            | OperationAction::Sync
+            | OperationAction::ValidateRestore
+            | OperationAction::Restore => Ok(Outcome::Job(job)),
         }
     }
 
@@ -1315,22 +1345,12 @@ fn check_tier(
     }
 }
 
-fn another_operation(ctx: &Ctx) -> Reply {
-    user_error(
-        StatusCode::CONFLICT,
-        "AnotherOperationInProgress",
-        "Another operation is in progress on this backup instance; retry after it completes."
-            .into(),
-        ctx.activity_id,
-    )
-}
-
-fn instance_not_found(vault: &ArmId, name: &str) -> Reply {
-    resource_not_found(
-        INSTANCE_TYPE,
-        &format!("{}/{name}", vault.name),
-        &vault.resource_group,
-    )
+fn instance_not_found(vault: &KeyedId, name: &str) -> Refusal {
+    Refusal::ResourceNotFound {
+        resource_type: INSTANCE_TYPE,
+        name: format!("{}/{name}", vault.name),
+        resource_group: vault.resource_group.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -1364,20 +1384,57 @@ mod tests {
     }
 
     #[test]
+    fn requests_come_to_outcomes_and_refusals_without_http() {
+        let config = EmulatorConfig::default();
+        let mut state = State::new(&config, Instant::now());
+        let ctx = Ctx {
+            base: "http://emulator",
+            api_version: "2026-06-01",
+            activity_id: "a",
+            now: Instant::now(),
+            wall: Timestamp::now(),
+        };
+        let vault = parse_vault_id(crate::DEFAULT_VAULT_ID).unwrap();
+        assert!(matches!(
+            state.delete_instance(&ctx, &vault, "missing"),
+            Ok(Outcome::Gone)
+        ));
+        assert!(matches!(
+            state.get_instance(&ctx, &vault, "missing"),
+            Err(Refusal::ResourceNotFound {
+                resource_type: INSTANCE_TYPE,
+                ..
+            })
+        ));
+        assert!(matches!(
+            state.put_instance(&ctx, &vault, "x", b"{}"),
+            Err(Refusal::InvalidContent(_))
+        ));
+        assert!(matches!(
+            state.operation_status(&ctx, &vault.subscription, "nope"),
+            Err(Refusal::OperationNotFound(id)) if id == "nope"
+        ));
+    }
+
+    #[test]
     fn faults_follow_the_seed() {
         let mut config = EmulatorConfig::default();
-        config.settings.faults.unavailable = 0.5;
-        config.settings.faults.seed = 7;
+        config.behavior.faults.unavailable = 0.5;
+        config.behavior.faults.seed = 7;
         let picks = |config: &EmulatorConfig| {
             let mut state = State::new(config, Instant::now());
             (0..32)
-                .map(|_| state.roll_fault("BackupInstances_Get").is_some())
+                .map(|_| {
+                    state
+                        .roll_fault(dataprotection::operation_ids::GET)
+                        .is_some()
+                })
                 .collect::<Vec<_>>()
         };
         let first = picks(&config);
         assert_eq!(first, picks(&config));
         assert!(first.contains(&true) && first.contains(&false));
-        config.settings.faults.operations = vec!["BackupInstances_List".into()];
+        config.behavior.faults.operations = vec![dataprotection::operation_ids::LIST.into()];
         assert!(!picks(&config).contains(&true));
     }
 }

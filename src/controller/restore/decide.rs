@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::controller::decide::{
     AzureCall, ConditionChange, ErrorClass, EventSpec, EventType, Health, MAX_NOTE, ObservedError,
-    PollHandle, PolledStatus, Reason, Requeue, Settings, azure_text, end_operation, explain,
+    PollHandle, PolledStatus, Reason, Requeue, Timing, azure_text, end_operation, explain,
     failed_start, intent, transient_reason,
 };
 use dataprotection::ids::{BackupInstanceId, StorageAccountId, VaultId};
@@ -234,7 +234,7 @@ pub fn decide(
     source: &Source,
     observation: &Observation,
     now: Timestamp,
-    settings: &Settings,
+    settings: &Timing,
 ) -> Decision {
     Step::new(restore, now, settings).decide(source, observation)
 }
@@ -245,14 +245,14 @@ type Served<'s> = (&'s ValidatedRestore, &'s SourceInstance);
 struct Step<'a> {
     restore: &'a BlobRestore,
     now: Timestamp,
-    settings: &'a Settings,
+    settings: &'a Timing,
     old: Option<&'a BlobRestoreStatus>,
     status: BlobRestoreStatus,
     events: Vec<EventSpec>,
 }
 
 impl<'a> Step<'a> {
-    fn new(restore: &'a BlobRestore, now: Timestamp, settings: &'a Settings) -> Self {
+    fn new(restore: &'a BlobRestore, now: Timestamp, settings: &'a Timing) -> Self {
         let status = restore.status.clone().unwrap_or_default();
         let old = restore.status.as_ref();
         // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.

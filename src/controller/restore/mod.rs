@@ -21,15 +21,17 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action as ReconcileAction, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decide::{EventSpec, Requeue, Settings};
-use super::{
-    ControllerConfig, Error, REPORTING_CONTROLLER, apply_status_retrying, leader, publish_events,
-};
+use super::decide::{EventSpec, Requeue, Timing};
+use super::events::Events;
+use super::state::{States, key_of};
+use super::status::StatusWriter;
+use super::{ControllerConfig, Error, REPORTING_CONTROLLER, leader};
 use crate::api::{BlobBackupInstance, BlobRestore, BlobRestoreStatus};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
@@ -45,8 +47,10 @@ pub struct RestoreContext {
     client: Client,
     arm: ArmClient,
     metrics: Metrics,
-    recorder: Recorder,
-    settings: Settings,
+    events: Events,
+    // What the shared status writer keeps per restore (a status it could not write).
+    states: States<BlobRestore>,
+    settings: Timing,
     fence: leader::Fence,
 }
 
@@ -67,32 +71,47 @@ impl RestoreContext {
         };
         let gate = config.fence.clone();
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Events::new(client.clone(), reporter),
+            states: States::new(|_| false),
             arm: arm.with_write_gate(Arc::new(move || gate.holds())),
             client,
             metrics,
-            settings: config.settings.clone(),
+            settings: config.timing.clone(),
             fence: config.fence.clone(),
         }
     }
 
     async fn publish(&self, obj: &BlobRestore, events: &[EventSpec]) {
         let reference = obj.object_ref(&());
-        let recorder = || self.recorder.clone();
-        publish_events(recorder, &self.metrics, &reference, events, "Restore").await;
+        self.events
+            .publish_all(&reference, events, &self.metrics)
+            .await;
     }
 
-    /// Writes the status; one that records an Azure write's intent or answer (`precious`) is
-    /// retried a few times on transient trouble.
+    /// Writes the status of restore `key` ([`StatusWriter::write`]): one that records an Azure
+    /// write's intent or answer (`precious`) is retried, and kept to be written first on the
+    /// next reconcile if it still cannot be.
     async fn write_status(
         &self,
         api: &Api<BlobRestore>,
+        key: &ObjectRef<BlobRestore>,
         obj: &BlobRestore,
         precious: bool,
     ) -> Result<BlobRestore, Error> {
-        apply_status_retrying(api, obj, &obj.status, precious, &self.metrics)
-            .await
-            .map_err(Error::WriteStatus)
+        self.writer(api, key).write(obj, precious).await
+    }
+
+    fn writer<'a>(
+        &'a self,
+        api: &'a Api<BlobRestore>,
+        key: &'a ObjectRef<BlobRestore>,
+    ) -> StatusWriter<'a, BlobRestore> {
+        StatusWriter {
+            api,
+            key,
+            states: &self.states,
+            metrics: &self.metrics,
+        }
     }
 }
 
@@ -137,6 +156,11 @@ async fn restore_steps(
     let Some(mut obj) = api.get_opt(&cached.name_any()).await.map_err(Error::Read)? else {
         return Ok(ReconcileAction::await_change());
     };
+    let key = key_of(&obj);
+    // Azure's answer to a write that could not be recorded: recorded before anything else.
+    if let Some(written) = ctx.writer(&api, &key).write_unwritten(&obj).await? {
+        obj = written;
+    }
     if obj.metadata.deletion_timestamp.is_some() {
         // Nothing to undo in Azure; the object goes by itself (no finalizer).
         return Ok(ReconcileAction::await_change());
@@ -161,7 +185,7 @@ async fn restore_steps(
         }
         let answered = records_answer(persisted.as_ref(), obj.status.as_ref());
         if (intent || answered) && obj.status != persisted {
-            let written = ctx.write_status(&api, &obj, true).await?;
+            let written = ctx.write_status(&api, &key, &obj, true).await?;
             persisted = written.status.clone();
             obj = written;
         }
@@ -189,7 +213,7 @@ async fn restore_steps(
     }
     if obj.status != persisted {
         let precious = records_answer(persisted.as_ref(), obj.status.as_ref());
-        ctx.write_status(&api, &obj, precious).await?;
+        ctx.write_status(&api, &key, &obj, precious).await?;
     }
     Ok(match requeue {
         Some(Requeue::After(delay)) => ReconcileAction::requeue(delay),

@@ -20,13 +20,12 @@ pub const FAIL_IF_EXISTS: &str = "FailIfExists";
 #[serde(rename_all = "camelCase")]
 pub struct FindRestorableTimeRangesRequest {
     /// `OperationalStore` for blobs.
-    #[serde(alias = "sourcedatastoretype")]
     pub source_data_store_type: String,
     /// The start of the window to look in (ISO 8601).
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "starttime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     /// The end of the window to look in (ISO 8601).
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "endtime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
 }
 
@@ -36,7 +35,7 @@ pub struct FindRestorableTimeRangesRequest {
 #[serde(rename_all = "camelCase")]
 pub struct FindRestorableTimeRangesResponseResource {
     /// The ranges.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Properties")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<FindRestorableTimeRangesResponse>,
 }
 
@@ -45,10 +44,10 @@ pub struct FindRestorableTimeRangesResponseResource {
 #[serde(rename_all = "camelCase")]
 pub struct FindRestorableTimeRangesResponse {
     /// The ranges, oldest first as Azure lists them (not relied on).
-    #[serde(default, alias = "restorabletimeranges")]
+    #[serde(default)]
     pub restorable_time_ranges: Vec<RestorableTimeRange>,
     /// `AzureBackupFindRestorableTimeRangesResponse`.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "objecttype")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_type: Option<String>,
 }
 
@@ -57,13 +56,11 @@ pub struct FindRestorableTimeRangesResponse {
 #[serde(rename_all = "camelCase")]
 pub struct RestorableTimeRange {
     /// The earliest time of the range.
-    #[serde(alias = "starttime")]
     pub start_time: String,
     /// The latest time of the range.
-    #[serde(alias = "endtime")]
     pub end_time: String,
     /// `RestorableTimeRange`.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "objecttype")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_type: Option<String>,
 }
 
@@ -87,34 +84,19 @@ impl RestorableTimeRange {
 #[serde(rename_all = "camelCase")]
 pub struct RestoreRequest {
     /// `AzureBackupRecoveryTimeBasedRestoreRequest` or `AzureBackupRecoveryPointBasedRestoreRequest`.
-    #[serde(alias = "objecttype")]
     pub object_type: String,
     /// Operational backup: the time to restore to (`2020-08-14T17:30:00.0000000Z`).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "recoverypointtime"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_point_time: Option<String>,
     /// Vaulted backup: the recovery point's name.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "recoverypointid"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_point_id: Option<String>,
     /// Where to restore to.
-    #[serde(alias = "restoretargetinfo")]
     pub restore_target_info: RestoreTargetInfo,
     /// `OperationalStore` or `VaultStore`.
-    #[serde(alias = "sourcedatastoretype")]
     pub source_data_store_type: String,
     /// The protected storage account.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "sourceresourceid"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_resource_id: Option<String>,
 }
 
@@ -124,36 +106,23 @@ pub struct RestoreRequest {
 #[serde(rename_all = "camelCase")]
 pub struct RestoreTargetInfo {
     /// `RestoreTargetInfo` or `ItemLevelRestoreTargetInfo`.
-    #[serde(alias = "objecttype")]
     pub object_type: String,
     /// `FailIfExists`.
-    #[serde(alias = "recoveryoption")]
     pub recovery_option: String,
     /// The target's region.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "restorelocation"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_location: Option<String>,
     /// The target account's blob service (spelled `datasourceInfo` here, unlike a backup
-    /// instance's `dataSourceInfo`).
-    #[serde(alias = "datasourceinfo", alias = "dataSourceInfo")]
+    /// instance's `dataSourceInfo`: read back, the names are rewritten to the one spelling
+    /// [`super::SPEC_PROPERTY_NAMES`] holds, so that one is accepted too).
+    #[serde(alias = "dataSourceInfo")]
     pub datasource_info: Datasource,
-    /// The target account.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "datasourcesetinfo",
-        alias = "dataSourceSetInfo"
-    )]
+    /// The target account (read back also as `dataSourceSetInfo`, as above).
+    #[serde(alias = "dataSourceSetInfo")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datasource_set_info: Option<Datasource>,
     /// Which items to restore (`ItemLevelRestoreTargetInfo` only).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "restorecriteria"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_criteria: Option<Vec<RestoreCriteria>>,
 }
 
@@ -166,27 +135,19 @@ pub enum RestoreCriteria {
     #[serde(rename_all = "camelCase")]
     RangeBasedItemLevelRestoreCriteria {
         /// The range's start.
-        #[serde(alias = "minmatchingvalue")]
         min_matching_value: String,
         /// The range's end.
-        #[serde(alias = "maxmatchingvalue")]
         max_matching_value: String,
     },
     /// Vaulted backup: a container, optionally only blobs under some prefixes in it.
     #[serde(rename_all = "camelCase")]
     ItemPathBasedRestoreCriteria {
         /// The container.
-        #[serde(alias = "itempath")]
         item_path: String,
         /// True: `itemPath` is relative to the storage account.
-        #[serde(alias = "ispathrelativetobackupitem")]
         is_path_relative_to_backup_item: bool,
         /// Blob-name prefixes inside the container.
-        #[serde(
-            default,
-            skip_serializing_if = "Option::is_none",
-            alias = "subitempathprefix"
-        )]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         sub_item_path_prefix: Option<Vec<String>>,
     },
 }
@@ -196,7 +157,6 @@ pub enum RestoreCriteria {
 #[serde(rename_all = "camelCase")]
 pub struct ValidateRestoreRequest {
     /// The restore to check.
-    #[serde(alias = "restorerequestobject")]
     pub restore_request_object: RestoreRequest,
 }
 
@@ -353,7 +313,7 @@ pub struct JobResource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The job.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Properties")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<Job>,
 }
 
@@ -363,19 +323,19 @@ pub struct JobResource {
 pub struct Job {
     /// Open set: `InProgress`, `Started`, `Completed`, `CompletedWithWarnings`, `Failed`,
     /// `Cancelled`, `Cancelling`, `Paused`.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "Status")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// e.g. `Restore`, `Backup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// When the job started, verbatim.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "starttime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     /// When the job ended, verbatim.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "endtime")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
     /// The errors of a failed job.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "errordetails")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_details: Vec<UserFacingError>,
 }
 

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use http::StatusCode;
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -16,12 +15,12 @@ use dataprotection::models::{
 };
 
 use super::{
-    Ctx, INVALID_PARAMETER, OpKind, Phase, RETAINED_RECOVERY_POINTS, State, end_time, instance_key,
-    instance_not_found, recovery_points_taken, start_time,
+    Ctx, INVALID_PARAMETER, Outcome, Phase, RETAINED_RECOVERY_POINTS, Refusal, State, Verdict,
+    end_time, instance_key, instance_not_found, recovery_points_taken, start_time,
 };
-use crate::ids::{ArmId, parse_storage_account_id};
-use crate::model::{ErrorBody, UserFacingError, missing_permissions};
-use crate::reply::{Answer, Reply, invalid_content, user_error};
+use crate::keys::{KeyedId, parse_storage_account_id};
+use crate::model::{ErrorBody, UserFacingError, missing_permissions, parse_body};
+use dataprotection::OperationAction;
 
 const JOB_TYPE: &str = "Microsoft.DataProtection/backupVaults/backupJobs";
 
@@ -74,32 +73,30 @@ impl State {
     pub fn find_restorable_time_ranges(
         &mut self,
         ctx: &Ctx,
-        vault: &ArmId,
+        vault: &KeyedId,
         name: &str,
         body: &[u8],
-    ) -> Answer {
+    ) -> Verdict {
         self.vault(vault)?;
         let request: FindRestorableTimeRangesRequest =
-            serde_json::from_slice(body).map_err(|e| invalid_content(&e.to_string()))?;
+            parse_body(body).map_err(Refusal::InvalidContent)?;
         if !request
             .source_data_store_type
             .eq_ignore_ascii_case(OPERATIONAL_STORE)
         {
-            return Err(user_error(
-                StatusCode::BAD_REQUEST,
-                INVALID_PARAMETER,
-                format!(
+            return Err(Refusal::UserError {
+                code: INVALID_PARAMETER,
+                message: format!(
                     "sourceDataStoreType '{}' has no restorable time ranges; use {OPERATIONAL_STORE}.",
                     request.source_data_store_type
                 ),
-                ctx.activity_id,
-            ));
+            });
         }
-        let bound = |text: &Option<String>, field: &str| -> Result<Option<Timestamp>, Reply> {
+        let bound = |text: &Option<String>, field: &str| -> Result<Option<Timestamp>, Refusal> {
             text.as_deref()
                 .map(|t| {
                     parse_azure_time(t).ok_or_else(|| {
-                        invalid_content(&format!("{field} '{t}' is not an ISO 8601 time"))
+                        Refusal::InvalidContent(format!("{field} '{t}' is not an ISO 8601 time"))
                     })
                 })
                 .transpose()
@@ -125,29 +122,25 @@ impl State {
                 }));
             }
         }
-        Ok(Reply::json(
-            StatusCode::OK,
-            &json!({
+        Ok(Outcome::RestorableTimeRanges(json!({
                 "id": instance_name,
                 "type": "Microsoft.DataProtection/backupVaults/backupInstances/findRestorableTimeRanges",
                 "properties": {
                     "objectType": "AzureBackupFindRestorableTimeRangesResponse",
                     "restorableTimeRanges": ranges,
                 },
-            }),
-        ))
+        })))
     }
 
     /// POST backupInstances/{name}/validateRestore.
     pub fn validate_restore(
         &mut self,
         ctx: &Ctx,
-        vault: &ArmId,
+        vault: &KeyedId,
         name: &str,
         body: &[u8],
-    ) -> Answer {
-        let request: ValidateRestoreRequest =
-            serde_json::from_slice(body).map_err(|e| invalid_content(&e.to_string()))?;
+    ) -> Verdict {
+        let request: ValidateRestoreRequest = parse_body(body).map_err(Refusal::InvalidContent)?;
         let checked = self.check_restore(
             ctx,
             vault,
@@ -158,24 +151,29 @@ impl State {
         let op = self.start_operation(
             ctx,
             &vault.key,
-            OpKind::ValidateRestore,
+            OperationAction::ValidateRestore,
             None,
             checked.permission_failure,
         );
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
     /// POST backupInstances/{name}/restore: an operation that, once it succeeds, names the
     /// restore's job (`properties.jobId`); the job runs for the operation latency after it.
-    pub fn trigger_restore(&mut self, ctx: &Ctx, vault: &ArmId, name: &str, body: &[u8]) -> Answer {
-        let request: RestoreRequest =
-            serde_json::from_slice(body).map_err(|e| invalid_content(&e.to_string()))?;
+    pub fn trigger_restore(
+        &mut self,
+        ctx: &Ctx,
+        vault: &KeyedId,
+        name: &str,
+        body: &[u8],
+    ) -> Verdict {
+        let request: RestoreRequest = parse_body(body).map_err(Refusal::InvalidContent)?;
         let checked = self.check_restore(ctx, vault, name, &request, "Trigger Restore")?;
         let permission_failure = checked.permission_failure.clone();
         let op = self.start_operation(
             ctx,
             &vault.key,
-            OpKind::Restore,
+            OperationAction::Restore,
             Some(instance_key(&vault.key, name)),
             checked.permission_failure,
         );
@@ -189,17 +187,17 @@ impl State {
                 account_name: checked.account_name,
                 start_wall: ctx.wall + operation.duration,
                 started,
-                done_at: started + self.settings.latency,
+                done_at: started + self.behavior.latency,
                 failure: self.restores.fail_next.take(),
             };
             let job_id = operation.job_id.clone();
             self.restores.jobs.insert(job_id, job);
         }
-        Ok(self.operation_headers(ctx, Reply::empty(StatusCode::ACCEPTED), &op, true))
+        Ok(Outcome::Accepted(self.operation_link(ctx, &op)))
     }
 
     /// GET backupVaults/{vault}/backupJobs/{id}.
-    pub fn get_job(&self, ctx: &Ctx, vault: &ArmId, id: &str) -> Answer {
+    pub fn get_job(&self, ctx: &Ctx, vault: &KeyedId, id: &str) -> Verdict {
         let vault_display = self.vault(vault)?.id.display.clone();
         let job = self
             .restores
@@ -207,14 +205,10 @@ impl State {
             .iter()
             .find(|(job_id, job)| job_id.eq_ignore_ascii_case(id) && job.vault_key == vault.key)
             .map(|(_, job)| job)
-            .ok_or_else(|| {
-                Reply::error(
-                    StatusCode::NOT_FOUND,
-                    ErrorBody::arm(
-                        "ResourceNotFound",
-                        format!("The backup job '{id}' was not found in the Backup vault."),
-                    ),
-                )
+            .ok_or_else(|| Refusal::ResourceNotFound {
+                resource_type: JOB_TYPE,
+                name: format!("{}/{id}", vault.name),
+                resource_group: vault.resource_group.clone(),
             })?;
         let (status, end) = if ctx.now < job.started {
             ("NotStarted", None)
@@ -260,29 +254,24 @@ impl State {
         if let Some(end) = end {
             properties["endTime"] = json!(end);
         }
-        Ok(Reply::json(
-            StatusCode::OK,
-            &json!({
-                "id": format!("{vault_display}/backupJobs/{id}"),
-                "name": id,
-                "type": JOB_TYPE,
-                "properties": properties,
-            }),
-        ))
+        Ok(Outcome::BackupJob(json!({
+            "id": format!("{vault_display}/backupJobs/{id}"),
+            "name": id,
+            "type": JOB_TYPE,
+            "properties": properties,
+        })))
     }
 
     /// What Azure checks of a restore before it accepts it.
     fn check_restore(
         &mut self,
         ctx: &Ctx,
-        vault: &ArmId,
+        vault: &KeyedId,
         name: &str,
         request: &RestoreRequest,
         stage: &str,
-    ) -> Result<Checked, Reply> {
-        let bad = |code: &str, message: String| {
-            user_error(StatusCode::BAD_REQUEST, code, message, ctx.activity_id)
-        };
+    ) -> Result<Checked, Refusal> {
+        let bad = |code: &'static str, message: String| Refusal::UserError { code, message };
         let principal_id = self.vault(vault)?.principal_id.clone();
         let key = instance_key(&vault.key, name);
         let Some(instance) = self.live(&key, ctx.now) else {
@@ -439,12 +428,10 @@ impl State {
             ));
         }
         let account = self.accounts.get(&target.key).ok_or_else(|| {
-            user_error(
-                StatusCode::NOT_FOUND,
-                "UserErrorResourceNotFound",
-                format!("The storage account {} was not found.", target.display),
-                ctx.activity_id,
-            )
+            Refusal::ReferenceNotFound(format!(
+                "The storage account {} was not found.",
+                target.display
+            ))
         })?;
         let permission_failure = (!account.granted.contains(&vault.key)).then(|| {
             missing_permissions(stage, &principal_id, &account.id.display, ctx.activity_id)

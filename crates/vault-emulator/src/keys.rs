@@ -1,12 +1,12 @@
-//! ARM resource ids as the emulator keeps them: canonical casing for display, lower case as
-//! map keys. Parsing is the client's (`dataprotection::ids`): ids are not part of the wire format
+//! The emulator's map keys: ARM resource ids with canonical casing for display and lower case
+//! for lookups (the client's `dataprotection::ids` are the typed ids themselves). Parsing is the client's (`dataprotection::ids`): ids are not part of the wire format
 //! under test, so sharing the parser hides nothing (the bodies stay the emulator's own).
 
 use dataprotection::ids::{PolicyId, StorageAccountId, VaultId};
 
 /// A parsed ARM id of a vault or storage account.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ArmId {
+pub(crate) struct KeyedId {
     /// Canonical casing of the fixed segments, the caller's casing of the names.
     pub display: String,
     /// Lower-cased `display`: the key for lookups.
@@ -16,7 +16,7 @@ pub(crate) struct ArmId {
     pub name: String,
 }
 
-impl ArmId {
+impl KeyedId {
     fn new(display: String, subscription: &str, resource_group: &str, name: &str) -> Self {
         Self {
             key: display.to_ascii_lowercase(),
@@ -28,7 +28,7 @@ impl ArmId {
     }
 }
 
-impl From<&VaultId> for ArmId {
+impl From<&VaultId> for KeyedId {
     fn from(id: &VaultId) -> Self {
         Self::new(
             id.to_string(),
@@ -39,7 +39,7 @@ impl From<&VaultId> for ArmId {
     }
 }
 
-impl From<&StorageAccountId> for ArmId {
+impl From<&StorageAccountId> for KeyedId {
     fn from(id: &StorageAccountId) -> Self {
         Self::new(
             id.to_string(),
@@ -51,23 +51,23 @@ impl From<&StorageAccountId> for ArmId {
 }
 
 /// Parses a Backup vault id.
-pub(crate) fn parse_vault_id(id: &str) -> Result<ArmId, String> {
+pub(crate) fn parse_vault_id(id: &str) -> Result<KeyedId, String> {
     VaultId::parse(id)
-        .map(|id| ArmId::from(&id))
+        .map(|id| KeyedId::from(&id))
         .map_err(|e| e.to_string())
 }
 
 /// Parses a storage account id.
-pub(crate) fn parse_storage_account_id(id: &str) -> Result<ArmId, String> {
+pub(crate) fn parse_storage_account_id(id: &str) -> Result<KeyedId, String> {
     StorageAccountId::parse(id)
-        .map(|id| ArmId::from(&id))
+        .map(|id| KeyedId::from(&id))
         .map_err(|e| e.to_string())
 }
 
 /// Parses a backup policy id into its vault and the policy name.
-pub(crate) fn parse_policy_id(id: &str) -> Result<(ArmId, String), String> {
+pub(crate) fn parse_policy_id(id: &str) -> Result<(KeyedId, String), String> {
     let policy = PolicyId::parse(id).map_err(|e| e.to_string())?;
-    Ok((ArmId::from(policy.vault()), policy.name().to_owned()))
+    Ok((KeyedId::from(policy.vault()), policy.name().to_owned()))
 }
 
 #[cfg(test)]

@@ -45,8 +45,8 @@ impl Answer {
 /// Instant operations and no throttling, unless a test wants them.
 fn fast_config() -> EmulatorConfig {
     let mut config = EmulatorConfig::default();
-    config.settings.latency = Duration::ZERO;
-    config.settings.throttle = None;
+    config.behavior.latency = Duration::ZERO;
+    config.behavior.throttle = None;
     config
 }
 
@@ -231,7 +231,7 @@ fn keys(value: &Value) -> BTreeSet<String> {
 async fn article_flow_end_to_end() {
     // The default config (ARM's write budget) with a short latency.
     let mut config = EmulatorConfig::default();
-    config.settings.latency = Duration::from_millis(150);
+    config.behavior.latency = Duration::from_millis(150);
     let env = Env::start(config).await;
     let article: Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(FIXTURES).join("azure/article/put-request.json"))
@@ -1079,7 +1079,7 @@ async fn injected_bad_bodies() {
 #[tokio::test]
 async fn in_progress_spelling_is_a_knob() {
     let mut config = fast_config();
-    config.settings.latency = Duration::from_secs(30);
+    config.behavior.latency = Duration::from_secs(30);
     let env = Env::start(config).await;
     let accepted = env.validate(&instance("msblobbackup", None)).await;
     let url = accepted.header("azure-asyncoperation").to_owned();
@@ -1188,7 +1188,7 @@ async fn config_files_load_or_say_what_is_wrong() {
     let config = EmulatorConfig::from_yaml_file(dir.join("full.yaml")).unwrap();
     assert_eq!(config.vaults.len(), 2);
     let env = Env::start(config).await;
-    assert_eq!(env.emulator.admin().settings().page_size, 2);
+    assert_eq!(env.emulator.admin().behavior().page_size, 2);
     let second = env
         .raw(
             env.http

@@ -1,17 +1,16 @@
-//! The HTTP server: an axum router served by our own hyper connection loop, because an
-//! injected "dropped connection" must close the socket without any answer, which axum::serve
-//! (infallible services) cannot do.
+//! The HTTP listener: the ARM routes and the admin API in one axum router, served by our own
+//! hyper connection loop, because an injected "dropped connection" must close the socket
+//! without any answer, which axum::serve (infallible services) cannot do.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use http::header::{CACHE_CONTROL, HOST, HeaderName, HeaderValue, PRAGMA};
+use http::header::{CACHE_CONTROL, HeaderName, HeaderValue, PRAGMA};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -22,116 +21,11 @@ use super::EmulatorError;
 use super::admin::{self, EmulatorAdmin};
 use super::config::EmulatorConfig;
 use super::routes;
-use super::state::State;
+use super::shared::{DropConnection, RequestIds, Shared};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
 const CORRELATION_ID: HeaderName = HeaderName::from_static("x-ms-correlation-request-id");
 const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
-
-/// Marks a response whose connection must be closed without sending it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct DropConnection;
-
-/// The ids every answer carries; the correlation id echoes the client's request id.
-#[derive(Clone, Debug)]
-pub(crate) struct RequestIds {
-    pub request_id: String,
-    pub correlation_id: String,
-}
-
-impl RequestIds {
-    pub fn fresh() -> Self {
-        Self {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            correlation_id: uuid::Uuid::new_v4().to_string(),
-        }
-    }
-}
-
-/// Request counts by operation id and status code (0: connection dropped).
-pub(crate) type Counts = BTreeMap<&'static str, BTreeMap<u16, u64>>;
-
-/// One write request that named a backup instance (PUT, DELETE, stopProtection, sync).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstanceWrite {
-    /// The instance, as `<vault id>/backupinstances/<name>` in lower case.
-    pub instance: String,
-    /// Azure's operationId, e.g. `BackupInstances_CreateOrUpdate`.
-    pub operation: &'static str,
-    /// The answer's status code (0: connection dropped).
-    pub status: u16,
-    /// Whether an operation on the instance was still running when the request arrived: a
-    /// client that lost track of its operation sends such a second write.
-    pub in_flight: bool,
-}
-
-/// What every handler shares.
-pub(crate) struct Shared {
-    config: EmulatorConfig,
-    local_addr: SocketAddr,
-    state: Mutex<State>,
-    counts: Mutex<Counts>,
-    writes: Mutex<Vec<InstanceWrite>>,
-}
-
-/// Locks without panicking: a panic elsewhere must not take the emulator down with it.
-fn relock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Shared {
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        relock(&self.state)
-    }
-
-    pub fn counts(&self) -> MutexGuard<'_, Counts> {
-        relock(&self.counts)
-    }
-
-    pub fn writes(&self) -> MutexGuard<'_, Vec<InstanceWrite>> {
-        relock(&self.writes)
-    }
-
-    pub fn count(&self, operation: &'static str, status: u16) {
-        *self
-            .counts()
-            .entry(operation)
-            .or_default()
-            .entry(status)
-            .or_default() += 1;
-    }
-
-    pub fn config(&self) -> &EmulatorConfig {
-        &self.config
-    }
-
-    /// Replaces the world with the config's again.
-    pub fn reset_state(&self) {
-        *self.lock() = State::new(&self.config, Instant::now());
-    }
-
-    /// Scheme and authority for URLs handed to the client: the configured public URL, else
-    /// the Host the client used (so port-forwards and service names keep working).
-    pub fn base_url(&self, headers: &http::HeaderMap) -> String {
-        if let Some(url) = &self.config.public_url {
-            return url.trim_end_matches('/').to_owned();
-        }
-        headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                !h.is_empty()
-                    && h.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c))
-            })
-            .map_or_else(
-                || format!("http://{}", self.local_addr),
-                |h| format!("http://{h}"),
-            )
-    }
-}
 
 /// Adds the ARM ids and cache headers to every answer and logs one line per request.
 async fn envelope(mut request: Request, next: Next) -> Response {
@@ -209,13 +103,7 @@ impl RunningEmulator {
             .find(|t| !t.trim().is_empty())
             .cloned()
             .unwrap_or_default();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&config, Instant::now())),
-            counts: Mutex::new(Counts::new()),
-            writes: Mutex::new(Vec::new()),
-            config,
-            local_addr,
-        });
+        let shared = Arc::new(Shared::new(config, local_addr));
         let router = Router::new()
             .nest("/_emulator", admin::router())
             .fallback(routes::arm)

@@ -1,0 +1,287 @@
+//! The shared state of all reconciles of `BlobBackupInstance` resources ([`Context`]), and the
+//! real world of the loop ([`KubeEffects`]: the Kubernetes API and ARM).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, warn};
+
+use super::decide::{Action, AzureCall, EventSpec, Observation, Requeue, Settings, has_finalizer};
+use super::events::Events;
+use super::state::States;
+use super::status::StatusWriter;
+use super::steps::Effects;
+use super::{Error, REPORTING_CONTROLLER, WriteBudget, azure, finalizer, leader, pacing, requeue};
+use crate::api::{BlobBackupInstance, FINALIZER};
+use crate::telemetry::Metrics;
+use dataprotection::ArmClient;
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub(super) client: Client,
+    arm: ArmClient,
+    pub(super) metrics: Metrics,
+    events: Events,
+    pub(super) settings: Settings,
+    states: States<BlobBackupInstance>,
+    writes: pacing::WritePacer,
+    pub(super) requeues: Arc<requeue::Requeues<BlobBackupInstance>>,
+    fence: leader::Fence,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The write pacer's key of a resource.
+fn pacer_key(key: &ObjectRef<BlobBackupInstance>) -> String {
+    format!(
+        "{}/{}",
+        key.namespace.as_deref().unwrap_or_default(),
+        key.name
+    )
+}
+
+impl Context {
+    /// The context of [`super::reconcile`]: Kubernetes and Azure clients, metrics, decision
+    /// settings, the write budget, Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
+    pub fn new(
+        client: Client,
+        arm: ArmClient,
+        metrics: Metrics,
+        settings: Settings,
+        write_budget: &WriteBudget,
+        reporting_instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: REPORTING_CONTROLLER.to_owned(),
+            instance: reporting_instance,
+        };
+        let writes = pacing::WritePacer::new(
+            write_budget.burst,
+            write_budget.refill,
+            settings.timing.retry_after_max,
+            Instant::now(),
+        );
+        Self {
+            events: Events::new(client.clone(), reporter),
+            client,
+            arm,
+            metrics,
+            settings,
+            states: States::new(has_finalizer),
+            writes,
+            requeues: Arc::default(),
+            fence: leader::Fence::default(),
+        }
+    }
+
+    /// The context of a leader term: Azure writes only while `fence` holds, checked before
+    /// the intent is recorded, before the call, and by the ARM client once it has the token.
+    pub fn with_fence(mut self, fence: leader::Fence) -> Self {
+        let gate = fence.clone();
+        self.arm = self.arm.with_write_gate(Arc::new(move || gate.holds()));
+        self.fence = fence;
+        self
+    }
+
+    /// The decision settings in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The effects of one reconcile of the resource `key` in `api`'s namespace.
+    pub(super) fn effects(
+        &self,
+        api: Api<BlobBackupInstance>,
+        key: ObjectRef<BlobBackupInstance>,
+    ) -> KubeEffects<'_> {
+        KubeEffects {
+            ctx: self,
+            api,
+            key,
+        }
+    }
+
+    /// A conflict: the next reconcile of `key` reads the resource afresh.
+    pub(super) fn read_fresh_next(&self, key: &ObjectRef<BlobBackupInstance>) {
+        self.states.read_fresh_next(key);
+    }
+
+    /// Forgets a resource that is gone: what we remembered of it, its requeue. (Its gauges
+    /// are counted from the watch's store: nothing to forget there.)
+    pub(super) fn forget(&self, key: &ObjectRef<BlobBackupInstance>) {
+        self.states.forget(key);
+        self.requeues.cancel(key);
+    }
+
+    /// Forgets every resource the watch no longer lists (deleted while it was not watching).
+    pub(super) fn forget_all_but(&self, store: &Store<BlobBackupInstance>) {
+        let listed = |key: &ObjectRef<BlobBackupInstance>| store.get(key).is_some();
+        self.states.retain(listed);
+        self.requeues.retain(listed);
+    }
+
+    /// Schedules the resource's next reconcile (see [`requeue`]).
+    pub(super) fn requeue(&self, key: &ObjectRef<BlobBackupInstance>, requeue: Requeue) {
+        match requeue {
+            Requeue::After(delay) => self.requeues.schedule(key, delay),
+            Requeue::AwaitChange => self.requeues.cancel(key),
+        }
+    }
+}
+
+/// The loop's effects on the Kubernetes API and Azure, for one reconcile of one resource.
+pub struct KubeEffects<'a> {
+    ctx: &'a Context,
+    api: Api<BlobBackupInstance>,
+    key: ObjectRef<BlobBackupInstance>,
+}
+
+impl KubeEffects<'_> {
+    fn status_writer(&self) -> StatusWriter<'_, BlobBackupInstance> {
+        StatusWriter {
+            api: &self.api,
+            key: &self.key,
+            states: &self.ctx.states,
+            metrics: &self.ctx.metrics,
+        }
+    }
+
+    /// The resource to reconcile: the watch cache's copy, unless it is older than our own
+    /// last write (see [`States::is_stale`]), then a fresh read. `None` when it is gone.
+    pub(super) async fn current(
+        &self,
+        cached: &BlobBackupInstance,
+    ) -> Result<Option<BlobBackupInstance>, Error> {
+        if !self.ctx.states.is_stale(&self.key, cached) {
+            return Ok(Some(cached.clone()));
+        }
+        debug!("the watch cache is behind our last write; reading the resource");
+        let fresh = self
+            .api
+            .get_opt(&cached.name_any())
+            .await
+            .map_err(Error::Read)?;
+        match &fresh {
+            Some(fresh) => self.ctx.states.remember_write(&self.key, fresh),
+            None => self.ctx.states.read_gone(&self.key),
+        }
+        Ok(fresh)
+    }
+
+    /// An operation sent but not recorded: records it before anything is decided (see
+    /// [`StatusWriter::write_unwritten`]).
+    pub(super) async fn write_unwritten(
+        &self,
+        obj: &BlobBackupInstance,
+    ) -> Result<Option<BlobBackupInstance>, Error> {
+        self.status_writer().write_unwritten(obj).await
+    }
+}
+
+impl Effects for KubeEffects<'_> {
+    type Admission = pacing::Admission;
+
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    fn leads(&self) -> bool {
+        let leads = self.ctx.fence.holds();
+        if !leads {
+            warn!("the leader term ended: no more Azure writes from this replica");
+        }
+        leads
+    }
+
+    fn admit_write(&mut self) -> Result<pacing::Admission, std::time::Duration> {
+        self.ctx.writes.admit(&pacer_key(&self.key), Instant::now())
+    }
+
+    async fn write_status(
+        &mut self,
+        obj: &BlobBackupInstance,
+        precious: bool,
+    ) -> Result<BlobBackupInstance, Error> {
+        self.status_writer().write(obj, precious).await
+    }
+
+    async fn add_finalizer(
+        &mut self,
+        obj: &BlobBackupInstance,
+    ) -> Result<BlobBackupInstance, Error> {
+        let updated = finalizer::add(&self.api, obj, FINALIZER)
+            .await
+            .map_err(Error::AddFinalizer)?;
+        self.ctx.states.remember_write(&self.key, &updated);
+        Ok(updated)
+    }
+
+    async fn remove_finalizer(&mut self, obj: &BlobBackupInstance) -> Result<(), Error> {
+        finalizer::remove(&self.api, obj, FINALIZER)
+            .await
+            .map_err(Error::RemoveFinalizer)?;
+        self.ctx.forget(&self.key);
+        Ok(())
+    }
+
+    async fn publish(&mut self, obj: &BlobBackupInstance, events: &[EventSpec]) {
+        if events.is_empty() {
+            return;
+        }
+        let reference = obj.object_ref(&());
+        let metrics = &self.ctx.metrics;
+        self.ctx
+            .events
+            .publish_all(&reference, events, metrics)
+            .await;
+    }
+
+    async fn call_azure(&mut self, action: &Action) -> Option<Observation> {
+        azure::perform(&self.ctx.arm, action).await
+    }
+
+    fn answered(
+        &mut self,
+        obj: &BlobBackupInstance,
+        observation: &Observation,
+        admission: Option<pacing::Admission>,
+    ) {
+        let ctx = self.ctx;
+        if matches!(observation, Observation::Instance(_)) {
+            ctx.metrics.record_check(obj);
+        }
+        // The client keeps the last figure any write was answered with: with other
+        // reconciles' writes in between it may be theirs, which makes the correction a little
+        // too strong or too weak. It only ever lowers the copy, and the next answer corrects
+        // it again.
+        if let Some(admission) = admission
+            && let Some(remaining) = ctx.arm.take_remaining_writes()
+        {
+            ctx.writes.reported_remaining(remaining, admission);
+        }
+        if let Some(operation) = azure::throttled_operation(observation) {
+            ctx.metrics.record_throttling_wait(operation);
+            if let Observation::Failed {
+                call: AzureCall::Start(_),
+                error,
+            } = observation
+            {
+                let retry_after = error
+                    .retry_after
+                    .unwrap_or(ctx.settings.timing.retry_after_min);
+                ctx.writes.throttled(retry_after, Instant::now());
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! What the controller remembers about each resource between reconciles: one record per
+//! resource, in one map keyed by the resource's [`ObjectRef`], forgotten once when the
+//! resource is gone. Generic over the kind, so a second controller keeps its own.
+//!
+//! The record's first use is the stale-cache guard ([`States::is_stale`]): the watch cache can
+//! be older than the controller's own last write (the watch event of a status write can arrive
+//! after a short requeue fires), and acting on it could start an operation twice.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use kube::core::object::HasStatus;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+
+// A panic elsewhere while holding a lock leaves plain maps behind; keep using them.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The key of a resource: its namespace and name (not its uid or resourceVersion, which
+/// change or are unknown when a requeue or a deletion names it).
+pub fn key_of<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectRef<K> {
+    let key = ObjectRef::new(&obj.name_any());
+    match obj.namespace() {
+        Some(namespace) => key.within(&namespace),
+        None => key,
+    }
+}
+
+/// What the controller remembers about one resource.
+#[derive(Debug)]
+pub struct Record<S> {
+    /// The resource's uid when last written.
+    uid: String,
+    /// Whether its finalizer was on after our last write.
+    finalized: bool,
+    /// A fingerprint of the status after our last write ([`status_fingerprint`]): a copy
+    /// of every status would be most of the controller's memory at 10,000 resources.
+    status: u64,
+    /// A status recording an Azure operation already sent that could not be written (its poll
+    /// URL): written before anything else happens to the resource, or the operation would be
+    /// sent again. For the resource with this uid.
+    unwritten: Option<(String, S)>,
+    /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
+    read_fresh: bool,
+}
+
+impl<S> Default for Record<S> {
+    fn default() -> Self {
+        Self {
+            uid: String::new(),
+            finalized: false,
+            status: 0,
+            unwritten: None,
+            read_fresh: false,
+        }
+    }
+}
+
+/// The records of every resource of kind `K` the controller has written.
+pub struct States<K: Resource<DynamicType = ()> + HasStatus> {
+    records: Mutex<HashMap<ObjectRef<K>, Record<K::Status>>>,
+    /// Whether the controller's finalizer is on a resource.
+    finalized: fn(&K) -> bool,
+}
+
+impl<K: Resource<DynamicType = ()> + HasStatus> std::fmt::Debug for States<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("States")
+            .field("resources", &lock(&self.records).len())
+            .finish()
+    }
+}
+
+impl<K> States<K>
+where
+    K: Resource<DynamicType = ()> + HasStatus,
+    K::Status: Serialize + Clone,
+{
+    /// No records yet; `finalized` tells whether the controller's finalizer is on a resource.
+    pub fn new(finalized: fn(&K) -> bool) -> Self {
+        Self {
+            records: Mutex::new(HashMap::new()),
+            finalized,
+        }
+    }
+
+    /// Whether the watch cache's copy is older than our own last write to the resource (or a
+    /// conflict said someone else wrote it): then read it afresh.
+    pub fn is_stale(&self, key: &ObjectRef<K>, cached: &K) -> bool {
+        lock(&self.records).get(key).is_some_and(|record| {
+            record.read_fresh
+                || (cached.meta().uid.as_deref() == Some(record.uid.as_str())
+                    && (record.status != status_fingerprint(cached.status())
+                        || record.finalized != (self.finalized)(cached)))
+        })
+    }
+
+    /// Remembers what we just wrote (or read afresh) of the resource.
+    pub fn remember_write(&self, key: &ObjectRef<K>, written: &K) {
+        let mut records = lock(&self.records);
+        let record = records.entry(key.clone()).or_default();
+        record.uid = written.meta().uid.clone().unwrap_or_default();
+        record.finalized = (self.finalized)(written);
+        record.status = status_fingerprint(written.status());
+        record.read_fresh = false;
+    }
+
+    /// The fresh read found the resource gone: nothing more to read afresh.
+    pub fn read_gone(&self, key: &ObjectRef<K>) {
+        if let Some(record) = lock(&self.records).get_mut(key) {
+            record.read_fresh = false;
+        }
+    }
+
+    /// A conflict: the watch cache is behind someone's write; the next reconcile reads afresh.
+    pub fn read_fresh_next(&self, key: &ObjectRef<K>) {
+        lock(&self.records)
+            .entry(key.clone())
+            .or_default()
+            .read_fresh = true;
+    }
+
+    /// Keeps a status that could not be written, for the resource with this uid, to write
+    /// first on the next reconcile.
+    pub fn keep_unwritten(&self, key: &ObjectRef<K>, uid: String, status: K::Status) {
+        lock(&self.records)
+            .entry(key.clone())
+            .or_default()
+            .unwritten = Some((uid, status));
+    }
+
+    /// The status kept by [`Self::keep_unwritten`], taken out.
+    pub fn take_unwritten(&self, key: &ObjectRef<K>) -> Option<(String, K::Status)> {
+        lock(&self.records)
+            .get_mut(key)
+            .and_then(|record| record.unwritten.take())
+    }
+
+    /// Forgets a resource that is gone.
+    pub fn forget(&self, key: &ObjectRef<K>) {
+        lock(&self.records).remove(key);
+    }
+
+    /// Forgets every resource `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&ObjectRef<K>) -> bool) {
+        lock(&self.records).retain(|key, _| keep(key));
+    }
+}
+
+/// A hash of the status as the API would serialize it (no allocation): enough to tell whether
+/// the watch cache has caught up with our last write.
+fn status_fingerprint<S: Serialize>(status: Option<&S>) -> u64 {
+    // serde_json writes into any io::Write; this one feeds the bytes to the hasher.
+    struct HashWriter(DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(DefaultHasher::new());
+    // Serializing plain data into a writer that never fails cannot fail either.
+    let _ = serde_json::to_writer(&mut writer, &status);
+    writer.0.finish()
+}

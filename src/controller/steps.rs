@@ -1,0 +1,288 @@
+//! The loop that drives [`decide()`]: observe → decide → act → record, for a few steps of one
+//! reconcile. Generic over its effects ([`Effects`]: status, finalizer, Events, Azure), so the
+//! controller runs it against Kubernetes and ARM and tests run the same loop against a
+//! recording double.
+
+use std::future::Future;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tracing::debug;
+
+use super::Error;
+use super::decide::{
+    self, Action, AzureCall, EventSpec, Observation, PolledStatus, Requeue, Settings, decide,
+};
+use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus};
+
+/// Decide/act steps one reconcile may take before it requeues itself. The longest useful
+/// chain is add finalizer, GET, start an operation (then stop: the operation is recorded);
+/// the bound keeps a misbehaving answer from spinning.
+pub const MAX_STEPS: usize = 8;
+
+/// What the loop does to the world. The controller's implementation writes to the Kubernetes
+/// API and calls Azure; a test's records and answers.
+pub trait Effects: Send {
+    /// A slot in Azure's write budget, handed back with the call's answer.
+    type Admission: Send;
+
+    /// The time decisions are made at.
+    fn now(&self) -> Timestamp;
+
+    /// Whether this replica may still write to Azure (see [`super::leader::Fence`]).
+    fn leads(&self) -> bool;
+
+    /// A slot for an Azure write now, or how long to wait for one.
+    fn admit_write(&mut self) -> Result<Self::Admission, Duration>;
+
+    /// Writes `obj`'s status; `precious`: it records an operation just started, whose poll URL
+    /// must not be lost. The resource as written.
+    fn write_status(
+        &mut self,
+        obj: &BlobBackupInstance,
+        precious: bool,
+    ) -> impl Future<Output = Result<BlobBackupInstance, Error>> + Send;
+
+    /// Adds the controller's finalizer; the resource as written (its status as stored).
+    fn add_finalizer(
+        &mut self,
+        obj: &BlobBackupInstance,
+    ) -> impl Future<Output = Result<BlobBackupInstance, Error>> + Send;
+
+    /// Removes the controller's finalizer: the resource is done with, and forgotten.
+    fn remove_finalizer(
+        &mut self,
+        obj: &BlobBackupInstance,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Publishes a decision's Events (a failure is logged, never fatal).
+    fn publish(
+        &mut self,
+        obj: &BlobBackupInstance,
+        events: &[EventSpec],
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Performs an Azure call; `None` for an action that is not one.
+    fn call_azure(&mut self, action: &Action) -> impl Future<Output = Option<Observation>> + Send;
+
+    /// Takes note of an Azure answer about `obj` the loop goes on with (metrics, the write
+    /// budget).
+    fn answered(
+        &mut self,
+        obj: &BlobBackupInstance,
+        observation: &Observation,
+        admission: Option<Self::Admission>,
+    );
+}
+
+/// How a reconcile ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Look again as the decision says.
+    Requeue(Requeue),
+    /// This replica's leader term ended: whoever leads now goes on from the recorded intent.
+    Abandon,
+}
+
+/// Runs up to [`MAX_STEPS`] observe → decide → act steps on `obj`, then records the status
+/// (once, and only if it changed; at once before an Azure write, its intent, and after an
+/// operation started, its poll URL) and says when to look again.
+pub async fn run_steps<E: Effects>(
+    effects: &mut E,
+    mut obj: BlobBackupInstance,
+    settings: &Settings,
+) -> Result<Next, Error> {
+    let mut persisted = obj.status.clone();
+    let mut observation = Observation::None;
+    let mut requeue = None;
+    for _ in 0..MAX_STEPS {
+        let decision = decide(&obj, &observation, effects.now(), settings);
+        // A write waits for its slot in Azure's write budget (neither its status nor its
+        // events count before it is sent), so throttling never turns into a herd of 429s.
+        let admission = match decision.action.operation() {
+            None => None,
+            Some(_) => match effects.admit_write() {
+                Ok(admission) => Some(admission),
+                Err(wait) => {
+                    debug!(?wait, "waiting for a slot in Azure's write budget");
+                    // Except when Azure just reported an operation's end (a validate, polled or
+                    // answered at once, before the PUT): that is recorded now, with what the
+                    // decision makes of it, or the next reconcile would poll it again, or
+                    // validate again.
+                    if operation_ended(&observation) {
+                        if let Some(status) = decision.status {
+                            obj.status = Some(status);
+                        }
+                        effects.publish(&obj, &decision.events).await;
+                    }
+                    requeue = Some(Requeue::After(wait));
+                    break;
+                }
+            },
+        };
+        if let Some(status) = decision.status {
+            obj.status = Some(status);
+        }
+        // Before an Azure write, its intent (the instance's name and ID, the operation) goes
+        // to the API: after a crash the next reconcile looks at the instance before acting
+        // again. After an operation started, its poll URL goes to the API before anything else.
+        let intent = admission.is_some();
+        // A replica whose leader term ended writes nothing more: the next leader takes over.
+        if intent && !effects.leads() {
+            return Ok(Next::Abandon);
+        }
+        let started = records_new_operation(persisted.as_ref(), obj.status.as_ref());
+        if (intent || started)
+            && let Some(status) = &obj.status
+            && decide::status_changed(persisted.as_ref(), status)
+        {
+            obj = effects.write_status(&obj, started).await?;
+            persisted = obj.status.clone();
+        }
+        effects.publish(&obj, &decision.events).await;
+        observation = match &decision.action {
+            Action::None => {
+                requeue = Some(decision.requeue);
+                break;
+            }
+            Action::AddFinalizer => {
+                let mut updated = effects.add_finalizer(&obj).await?;
+                // Keep the status decided so far; it is written below.
+                updated.status = obj.status.take();
+                obj = updated;
+                Observation::None
+            }
+            Action::RemoveFinalizer => {
+                effects.remove_finalizer(&obj).await?;
+                return Ok(Next::Requeue(decision.requeue));
+            }
+            action => {
+                // The intent write may have taken long: the term may have ended meanwhile.
+                if intent && !effects.leads() {
+                    return Ok(Next::Abandon);
+                }
+                let Some(observation) = effects.call_azure(action).await else {
+                    requeue = Some(decision.requeue);
+                    break;
+                };
+                // The term ended during the call (the client sends no write once it has: see
+                // ArmClient::with_write_gate): whoever leads now goes on from the recorded
+                // intent, and this replica records nothing of it.
+                if intent
+                    && matches!(
+                        observation,
+                        Observation::Failed {
+                            call: AzureCall::Start(_),
+                            ..
+                        }
+                    )
+                    && !effects.leads()
+                {
+                    return Ok(Next::Abandon);
+                }
+                effects.answered(&obj, &observation, admission);
+                observation
+            }
+        };
+    }
+
+    if let Some(status) = &obj.status
+        && decide::status_changed(persisted.as_ref(), status)
+    {
+        effects.write_status(&obj, false).await?;
+    }
+    // Out of steps: carry on soon, from the recorded state.
+    Ok(Next::Requeue(requeue.unwrap_or(Requeue::After(
+        settings.timing.retry_after_min,
+    ))))
+}
+
+/// Whether `current` records an operation in flight that `persisted` does not: its poll URL
+/// must reach the API before anything else happens.
+fn records_new_operation(
+    persisted: Option<&BlobBackupInstanceStatus>,
+    current: Option<&BlobBackupInstanceStatus>,
+) -> bool {
+    fn poll_url(status: Option<&BlobBackupInstanceStatus>) -> Option<&str> {
+        status
+            .and_then(decide::in_flight)
+            .and_then(|op| op.poll_url.as_deref())
+    }
+    let now = poll_url(current);
+    now.is_some() && now != poll_url(persisted)
+}
+
+/// Whether the observation is an operation's end: a poll that found it finished, or a call
+/// Azure completed synchronously (validateForBackup may answer 200).
+fn operation_ended(observation: &Observation) -> bool {
+    match observation {
+        Observation::Polled { status, .. } => *status != PolledStatus::InProgress,
+        Observation::Started { poll, .. } => poll.is_none(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AzureOperation, BlobBackupInstanceStatus, OperationAction, OperationPhase};
+
+    fn with_operation(status: OperationPhase, url: Option<&str>) -> BlobBackupInstanceStatus {
+        BlobBackupInstanceStatus {
+            operation: Some(AzureOperation {
+                action: OperationAction::Create,
+                status,
+                poll_url: url.map(str::to_owned),
+                start_time: None,
+                end_time: None,
+                error: None,
+            }),
+            ..BlobBackupInstanceStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_started_operation_is_written_at_once() {
+        let started = with_operation(OperationPhase::InProgress, Some("https://arm/op/1"));
+        assert!(records_new_operation(None, Some(&started)));
+        assert!(!records_new_operation(Some(&started), Some(&started)));
+        let next = with_operation(OperationPhase::InProgress, Some("https://arm/op/2"));
+        assert!(records_new_operation(Some(&started), Some(&next)));
+        let done = with_operation(OperationPhase::Succeeded, Some("https://arm/op/1"));
+        assert!(!records_new_operation(Some(&started), Some(&done)));
+        let no_url = with_operation(OperationPhase::InProgress, None);
+        assert!(!records_new_operation(None, Some(&no_url)));
+    }
+
+    /// What a reconcile records when the next write must wait for the write budget: a
+    /// validation Azure answered synchronously (200) is an end like a finished poll, or the
+    /// status would keep the validation Pending and the next reconcile would validate again,
+    /// spending the slot reserved for the PUT on it, over and over.
+    #[test]
+    fn a_synchronous_answer_ends_the_operation_like_a_finished_poll() {
+        let sync = Observation::Started {
+            action: OperationAction::Validate,
+            poll: None,
+        };
+        assert!(operation_ended(&sync));
+        let polled = Observation::Polled {
+            status: PolledStatus::Succeeded,
+            retry_after: None,
+        };
+        assert!(operation_ended(&polled));
+        let running = Observation::Started {
+            action: OperationAction::Validate,
+            poll: Some(decide::PollHandle {
+                url: "https://arm/op/1".into(),
+                retry_after: None,
+            }),
+        };
+        assert!(!operation_ended(&running));
+        let still = Observation::Polled {
+            status: PolledStatus::InProgress,
+            retry_after: None,
+        };
+        assert!(!operation_ended(&still));
+        assert!(!operation_ended(&Observation::None));
+    }
+}
