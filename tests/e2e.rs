@@ -336,7 +336,10 @@ async fn examples_go_ready_and_away_on_a_real_cluster() {
     };
     let options = envtest::Options {
         service_account: envtest::ServiceAccount::new(&namespace, SERVICE_ACCOUNT),
-        crds: vec![repo().join("crds/blobbackupinstances.yaml")],
+        crds: vec![
+            repo().join("crds/blobbackupinstances.yaml"),
+            repo().join("crds/blobrestores.yaml"),
+        ],
     };
     let server = envtest::Envtest::start(&assets, options)
         .await
@@ -373,14 +376,14 @@ async fn examples_go_ready_and_away(
         namespace: namespace.clone(),
         cluster_scoped: Vec::new(),
     };
-    let crd = repo().join("crds/blobbackupinstances.yaml");
+    let crds = repo().join("crds");
     if install_crd {
         kubectl.run(&[
             "apply",
             "--server-side",
             "--force-conflicts",
             "-f",
-            crd.to_str().unwrap(),
+            crds.to_str().unwrap(),
         ]);
     }
     kubectl.run(&[
