@@ -32,7 +32,7 @@ use super::events::Events;
 use super::state::{States, key_of};
 use super::status::StatusWriter;
 use super::{ControllerConfig, Error, REPORTING_CONTROLLER, leader};
-use crate::api::{BlobBackupInstance, BlobRestore, BlobRestoreStatus};
+use crate::api::{BlobBackupInstance, BlobRestore, BlobRestoreStatus, OperationPhase};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
 
@@ -115,8 +115,10 @@ impl RestoreContext {
     }
 }
 
-/// Whether `current` records something of an Azure write's answer that `persisted` lacks (a
-/// poll URL, a job): it must reach the API before anything else happens.
+/// Whether `current` records something of Azure's answer to a write that `persisted` lacks
+/// (a poll URL, a job, how the operation went): it must reach the API before anything else
+/// happens, and is kept to be written first should that fail. An intent (an operation still
+/// `Pending`) is no answer: if it cannot be written, nothing is sent, and it is decided again.
 fn records_answer(
     persisted: Option<&BlobRestoreStatus>,
     current: Option<&BlobRestoreStatus>,
@@ -130,7 +132,10 @@ fn records_answer(
             )
         })
     };
-    answer(current) != answer(persisted)
+    let pending = current
+        .and_then(|s| s.operation.as_ref())
+        .is_some_and(|op| op.status == OperationPhase::Pending);
+    !pending && answer(current) != answer(persisted)
 }
 
 /// Reconciles one BlobRestore.
@@ -185,7 +190,7 @@ async fn restore_steps(
         }
         let answered = records_answer(persisted.as_ref(), obj.status.as_ref());
         if (intent || answered) && obj.status != persisted {
-            let written = ctx.write_status(&api, &key, &obj, true).await?;
+            let written = ctx.write_status(&api, &key, &obj, answered).await?;
             persisted = written.status.clone();
             obj = written;
         }
@@ -283,4 +288,52 @@ pub async fn run(
         })
         .await;
     info!("restore controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AzureOperation, OperationAction};
+
+    fn with(status: OperationPhase, url: Option<&str>, job: Option<&str>) -> BlobRestoreStatus {
+        BlobRestoreStatus {
+            operation: Some(AzureOperation {
+                action: OperationAction::Restore,
+                status,
+                poll_url: url.map(str::to_owned),
+                start_time: None,
+                end_time: None,
+                error: None,
+            }),
+            job_id: job.map(str::to_owned),
+            ..BlobRestoreStatus::default()
+        }
+    }
+
+    /// Azure's answer is kept until written (or the restore would be reported as sent with
+    /// its outcome unknown); an intent is not (kept and written later, it would report a
+    /// restore that was never sent as one whose outcome is unknown).
+    #[test]
+    fn only_azures_answers_are_kept_until_written() {
+        let validated = BlobRestoreStatus {
+            operation: Some(AzureOperation {
+                action: OperationAction::ValidateRestore,
+                ..with(OperationPhase::Succeeded, Some("https://arm/op/1"), None)
+                    .operation
+                    .unwrap()
+            }),
+            ..BlobRestoreStatus::default()
+        };
+        let intent = with(OperationPhase::Pending, None, None);
+        assert!(!records_answer(Some(&validated), Some(&intent)));
+        let accepted = with(OperationPhase::InProgress, Some("https://arm/op/2"), None);
+        assert!(records_answer(Some(&intent), Some(&accepted)));
+        let named = with(
+            OperationPhase::Succeeded,
+            Some("https://arm/op/2"),
+            Some("job"),
+        );
+        assert!(records_answer(Some(&accepted), Some(&named)));
+        assert!(!records_answer(Some(&named), Some(&named)));
+    }
 }
