@@ -210,7 +210,11 @@ fn operational_restore_runs_step_by_step_to_succeeded() {
         "2026-11-30T00:00:00.0000000Z",
         "2026-12-02T23:00:00Z",
     )]);
-    step(&mut restore, &source, &ranges);
+    let found = step(&mut restore, &source, &ranges);
+    assert_eq!(
+        events(&found),
+        vec![(EventType::Normal, Reason::CheckingRestorePoint)]
+    );
     assert_eq!(status(&restore).restore_point.as_deref(), Some(POINT));
     assert_eq!(
         status(&restore).backup_instance_id.as_deref(),

@@ -107,7 +107,12 @@ async fn a_vaulted_restore_runs_to_succeeded_with_an_event_per_step() {
     assert!(has_condition(&done, "Stalled", "False", "Restored"));
     assert_eq!(
         reasons(h.api.events_for(NS, "images-back")),
-        ["ValidatingRestore", "Restoring", "Restored"]
+        [
+            "CheckingRestorePoint",
+            "ValidatingRestore",
+            "Restoring",
+            "Restored"
+        ]
     );
     assert_eq!(h.azure(ops::VALIDATE_FOR_RESTORE), 1);
     assert_eq!(h.azure(ops::TRIGGER_RESTORE), 1);

@@ -473,8 +473,8 @@ reasons! {
     /// Condition and event. Azure answered something the operator cannot read. Report it with
     /// the message and the request ids in the operator's log.
     UnexpectedAzureResponse,
-    /// Condition. BlobRestore: the restore point is being checked against Azure (restorable
-    /// time ranges, or recovery points). Wait.
+    /// Condition and event. BlobRestore: the restore point is being checked against Azure
+    /// (restorable time ranges, or recovery points); the event says it is restorable. Wait.
     CheckingRestorePoint,
     /// Condition and event. BlobRestore: validateRestore is running in Azure. Wait.
     ValidatingRestore,

@@ -533,6 +533,7 @@ impl<'a> Step<'a> {
             self.status.restore_point.as_deref().unwrap_or_default(),
             source.instance.name()
         );
+        self.event(EventType::Normal, Reason::CheckingRestorePoint, &message);
         let requeue = self.settings.retry_after_min;
         carry_on(self.progressing(
             Reason::CheckingRestorePoint,
