@@ -12,8 +12,8 @@ use dataprotection::operation_ids as ops;
 use serde_json::{Value, json};
 use testkit::fake_apiserver::Verb;
 use testkit::scenario::{
-    Harness, NS, RunningController, WAIT, account, add_accounts, condition, emulator_config,
-    reasons, spec, test_timing,
+    Harness, NS, Replica, RunningController, WAIT, account, add_accounts, condition,
+    emulator_config, reasons, spec, test_timing,
 };
 
 const RESTORES: &str = "blobrestores";
@@ -78,6 +78,21 @@ fn azure_calls(h: &Harness) -> u64 {
         .values()
         .flat_map(|by_status| by_status.values())
         .sum()
+}
+
+/// Exactly one validation and one restore request reached Azure.
+#[track_caller]
+fn assert_one_restore(h: &Harness) {
+    assert_eq!(
+        h.azure(ops::VALIDATE_FOR_RESTORE),
+        1,
+        "exactly one validation"
+    );
+    assert_eq!(
+        h.azure(ops::TRIGGER_RESTORE),
+        1,
+        "exactly one restore request"
+    );
 }
 
 /// Reconciles of restore `name` so far: each one starts with a fresh read.
@@ -215,16 +230,7 @@ async fn a_controller_killed_while_the_restore_runs_resumes_it() {
         done["status"]["operation"]["pollUrl"],
         running["status"]["operation"]["pollUrl"]
     );
-    assert_eq!(
-        h.azure(ops::TRIGGER_RESTORE),
-        1,
-        "exactly one restore request"
-    );
-    assert_eq!(
-        h.azure(ops::VALIDATE_FOR_RESTORE),
-        1,
-        "exactly one validation"
-    );
+    assert_one_restore(&h);
     second.stop().await;
 }
 
@@ -286,4 +292,34 @@ async fn a_failed_job_fails_the_restore_with_azures_error() {
     );
     assert_eq!(h.azure(ops::TRIGGER_RESTORE), 1);
     controller.stop().await;
+}
+
+/// The leader hands over while the restore runs in Azure: the new leader follows the recorded
+/// operation to the end, and the restore is sent once.
+#[tokio::test]
+async fn a_leader_change_mid_restore_sends_no_second_restore() {
+    let h = vaulted_backup(Duration::from_millis(1500)).await;
+    let a = Replica::start(&h, "replica-a");
+    h.api
+        .wait_for(WAIT, |_| a.leads())
+        .await
+        .expect("replica-a leads");
+    let b = Replica::start(&h, "replica-b");
+    create_backup(&h);
+    h.wait_ready("vaulted").await;
+    create_restore(&h, "images-back", latest_images());
+    wait_restore(&h, "images-back", "Restore in progress", |o| {
+        o["status"]["operation"]["action"] == "Restore"
+            && o["status"]["operation"]["status"] == "InProgress"
+    })
+    .await;
+    a.shut_down().await;
+    let done = wait_restore(&h, "images-back", "Succeeded", |o| {
+        o["status"]["phase"] == "Succeeded"
+    })
+    .await;
+    assert!(b.leads(), "replica-b took over");
+    assert_eq!(done["status"]["operation"]["status"], "Succeeded");
+    assert_one_restore(&h);
+    b.shut_down().await;
 }
