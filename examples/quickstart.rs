@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use blob_backup_operator::api::BlobBackupInstance;
+use blob_backup_operator::controller::grants::VaultAccess;
 use blob_backup_operator::controller::{self, ControllerConfig};
 use blob_backup_operator::telemetry::{HealthState, Metrics};
 use dataprotection::auth::AuthConfig;
@@ -58,6 +59,10 @@ async fn main() -> Result<()> {
         arm,
         ControllerConfig {
             watch_namespace: Some(NAMESPACE.to_owned()),
+            // As `run --embedded-vault`: one team, every vault open. The stand-in has no
+            // kube-system namespace to name the cluster after.
+            vault_access: VaultAccess::Open,
+            cluster_id: Some("quickstart".to_owned()),
             ..ControllerConfig::default()
         },
         metrics,

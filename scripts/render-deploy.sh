@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Renders deploy/operator.yaml, the plain manifests, from the Helm chart's default values;
-# refreshes the chart's copies of the CRDs (charts/blob-backup-operator/files/crd.yaml and
-# crd-blobrestores.yaml) from crds/, since Helm cannot read files outside the chart; and writes
-# deploy/argocd/argocd-cm-patch.yaml around deploy/argocd/health.lua and restore-health.lua.
+# refreshes the chart's copies of the CRDs (charts/blob-backup-operator/files/crds/) from
+# crds/, since Helm cannot read files outside the chart; and writes
+# deploy/argocd/argocd-cm-patch.yaml around deploy/argocd/health.lua (BlobBackupInstance),
+# deploy/argocd/grant-health.lua (BackupVaultGrant) and deploy/argocd/restore-health.lua
+# (BlobRestore).
 # The tests fail when any of them is stale: run this after changing the chart, crds/ or health.lua.
 #
 # Usage: scripts/render-deploy.sh [OUTPUT]   (OUTPUT: where to write the manifests instead of
@@ -23,15 +25,15 @@ fi
 output="${1:-}"
 if [[ -z "${output}" ]]; then
   output="${repo_root}/deploy/operator.yaml"
-  cp "${repo_root}/crds/blobbackupinstances.yaml" "${chart}/files/crd.yaml"
-  cp "${repo_root}/crds/blobrestores.yaml" "${chart}/files/crd-blobrestores.yaml"
+  rm -f "${chart}"/files/crds/*.yaml
+  cp "${repo_root}"/crds/*.yaml "${chart}/files/crds/"
   {
     cat <<'HEADER'
-# Argo CD health checks for BlobBackupInstance and BlobRestore: merge into the argocd-cm
-# ConfigMap, e.g.
+# Argo CD health checks for BlobBackupInstance, BackupVaultGrant and BlobRestore: merge into
+# the argocd-cm ConfigMap, e.g.
 #   kubectl -n argocd patch configmap argocd-cm --patch-file deploy/argocd/argocd-cm-patch.yaml
-# Generated from deploy/argocd/health.lua and restore-health.lua by scripts/render-deploy.sh;
-# do not edit.
+# Generated from deploy/argocd/health.lua, grant-health.lua and restore-health.lua by
+# scripts/render-deploy.sh; do not edit.
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -42,6 +44,8 @@ data:
 HEADER
     # Indent non-empty lines only: a block scalar keeps its empty lines without trailing spaces.
     sed -e 's/^\(.\)/    \1/' "${repo_root}/deploy/argocd/health.lua"
+    echo "  resource.customizations.health.dataprotection.blobbackup.io_BackupVaultGrant: |"
+    sed -e 's/^\(.\)/    \1/' "${repo_root}/deploy/argocd/grant-health.lua"
     echo "  resource.customizations.health.dataprotection.blobbackup.io_BlobRestore: |"
     sed -e 's/^\(.\)/    \1/' "${repo_root}/deploy/argocd/restore-health.lua"
   } > "${repo_root}/deploy/argocd/argocd-cm-patch.yaml"

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use blob_backup_operator::api::{BlobRestore, crd_yaml, crd_yaml_of};
+use blob_backup_operator::api::crd_yamls;
 use blob_backup_operator::controller::decide::Timing;
+use blob_backup_operator::controller::grants::VaultAccess;
 use blob_backup_operator::controller::kubernetes_version;
 use blob_backup_operator::controller::leader::{LeaderElectionConfig, run_as_leader};
 use blob_backup_operator::controller::{self, ControllerConfig, KubeClients, WriteBudget};
@@ -69,22 +70,20 @@ struct Cli {
 enum Command {
     /// Run the controller: reconcile BlobBackupInstance resources against Azure.
     Run(Box<RunArgs>),
-    /// Print a CustomResourceDefinition as YAML (crds/<kind>.yaml).
-    Crd {
-        /// Which: blobbackupinstances (the default) or blobrestores.
-        #[arg(value_enum, default_value_t = CrdKind::Blobbackupinstances)]
-        kind: CrdKind,
-    },
+    /// Print the CustomResourceDefinitions (BlobBackupInstance, BackupVaultGrant, BlobRestore) as
+    /// YAML.
+    Crd(CrdArgs),
     /// Serve the local Azure Data Protection emulator (the article's vault and account).
     #[cfg(feature = "embedded-vault")]
     VaultEmulator(EmulatorArgs),
 }
 
-/// The kinds `crd` prints, by plural.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum CrdKind {
-    Blobbackupinstances,
-    Blobrestores,
+#[derive(Debug, Args)]
+struct CrdArgs {
+    /// Only the CRD of this plural (blobbackupinstances, backupvaultgrants, blobrestores), as
+    /// crds/<PLURAL>.yaml holds it; default: every CRD, as one multi-document YAML.
+    #[arg(value_name = "PLURAL")]
+    plural: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +203,18 @@ struct RunArgs {
     #[arg(long, env = "BBO_EMBEDDED_VAULT")]
     embedded_vault: bool,
 
+    /// Which vaults a namespace may use: grants (only those a cluster-scoped BackupVaultGrant
+    /// grants it: multi-team clusters) or open (every vault, with adoption of untagged backup
+    /// instances: one-team clusters). [default: grants; open with --embedded-vault]
+    #[arg(long, env = "BBO_VAULT_ACCESS", value_enum, value_name = "MODE")]
+    vault_access: Option<VaultAccess>,
+
+    /// This cluster's name in the owner tags of backup instances (blobbackup.io/cluster).
+    /// Default: the uid of the kube-system namespace. Set it when two clusters must be told
+    /// apart by a name, or the operator may not read namespaces.
+    #[arg(long, env = "BBO_CLUSTER_ID", value_name = "ID", value_parser = parse_cluster_id)]
+    cluster_id: Option<String>,
+
     /// Start even when the Kubernetes API server is older than the oldest version this
     /// operator supports (it then only warns). For test servers such as envtest's; on an
     /// unsupported cluster the CRD's validation rules are not enforced.
@@ -306,6 +317,15 @@ fn parse_namespace(text: &str) -> Result<String, String> {
     } else {
         Err("not a valid namespace name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit".to_owned())
     }
+}
+
+/// An ARM tag value: 1 to 256 characters, without the characters ARM refuses in tags.
+fn parse_cluster_id(text: &str) -> Result<String, String> {
+    let id = text.trim();
+    if id.is_empty() || id.len() > 256 || id.contains(['<', '>', '%', '&', '\\', '?', '/']) {
+        return Err("use 1 to 256 characters, none of < > % & \\ ? /".to_owned());
+    }
+    Ok(id.to_owned())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -465,6 +485,13 @@ impl RunArgs {
                 timing,
                 write_budget,
                 reporting_instance: env_setting("POD_NAME").or_else(|| env_setting("HOSTNAME")),
+                // The emulator is a one-team world: open unless told otherwise.
+                vault_access: self.vault_access.unwrap_or(if self.embedded_vault {
+                    VaultAccess::Open
+                } else {
+                    VaultAccess::Grants
+                }),
+                cluster_id: self.cluster_id.clone(),
                 ..ControllerConfig::default()
             },
             metrics_addr: self.metrics_addr,
@@ -534,7 +561,7 @@ async fn main() -> ExitCode {
             Ok(plan) => run(plan).await,
             Err(error) => return report(&error, EXIT_USAGE),
         },
-        Command::Crd { kind } => print_crd(kind),
+        Command::Crd(args) => print_crd(args.plural.as_deref()),
         #[cfg(feature = "embedded-vault")]
         Command::VaultEmulator(args) => vault_emulator(args).await,
     };
@@ -567,12 +594,27 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
-fn print_crd(kind: CrdKind) -> Result<()> {
-    let yaml = match kind {
-        CrdKind::Blobbackupinstances => crd_yaml(),
-        CrdKind::Blobrestores => crd_yaml_of::<BlobRestore>(),
-    };
-    print!("{}", yaml.context("cannot render the CRD")?);
+fn print_crd(plural: Option<&str>) -> Result<()> {
+    let crds = crd_yamls().context("cannot render the CRDs")?;
+    let known: Vec<&str> = crds.iter().map(|(name, _)| *name).collect();
+    let chosen: Vec<&String> = crds
+        .iter()
+        .filter(|(name, _)| plural.is_none_or(|p| p == *name))
+        .map(|(_, yaml)| yaml)
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "crd: no CRD {:?}: give one of {}",
+            plural.unwrap_or_default(),
+            known.join(", ")
+        );
+    }
+    for (index, yaml) in chosen.into_iter().enumerate() {
+        if index > 0 {
+            println!("---");
+        }
+        print!("{yaml}");
+    }
     Ok(())
 }
 

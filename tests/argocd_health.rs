@@ -1,5 +1,6 @@
-//! Runs deploy/argocd/health.lua against every case of deploy/argocd/health_test.yaml the way
-//! Argo CD does: the resource is the global `obj`, the script returns `{status, message}`.
+//! Runs each health check of deploy/argocd/ (health.lua for BlobBackupInstance, grant-health.lua
+//! for BackupVaultGrant) against every case of its test file the way Argo CD does: the resource
+//! is the global `obj`, the script returns `{status, message}`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,8 +35,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// Each kind's health check: its script, its cases, their input folder, its argocd-cm key.
-const CHECKS: [(&str, &str, &str, &str); 2] = [
+/// Each kind's check: its script, its test file, its test data folder, its argocd-cm key.
+const CHECKS: [(&str, &str, &str, &str); 3] = [
     (
         "health.lua",
         "health_test.yaml",
@@ -43,8 +44,14 @@ const CHECKS: [(&str, &str, &str, &str); 2] = [
         "resource.customizations.health.dataprotection.blobbackup.io_BlobBackupInstance",
     ),
     (
+        "grant-health.lua",
+        "grant-health_test.yaml",
+        "grant-testdata",
+        "resource.customizations.health.dataprotection.blobbackup.io_BackupVaultGrant",
+    ),
+    (
         "restore-health.lua",
-        "restore_health_test.yaml",
+        "restore-health_test.yaml",
         "restore-testdata",
         "resource.customizations.health.dataprotection.blobbackup.io_BlobRestore",
     ),
@@ -77,16 +84,16 @@ fn run_health(script: &str, resource: &serde_json::Value) -> mlua::Result<Health
 #[test]
 fn health_lua_passes_every_case() {
     let mut failures = Vec::new();
-    for (script, cases, _, _) in CHECKS {
-        failures.extend(failed_cases(script, cases));
+    for (script, file, _, _) in CHECKS {
+        failures.extend(failures_of(script, file));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn failed_cases(script: &str, cases: &str) -> Vec<String> {
+fn failures_of(script: &str, file: &str) -> Vec<String> {
     let script = read(&argocd_dir().join(script));
-    let tests = health_tests(cases);
-    assert!(!tests.tests.is_empty(), "{cases} has no cases");
+    let tests = health_tests(file);
+    assert!(!tests.tests.is_empty(), "{file} has no cases");
     let mut failures = Vec::new();
     for case in &tests.tests {
         let resource: serde_json::Value =
@@ -106,22 +113,22 @@ fn failed_cases(script: &str, cases: &str) -> Vec<String> {
 
 #[test]
 fn every_testdata_file_is_a_case() {
-    for (_, cases_file, folder, _) in CHECKS {
-        let cases: BTreeSet<String> = health_tests(cases_file)
+    for (_, file, dir, _) in CHECKS {
+        let cases: BTreeSet<String> = health_tests(file)
             .tests
             .into_iter()
             .map(|case| case.input_path)
             .collect();
-        let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join(folder))
-            .expect(folder)
+        let files: BTreeSet<String> = std::fs::read_dir(argocd_dir().join(dir))
+            .expect(dir)
             .map(|entry| {
                 format!(
-                    "{folder}/{}",
+                    "{dir}/{}",
                     entry.expect("entry").file_name().to_string_lossy()
                 )
             })
             .collect();
-        assert_eq!(files, cases, "{folder}/ and {cases_file} disagree");
+        assert_eq!(files, cases, "{dir}/ and {file} disagree");
     }
 }
 
@@ -158,7 +165,7 @@ fn argocd_cm_patch_carries_health_lua() {
         let embedded = cm.data.get(key).expect("the health customization key");
         assert!(
             *embedded == read(&argocd_dir().join(script)),
-            "deploy/argocd/argocd-cm-patch.yaml is stale ({script}): run scripts/render-deploy.sh"
+            "deploy/argocd/argocd-cm-patch.yaml is stale ({key}): run scripts/render-deploy.sh"
         );
     }
 }

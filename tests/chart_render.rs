@@ -61,6 +61,40 @@ fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     }
 }
 
+/// The one document of `kind` named `<release fullname><suffix>` (e.g. `-cluster`).
+fn named<'a>(docs: &'a [Value], kind: &str, suffix: &str) -> &'a Value {
+    let found: Vec<&Value> = of_kind(docs, kind)
+        .into_iter()
+        .filter(|doc| {
+            doc["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(&format!("blob-backup-operator{suffix}")))
+        })
+        .collect();
+    match found.as_slice() {
+        [doc] => doc,
+        _ => panic!(
+            "expected one {kind} named *blob-backup-operator{suffix}, found {}",
+            found.len()
+        ),
+    }
+}
+
+/// The cluster-wide reads of `--vault-access grants`: namespaces (the kube-system uid names the
+/// cluster; list/watch their labels) and grants (list/watch, their status by apply). Never a
+/// write to a grant itself.
+fn grant_rules() -> Value {
+    json!([
+        {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["kube-system"],
+         "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["backupvaultgrants"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["backupvaultgrants/status"],
+         "verbs": ["patch"]},
+    ])
+}
+
 fn container(docs: &[Value]) -> &Value {
     &one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
 }
@@ -170,12 +204,50 @@ fn default_rbac_is_least_privilege() {
     let docs = render_ok(&[]);
     assert_no_wildcards(&docs);
 
-    let cluster_role = one(&docs, "ClusterRole");
-    assert_eq!(cluster_role["rules"], operator_rules());
-    let binding = one(&docs, "ClusterRoleBinding");
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["roleRef"]["name"], cluster_role["metadata"]["name"]);
-    assert_eq!(binding["subjects"], service_account_subject());
+    for (suffix, rules) in [("", operator_rules()), ("-cluster", grant_rules())] {
+        let cluster_role = named(&docs, "ClusterRole", suffix);
+        assert_eq!(cluster_role["rules"], rules, "{suffix}");
+        let binding = named(&docs, "ClusterRoleBinding", suffix);
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        assert_eq!(binding["roleRef"]["name"], cluster_role["metadata"]["name"]);
+        assert_eq!(binding["subjects"], service_account_subject());
+    }
+    // Tenants: view reads, edit and admin manage BlobBackupInstance; no status, no grants.
+    let view = named(&docs, "ClusterRole", "-view");
+    assert_eq!(
+        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    let edit = named(&docs, "ClusterRole", "-edit");
+    for label in ["aggregate-to-edit", "aggregate-to-admin"] {
+        assert_eq!(
+            edit["metadata"]["labels"][format!("rbac.authorization.k8s.io/{label}")],
+            "true"
+        );
+    }
+    for role in [view, edit] {
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(
+                rule["resources"],
+                json!(["blobbackupinstances"]),
+                "{role:#}"
+            );
+        }
+    }
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 4);
+    assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 2);
+    let without = render_ok(&["--set", "tenantRoles.aggregate=false"]);
+    assert_eq!(of_kind(&without, "ClusterRole").len(), 2);
+    // open with a cluster id given: no cluster-wide reads at all.
+    let open = render_ok(&["--set", "vaultAccess=open", "--set", "clusterId=aks-prod"]);
+    assert!(args(&open).contains(&"--vault-access=open".to_owned()));
+    assert!(args(&open).contains(&"--cluster-id=aks-prod".to_owned()));
+    assert!(of_kind(&open, "ClusterRole").iter().all(|r| {
+        !r["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-cluster")
+    }));
 
     // Leases: only in a Role of the release namespace.
     let role = one(&docs, "Role");
@@ -250,6 +322,7 @@ fn default_pod_is_restricted_probed_and_flagged() {
             "--azure-write-rate=10",
             "--retry-after-max=5m",
             "--metrics-addr=0.0.0.0:8080",
+            "--vault-access=grants",
             "--concurrency=16",
             "--resync-interval=10m",
             "--stalled-retry-max=2m",
@@ -277,11 +350,21 @@ fn default_pod_is_restricted_probed_and_flagged() {
 }
 
 #[test]
-fn single_namespace_mode_has_no_cluster_role() {
-    let docs = render_ok(&["--set", "watchNamespace=team-a"]);
+fn single_namespace_mode_has_no_cluster_role_on_resources() {
+    let docs = render_ok(&[
+        "--set",
+        "watchNamespace=team-a",
+        "--set",
+        "tenantRoles.aggregate=false",
+    ]);
     assert_no_wildcards(&docs);
-    assert!(of_kind(&docs, "ClusterRole").is_empty());
-    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    // Cluster-wide only what is cluster-scoped: namespaces and grants.
+    assert_eq!(of_kind(&docs, "ClusterRole").len(), 1);
+    assert_eq!(
+        named(&docs, "ClusterRole", "-cluster")["rules"],
+        grant_rules()
+    );
+    assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 1);
 
     let in_namespace = |kind: &str, namespace: &str| -> Value {
         let found: Vec<&Value> = of_kind(&docs, kind)
@@ -447,26 +530,37 @@ fn values_schema_rejects_unknown_auth_modes() {
     assert!(message.contains("/azure/auth"), "{message}");
 }
 
+/// Every CRD in crds/, by file name.
+fn crd_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("crds"))
+        .expect("crds/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn crd_is_installed_and_kept_by_default() {
     let docs = render_ok(&[]);
     let crds = of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(crds.len(), CRDS.len());
-    for file in CRDS {
-        let source: Value =
-            serde_saphyr::from_str(&std::fs::read_to_string(repo().join(file)).expect(file))
-                .expect(file);
+    assert_eq!(crds.len(), crd_files().len(), "one CRD per file of crds/");
+    for file in crd_files() {
+        let source: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(repo().join("crds").join(&file)).expect("crds/"),
+        )
+        .expect(&file);
         let crd = crds
             .iter()
             .find(|crd| crd["metadata"]["name"] == source["metadata"]["name"])
-            .unwrap_or_else(|| panic!("the chart does not install {file}"));
+            .unwrap_or_else(|| panic!("the chart lacks the CRD of crds/{file}"));
         assert_eq!(
             crd["metadata"]["annotations"]["helm.sh/resource-policy"],
             "keep"
         );
         assert_eq!(
             crd["spec"], source["spec"],
-            "the chart's CRD differs from {file}"
+            "the chart's CRD differs from crds/{file}"
         );
     }
 
@@ -479,24 +573,76 @@ fn crd_is_installed_and_kept_by_default() {
     assert!(of_kind(&without, "CustomResourceDefinition").is_empty());
 }
 
-/// The CRDs of crds/ (the chart's copies, in the same order, are below).
-const CRDS: [&str; 2] = ["crds/blobbackupinstances.yaml", "crds/blobrestores.yaml"];
-
 #[test]
 fn chart_crd_copy_equals_crds_dir() {
     let read = |path: &str| std::fs::read_to_string(repo().join(path)).expect(path);
-    for (copy, file) in [
-        "charts/blob-backup-operator/files/crd.yaml",
-        "charts/blob-backup-operator/files/crd-blobrestores.yaml",
-    ]
-    .into_iter()
-    .zip(CRDS)
-    {
+    let copies: Vec<String> = std::fs::read_dir(chart().join("files/crds"))
+        .expect("files/crds")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        copies.len(),
+        crd_files().len(),
+        "run scripts/render-deploy.sh"
+    );
+    for file in crd_files() {
         assert!(
-            read(copy) == read(file),
-            "{copy} is stale: run scripts/render-deploy.sh"
+            read(&format!("charts/blob-backup-operator/files/crds/{file}"))
+                == read(&format!("crds/{file}")),
+            "charts/blob-backup-operator/files/crds/{file} is stale: run scripts/render-deploy.sh"
         );
     }
+}
+
+#[test]
+fn vault_grants_render_from_values() {
+    let vault = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/prod";
+    let docs = render_ok(&[
+        "--set",
+        "vaultGrants[0].name=prod-team-a",
+        "--set",
+        &format!("vaultGrants[0].vaultId={vault}"),
+        "--set",
+        "vaultGrants[0].namespaces[0]=team-a",
+        "--set",
+        "vaultGrants[0].allowAdoption=true",
+        "--set",
+        "vaultGrants[0].deletionPolicies[0]=Retain",
+    ]);
+    let grant = one(&docs, "BackupVaultGrant");
+    assert_eq!(grant["metadata"]["name"], "prod-team-a");
+    assert!(grant["metadata"]["namespace"].is_null(), "cluster-scoped");
+    assert_eq!(
+        grant["spec"],
+        json!({"vaultId": vault, "namespaces": ["team-a"], "allowAdoption": true,
+               "deletionPolicies": ["Retain"]})
+    );
+    assert!(of_kind(&render_ok(&[]), "BackupVaultGrant").is_empty());
+    let message = render(&[
+        "--set",
+        "vaultGrants[0].name=x",
+        "--set",
+        "vaultGrants[0].vaultId=/a",
+    ])
+    .expect_err("a grant without namespaces or a malformed vault id");
+    assert!(message.contains("vaultGrants"), "{message}");
+    let message = render(&["--set", "vaultAccess=everything"]).expect_err("unknown mode");
+    assert!(message.contains("vaultAccess"), "{message}");
+
+    // NOTES say which mode is in force and what a missing grant looks like.
+    let grants = notes(RELEASE, &["--set", "azure.clientId=client"]);
+    assert!(grants.contains("kubectl get bvg"), "{grants}");
+    assert!(grants.contains("VaultNotGranted"), "{grants}");
+    let open = notes(
+        RELEASE,
+        &[
+            "--set",
+            "azure.clientId=client",
+            "--set",
+            "vaultAccess=open",
+        ],
+    );
+    assert!(open.contains("Vault access: open"), "{open}");
 }
 
 #[test]
@@ -605,7 +751,7 @@ fn service_account_name_is_fixed_whatever_the_release_and_notes_name_the_subject
         SERVICE_ACCOUNT
     );
     assert_eq!(
-        one(&docs, "ClusterRoleBinding")["subjects"],
+        named(&docs, "ClusterRoleBinding", "")["subjects"],
         service_account_subject()
     );
     let subject = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");

@@ -55,6 +55,8 @@ fn run_help_documents_every_flag_with_its_environment_variable() {
             "BBO_LEADER_ELECTION_LEASE_NAME",
         ),
         ("--embedded-vault", "BBO_EMBEDDED_VAULT"),
+        ("--vault-access", "BBO_VAULT_ACCESS"),
+        ("--cluster-id", "BBO_CLUSTER_ID"),
     ] {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
         // Error messages name a setting's variable by this rule.
@@ -132,6 +134,21 @@ fn bad_flag_combinations_are_refused_with_one_clear_line() {
             &["--leader-elect", "POD_NAMESPACE"],
         ),
         (&["run", "--concurrency", "0"], &[], &["--concurrency", "0"]),
+        (
+            &["run", "--vault-access", "everyone"],
+            &[],
+            &["--vault-access", "everyone"],
+        ),
+        (
+            &["run"],
+            &[("BBO_VAULT_ACCESS", "all")],
+            &["--vault-access", "BBO_VAULT_ACCESS"],
+        ),
+        (
+            &["run", "--cluster-id", "a/b"],
+            &[],
+            &["--cluster-id", "256 characters"],
+        ),
         (
             &["run", "--resync-interval", "soon"],
             &[],
@@ -371,15 +388,30 @@ async fn a_taken_metrics_address_is_refused_naming_it() {
 }
 
 #[test]
-fn crd_prints_the_checked_in_definition() {
-    let output = run(&["crd"], &[]);
-    assert!(output.status.success(), "{}", stderr(&output));
-    let checked_in = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/blobbackupinstances.yaml"
-    ))
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), checked_in);
+fn crd_prints_the_checked_in_definitions() {
+    let checked_in = |plural: &str| {
+        std::fs::read_to_string(format!("{}/crds/{plural}.yaml", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    };
+    let plurals = ["blobbackupinstances", "backupvaultgrants"];
+    for plural in plurals {
+        let output = run(&["crd", plural], &[]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(String::from_utf8_lossy(&output.stdout), checked_in(plural));
+    }
+    let all = run(&["crd"], &[]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout),
+        plurals.map(checked_in).join("---\n")
+    );
+    let unknown = run(&["crd", "backups"], &[]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("backupvaultgrants"),
+        "{}",
+        stderr(&unknown)
+    );
 }
 
 fn free_port() -> u16 {

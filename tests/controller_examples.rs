@@ -112,3 +112,22 @@ fn examples_name_the_emulators_default_world() {
         );
     }
 }
+
+/// deploy/examples/grants/: a valid grant of the emulator's vault (the README's multi-team
+/// set-up points at it).
+#[test]
+fn the_grant_example_is_a_valid_grant_of_the_emulators_vault() {
+    use blob_backup_operator::api::BackupVaultGrant;
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/grants/team-vault.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let grant: BackupVaultGrant = serde_saphyr::from_str(&text).expect("a BackupVaultGrant");
+    kube::core::cel::validate_cel(&grant).unwrap_or_else(|e| panic!("CEL rules: {e:?}"));
+    let valid = grant.validate().expect("validate()");
+    assert_eq!(
+        valid.vault.to_string(),
+        EmulatorConfig::default().vaults[0].id
+    );
+    assert!(valid.matches_namespace("team-a", &Default::default()));
+    assert!(!valid.allows_deletion_policy(DeletionPolicy::Delete));
+}

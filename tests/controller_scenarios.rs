@@ -136,7 +136,7 @@ fn article_vault_and_body() -> (VaultId, BackupInstance) {
 }
 
 #[tokio::test]
-async fn adopts_an_existing_instance_without_a_put() {
+async fn adopts_an_existing_instance_with_one_put_of_its_owner_tags() {
     let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
     // Someone protected the account already, under the name the resource asks for.
     let arm = h.arm(dataprotection::DEFAULT_API_VERSION);
@@ -170,8 +170,15 @@ async fn adopts_an_existing_instance_without_a_put() {
         h.event_note("adopted", "Adopted")
             .contains("msblobbackup-existing")
     );
-    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 0);
+    // --vault-access open allows adoption: one PUT writes the owner tags, no validation.
+    assert_eq!(ready["status"]["ownership"], "Adopted");
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
     assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 0);
+    let instances = h.emulator.admin().instances();
+    assert_eq!(
+        instances[0]["tags"]["blobbackup.io/uid"],
+        ready["metadata"]["uid"]
+    );
     controller.stop().await;
 }
 

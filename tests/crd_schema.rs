@@ -1,7 +1,9 @@
 //! The generated CRD: checked in and current, its patterns portable, and every bad spec
 //! rejected by the schema (OpenAPI checks and CEL rules, run locally) and by `validate()`.
 
-use blob_backup_operator::api::{BlobBackupInstance, BlobBackupInstanceSpec, crd_yaml};
+use blob_backup_operator::api::{
+    BackupVaultGrant, BlobBackupInstance, BlobBackupInstanceSpec, crd_yaml, crd_yamls,
+};
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use regex::Regex;
@@ -27,10 +29,105 @@ fn checked_in_crd_is_current() {
     assert_eq!(generated, crd_yaml().unwrap(), "rendering is deterministic");
 }
 
-fn schema() -> Value {
-    let crd = BlobBackupInstance::crd();
+#[test]
+fn every_checked_in_crd_is_current() {
+    let crds = crd_yamls().expect("the CRDs render as YAML");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
+        .expect("crds/")
+        .count();
+    assert_eq!(crds.len(), files, "one file in crds/ per CRD");
+    for (plural, generated) in crds {
+        let path = format!("{}/crds/{plural}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            generated == checked_in,
+            "crds/{plural}.yaml is stale: regenerate it with \
+             `cargo run -- crd {plural} > crds/{plural}.yaml` and commit it"
+        );
+    }
+}
+
+fn schema_of<K: CustomResourceExt>() -> Value {
+    let crd = K::crd();
     let version = &crd.spec.versions[0];
     serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap()
+}
+
+fn schema() -> Value {
+    schema_of::<BlobBackupInstance>()
+}
+
+fn grant_schema() -> Value {
+    schema_of::<BackupVaultGrant>()
+}
+
+/// What the apiserver would say about creating the grant `object`.
+fn grant_errors(object: &Value) -> Vec<String> {
+    errors_against(&grant_schema(), object, None)
+}
+
+#[test]
+fn the_grant_schema_refuses_a_malformed_vault_an_unknown_deletion_policy_and_no_namespaces() {
+    let grant = |spec: Value| {
+        json!({"apiVersion": "dataprotection.blobbackup.io/v1alpha1", "kind": "BackupVaultGrant",
+               "metadata": {"name": "g"}, "spec": spec})
+    };
+    assert!(grant_errors(&grant(json!({"vaultId": VAULT, "namespaces": ["team-a"]}))).is_empty());
+    assert!(
+        grant_errors(&grant(json!({"vaultId": VAULT, "namespaceSelector": {}}))).is_empty(),
+        "an empty selector matches every namespace"
+    );
+    let cases = [
+        (
+            json!({"vaultId": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v", "namespaces": ["a"]}),
+            "spec.vaultId must look like",
+        ),
+        (
+            json!({"vaultId": VAULT, "namespaces": ["a"], "deletionPolicies": ["Destroy"]}),
+            "deletionPolicies",
+        ),
+        (json!({"vaultId": VAULT}), "spec.namespaceSelector"),
+        (
+            json!({"vaultId": VAULT, "namespaces": ["Team_A"]}),
+            "namespaces",
+        ),
+        (
+            json!({"vaultId": VAULT, "namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "Like"}]}}),
+            "operator",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let errors = grant_errors(&grant(spec.clone()));
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{spec}: {errors:?} lacks {expected:?}"
+        );
+    }
+    let mut missing = Vec::new();
+    let schema = grant_schema();
+    undescribed(&schema["properties"]["spec"], "spec", &mut missing);
+    undescribed(&schema["properties"]["status"], "status", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "grant fields without a description: {missing:?}"
+    );
+    let mut strings = Vec::new();
+    status_strings(&schema["properties"]["status"], ".status", &mut strings);
+    let unbounded: Vec<_> = strings.iter().filter(|(_, bounded)| !bounded).collect();
+    assert!(unbounded.is_empty(), "no maxLength: {unbounded:?}");
+    let crd = BackupVaultGrant::crd();
+    assert_eq!(crd.spec.scope, "Cluster");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["bvg".to_owned()]));
+    let columns: Vec<String> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Ready", "Vault", "Namespaces", "Adoption", "Age", "Message"]
+    );
 }
 
 fn collect_patterns(schema: &Value, out: &mut Vec<String>) {
@@ -160,11 +257,14 @@ fn openapi_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec<St
 /// What the apiserver would say about creating `object` (or updating `old` to it): OpenAPI
 /// errors first, then CEL rule failures, as one list of messages.
 fn apiserver_errors(object: &Value, old: Option<&Value>) -> Vec<String> {
-    let schema = schema();
+    errors_against(&schema(), object, old)
+}
+
+fn errors_against(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<String> {
     let mut errors = Vec::new();
-    openapi_errors(&schema, object, "", &mut errors);
+    openapi_errors(schema, object, "", &mut errors);
     if errors.is_empty()
-        && let Err(cel) = Validator::new().validate(&schema, object, old)
+        && let Err(cel) = Validator::new().validate(schema, object, old)
     {
         errors.extend(cel.iter().map(|e| e.to_string()));
     }

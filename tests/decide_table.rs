@@ -6,13 +6,13 @@ use ConditionStatus::{False, True, Unknown};
 use blob_backup_operator::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceSpec, BlobBackupInstanceStatus,
     Condition, ConditionStatus, DeletionPolicy, FINALIZER, OperationAction, OperationPhase,
-    PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
+    Ownership, PolicyRef, StorageAccountRef, VaultRef, VaultedBackup, condition_type::*,
 };
 use blob_backup_operator::controller::Error;
 use blob_backup_operator::controller::decide::{
-    Action, AzureApi, AzureCall, AzureErrorDetail, Decision, ErrorClass, EventSpec,
+    Access, Action, AzureApi, AzureCall, AzureErrorDetail, Decision, ErrorClass, EventSpec,
     LastRecoveryPoint, Observation, ObservedError, ObservedId, ObservedInstance, PollHandle,
-    PolledStatus, Reason, Requeue, Settings, Timing, current_operation, decide,
+    PolledStatus, Reason, Requeue, Settings, Timing, current_operation, decide, owner_tags,
 };
 use blob_backup_operator::controller::steps::{Effects, Next, run_steps};
 use jiff::Timestamp;
@@ -149,7 +149,15 @@ fn with_status(
 /// `obj` after decide has seen `observations`, its statuses applied: realistic fixtures.
 fn after(mut obj: BlobBackupInstance, observations: &[Observation]) -> BlobBackupInstance {
     for observation in observations {
-        if let Some(status) = decide(&obj, observation, now(), &Settings::default()).status {
+        if let Some(status) = decide(
+            &obj,
+            observation,
+            now(),
+            &Settings::default(),
+            &Access::OPEN,
+        )
+        .status
+        {
             obj.status = Some(status);
         }
     }
@@ -218,7 +226,15 @@ fn instance(protection: &str) -> ObservedInstance {
         provisioning_state: Some("Succeeded".into()),
         protection_error: None,
         last_recovery_point: LastRecoveryPoint::NotRead,
+        // Ours: the tags the operator writes for bbi().
+        tags: owner_tags(&bbi(), &Settings::default().cluster_id),
     }
+}
+
+/// `instance` without tags: created outside the operator.
+fn untagged(mut instance: ObservedInstance) -> ObservedInstance {
+    instance.tags.clear();
+    instance
 }
 
 fn found(instance: ObservedInstance) -> Observation {
@@ -303,7 +319,17 @@ fn row_with(
     obs: Observation,
     settings: &Settings,
 ) -> Row {
-    let d = decide(&obj, &obs, now(), settings);
+    row_access(name, obj, obs, settings, &Access::OPEN)
+}
+
+fn row_access(
+    name: &'static str,
+    obj: BlobBackupInstance,
+    obs: Observation,
+    settings: &Settings,
+    access: &Access,
+) -> Row {
+    let d = decide(&obj, &obs, now(), settings, access);
     Row { name, old: obj, d }
 }
 
@@ -314,7 +340,9 @@ fn action_name(action: &Action) -> String {
         Action::RemoveFinalizer => "RemoveFinalizer".into(),
         Action::GetInstance(id) => format!("GetInstance {id}"),
         Action::Validate(t) => format!("Validate {}", t.instance),
-        Action::Put { target, operation } => format!(
+        Action::Put {
+            target, operation, ..
+        } => format!(
             "Put {operation:?} {} policy {}",
             target.instance, target.spec.policy
         ),
@@ -562,16 +590,25 @@ fn create_flow_rows() {
     )
     .action("GetInstance");
     row(
-        "found after only a validation was intended: someone else's, adopted",
+        "found untagged after only a validation was intended: someone else's, adopted with a PUT of our tags",
         validate_intended,
-        found(instance("ProtectionConfigured")),
+        found(untagged(instance("ProtectionConfigured"))),
     )
-    .events(&[Reason::Adopted, Reason::Protected]);
+    .action("Put Update")
+    .events(&[Reason::Adopted]);
+    let adopting = after(bbi(), &[found(untagged(instance("ProtectionConfigured")))]);
     row(
-        "resync of an adopted instance: adopted once only",
-        after(bbi(), &[found(instance("ProtectionConfigured"))]),
+        "resync of an adopted instance, now tagged: adopted once only",
+        after(
+            adopting,
+            &[
+                started(OperationAction::Update, None),
+                found(instance("ProtectionConfigured")),
+            ],
+        ),
         found(instance("ProtectionConfigured")),
     )
+    .action("None")
     .events(&[]);
 
     row(
@@ -796,18 +833,18 @@ fn retry_after_is_clamped() {
 #[test]
 fn adoption_and_conflicts() {
     row(
-        "instance exists for the same account: adopt it",
+        "untagged instance exists for the same account: adopt it, writing our tags",
         bbi(),
-        found(instance("ProtectionConfigured")),
+        found(untagged(instance("ProtectionConfigured"))),
     )
-    .action("None")
-    .health(True, Reason::ProtectionConfigured)
-    .events(&[Reason::Adopted, Reason::Protected]);
+    .action("Put Update")
+    .events(&[Reason::Adopted]);
 
     let mut shouting = instance("ProtectionConfigured");
     shouting.datasource_id = ObservedId::parse(&ACCOUNT.to_uppercase());
     row("ARM ids compare case-insensitively", bbi(), found(shouting))
-        .events(&[Reason::Adopted, Reason::Protected]);
+        .action("None")
+        .events(&[Reason::Protected]);
 
     let mut other = instance("ProtectionConfigured");
     other.datasource_id = ObservedId::parse(&ACCOUNT.replace("msblobbackup", "someoneelse"));
@@ -1330,6 +1367,8 @@ fn drift_and_protection_errors() {
         azure: AzureApi {
             instance_actions_supported: false,
             api_version: "2021-01-01".into(),
+            // Kept on: these rows are about the missing actions, not ownership.
+            ..AzureApi::default()
         },
         ..Settings::default()
     };
@@ -1652,6 +1691,8 @@ fn deletion() {
         azure: AzureApi {
             instance_actions_supported: false,
             api_version: "2021-01-01".into(),
+            // Kept on: these rows are about the missing actions, not ownership.
+            ..AzureApi::default()
         },
         ..Settings::default()
     };
@@ -1855,7 +1896,12 @@ impl World {
             world: self,
             answer,
         };
-        let next = futures::executor::block_on(run_steps(&mut effects, obj, &Settings::default()));
+        let next = futures::executor::block_on(run_steps(
+            &mut effects,
+            obj,
+            &Settings::default(),
+            &Access::OPEN,
+        ));
         match next.expect("the recording world never fails") {
             Next::Requeue(requeue) => requeue,
             Next::Abandon => panic!("the recording world always leads"),
@@ -2292,4 +2338,335 @@ fn the_last_recovery_point_is_recorded_for_vaulted_backup() {
         None
     );
     assert_eq!(time(&after(recorded, &[Observation::Instance(None)])), None);
+}
+
+// ---- ownership and vault grants (DESIGN.md section 9) ----
+
+fn tag<'t>(tags: &'t std::collections::BTreeMap<String, String>, key: &str) -> Option<&'t str> {
+    tags.get(key).map(String::as_str)
+}
+
+/// `instance` tagged for another resource (`uid`) of `cluster`.
+fn owned_by(mut instance: ObservedInstance, cluster: &str, uid: &str) -> ObservedInstance {
+    let mut other = bbi();
+    other.metadata.namespace = Some("team-b".into());
+    other.metadata.name = Some("theirs".into());
+    other.metadata.uid = Some(uid.into());
+    instance.tags = owner_tags(&other, cluster);
+    instance
+}
+
+const NO_ADOPTION: Access = Access::Granted {
+    allow_adoption: false,
+};
+
+fn not_granted(deletion_allowed: bool) -> Access {
+    Access::NotGranted {
+        message: "No BackupVaultGrant lets namespace team-a use Backup vault testBkpVault".into(),
+        deletion_allowed,
+    }
+}
+
+fn without_tags() -> Settings {
+    Settings {
+        azure: AzureApi {
+            tags_supported: false,
+            instance_actions_supported: false,
+            api_version: "2021-01-01".into(),
+        },
+        ..Settings::default()
+    }
+}
+
+impl Row {
+    /// The tags of the decided PUT.
+    fn put_tags(self, check: impl FnOnce(&std::collections::BTreeMap<String, String>)) -> Self {
+        match &self.d.action {
+            Action::Put { tags, .. } => check(tags),
+            other => panic!("{}: not a PUT: {other:?}", self.name),
+        }
+        self
+    }
+
+    fn ownership(self, expected: Option<Ownership>) -> Self {
+        assert_eq!(self.status().ownership, expected, "{}", self.name);
+        self
+    }
+}
+
+#[test]
+fn ownership_tags_and_status() {
+    let cluster = Settings::default().cluster_id;
+    row(
+        "creation: the PUT carries our owner tags, and Created is recorded with the intent",
+        validating(),
+        polled(PolledStatus::Succeeded),
+    )
+    .action("Put Create")
+    .ownership(Some(Ownership::Created))
+    .put_tags(|tags| {
+        assert_eq!(tag(tags, "blobbackup.io/uid"), Some(UID));
+        assert_eq!(tag(tags, "blobbackup.io/namespace"), Some("team-a"));
+        assert_eq!(tag(tags, "blobbackup.io/name"), Some("msblobbackup"));
+        assert_eq!(tag(tags, "blobbackup.io/cluster"), Some(cluster.as_str()));
+    });
+    row_with(
+        "api-version without tags: the PUT carries none, ownership still recorded",
+        validating(),
+        polled(PolledStatus::Succeeded),
+        &without_tags(),
+    )
+    .action("Put Create")
+    .ownership(Some(Ownership::Created))
+    .put_tags(|tags| assert!(tags.is_empty(), "{tags:?}"));
+    row(
+        "our own instance, tags intact: Ready, no write",
+        ready(),
+        found(instance("ProtectionConfigured")),
+    )
+    .action("None")
+    .ownership(Some(Ownership::Created));
+
+    let mut shouting = instance("ProtectionConfigured");
+    shouting.tags = shouting
+        .tags
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v.to_uppercase()))
+        .collect();
+    row(
+        "tag names and the uid compare case-insensitively, as ARM's",
+        ready(),
+        found(shouting),
+    )
+    .action("None");
+
+    let mut lost = untagged(instance("ProtectionConfigured"));
+    lost.tags.insert("costcenter".into(), "42".into());
+    row(
+        "our instance lost its owner tags: one PUT puts them back, keeping the others",
+        ready(),
+        found(lost),
+    )
+    .action("Put Update")
+    .events(&[])
+    .put_tags(|tags| {
+        assert_eq!(tag(tags, "costcenter"), Some("42"));
+        assert_eq!(tag(tags, "blobbackup.io/uid"), Some(UID));
+    });
+    row_with(
+        "api-version without tags: ownership lives in status, an untagged instance of ours is fine",
+        ready(),
+        found(untagged(instance("ProtectionConfigured"))),
+        &without_tags(),
+    )
+    .action("None")
+    .health(True, Reason::ProtectionConfigured);
+
+    // A status from before ownership was recorded: our Create in it makes the instance ours.
+    let mut legacy = ready();
+    legacy.status.as_mut().unwrap().ownership = None;
+    row(
+        "status written before ownership existed, our Create in it: ours, tagged on the next look",
+        legacy,
+        found(untagged(instance("ProtectionConfigured"))),
+    )
+    .action("Put Update")
+    .events(&[])
+    .ownership(Some(Ownership::Created));
+}
+
+#[test]
+fn instances_owned_elsewhere_are_never_written() {
+    for (name, theirs) in [
+        (
+            "another resource of this cluster (two resources naming one instance)",
+            owned_by(
+                instance("ProtectionConfigured"),
+                &Settings::default().cluster_id,
+                "0000-other",
+            ),
+        ),
+        (
+            "the same uid in another cluster",
+            owned_by(instance("ProtectionConfigured"), "other-cluster", UID),
+        ),
+    ] {
+        row(name, bbi(), found(theirs.clone()))
+            .action("None")
+            .health(False, Reason::OwnedElsewhere)
+            .message_has(READY, "team-b/theirs")
+            .events(&[Reason::OwnedElsewhere])
+            .requeue(secs(10))
+            .ownership(None);
+        // A policy change or a protection error of theirs changes nothing: still no write.
+        let mut error = theirs.clone();
+        error.protection_status = Some("ProtectionError".into());
+        error.policy_id = ObservedId::parse(&policy_id("Other-Policy"));
+        row(name, bbi(), found(error)).action("None");
+        // Deleting this resource: the finalizer goes, nothing is sent to Azure.
+        row(name, deleting(bbi(), DeletionPolicy::Delete), found(theirs))
+            .action("RemoveFinalizer")
+            .events(&[Reason::OwnedElsewhere, Reason::Deleted]);
+    }
+    row(
+        "the other cluster is named in the message",
+        bbi(),
+        found(owned_by(
+            instance("ProtectionConfigured"),
+            "other-cluster",
+            "0000-other",
+        )),
+    )
+    .message_has(READY, "cluster other-cluster");
+    let mut partial = instance("ProtectionConfigured");
+    partial.tags = [("blobbackup.io/uid".to_string(), "0000-other".to_string())].into();
+    row(
+        "only some owner tags: still someone else's",
+        bbi(),
+        found(partial),
+    )
+    .health(False, Reason::OwnedElsewhere);
+}
+
+#[test]
+fn adoption_needs_a_grant_that_allows_it_and_tags() {
+    row_access(
+        "untagged instance, grant without allowAdoption: Stalled, no write",
+        bbi(),
+        found(untagged(instance("ProtectionConfigured"))),
+        &Settings::default(),
+        &NO_ADOPTION,
+    )
+    .action("None")
+    .health(False, Reason::AdoptionNotAllowed)
+    .message_has(READY, "allowAdoption")
+    .events(&[Reason::AdoptionNotAllowed])
+    .ownership(None);
+    row_access(
+        "untagged instance, grant allows adoption: Adopted, one PUT with our tags",
+        bbi(),
+        found(untagged(instance("ProtectionConfigured"))),
+        &Settings::default(),
+        &Access::Granted {
+            allow_adoption: true,
+        },
+    )
+    .action("Put Update")
+    .ownership(Some(Ownership::Adopted))
+    .events(&[Reason::Adopted])
+    .put_tags(|tags| assert_eq!(tag(tags, "blobbackup.io/uid"), Some(UID)));
+    row_with(
+        "api-version without tags: adoption refused even when allowed",
+        bbi(),
+        found(untagged(instance("ProtectionConfigured"))),
+        &without_tags(),
+    )
+    .action("None")
+    .health(False, Reason::AdoptionNotAllowed)
+    .message_has(READY, "api-version 2021-01-01");
+    row(
+        "deleting a resource that never owned the untagged instance: untouched",
+        deleting(bbi(), DeletionPolicy::Delete),
+        found(untagged(instance("ProtectionConfigured"))),
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::Deleted]);
+    let mut adopted = after(
+        bbi(),
+        &[
+            found(untagged(instance("ProtectionConfigured"))),
+            started(OperationAction::Update, None),
+            found(instance("ProtectionConfigured")),
+        ],
+    );
+    assert_eq!(
+        adopted.status.as_ref().unwrap().ownership,
+        Some(Ownership::Adopted)
+    );
+    adopted = deleting(adopted, DeletionPolicy::Delete);
+    row(
+        "deleting an adopted instance (granted): deleted like our own",
+        adopted,
+        found(instance("ProtectionConfigured")),
+    )
+    .action("Delete");
+}
+
+#[test]
+fn vault_grants() {
+    let mut fresh = bbi();
+    fresh.metadata.finalizers = None;
+    row_access(
+        "no grant: Stalled VaultNotGranted, no finalizer, no Azure call",
+        fresh,
+        Observation::None,
+        &Settings::default(),
+        &not_granted(false),
+    )
+    .action("None")
+    .health(False, Reason::VaultNotGranted)
+    .message_has(READY, "No BackupVaultGrant")
+    .events(&[Reason::VaultNotGranted])
+    .requeue(secs(10));
+    row_access(
+        "grant removed from a Ready resource: no more Azure calls, not even a resync GET",
+        ready(),
+        Observation::None,
+        &Settings::default(),
+        &not_granted(false),
+    )
+    .action("None")
+    .health(False, Reason::VaultNotGranted);
+    row_access(
+        "grant removed mid-operation: the operation is not polled",
+        creating(),
+        Observation::None,
+        &Settings::default(),
+        &not_granted(false),
+    )
+    .action("None")
+    .operation(OperationAction::Create, OperationPhase::InProgress);
+    row(
+        "granted again: the recorded operation is polled",
+        creating(),
+        Observation::None,
+    )
+    .action("Poll");
+
+    // Deletion when the vault is no longer granted.
+    let mut adopted = ready();
+    adopted.status.as_mut().unwrap().ownership = Some(Ownership::Adopted);
+    row_access(
+        "not granted, adopted instance: left untouched as with Orphan, no Azure call",
+        deleting(adopted.clone(), DeletionPolicy::Delete),
+        Observation::None,
+        &Settings::default(),
+        &not_granted(false),
+    )
+    .action("RemoveFinalizer")
+    .events(&[Reason::Orphaned]);
+    row_access(
+        "not granted, but the grant still allows the deletion policy: carried out",
+        deleting(adopted, DeletionPolicy::Delete),
+        Observation::None,
+        &Settings::default(),
+        &not_granted(true),
+    )
+    .action("GetInstance");
+    row_access(
+        "not granted, instance created by this resource: it may always delete it",
+        deleting(ready(), DeletionPolicy::Delete),
+        Observation::None,
+        &Settings::default(),
+        &not_granted(false),
+    )
+    .action("GetInstance");
+    row_access(
+        "not granted, created: the DELETE follows the GET",
+        deleting(ready(), DeletionPolicy::Delete),
+        found(instance("ProtectionConfigured")),
+        &Settings::default(),
+        &not_granted(false),
+    )
+    .action("Delete");
 }

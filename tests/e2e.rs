@@ -339,6 +339,7 @@ async fn examples_go_ready_and_away_on_a_real_cluster() {
         crds: vec![
             repo().join("crds/blobbackupinstances.yaml"),
             repo().join("crds/blobrestores.yaml"),
+            repo().join("crds/backupvaultgrants.yaml"),
         ],
     };
     let server = envtest::Envtest::start(&assets, options)
@@ -376,14 +377,14 @@ async fn examples_go_ready_and_away(
         namespace: namespace.clone(),
         cluster_scoped: Vec::new(),
     };
-    let crds = repo().join("crds");
+    let crd = repo().join("crds");
     if install_crd {
         kubectl.run(&[
             "apply",
             "--server-side",
             "--force-conflicts",
             "-f",
-            crds.to_str().unwrap(),
+            crd.to_str().unwrap(),
         ]);
     }
     kubectl.run(&[
@@ -645,11 +646,17 @@ fn the_rbac_under_test_is_deploy_operator_yaml_moved_into_the_namespace() {
     let docs = rbac_for("bbo-e2e-x");
     let mut kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     kinds.sort_unstable();
-    // No Deployment: the operator under test runs locally, not as a pod.
+    // No Deployment: the operator under test runs locally, not as a pod. Cluster-wide: the
+    // operator's resources, the cluster-scoped reads (kube-system, grants, namespaces), and the
+    // tenants' aggregated view and edit roles.
     assert_eq!(
         kinds,
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",

@@ -15,21 +15,28 @@
 use std::process::Command;
 use std::time::Duration;
 
+use blob_backup_operator::api::{BackupVaultGrant, BlobBackupInstance};
 use blob_backup_operator::controller::decide::Timing;
+use blob_backup_operator::controller::grants::VaultAccess;
 use blob_backup_operator::controller::leader::LeaderOutcome;
-use blob_backup_operator::controller::{FIELD_MANAGER, REPORTING_CONTROLLER};
+use blob_backup_operator::controller::{ControllerConfig, FIELD_MANAGER, REPORTING_CONTROLLER};
 use blob_backup_operator::telemetry::Role;
+use dataprotection::BackupInstance;
+use dataprotection::ids::{StorageAccountId, VaultId};
 use dataprotection::operation_ids as ops;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 use testkit::checkout::{repo, tool};
 use testkit::envtest::{self, Identity};
 use testkit::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster};
 use testkit::scenario::{
-    ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, WAIT, account, add_accounts, condition,
-    emulator_config, has_finalizer, is_write, spec, test_timing,
+    ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, VAULT, WAIT, account, add_accounts,
+    arm_client, condition, controller_config_in, emulator_config, has_finalizer, is_write,
+    resource, spec, test_timing,
 };
 
 /// The emulator's world with operations of `latency`.
@@ -680,4 +687,479 @@ async fn kubectl_waits_for_a_restore_to_be_ready() {
     let reasons = c.event_reasons("images-back").await;
     assert!(reasons.iter().any(|r| r == "Restored"), "{reasons:?}");
     controller.stop().await;
+}
+
+// ---- ownership and vault grants (DESIGN.md section 9) ----
+
+/// The grants tier: a controller in `--vault-access grants` watching `namespace`, naming its
+/// cluster after the real kube-system namespace.
+fn grants_config(namespace: &str, timing: Timing) -> ControllerConfig {
+    ControllerConfig {
+        vault_access: VaultAccess::Grants,
+        cluster_id: None,
+        ..controller_config_in(namespace, timing, "test")
+    }
+}
+
+/// Settings whose Stalled retries never come within a test: whatever moves a resource on is a
+/// watch event (a grant, a namespace's labels), not the backoff.
+fn no_backoff_retries() -> Timing {
+    Timing {
+        stalled_retry_base: Duration::from_secs(3600),
+        stalled_retry_max: Duration::from_secs(3600),
+        ..test_timing()
+    }
+}
+
+fn grants(c: &RealCluster) -> Api<DynamicObject> {
+    Api::all_with(c.kube.clone(), &ApiResource::erase::<BackupVaultGrant>(&()))
+}
+
+/// Creates (or replaces) the grant `name` with `spec`.
+async fn grant(c: &RealCluster, name: &str, spec: Value) {
+    let object = json!({
+        "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
+        "kind": "BackupVaultGrant",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    grants(c)
+        .patch(
+            name,
+            &PatchParams::apply("envtest-admin").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("grant {name}: {e}"));
+}
+
+/// Waits until the operator reports grant `name` Ready, matching `namespaces` namespaces.
+async fn wait_grant_ready(c: &RealCluster, name: &str, namespaces: i64) {
+    let granted = tokio::time::timeout(
+        WAIT,
+        await_condition(grants(c), name, |g: Option<&DynamicObject>| {
+            g.is_some_and(|g| {
+                let g = serde_json::to_value(g).unwrap();
+                g["status"]["matchedNamespaces"] == namespaces
+                    && condition(&g, "Ready").is_some_and(|c| c["status"] == "True")
+            })
+        }),
+    )
+    .await;
+    assert!(
+        matches!(granted, Ok(Ok(Some(_)))),
+        "grant {name} status: {granted:?}"
+    );
+}
+
+async fn revoke(c: &RealCluster, name: &str) {
+    grants(c)
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete grant {name}: {e}"));
+}
+
+/// A grant's name unique on the shared server (grants are cluster-scoped).
+fn grant_name(c: &RealCluster, suffix: &str) -> String {
+    format!("{}-{suffix}", c.ns)
+}
+
+/// Every Azure request the emulator served, by operation.
+fn azure_requests(c: &RealCluster) -> u64 {
+    c.emulator
+        .admin()
+        .request_counts()
+        .values()
+        .flat_map(|by_status| by_status.values())
+        .sum()
+}
+
+/// The one instance in the emulator, as JSON.
+fn only_instance(c: &RealCluster) -> Value {
+    let instances = c.emulator.admin().instances();
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    instances[0].clone()
+}
+
+/// A BlobBackupInstance API in another namespace of the shared server.
+struct Tenant {
+    ns: String,
+    api: Api<DynamicObject>,
+}
+
+impl Tenant {
+    async fn new(c: &RealCluster, prefix: &str) -> Self {
+        let ns = c.env.create_namespace(prefix).await.expect("namespace");
+        let api = Api::namespaced_with(
+            c.kube.clone(),
+            &ns,
+            &ApiResource::erase::<BlobBackupInstance>(&()),
+        );
+        Self { ns, api }
+    }
+
+    async fn create(&self, name: &str, spec: Value) {
+        let object: DynamicObject = serde_json::from_value(resource(name, &self.ns, spec)).unwrap();
+        self.api
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    }
+
+    async fn wait(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let condition = move |o: Option<&DynamicObject>| {
+            o.is_some_and(|o| done(&serde_json::to_value(o).unwrap()))
+        };
+        match tokio::time::timeout(WAIT, await_condition(self.api.clone(), name, condition)).await {
+            Ok(Ok(Some(object))) => serde_json::to_value(object).unwrap(),
+            outcome => panic!(
+                "{}/{name}: {what} not reached ({outcome:?}); now {:#?}",
+                self.ns,
+                self.api.get_opt(name).await
+            ),
+        }
+    }
+
+    async fn wait_reason(&self, name: &str, reason: &str) -> Value {
+        self.wait(name, reason, |o| {
+            condition(o, "Ready").is_some_and(|c| c["reason"] == reason)
+        })
+        .await
+    }
+
+    async fn delete_and_wait_gone(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+        let gone = |o: Option<&DynamicObject>| o.is_none();
+        let outcome =
+            tokio::time::timeout(WAIT, await_condition(self.api.clone(), name, gone)).await;
+        assert!(matches!(outcome, Ok(Ok(_))), "{name} not deleted");
+    }
+}
+
+#[tokio::test]
+async fn tenant_b_naming_tenant_as_instance_writes_nothing_and_leaves_it_intact_on_deletion() {
+    let Some(c) = cluster("tenant-a", FAST).await else {
+        return;
+    };
+    let b = Tenant::new(&c, "tenant-b").await;
+    // Both namespaces may use the vault, and adopt: the tags, not the grant, keep B out.
+    let name = grant_name(&c, "both");
+    grant(
+        &c,
+        &name,
+        json!({"vaultId": VAULT, "namespaces": [c.ns, b.ns], "allowAdoption": true}),
+    )
+    .await;
+    let a_controller = c.controller_with(grants_config(&c.ns, test_timing()));
+    let b_controller = c.controller_with(grants_config(&b.ns, test_timing()));
+
+    let created = c
+        .create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let a_uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+    let ready = c.wait_ready("msblobbackup").await;
+    assert_eq!(ready["status"]["ownership"], "Created");
+    let instance_name = ready["status"]["backupInstanceName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tags = only_instance(&c)["tags"].clone();
+    assert_eq!(tags["blobbackup.io/uid"], a_uid.as_str());
+    assert_eq!(tags["blobbackup.io/namespace"], c.ns.as_str());
+    assert_eq!(tags["blobbackup.io/name"], "msblobbackup");
+    let kube_system: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.kube.clone());
+    let cluster_uid = kube_system.get("kube-system").await.unwrap().metadata.uid;
+    assert_eq!(tags["blobbackup.io/cluster"], cluster_uid.unwrap().as_str());
+
+    // B names A's instance, with another policy: it would PUT over it if it could.
+    c.emulator.admin().reset_counts();
+    let mut theirs = spec(ACCOUNT, "BlobBackup-Policy2");
+    theirs["backupInstanceName"] = json!(instance_name);
+    b.create("intruder", theirs).await;
+    let stalled = b.wait_reason("intruder", "OwnedElsewhere").await;
+    let message = condition(&stalled, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(&format!("{}/msblobbackup", c.ns)),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&stalled, "Stalled").unwrap()["status"],
+        "True",
+        "{stalled:#}"
+    );
+    assert!(stalled["status"]["ownership"].is_null());
+
+    b.delete_and_wait_gone("intruder").await;
+    for op in [
+        ops::CREATE_OR_UPDATE,
+        ops::DELETE,
+        ops::STOP_PROTECTION,
+        ops::SYNC,
+        ops::VALIDATE_FOR_BACKUP,
+    ] {
+        assert_eq!(c.azure(op), 0, "{op} from B");
+    }
+    // A's instance, its policy and its tags are as A left them; A is still Ready.
+    let after = only_instance(&c);
+    assert_eq!(after["tags"], tags);
+    assert!(
+        after["properties"]["policyInfo"]["policyId"]
+            .as_str()
+            .unwrap()
+            .ends_with("/BlobBackup-Policy")
+    );
+    c.wait_ready("msblobbackup").await;
+    b_controller.stop().await;
+    a_controller.stop().await;
+    revoke(&c, &name).await;
+}
+
+#[tokio::test]
+async fn without_a_grant_no_azure_call_then_a_grant_makes_it_ready_and_removing_it_stops_writes() {
+    let Some(c) = cluster("grant-lifecycle", FAST).await else {
+        return;
+    };
+    let controller = c.controller_with(grants_config(&c.ns, no_backoff_retries()));
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let stalled = c
+        .wait_condition("msblobbackup", "Stalled", "True", "VaultNotGranted")
+        .await;
+    assert!(
+        condition(&stalled, "Ready").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains(&c.ns),
+        "{stalled:#}"
+    );
+    assert_eq!(azure_requests(&c), 0, "an ungranted resource called Azure");
+    assert!(
+        !has_finalizer(&stalled),
+        "no finalizer before an Azure write"
+    );
+
+    // The grant re-queues the resource at once (the Stalled backoff here is an hour).
+    let name = grant_name(&c, "team");
+    grant(&c, &name, json!({"vaultId": VAULT, "namespaces": [c.ns]})).await;
+    let ready = c.wait_ready("msblobbackup").await;
+    assert_eq!(ready["status"]["ownership"], "Created");
+    wait_grant_ready(&c, &name, 1).await;
+
+    // Removed: a spec change is no longer carried to Azure.
+    revoke(&c, &name).await;
+    c.wait_condition("msblobbackup", "Stalled", "True", "VaultNotGranted")
+        .await;
+    c.emulator.admin().reset_counts();
+    c.merge_patch(
+        "msblobbackup",
+        json!({"spec": {"policy": {"name": "BlobBackup-Policy2"}}}),
+    )
+    .await;
+    c.wait_for("msblobbackup", "generation 2 not granted", |o| {
+        o["status"]["observedGeneration"] == 2
+            && condition(o, "Ready").is_some_and(|c| c["reason"] == "VaultNotGranted")
+    })
+    .await;
+    assert_eq!(
+        azure_requests(&c),
+        0,
+        "a removed grant still let calls through"
+    );
+
+    // The resource created its instance: it may delete it without a grant.
+    c.delete("msblobbackup").await;
+    c.wait_gone("msblobbackup").await;
+    assert_eq!(c.azure(ops::DELETE), 1);
+    assert!(c.emulator.admin().instances().is_empty());
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn a_grant_removed_mid_operation_pauses_it_and_a_new_grant_resumes_it() {
+    // Operations long enough to remove the grant while one runs.
+    let Some(c) = cluster("grant-mid-flight", Duration::from_millis(1500)).await else {
+        return;
+    };
+    let name = grant_name(&c, "team");
+    grant(&c, &name, json!({"vaultId": VAULT, "namespaces": [c.ns]})).await;
+    let controller = c.controller_with(grants_config(&c.ns, no_backoff_retries()));
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    c.wait_for("msblobbackup", "Create in progress", |o| {
+        o["status"]["operation"]["action"] == "Create"
+            && o["status"]["operation"]["status"] == "InProgress"
+    })
+    .await;
+    revoke(&c, &name).await;
+    let stalled = c
+        .wait_condition("msblobbackup", "Stalled", "True", "VaultNotGranted")
+        .await;
+    // The operation stays recorded, to be resumed (not resent) once granted again.
+    assert_eq!(stalled["status"]["operation"]["status"], "InProgress");
+    c.emulator.admin().reset_counts();
+    grant(&c, &name, json!({"vaultId": VAULT, "namespaces": [c.ns]})).await;
+    let ready = c.wait_ready("msblobbackup").await;
+    assert_eq!(ready["status"]["operation"]["action"], "Create");
+    assert_eq!(
+        c.azure(ops::CREATE_OR_UPDATE),
+        0,
+        "the Create was resumed, not resent"
+    );
+    controller.stop().await;
+    revoke(&c, &name).await;
+}
+
+#[tokio::test]
+async fn adoption_is_refused_without_allow_adoption_and_done_with_it() {
+    let Some(c) = cluster("adoption", FAST).await else {
+        return;
+    };
+    // Someone created the instance outside Kubernetes: no owner tags.
+    let arm = arm_client(&c.emulator, dataprotection::DEFAULT_API_VERSION, &c.metrics);
+    let vault = VaultId::parse(VAULT).unwrap();
+    let instance = vault.backup_instance("made-in-the-portal");
+    let body = BackupInstance::for_blob_account(
+        &StorageAccountId::parse(ACCOUNT).unwrap(),
+        "westus",
+        &vault.policy("BlobBackup-Policy"),
+        None,
+    );
+    arm.create_or_update(&instance, &body).await.unwrap();
+    assert!(only_instance(&c)["tags"].is_null());
+
+    let name = grant_name(&c, "team");
+    grant(&c, &name, json!({"vaultId": VAULT, "namespaces": [c.ns]})).await;
+    let controller = c.controller_with(grants_config(&c.ns, no_backoff_retries()));
+    c.emulator.admin().reset_counts();
+    let mut adopt = spec(ACCOUNT, "BlobBackup-Policy");
+    adopt["backupInstanceName"] = json!("made-in-the-portal");
+    c.create("adopter", adopt).await;
+    let refused = c
+        .wait_condition("adopter", "Stalled", "True", "AdoptionNotAllowed")
+        .await;
+    assert!(refused["status"]["ownership"].is_null());
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 0);
+    assert!(only_instance(&c)["tags"].is_null(), "refused, yet tagged");
+
+    // The administrator allows adoption: the grant's change re-queues the resource at once.
+    grant(
+        &c,
+        &name,
+        json!({"vaultId": VAULT, "namespaces": [c.ns], "allowAdoption": true}),
+    )
+    .await;
+    let ready = c.wait_ready("adopter").await;
+    assert_eq!(ready["status"]["ownership"], "Adopted");
+    assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 1, "one PUT: our tags");
+    assert_eq!(c.azure(ops::VALIDATE_FOR_BACKUP), 0);
+    let uid = ready["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(only_instance(&c)["tags"]["blobbackup.io/uid"], uid);
+    c.wait_event("adopter", "Adopted").await;
+
+    // Not granted any more: deleting leaves the adopted instance in Azure, as with Orphan.
+    revoke(&c, &name).await;
+    c.wait_condition("adopter", "Stalled", "True", "VaultNotGranted")
+        .await;
+    c.emulator.admin().reset_counts();
+    c.delete("adopter").await;
+    c.wait_gone("adopter").await;
+    assert_eq!(azure_requests(&c), 0);
+    assert_eq!(c.emulator.admin().instances().len(), 1);
+    assert!(
+        c.event_reasons("adopter")
+            .await
+            .iter()
+            .any(|r| r == "Orphaned")
+    );
+    controller.stop().await;
+}
+
+#[tokio::test]
+async fn under_the_charts_rbac_in_grants_mode_it_reads_grants_and_namespaces() {
+    let Some(c) = cluster("chart-rbac-grants", FAST).await else {
+        return;
+    };
+    c.env.ensure_namespace(OPERATOR_NAMESPACE).await.unwrap();
+    envtest::apply(&c.kube, &chart_rbac(&c.ns))
+        .await
+        .expect("the chart's RBAC applies");
+    let operator = c.client(Identity::ServiceAccount).await;
+    // Grants are the administrator's: the operator may read them, never create them.
+    let as_operator: Api<DynamicObject> = Api::all_with(
+        operator.clone(),
+        &ApiResource::erase::<BackupVaultGrant>(&()),
+    );
+    let forged: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
+        "kind": "BackupVaultGrant",
+        "metadata": {"name": grant_name(&c, "forged")},
+        "spec": {"vaultId": VAULT, "namespaces": [c.ns]},
+    }))
+    .unwrap();
+    match as_operator.create(&PostParams::default(), &forged).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the operator created a grant: {other:?}"),
+    }
+
+    let name = grant_name(&c, "team");
+    grant(&c, &name, json!({"vaultId": VAULT, "namespaces": [c.ns]})).await;
+    let replica = Replica::spawn_with(
+        "chart-rbac-grants",
+        operator,
+        &c.ns,
+        OPERATOR_NAMESPACE,
+        &c.emulator,
+        grants_config(&c.ns, test_timing()),
+    );
+    wait_role(&replica, Role::Leader).await;
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    let ready = c.wait_ready("msblobbackup").await;
+    assert_eq!(ready["status"]["ownership"], "Created");
+    // The grant's status, written by the operator under the chart's RBAC.
+    wait_grant_ready(&c, &name, 1).await;
+    assert_eq!(replica.shut_down().await, LeaderOutcome::Shutdown);
+    revoke(&c, &name).await;
+}
+
+#[tokio::test]
+async fn labelling_the_namespace_into_a_grants_selector_serves_its_resources_at_once() {
+    let Some(c) = cluster("grant-by-label", FAST).await else {
+        return;
+    };
+    let name = grant_name(&c, "selector");
+    grant(
+        &c,
+        &name,
+        json!({"vaultId": VAULT, "namespaceSelector": {"matchLabels": {"backup-grant": c.ns}}}),
+    )
+    .await;
+    let controller = c.controller_with(grants_config(&c.ns, no_backoff_retries()));
+    // A selector that matches nothing yet is a valid grant, matching 0 namespaces.
+    wait_grant_ready(&c, &name, 0).await;
+    c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
+        .await;
+    c.wait_condition("msblobbackup", "Stalled", "True", "VaultNotGranted")
+        .await;
+    assert_eq!(azure_requests(&c), 0);
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.kube.clone());
+    namespaces
+        .patch(
+            &c.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"backup-grant": c.ns}}})),
+        )
+        .await
+        .unwrap();
+    c.wait_ready("msblobbackup").await;
+    wait_grant_ready(&c, &name, 1).await;
+    controller.stop().await;
+    revoke(&c, &name).await;
 }

@@ -9,8 +9,8 @@ use blob_backup_operator::api::{
     RestorePhase,
 };
 use blob_backup_operator::controller::decide::{
-    AzureCall, AzureErrorDetail, ErrorClass, EventType, ObservedError, PollHandle, PolledStatus,
-    Reason, Requeue, Timing,
+    Access, AzureCall, AzureErrorDetail, ErrorClass, EventType, ObservedError, PollHandle,
+    PolledStatus, Reason, Requeue, Timing,
 };
 use blob_backup_operator::controller::restore::decide::{
     Action, Decision, Observation, Source, SourceInstance, authorise, decide,
@@ -728,26 +728,34 @@ fn bbi(ready: Option<(&str, i64)>, generation: i64) -> BlobBackupInstance {
             "storageAccount": {"id": ACCOUNT, "location": "westus"},
             "vaultedBackup": {"containers": ["images"]}
         },
-        "status": {"backupInstanceId": INSTANCE, "conditions": conditions}
+        "status": {"backupInstanceId": INSTANCE, "ownership": "Created", "conditions": conditions}
     }))
     .unwrap()
 }
 
 #[test]
-fn a_restore_is_authorised_only_by_a_source_ready_for_its_generation() {
-    let refused = |source: Option<&BlobBackupInstance>| match authorise("msblobbackup", source) {
-        Source::Refused { reason, message } => {
-            assert_eq!(reason, Reason::SourceNotReady);
-            message
-        }
+fn a_restore_is_authorised_only_like_its_source() {
+    let open = Access::OPEN;
+    let refused = |source: Option<&BlobBackupInstance>, access: Option<&Access>| match authorise(
+        "msblobbackup",
+        source,
+        access,
+    ) {
+        Source::Refused { reason, message } => (reason, message),
         other => panic!("{other:?}"),
     };
-    assert!(refused(None).contains("does not exist"));
-    assert!(refused(Some(&bbi(None, 1))).contains("not Ready"));
-    assert!(refused(Some(&bbi(Some(("False", 1)), 1))).contains("ProtectionConfigured: m"));
+    let not_ready = |source: Option<&BlobBackupInstance>| {
+        let (reason, message) = refused(source, Some(&open));
+        assert_eq!(reason, Reason::SourceNotReady, "{message}");
+        message
+    };
+    assert!(not_ready(None).contains("does not exist"));
+    assert!(not_ready(Some(&bbi(None, 1))).contains("not Ready"));
+    assert!(not_ready(Some(&bbi(Some(("False", 1)), 1))).contains("ProtectionConfigured: m"));
     // Ready for an older generation: the new spec is not protected yet.
-    refused(Some(&bbi(Some(("True", 1)), 2)));
-    match authorise("msblobbackup", Some(&bbi(Some(("True", 2)), 2))) {
+    not_ready(Some(&bbi(Some(("True", 1)), 2)));
+    let ready = bbi(Some(("True", 2)), 2);
+    match authorise("msblobbackup", Some(&ready), Some(&open)) {
         Source::Authorised(source) => {
             assert_eq!(source.instance.to_string(), INSTANCE);
             assert_eq!(source.account.to_string(), ACCOUNT);
@@ -755,4 +763,20 @@ fn a_restore_is_authorised_only_by_a_source_ready_for_its_generation() {
         }
         other => panic!("{other:?}"),
     }
+    // Its vault not granted (any more): VaultNotGranted, with the grants' message.
+    let not_granted = Access::NotGranted {
+        message: "no BackupVaultGrant lets namespace team-a use vault testBkpVault".into(),
+        deletion_allowed: false,
+    };
+    let (reason, message) = refused(Some(&ready), Some(&not_granted));
+    assert_eq!(reason, Reason::VaultNotGranted);
+    assert!(message.contains("no BackupVaultGrant"), "{message}");
+    // A source that owns no backup instance, and grants not listed yet: not ready.
+    let mut unowned = ready.clone();
+    unowned.status.as_mut().unwrap().ownership = None;
+    let (reason, message) = refused(Some(&unowned), Some(&open));
+    assert_eq!(reason, Reason::SourceNotReady);
+    assert!(message.contains("owns no backup instance"), "{message}");
+    let (reason, _) = refused(Some(&ready), None);
+    assert_eq!(reason, Reason::SourceNotReady);
 }

@@ -211,6 +211,21 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
+/// How a resource came to own its backup instance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Ownership {
+    // The operator created the instance for this resource.
+    Created,
+    // The instance existed without owner tags; a grant allowed adopting it.
+    Adopted,
+}
+
+// Without `null` among the values, which schemars adds for an optional enum and older API
+// servers refuse in a CRD.
+fn ownership_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": ["Created", "Adopted"]})
+}
+
 /// The observed state of the backup instance and of the controller's work on it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -228,6 +243,14 @@ pub struct BlobBackupInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_STATUS_ID_LEN))]
     pub backup_instance_id: Option<String>,
+
+    /// How this resource came to own its backup instance: `Created` (the operator created it
+    /// for this resource) or `Adopted` (it existed without owner tags and a vault grant allowed
+    /// adopting it). Absent while it owns none. The resource writes to, and on deletion deletes,
+    /// only an instance it owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ownership_schema")]
+    pub ownership: Option<Ownership>,
 
     /// The Backup vault's name, from `spec.vault.id` (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

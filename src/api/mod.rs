@@ -5,9 +5,11 @@
 //! Doc comments on the types become the CRDs' descriptions (`kubectl explain`), so they are
 //! written for the people who apply these resources.
 
+mod backup_vault_grant;
 mod blob_backup_instance;
 mod blob_restore;
 
+pub use backup_vault_grant::*;
 pub use blob_backup_instance::*;
 pub use blob_restore::*;
 
@@ -26,6 +28,21 @@ use dataprotection::ids::{BackupInstanceId, PolicyId, StorageAccountId, VaultId}
 pub const GROUP: &str = "dataprotection.blobbackup.io";
 /// The finalizer the controller puts on a resource before its first Azure write.
 pub const FINALIZER: &str = "dataprotection.blobbackup.io/finalizer";
+
+/// The ARM tags that say which resource owns a backup instance (DESIGN.md section 9), written
+/// in the body of every PUT of a backup instance on api-versions that have tags.
+pub mod owner_tag {
+    /// The cluster: the uid of its `kube-system` namespace, or `run --cluster-id`.
+    pub const CLUSTER: &str = "blobbackup.io/cluster";
+    /// The BlobBackupInstance's namespace.
+    pub const NAMESPACE: &str = "blobbackup.io/namespace";
+    /// The BlobBackupInstance's name.
+    pub const NAME: &str = "blobbackup.io/name";
+    /// The BlobBackupInstance's uid.
+    pub const UID: &str = "blobbackup.io/uid";
+    /// Every owner tag.
+    pub const ALL: [&str; 4] = [CLUSTER, NAMESPACE, NAME, UID];
+}
 
 /// Condition types written to `status.conditions`.
 pub mod condition_type {
@@ -366,6 +383,16 @@ pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
 /// A kind's CRD as YAML (`blob-backup-operator crd <plural>`, `crds/<plural>.yaml`).
 pub fn crd_yaml_of<K: CustomResourceExt>() -> Result<String, serde_saphyr::SerializeError> {
     serde_saphyr::to_string(&K::crd())
+}
+
+/// Every CRD of the operator as `(plural, YAML)`: `crds/<plural>.yaml` holds each, and
+/// `blob-backup-operator crd [PLURAL]` prints them.
+pub fn crd_yamls() -> Result<Vec<(&'static str, String)>, serde_saphyr::SerializeError> {
+    Ok(vec![
+        ("blobbackupinstances", crd_yaml()?),
+        ("backupvaultgrants", crd_yaml_of::<BackupVaultGrant>()?),
+        ("blobrestores", crd_yaml_of::<BlobRestore>()?),
+    ])
 }
 
 /// A spec field the controller cannot act on, and how to fix it.

@@ -37,9 +37,13 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
                 .await;
             started(OperationAction::Validate, answer)
         }
-        Action::Put { target, operation } => {
+        Action::Put {
+            target,
+            operation,
+            tags,
+        } => {
             let answer = arm
-                .create_or_update(&target.instance, &request_body(target))
+                .create_or_update_tagged(&target.instance, &request_body(target), tags)
                 .await;
             started(*operation, answer)
         }
@@ -126,9 +130,11 @@ fn failed(call: AzureCall, error: ArmError) -> Observation {
 
 /// Reduces Azure's backup instance to what decisions compare.
 pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedInstance {
+    let tags = resource.tags.clone().unwrap_or_default();
     let Some(properties) = resource.properties.as_ref() else {
         return ObservedInstance {
             id: ObservedId::parse(resource.id.as_deref().unwrap_or_default()),
+            tags,
             ..ObservedInstance::default()
         };
     };
@@ -147,6 +153,7 @@ pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedIn
         provisioning_state: properties.provisioning_state.clone(),
         protection_error,
         last_recovery_point: LastRecoveryPoint::NotRead,
+        tags,
     }
 }
 

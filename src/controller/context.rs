@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::decide::{Action, AzureCall, EventSpec, Observation, Requeue, Settings, has_finalizer};
 use super::events::Events;
+use super::grants::VaultGrants;
 use super::state::States;
 use super::status::StatusWriter;
 use super::steps::Effects;
@@ -32,6 +33,7 @@ pub struct Context {
     writes: pacing::WritePacer,
     pub(super) requeues: Arc<requeue::Requeues<BlobBackupInstance>>,
     fence: leader::Fence,
+    pub(super) grants: VaultGrants,
 }
 
 impl std::fmt::Debug for Context {
@@ -82,7 +84,15 @@ impl Context {
             writes,
             requeues: Arc::default(),
             fence: leader::Fence::default(),
+            grants: VaultGrants::open(),
         }
+    }
+
+    /// The context serving only what `grants` allow (`--vault-access grants`); without this,
+    /// every resource is served.
+    pub fn with_grants(mut self, grants: VaultGrants) -> Self {
+        self.grants = grants;
+        self
     }
 
     /// The context of a leader term: Azure writes only while `fence` holds, checked before

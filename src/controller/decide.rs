@@ -2,13 +2,15 @@
 //! step, the status to record, the events to publish and when to look again.
 //!
 //! No I/O and no clock: `now` is an input, so every state and every Azure answer is a table row.
+//! Neither are the vault grants: what they allow the resource is an input too ([`Access`],
+//! from [`grants`](super::grants)), and so is the cluster's name in owner tags (`Settings`).
 //!
 //! The controller runs a short loop per reconcile, never sleeping:
 //!
 //! ```text
 //! let mut observation = Observation::None;
 //! loop (a few steps at most) {
-//!     let d = decide(&obj, &observation, now, &settings);
+//!     let d = decide(&obj, &observation, now, &settings, &access);
 //!     if let Some(s) = d.status { obj.status = Some(s) }    // write now, or once at the end
 //!     publish(d.events);
 //!     observation = match d.action {
@@ -33,6 +35,7 @@
 //! controller must not reconcile on its own status writes (filter watch events by generation,
 //! letting finalizer and deletion changes through): requeue times here are the only clock.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -41,7 +44,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{
     AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, Condition, ConditionStatus,
     DeletionPolicy, FINALIZER, MAX_STATUS_MESSAGE_LEN, OperationAction, OperationError,
-    OperationPhase, SpecError, ValidatedSpec, condition_type, truncate,
+    OperationPhase, Ownership, SpecError, ValidatedSpec, condition_type, owner_tag, truncate,
 };
 use dataprotection::ids::{BackupInstanceId, PolicyId, StorageAccountId};
 // Azure's error and who can fix it, as the ARM client classifies them.
@@ -55,6 +58,9 @@ pub struct Settings {
     pub timing: Timing,
     /// The ARM client's api-version and what it has.
     pub azure: AzureApi,
+    /// The cluster's identity in owner tags (`blobbackup.io/cluster`): the uid of its
+    /// `kube-system` namespace, or `--cluster-id`.
+    pub cluster_id: String,
 }
 
 /// The delays and intervals of decisions (the command line's flags).
@@ -99,6 +105,9 @@ pub struct AzureApi {
     pub instance_actions_supported: bool,
     /// The api-version, quoted in messages.
     pub api_version: String,
+    /// Whether the api-version has `tags` on backup instances (2021-01-01 has not: ownership
+    /// then lives in status only, and adoption is refused).
+    pub tags_supported: bool,
 }
 
 impl AzureApi {
@@ -107,6 +116,7 @@ impl AzureApi {
         Self {
             instance_actions_supported: arm.supports_instance_actions(),
             api_version: arm.api_version().to_owned(),
+            tags_supported: arm.supports_tags(),
         }
     }
 }
@@ -116,8 +126,69 @@ impl Default for AzureApi {
         Self {
             instance_actions_supported: true,
             api_version: dataprotection::DEFAULT_API_VERSION.to_owned(),
+            tags_supported: true,
         }
     }
+}
+
+/// What the vault grants allow a resource (DESIGN.md section 9), as
+/// [`controller::grants`](super::grants) reads them for its namespace and spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Served: `--vault-access open`, or a grant covers the namespace, the vault, the policy
+    /// and the deletion policy. `allow_adoption`: an existing instance without owner tags may
+    /// be adopted.
+    Granted { allow_adoption: bool },
+    /// Not served: no Azure call at all (`VaultNotGranted`). `message` says what no grant
+    /// covers and who can fix it. `deletion_allowed`: a grant still covers the namespace, the
+    /// vault and the deletion policy, so deleting the resource may carry that policy out.
+    NotGranted {
+        message: String,
+        deletion_allowed: bool,
+    },
+}
+
+impl Access {
+    /// `--vault-access open`: every namespace may use every vault, and adopt.
+    pub const OPEN: Access = Access::Granted {
+        allow_adoption: true,
+    };
+}
+
+/// The owner tags a resource writes on the backup instance it owns: its cluster, namespace,
+/// name and uid (DESIGN.md section 9).
+pub fn owner_tags(obj: &BlobBackupInstance, cluster_id: &str) -> BTreeMap<String, String> {
+    let meta = &obj.metadata;
+    [
+        (owner_tag::CLUSTER, cluster_id),
+        (
+            owner_tag::NAMESPACE,
+            meta.namespace.as_deref().unwrap_or_default(),
+        ),
+        (owner_tag::NAME, meta.name.as_deref().unwrap_or_default()),
+        (owner_tag::UID, meta.uid.as_deref().unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect()
+}
+
+/// The owner tag `key` of `tags` (ARM tag names are case-insensitive).
+fn owner_tag_value<'t>(tags: &'t BTreeMap<String, String>, key: &str) -> Option<&'t str> {
+    tags.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Who owns an instance, as its tags (or, without tags, the resource's status) say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// This resource; `tagged`: the instance carries its owner tags already.
+    Us { tagged: bool },
+    /// Another resource or cluster, described for a message.
+    Other(String),
+    /// Nobody: no owner tags, and this resource never created or adopted it.
+    Nobody,
 }
 
 /// What the controller learnt from Azure in the previous step.
@@ -181,6 +252,8 @@ pub struct ObservedInstance {
     pub protection_error: Option<AzureErrorDetail>,
     /// The latest recovery point, for vaulted backup.
     pub last_recovery_point: LastRecoveryPoint,
+    /// The instance's ARM tags (empty when it has none, or the api-version has no tags).
+    pub tags: BTreeMap<String, String>,
 }
 
 /// An ARM ID as Azure sent it: typed when it parses (then compared as ARM compares IDs,
@@ -286,10 +359,12 @@ pub enum Action {
     GetInstance(BackupInstanceId),
     /// POST validateForBackup for this target.
     Validate(Target),
-    /// PUT the backup instance; `operation` is Create or Update.
+    /// PUT the backup instance; `operation` is Create or Update. `tags` go in the body: the
+    /// owner tags ([`owner_tags`]), empty on api-versions without tags.
     Put {
         target: Target,
         operation: OperationAction,
+        tags: BTreeMap<String, String>,
     },
     /// Poll the operation in flight on `instance` at `url` (the client refuses a URL that is
     /// not an operation of the instance's vault on the ARM endpoint).
@@ -403,7 +478,9 @@ reasons! {
     ProtectionConfigured,
     /// Event. Protection became configured. Nothing to do.
     Protected,
-    /// Event. An existing backup instance of the same storage account was taken over. Nothing to do.
+    /// Event. An existing backup instance of the same storage account without owner tags was
+    /// taken over (a grant allows adoption, or `--vault-access open`): the operator wrote this
+    /// resource's owner tags on it. Nothing to do.
     Adopted,
     /// Event. The backup instance disappeared from Azure and is being recreated. Find out who
     /// deleted it outside Kubernetes.
@@ -499,6 +576,20 @@ reasons! {
     /// back (the operator stopped, or the connection failed). It is never sent twice: look for the
     /// restore job in the vault's Backup jobs, then delete this BlobRestore.
     RestoreOutcomeUnknown,
+    /// Condition and event. The backup instance carries the owner tags of another resource or
+    /// cluster, named in the message: nothing is written to it, and deleting this resource
+    /// leaves it untouched. Name another instance in spec.backupInstanceName, or delete the
+    /// resource that owns it.
+    OwnedElsewhere,
+    /// Condition and event. The backup instance exists without owner tags (created outside
+    /// this operator) and no vault grant allows adopting it, or the api-version has no tags.
+    /// A cluster administrator sets allowAdoption on the vault's BackupVaultGrant; or name a
+    /// free instance in spec.backupInstanceName.
+    AdoptionNotAllowed,
+    /// Condition and event. No BackupVaultGrant lets this namespace use the vault with this
+    /// policy and deletion policy (`--vault-access grants`): no Azure call is made. Ask a cluster
+    /// administrator for a grant; it takes effect at once.
+    VaultNotGranted,
 }
 
 impl std::fmt::Display for Reason {
@@ -515,14 +606,16 @@ const CODE_MISSING_PERMISSIONS: &str = "UserErrorMissingRequiredPermissions";
 pub(crate) const MAX_NOTE: usize = 1024;
 const MAX_MESSAGE: usize = MAX_STATUS_MESSAGE_LEN;
 
-/// Decides the next step for `obj`, given what Azure said in the previous step.
+/// Decides the next step for `obj`, given what Azure said in the previous step and what the
+/// vault grants allow it.
 pub fn decide(
     obj: &BlobBackupInstance,
     observation: &Observation,
     now: Timestamp,
     settings: &Settings,
+    access: &Access,
 ) -> Decision {
-    let mut step = Step::new(obj, now, settings);
+    let mut step = Step::new(obj, now, settings, access);
     if obj.metadata.deletion_timestamp.is_some() {
         return step.deletion(observation);
     }
@@ -531,6 +624,9 @@ pub fn decide(
         Err(e) => return step.invalid_spec(&e),
     };
     step.record_names(&target.spec);
+    if let Access::NotGranted { message, .. } = access {
+        return step.stalled(Reason::VaultNotGranted, message);
+    }
     if !step.has_finalizer() {
         step.set_health(
             Health::Initializing,
@@ -763,6 +859,7 @@ struct Step<'a> {
     obj: &'a BlobBackupInstance,
     now: Timestamp,
     settings: &'a Settings,
+    access: &'a Access,
     old: Option<&'a BlobBackupInstanceStatus>,
     status: BlobBackupInstanceStatus,
     events: Vec<EventSpec>,
@@ -771,7 +868,12 @@ struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    fn new(obj: &'a BlobBackupInstance, now: Timestamp, settings: &'a Settings) -> Self {
+    fn new(
+        obj: &'a BlobBackupInstance,
+        now: Timestamp,
+        settings: &'a Settings,
+        access: &'a Access,
+    ) -> Self {
         // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.
         let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
         let old = obj.status.as_ref();
@@ -779,6 +881,7 @@ impl<'a> Step<'a> {
             obj,
             now,
             settings,
+            access,
             old,
             status: old.cloned().unwrap_or_default(),
             events: Vec::new(),
@@ -968,6 +1071,11 @@ impl<'a> Step<'a> {
                     self.status.backup_instance_name = Some(mode.instance().name().to_owned());
                     self.status.backup_instance_id = Some(mode.instance().to_string());
                 }
+                // Recorded with the intent: whatever of that name exists after a crash is
+                // the outcome of this write, so this resource's own.
+                if operation == OperationAction::Create {
+                    self.status.ownership = Some(Ownership::Created);
+                }
                 self.status.operation = Some(intent(operation, self.now));
                 self.progressing_for(mode, operation, action, requeue)
             }
@@ -975,13 +1083,83 @@ impl<'a> Step<'a> {
         }
     }
 
-    fn put(self, target: &Target, operation: OperationAction) -> Decision {
+    /// PUTs the spec's instance with the owner tags, keeping the other tags of `existing`
+    /// (an update replaces the instance's whole tag set).
+    fn put(
+        self,
+        target: &Target,
+        operation: OperationAction,
+        existing: &BTreeMap<String, String>,
+    ) -> Decision {
         let mode = Mode::Apply(target);
+        let tags = if self.settings.azure.tags_supported {
+            let mut tags: BTreeMap<String, String> = existing
+                .iter()
+                .filter(|(key, _)| !owner_tag::ALL.iter().any(|o| o.eq_ignore_ascii_case(key)))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            tags.extend(owner_tags(self.obj, &self.settings.cluster_id));
+            tags
+        } else {
+            BTreeMap::new()
+        };
         let action = Action::Put {
             target: target.clone(),
             operation,
+            tags,
         };
         self.start(&mode, action)
+    }
+
+    /// How the resource came to own its instance, as its status records it. Statuses written
+    /// before ownership was recorded count a write of this resource (or an instance seen after
+    /// one) as ownership: a Create as `Created`, anything else as `Adopted`.
+    fn recorded_ownership(&self) -> Option<Ownership> {
+        if let Some(ownership) = self.status.ownership {
+            return Some(ownership);
+        }
+        match &self.status.operation {
+            None => self
+                .status
+                .backup_instance_id
+                .is_some()
+                .then_some(Ownership::Adopted),
+            Some(op) if op.action == OperationAction::Create => Some(Ownership::Created),
+            Some(op) => (op.action != OperationAction::Validate
+                || self.status.protection_status.is_some())
+            .then_some(Ownership::Adopted),
+        }
+    }
+
+    /// Who owns `instance`: its owner tags say so, or (without them) this resource's status.
+    fn owner(&self, instance: &ObservedInstance) -> Owner {
+        let tags = &instance.tags;
+        let tagged = owner_tag::ALL
+            .iter()
+            .any(|key| owner_tag_value(tags, key).is_some());
+        if self.settings.azure.tags_supported && tagged {
+            let tag = |key| owner_tag_value(tags, key).unwrap_or("(no tag)");
+            let same_uid = tag(owner_tag::UID).eq_ignore_ascii_case(self.uid());
+            let same_cluster = tag(owner_tag::CLUSTER) == self.settings.cluster_id;
+            if same_uid && same_cluster {
+                return Owner::Us { tagged: true };
+            }
+            let cluster = if same_cluster {
+                "this cluster".to_owned()
+            } else {
+                format!("cluster {}", tag(owner_tag::CLUSTER))
+            };
+            return Owner::Other(format!(
+                "BlobBackupInstance {}/{} (uid {}) of {cluster}",
+                tag(owner_tag::NAMESPACE),
+                tag(owner_tag::NAME),
+                tag(owner_tag::UID),
+            ));
+        }
+        match self.recorded_ownership() {
+            Some(_) => Owner::Us { tagged: false },
+            None => Owner::Nobody,
+        }
     }
 
     /// Whether the status records `action` as intended but not answered by Azure.
@@ -1061,7 +1239,7 @@ impl<'a> Step<'a> {
             .map(|op| (op.action, op.status));
         match (mode, last) {
             (Mode::Apply(target), Some((OperationAction::Validate, OperationPhase::Succeeded))) => {
-                self.put(target, OperationAction::Create)
+                self.put(target, OperationAction::Create, &BTreeMap::new())
             }
             (
                 Mode::Delete { .. },
@@ -1130,7 +1308,7 @@ impl<'a> Step<'a> {
                     if self.intended(OperationAction::Create)
                         && self.validated_for_this_generation()
                     {
-                        return self.put(target, OperationAction::Create);
+                        return self.put(target, OperationAction::Create, &BTreeMap::new());
                     }
                     self.start(mode, Action::Validate((*target).clone()))
                 }
@@ -1161,19 +1339,57 @@ impl<'a> Step<'a> {
             };
         }
 
-        // Ours if we adopted it before (an ID without an operation) or ever sent a write for
-        // it (a PUT intended but unanswered included: this is its outcome); found after only
-        // a validation, someone else created it.
-        let ours = match &self.status.operation {
-            None => self.status.backup_instance_id.is_some(),
-            Some(op) => {
-                op.action != OperationAction::Validate || self.status.protection_status.is_some()
+        // A resource writes only to an instance it owns (DESIGN.md section 9).
+        let tagged = match (self.owner(instance), mode) {
+            (Owner::Us { tagged }, _) => {
+                self.status.ownership.get_or_insert(Ownership::Created);
+                tagged
+            }
+            (Owner::Other(owner), Mode::Apply(_)) => {
+                let message = format!(
+                    "Backup instance {} belongs to {owner}, as its owner tags say: this resource writes nothing to it. Name another backup instance in spec.backupInstanceName, or delete the resource that owns it",
+                    mode.instance()
+                );
+                return self.stalled(Reason::OwnedElsewhere, &message);
+            }
+            (Owner::Other(owner), Mode::Delete { .. }) => {
+                let note = format!(
+                    "Backup instance {} belongs to {owner}: left untouched",
+                    mode.instance()
+                );
+                self.event(EventType::Warning, Reason::OwnedElsewhere, &note);
+                return self.remove_finalizer(
+                    Reason::Deleted,
+                    "Nothing of this resource to delete in Azure",
+                );
+            }
+            (Owner::Nobody, Mode::Delete { .. }) => {
+                let note = format!(
+                    "Backup instance {} was never this resource's own (it carries no owner tags of it): left untouched",
+                    mode.instance()
+                );
+                return self.remove_finalizer(Reason::Deleted, &note);
+            }
+            (Owner::Nobody, Mode::Apply(_)) => {
+                let adopt = self.settings.azure.tags_supported
+                    && matches!(
+                        self.access,
+                        Access::Granted {
+                            allow_adoption: true
+                        }
+                    );
+                if !adopt {
+                    return self.adoption_not_allowed(mode);
+                }
+                let note = format!(
+                    "Adopted the existing backup instance {}: writing this resource's owner tags",
+                    mode.instance()
+                );
+                self.event(EventType::Normal, Reason::Adopted, &note);
+                self.status.ownership = Some(Ownership::Adopted);
+                false
             }
         };
-        if !ours && matches!(mode, Mode::Apply(_)) {
-            let note = format!("Adopted the existing backup instance {}", mode.instance());
-            self.event(EventType::Normal, Reason::Adopted, &note);
-        }
         self.status.backup_instance_name = Some(mode.instance().name().to_owned());
         self.status.backup_instance_id = Some(mode.instance().to_string());
         self.status.protection_status = instance.protection_status.clone();
@@ -1190,7 +1406,10 @@ impl<'a> Step<'a> {
         }
 
         match mode {
-            Mode::Apply(target) => self.compare(target, instance),
+            Mode::Apply(target) => {
+                let retag = self.settings.azure.tags_supported && !tagged;
+                self.compare(target, instance, retag)
+            }
             Mode::Delete {
                 instance: id,
                 policy,
@@ -1217,9 +1436,31 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// The instance exists for our account: bring it to the spec, or report how it stands.
-    fn compare(mut self, target: &Target, instance: &ObservedInstance) -> Decision {
-        let differs = spec_difference(target, instance);
+    /// An existing instance without owner tags that this resource may not adopt.
+    fn adoption_not_allowed(self, mode: &Mode) -> Decision {
+        let why = if self.settings.azure.tags_supported {
+            format!(
+                "no BackupVaultGrant of vault {} for this namespace allows adoption: a cluster administrator can set allowAdoption: true on the grant",
+                mode.instance().vault().name()
+            )
+        } else {
+            format!(
+                "api-version {} has no tags to mark it as adopted: run the operator with a newer --api-version",
+                self.settings.azure.api_version
+            )
+        };
+        let message = format!(
+            "Backup instance {} exists without owner tags (it was created outside this operator) and {why}; or name a free backup instance in spec.backupInstanceName. Nothing is written to it",
+            mode.instance()
+        );
+        self.stalled(Reason::AdoptionNotAllowed, &message)
+    }
+
+    /// The instance exists for our account and is ours: bring it to the spec (and its owner
+    /// tags, when `retag`), or report how it stands.
+    fn compare(mut self, target: &Target, instance: &ObservedInstance, retag: bool) -> Decision {
+        let differs = spec_difference(target, instance)
+            .or_else(|| retag.then(|| "this resource's owner tags".to_owned()));
         match (protection(instance), differs) {
             (Protection::Configuring, pending) => {
                 let mut message = format!(
@@ -1245,7 +1486,7 @@ impl<'a> Step<'a> {
                 self.stalled(Reason::ProtectionStopped, &message)
             }
             (Protection::Configured | Protection::Error, Some(_)) => {
-                self.put(target, OperationAction::Update)
+                self.put(target, OperationAction::Update, &instance.tags)
             }
             (Protection::Configured, None) => {
                 let message = format!(
@@ -1402,7 +1643,7 @@ impl<'a> Step<'a> {
                     Reason::ValidationSucceeded,
                     "Azure validated the backup request",
                 );
-                self.put(target, OperationAction::Create)
+                self.put(target, OperationAction::Create, &BTreeMap::new())
             }
             (OperationAction::Delete, _) => {
                 self.remove_finalizer(Reason::Deleted, "Azure deleted the backup instance")
@@ -1543,6 +1784,18 @@ impl<'a> Step<'a> {
             }
             Err(e) => return self.invalid_spec(&e),
         };
+        // A vault no longer granted: only an instance the resource created may still go.
+        if let Access::NotGranted {
+            message,
+            deletion_allowed: false,
+        } = self.access
+            && self.recorded_ownership() != Some(Ownership::Created)
+        {
+            let note = format!(
+                "{message}. Nothing is sent to Azure: a backup instance of this resource stays there untouched, as with deletionPolicy Orphan"
+            );
+            return self.remove_finalizer(Reason::Orphaned, &note);
+        }
         let mode = Mode::Delete {
             account,
             instance,

@@ -12,6 +12,7 @@
 //!   [`state`] (one record per resource, the stale-cache guard), [`status`] (status writes),
 //!   `finalizer.rs`, `events.rs` (the Recorder rotation), `requeue.rs`, [`pacing`] (Azure's
 //!   write budget).
+//! - [`grants`]: vault grants (which namespaces may use which vault), their watches and status.
 //! - [`leader`]: leader election, wrapped around [`run`] by the command line.
 //! - [`kubernetes_version`]: the oldest Kubernetes supported, checked by the command line.
 //!
@@ -32,6 +33,7 @@ mod context;
 pub mod decide;
 mod events;
 mod finalizer;
+pub mod grants;
 pub mod kubernetes_version;
 pub mod leader;
 pub mod pacing;
@@ -91,6 +93,12 @@ pub struct ControllerConfig {
     /// for events for minutes, and kube's watcher has an idle timeout of its own (the watch's
     /// server-side timeout plus 5 s). `None`: the same client.
     pub watch_client: Option<Client>,
+    /// Which vaults a namespace may use (`--vault-access`): `Grants` (the default) serves a
+    /// resource only when a BackupVaultGrant matches it.
+    pub vault_access: grants::VaultAccess,
+    /// The cluster's identity in owner tags (`--cluster-id`); `None`: the uid of the
+    /// `kube-system` namespace, read by [`run`].
+    pub cluster_id: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -103,6 +111,8 @@ impl Default for ControllerConfig {
             reporting_instance: None,
             fence: leader::Fence::default(),
             watch_client: None,
+            vault_access: grants::VaultAccess::default(),
+            cluster_id: None,
         }
     }
 }
@@ -117,6 +127,8 @@ impl std::fmt::Debug for ControllerConfig {
             .field("reporting_instance", &self.reporting_instance)
             .field("fence", &self.fence)
             .field("separate_watch_client", &self.watch_client.is_some())
+            .field("vault_access", &self.vault_access)
+            .field("cluster_id", &self.cluster_id)
             .finish()
     }
 }
@@ -294,7 +306,12 @@ async fn reconcile_steps(
     if let Some(written) = effects.write_unwritten(&obj).await? {
         obj = written;
     }
-    match steps::run_steps(&mut effects, obj, &ctx.settings).await? {
+    let Some(access) = ctx.grants.access_for(&obj) else {
+        debug!("the vault grants are not listed yet; looking again shortly");
+        ctx.requeue(&key, Requeue::After(ctx.settings.timing.retry_after_min));
+        return Ok(ReconcileAction::await_change());
+    };
+    match steps::run_steps(&mut effects, obj, &ctx.settings, &access).await? {
         Next::Requeue(requeue) => ctx.requeue(&key, requeue),
         Next::Abandon => {}
     }
@@ -377,9 +394,53 @@ pub async fn run(
     health: HealthState,
     shutdown: impl Future<Output = ()>,
 ) {
+    tokio::pin!(shutdown);
+    let cluster_id = match config.cluster_id.clone() {
+        Some(id) => id,
+        None => {
+            let cluster = grants::cluster_uid(&client);
+            tokio::select! {
+                id = cluster => id,
+                () = &mut shutdown => return,
+            }
+        }
+    };
+    info!(cluster = %cluster_id, vault_access = ?config.vault_access, "owner tags name this cluster");
     let settings = Settings {
         timing: config.timing.clone(),
         azure: AzureApi::of(&arm),
+        cluster_id,
+    };
+
+    let watch_client = config.watch_client.clone().unwrap_or(client.clone());
+    let namespace = config
+        .watch_namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty());
+    let api: Api<BlobBackupInstance> = match namespace {
+        Some(namespace) => Api::namespaced(watch_client.clone(), namespace),
+        None => Api::all(watch_client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let (vault_grants, grant_triggers, grant_status) = match config.vault_access {
+        grants::VaultAccess::Open => (
+            grants::VaultGrants::open(),
+            futures::stream::pending().boxed(),
+            None,
+        ),
+        grants::VaultAccess::Grants => {
+            let (vault_grants, triggers, changes) =
+                grants::VaultGrants::watch(watch_client.clone(), namespace, reader.clone());
+            let status = grants::run_grant_status(client.clone(), vault_grants.clone(), changes);
+            (vault_grants, triggers, Some(status))
+        }
+    };
+    // Runs as long as the controller (it ends only with it).
+    let grant_status = async move {
+        if let Some(status) = grant_status {
+            status.await;
+        }
+        std::future::pending::<()>().await
     };
     // BlobRestore resources have a controller of their own, run and stopped with this one.
     let (stop_restores, restores_stopped) = futures::channel::oneshot::channel::<()>();
@@ -389,6 +450,7 @@ pub async fn run(
         arm.clone(),
         config.clone(),
         metrics.clone(),
+        vault_grants.clone(),
         restores_stopped.map(|_| ()),
     );
     let mut restores_done = false;
@@ -401,15 +463,9 @@ pub async fn run(
             &config.write_budget,
             config.reporting_instance.clone(),
         )
-        .with_fence(config.fence.clone()),
+        .with_fence(config.fence.clone())
+        .with_grants(vault_grants),
     );
-
-    let watch_client = config.watch_client.clone().unwrap_or(client);
-    let api: Api<BlobBackupInstance> = match config.watch_namespace.as_deref() {
-        Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
-        _ => Api::all(watch_client),
-    };
-    let (reader, writer) = reflector::store();
     // The resource gauges count what the watch lists, until this loop ends (declared before
     // the loop, dropped after it: however it ends, on shutdown or when a leader term is lost).
     let _gauges = ctx.metrics.watch_instances(reader.clone());
@@ -440,6 +496,7 @@ pub async fn run(
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
     let controller = Controller::for_stream(triggers, reader.clone())
         .reconcile_on(ctx.requeues.clone().due())
+        .reconcile_on(grant_triggers)
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(stopped.map(|_| ()))
         .run(reconcile, error_policy, ctx)
@@ -468,7 +525,7 @@ pub async fn run(
     // Beats while this loop turns, so /healthz fails if it wedges.
     let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(controller, shutdown, synced, restores);
+    tokio::pin!(controller, synced, grant_status, restores);
     let mut stop = Some(stop);
     loop {
         tokio::select! {
@@ -485,6 +542,7 @@ pub async fn run(
                 }
             }
             () = &mut synced => {}
+            () = &mut grant_status => {}
         }
     }
     if let Some(stop) = stop_restores.take() {

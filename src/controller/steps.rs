@@ -11,7 +11,8 @@ use tracing::debug;
 
 use super::Error;
 use super::decide::{
-    self, Action, AzureCall, EventSpec, Observation, PolledStatus, Requeue, Settings, decide,
+    self, Access, Action, AzureCall, EventSpec, Observation, PolledStatus, Requeue, Settings,
+    decide,
 };
 use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus};
 
@@ -91,12 +92,13 @@ pub async fn run_steps<E: Effects>(
     effects: &mut E,
     mut obj: BlobBackupInstance,
     settings: &Settings,
+    access: &Access,
 ) -> Result<Next, Error> {
     let mut persisted = obj.status.clone();
     let mut observation = Observation::None;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
-        let decision = decide(&obj, &observation, effects.now(), settings);
+        let decision = decide(&obj, &observation, effects.now(), settings, access);
         // A write waits for its slot in Azure's write budget (neither its status nor its
         // events count before it is sent), so throttling never turns into a herd of 429s.
         let admission = match decision.action.operation() {

@@ -1,6 +1,7 @@
 //! The calls the operator makes to `Microsoft.DataProtection`: validate, create or update,
 //! get, list, delete, stop protection, sync, and polling of long-running operations.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,16 @@ pub const USER_AGENT: &str = concat!("blob-backup-operator/", env!("CARGO_PKG_VE
 /// The oldest API version with the backup-instance actions `stopProtection` and `sync`
 /// (2021-01-01 and 2021-07-01 have neither; both appear in the 2022-01-01 examples).
 const FIRST_VERSION_WITH_INSTANCE_ACTIONS: &str = "2022-01-01";
+/// The oldest API version with `tags` on backup instances (2021-01-01 has none; 2022-05-01
+/// has them, as every version after it).
+const FIRST_VERSION_WITH_TAGS: &str = "2022-05-01";
+
+/// Whether `api_version` has `tags` on backup instances: older ones neither take nor return
+/// them.
+pub fn api_version_has_tags(api_version: &str) -> bool {
+    api_version.get(..10).unwrap_or_default() >= FIRST_VERSION_WITH_TAGS
+}
+
 /// A guard against a `nextLink` loop.
 const MAX_LIST_PAGES: usize = 1000;
 
@@ -349,6 +360,11 @@ impl ArmClient {
         self.api_version().get(..10).unwrap_or_default() >= FIRST_VERSION_WITH_INSTANCE_ACTIONS
     }
 
+    /// Whether this API version has `tags` on backup instances (2021-01-01 does not).
+    pub fn supports_tags(&self) -> bool {
+        api_version_has_tags(self.api_version())
+    }
+
     /// Refuses, before any request, an action the configured API version does not have.
     fn require_instance_action(&self, action: &str, instead: &str) -> Result<(), ArmError> {
         if self.supports_instance_actions() {
@@ -392,8 +408,30 @@ impl ArmClient {
         id: &BackupInstanceId,
         instance: &BackupInstance,
     ) -> Result<LroStart<BackupInstanceResource>, ArmError> {
+        self.create_or_update_tagged(id, instance, &BTreeMap::new())
+            .await
+    }
+
+    /// [`Self::create_or_update`] with the instance's ARM `tags` (the whole set: a PUT
+    /// replaces them). Refused before any request when `tags` is not empty and the API version
+    /// has no tags ([`Self::supports_tags`]): Azure would drop them silently.
+    pub async fn create_or_update_tagged(
+        &self,
+        id: &BackupInstanceId,
+        instance: &BackupInstance,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<LroStart<BackupInstanceResource>, ArmError> {
+        if !tags.is_empty() && !self.supports_tags() {
+            return Err(ArmError::Config {
+                message: format!(
+                    "api-version {} has no tags on backup instances (they exist from {FIRST_VERSION_WITH_TAGS}); use a newer --api-version",
+                    self.api_version()
+                ),
+            });
+        }
         let body = BackupInstanceResource {
             properties: Some(instance.clone()),
+            tags: (!tags.is_empty()).then(|| tags.clone()),
             ..BackupInstanceResource::default()
         };
         self.start(

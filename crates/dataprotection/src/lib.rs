@@ -20,6 +20,7 @@ use std::time::Duration;
 pub use auth::{AuthConfig, AuthMode, credential};
 pub use client::{
     ArmClient, ArmConfig, DEFAULT_API_VERSION, DEFAULT_ENDPOINT, LroStart, USER_AGENT, WriteGate,
+    api_version_has_tags,
 };
 pub use error::{ArmError, AzureErrorDetail, ErrorClass};
 pub use ids::*;

@@ -1349,3 +1349,34 @@ async fn vaulted_restore_from_a_listed_recovery_point_and_a_failing_job() {
 }
 
 const INVALID_PARAMETER: &str = "UserErrorInvalidParameterInRequest";
+
+/// The owner tags go out in the PUT body and come back on GET; an api-version without tags
+/// refuses to send them before any request (Azure would drop them silently).
+#[tokio::test]
+async fn tags_go_out_with_the_put_and_old_api_versions_refuse_them() {
+    let env = Env::fast(V2026).await;
+    let id = instance_id("tagged");
+    let tags: BTreeMap<String, String> =
+        [("blobbackup.io/uid".to_string(), "u-1".to_string())].into();
+    let body = operational("msblobbackup");
+    env.client
+        .create_or_update_tagged(&id, &body, &tags)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.client.get(&id).await.unwrap().unwrap().tags,
+        Some(tags.clone())
+    );
+    assert!(env.client.supports_tags());
+
+    let old = client(&env.emulator.base_url(), "2021-01-01", env.emulator.token());
+    assert!(!old.supports_tags());
+    env.reset_counts();
+    let refused = old.create_or_update_tagged(&id, &body, &tags).await;
+    assert!(
+        matches!(&refused, Err(ArmError::Config { message }) if message.contains("2022-05-01")),
+        "{refused:?}"
+    );
+    env.assert_counts(&[]);
+    assert_eq!(old.get(&id).await.unwrap().unwrap().tags, None);
+}

@@ -570,6 +570,9 @@ impl Operator {
             options.concurrency.to_string(),
             "--resync-interval".to_owned(),
             humantime::format_duration(options.resync).to_string(),
+            // Convergence, not tenancy: every vault open (the grants tier has its own tests).
+            "--vault-access".to_owned(),
+            "open".to_owned(),
         ];
         if options.kubeconfig.is_some() {
             args.extend(["--watch-namespace".to_owned(), NAMESPACE.to_owned()]);

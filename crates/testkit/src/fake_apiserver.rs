@@ -489,12 +489,20 @@ impl FakeApiServer {
                 eprintln!("fake apiserver stopped: {error}");
             }
         });
-        Ok(Self {
+        let server = Self {
             inner,
             addr,
             stop: Some(stop),
             task: Some(task),
-        })
+        };
+        // Every API server has it, and the operator names its cluster after its uid. A table
+        // without namespaces just has none.
+        let _ = server.create(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "kube-system"},
+        }));
+        Ok(server)
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::checkout::repo;
 use crate::envtest::{self, Envtest, Identity, Options, ServiceAccount};
 use blob_backup_operator::api::BlobBackupInstance;
+use blob_backup_operator::controller::ControllerConfig;
 use blob_backup_operator::controller::decide::Timing;
 use blob_backup_operator::telemetry::Metrics;
 use k8s_openapi::api::events::v1::Event;
@@ -38,6 +39,7 @@ pub fn envtest_options() -> Options {
         crds: vec![
             repo().join("crds/blobbackupinstances.yaml"),
             repo().join("crds/blobrestores.yaml"),
+            repo().join("crds/backupvaultgrants.yaml"),
         ],
     }
 }
@@ -96,6 +98,12 @@ impl RealCluster {
     /// The real controller, as admin, watching the test's namespace; its Azure calls count in
     /// [`RealCluster::metrics`].
     pub fn controller(&self, timing: Timing) -> RunningController {
+        self.controller_with(controller_config_in(&self.ns, timing, "test"))
+    }
+
+    /// The real controller, as admin, with `config`; its Azure calls count in
+    /// [`RealCluster::metrics`].
+    pub fn controller_with(&self, config: ControllerConfig) -> RunningController {
         spawn_controller(
             self.kube.clone(),
             arm_client(
@@ -103,7 +111,7 @@ impl RealCluster {
                 dataprotection::DEFAULT_API_VERSION,
                 &self.metrics,
             ),
-            controller_config_in(&self.ns, timing, "test"),
+            config,
             &self.metrics,
         )
     }

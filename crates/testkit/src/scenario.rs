@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use blob_backup_operator::api::FINALIZER;
 use blob_backup_operator::controller::decide::Timing;
+use blob_backup_operator::controller::grants::VaultAccess;
 use blob_backup_operator::controller::leader::{
     LeaderElectionConfig, LeaderElectionError, LeaderOutcome, run_as_leader,
 };
@@ -96,9 +97,16 @@ pub fn controller_config_in(namespace: &str, timing: Timing, instance: &str) -> 
         concurrency: 4,
         timing,
         reporting_instance: Some(instance.to_owned()),
+        // Scenarios of other behaviour: every vault open, and a cluster id without reading
+        // kube-system (the grant scenarios set their own).
+        vault_access: VaultAccess::Open,
+        cluster_id: Some(TEST_CLUSTER.to_owned()),
         ..ControllerConfig::default()
     }
 }
+
+/// The cluster id of the test controllers' owner tags.
+pub const TEST_CLUSTER: &str = "test-cluster";
 
 pub struct RunningController {
     stop: oneshot::Sender<()>,
@@ -471,6 +479,19 @@ impl Replica {
         lease_namespace: &str,
         emulator: &RunningEmulator,
     ) -> Self {
+        let config = controller_config_in(namespace, test_timing(), name);
+        Self::spawn_with(name, client, namespace, lease_namespace, emulator, config)
+    }
+
+    /// [`Replica::spawn`] with the controller's `config` (its namespace is `namespace`'s).
+    pub fn spawn_with(
+        name: &'static str,
+        client: kube::Client,
+        namespace: &str,
+        lease_namespace: &str,
+        emulator: &RunningEmulator,
+        config: ControllerConfig,
+    ) -> Self {
         let requests = RequestLog::default();
         let client = recording(client, namespace, requests.clone());
         let metrics = Metrics::new();
@@ -486,7 +507,7 @@ impl Replica {
             client,
             arm_client(emulator, dataprotection::DEFAULT_API_VERSION, &metrics),
             Some(election),
-            controller_config_in(namespace, test_timing(), name),
+            config,
             &metrics,
             &health,
             &stop_rx,

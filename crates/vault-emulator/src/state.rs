@@ -311,6 +311,16 @@ fn recovery_points_taken(instance: &Instance, now: Instant) -> u64 {
 }
 
 /// The resource as GET shows it.
+/// The instance as an answer at `ctx`'s api-version: versions without tags (2021-01-01)
+/// leave them out.
+fn view_at(instance: &Instance, ctx: &Ctx) -> BackupInstanceResource {
+    let mut resource = view(instance);
+    if !dataprotection::api_version_has_tags(ctx.api_version) {
+        resource.tags = None;
+    }
+    resource
+}
+
 fn view(instance: &Instance) -> BackupInstanceResource {
     let mut props = instance.props.clone();
     fn configured(
@@ -788,6 +798,13 @@ impl State {
             .without_read_only();
         let key = instance_key(&vault.key, name);
         let checked = self.check(ctx, vault, &props, Some(&key))?;
+        // Versions without tags ignore any sent: the instance keeps the ones it has.
+        let tags = if dataprotection::api_version_has_tags(ctx.api_version) {
+            resource.tags
+        } else {
+            self.live(&key, ctx.now)
+                .and_then(|existing| existing.tags.clone())
+        };
         if props.object_type.is_none() {
             props.object_type = Some("BackupInstance".to_owned());
         }
@@ -803,7 +820,7 @@ impl State {
                         message: "The datasource of a backup instance cannot be changed; create a new backup instance.".into(),
                     });
                 }
-                let same = existing.props == props && existing.tags == resource.tags;
+                let same = existing.props == props && existing.tags == tags;
                 match &existing.pending {
                     Some(p)
                         if same
@@ -823,7 +840,7 @@ impl State {
                     }
                     None => {
                         existing.props = props.clone();
-                        existing.tags = resource.tags.clone();
+                        existing.tags = tags.clone();
                         existing.vaulted = checked.vaulted;
                         PutPlan::Update
                     }
@@ -851,7 +868,7 @@ impl State {
                         vault_key: vault.key.clone(),
                         account_key: checked.account_key.clone(),
                         props,
-                        tags: resource.tags,
+                        tags,
                         vaulted: checked.vaulted,
                         phase: Phase::Configured,
                         pending: None,
@@ -872,7 +889,10 @@ impl State {
         };
         Ok(Outcome::Put {
             created,
-            instance: self.instances.get(&key).map(view),
+            instance: self
+                .instances
+                .get(&key)
+                .map(|instance| view_at(instance, ctx)),
             operation: op_id.and_then(|op| self.operation_link(ctx, &op)),
         })
     }
@@ -882,7 +902,7 @@ impl State {
         self.vault(vault)?;
         let key = instance_key(&vault.key, name);
         match self.live(&key, ctx.now) {
-            Some(instance) => Ok(Outcome::Instance(view(instance))),
+            Some(instance) => Ok(Outcome::Instance(view_at(instance, ctx))),
             None => Err(instance_not_found(vault, name)),
         }
     }
@@ -971,7 +991,7 @@ impl State {
             if settle(instance, ctx.now) {
                 gone.push(key.clone());
             } else {
-                value.push(view(instance));
+                value.push(view_at(instance, ctx));
             }
         }
         for key in gone {
@@ -1109,7 +1129,7 @@ impl State {
             OperationAction::Create | OperationAction::Update => {
                 let key = op.instance_key.clone().unwrap_or_default();
                 Ok(Outcome::InstanceResult(
-                    self.live(&key, ctx.now).map(|i| view(i)),
+                    self.live(&key, ctx.now).map(|i| view_at(i, ctx)),
                 ))
             }
             OperationAction::Validate

@@ -1447,3 +1447,53 @@ async fn restore_bodies_use_the_official_field_names() {
         );
     }
 }
+
+/// Tags are kept and returned as sent (the operator's ownership rests on them); 2021-01-01 has
+/// none: it neither takes nor returns them, and a PUT at it keeps the instance's tags.
+#[tokio::test]
+async fn tags_are_stored_and_returned_as_sent_except_at_2021_01_01() {
+    let env = Env::fast().await;
+    let tags = json!({"blobbackup.io/uid": "u-1", "CostCenter": "42"});
+    let body = json!({"properties": instance("msblobbackup", None), "tags": tags});
+    let created = env
+        .call(Method::PUT, &env.instance_url("tagged", V2026), Some(&body))
+        .await;
+    assert!(created.status.is_success(), "{:?}", created.body);
+    assert_eq!(created.body["tags"], tags);
+    assert_eq!(
+        env.get(&env.instance_url("tagged", V2026)).await.body["tags"],
+        tags
+    );
+
+    let old = env.get(&env.instance_url("tagged", V2021)).await;
+    assert_eq!(old.status, StatusCode::OK);
+    assert!(old.body.get("tags").is_none(), "{:#}", old.body);
+    let retagged = json!({"properties": instance("msblobbackup", None), "tags": {"other": "x"}});
+    let put = env
+        .call(
+            Method::PUT,
+            &env.instance_url("tagged", V2021),
+            Some(&retagged),
+        )
+        .await;
+    assert!(put.status.is_success(), "{:?}", put.body);
+    assert!(put.body.get("tags").is_none(), "{:#}", put.body);
+    assert_eq!(
+        env.get(&env.instance_url("tagged", V2026)).await.body["tags"],
+        tags,
+        "a PUT at 2021-01-01 changed the tags"
+    );
+
+    // A PUT at a version with tags replaces them, like ARM's.
+    let replaced = json!({"properties": instance("msblobbackup", None), "tags": {"only": "this"}});
+    env.call(
+        Method::PUT,
+        &env.instance_url("tagged", V2026),
+        Some(&replaced),
+    )
+    .await;
+    assert_eq!(
+        env.get(&env.instance_url("tagged", V2026)).await.body["tags"],
+        json!({"only": "this"})
+    );
+}

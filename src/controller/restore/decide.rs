@@ -22,10 +22,11 @@ use crate::api::{
     truncate,
 };
 use crate::controller::decide::{
-    AzureCall, ConditionChange, ErrorClass, EventSpec, EventType, Health, MAX_NOTE, ObservedError,
-    PollHandle, PolledStatus, Reason, Requeue, Timing, azure_text, end_operation, explain,
-    failed_start, intent, transient_reason,
+    Access, AzureCall, ConditionChange, ErrorClass, EventSpec, EventType, Health, MAX_NOTE,
+    ObservedError, PollHandle, PolledStatus, Reason, Requeue, Timing, azure_text, end_operation,
+    explain, failed_start, intent, transient_reason,
 };
+use crate::controller::grants::{NotAuthorised, authorise_source};
 use dataprotection::ids::{BackupInstanceId, StorageAccountId, VaultId};
 use dataprotection::{
     AzureErrorDetail, BlobRestoreTarget, JobState, RestorableTimeRange, RestoreRequest,
@@ -62,21 +63,40 @@ pub struct SourceInstance {
     pub vaulted_containers: Option<Vec<String>>,
 }
 
-/// Whether a restore named `name` may read `source`, the BlobBackupInstance it references (in
+/// Whether a restore may read `source`, the BlobBackupInstance named `name` it references (in
 /// its namespace; `None` when there is none): "a restore is authorised like its source". The
-/// source must be Ready for its current generation, so its backup instance exists, is
-/// protected and is the one it owns. (The vault-grant and ownership checks of DESIGN.md
-/// section 9 belong here too, as further refusals.)
-pub fn authorise(name: &str, source: Option<&BlobBackupInstance>) -> Source {
-    let refused = |message: String| Source::Refused {
-        reason: Reason::SourceNotReady,
-        message,
-    };
+/// source must be Ready for its current generation (its backup instance exists and is
+/// protected), own that instance (`status.ownership`), and its vault must be granted to it:
+/// `access` is what the vault grants allow the source ([`crate::controller::grants`]; `None`
+/// while the grants are not listed yet).
+pub fn authorise(
+    name: &str,
+    source: Option<&BlobBackupInstance>,
+    access: Option<&Access>,
+) -> Source {
+    let refused = |reason: Reason, message: String| Source::Refused { reason, message };
+    let not_ready = |message: String| refused(Reason::SourceNotReady, message);
     let Some(source) = source else {
-        return refused(format!(
+        return not_ready(format!(
             "BlobBackupInstance {name} does not exist in this namespace: create it, or fix spec.backupInstanceRef.name"
         ));
     };
+    match access {
+        None => {
+            return not_ready(
+                "the vault grants are not listed yet; looking again shortly".to_owned(),
+            );
+        }
+        Some(access) => {
+            if let Err(NotAuthorised(message)) = authorise_source(source, access) {
+                let reason = match access {
+                    Access::NotGranted { .. } => Reason::VaultNotGranted,
+                    Access::Granted { .. } => Reason::SourceNotReady,
+                };
+                return refused(reason, message);
+            }
+        }
+    }
     let status = source.status.as_ref();
     let ready = status.and_then(|s| {
         s.conditions
@@ -90,7 +110,7 @@ pub fn authorise(name: &str, source: Option<&BlobBackupInstance>) -> Source {
         let why = ready
             .map(|c| format!(" ({}: {})", c.reason, c.message))
             .unwrap_or_default();
-        return refused(format!(
+        return not_ready(format!(
             "BlobBackupInstance {name} is not Ready{why}: a restore reads only a backup that Azure reports protected; it starts once the source is Ready"
         ));
     }
@@ -109,7 +129,7 @@ pub fn authorise(name: &str, source: Option<&BlobBackupInstance>) -> Source {
                 .as_ref()
                 .map(|v| v.containers.clone()),
         }),
-        _ => refused(format!(
+        _ => not_ready(format!(
             "BlobBackupInstance {name} records no valid backup instance or storage account ID"
         )),
     }

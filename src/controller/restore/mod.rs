@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decide::{EventSpec, Requeue, Timing};
 use super::events::Events;
+use super::grants::VaultGrants;
 use super::state::{States, key_of};
 use super::status::StatusWriter;
 use super::{ControllerConfig, Error, REPORTING_CONTROLLER, leader};
@@ -52,18 +53,21 @@ pub struct RestoreContext {
     states: States<BlobRestore>,
     settings: Timing,
     fence: leader::Fence,
+    // What the vault grants allow each source (`--vault-access`).
+    grants: VaultGrants,
 }
 
 impl RestoreContext {
     /// The context of [`reconcile`] as `config` sets it up: its decision settings, Events
     /// reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod), and Azure writes
     /// only while its fence holds (checked before the intent is recorded, before the call, and
-    /// by the ARM client once it has the token).
+    /// by the ARM client once it has the token); sources judged by what `grants` allow.
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
         config: &ControllerConfig,
+        grants: VaultGrants,
     ) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
@@ -78,6 +82,7 @@ impl RestoreContext {
             metrics,
             settings: config.timing.clone(),
             fence: config.fence.clone(),
+            grants,
         }
     }
 
@@ -173,7 +178,8 @@ async fn restore_steps(
     let sources: Api<BlobBackupInstance> = Api::namespaced(ctx.client.clone(), namespace);
     let source_name = &obj.spec.backup_instance_ref.name;
     let source = sources.get_opt(source_name).await.map_err(Error::Read)?;
-    let source = authorise(source_name, source.as_ref());
+    let access = source.as_ref().and_then(|s| ctx.grants.access_for(s));
+    let source = authorise(source_name, source.as_ref(), access.as_ref());
 
     let mut persisted = obj.status.clone();
     let mut observation = Observation::None;
@@ -258,6 +264,7 @@ pub async fn run(
     arm: ArmClient,
     config: ControllerConfig,
     metrics: Metrics,
+    grants: VaultGrants,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let watch_client = config.watch_client.clone().unwrap_or(client.clone());
@@ -265,7 +272,7 @@ pub async fn run(
         Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
         _ => Api::all(watch_client),
     };
-    let ctx = Arc::new(RestoreContext::new(client, arm, metrics, &config));
+    let ctx = Arc::new(RestoreContext::new(client, arm, metrics, &config, grants));
     let (reader, writer) = reflector::store();
     let triggers = watcher(api, watcher::Config::default())
         .default_backoff()
