@@ -2,7 +2,7 @@
 //! operator binary (release build) as a child process. See BENCHMARKS.md.
 //!
 //! `cargo bench --bench converge -- --instances N [--latency-ms L] [--faults] [--json]
-//!   [--concurrency C] [--subscriptions S] [--kubeconfig PATH | --envtest]`
+//!   [--concurrency C] [--subscriptions S] [--kubeconfig PATH | --envtest] [--restores R]`
 
 use testkit::{benchmark, envtest};
 
@@ -55,6 +55,10 @@ struct Args {
     /// No write throttling at all.
     #[arg(long, conflicts_with_all = ["write_budget", "write_refill"])]
     no_throttle: bool,
+    /// BlobRestores to create once all instances are Ready (one per instance, to a point in
+    /// time); the report adds seconds to all Succeeded and Azure requests per restore.
+    #[arg(long, default_value_t = 0)]
+    restores: usize,
     /// Operator kills in a fault run.
     #[arg(long, default_value_t = 5)]
     restarts: usize,
@@ -142,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator"))),
         timeout: Duration::from_secs(args.timeout_seconds.unwrap_or((bound * 3.0) as u64 + 60)),
         steady_state: !args.faults,
+        restores: args.restores,
         work_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -44,9 +44,9 @@ stop_operator() {
 }
 trap stop_operator EXIT
 
-echo "==> installing the CRD into $(kubectl config current-context)"
+echo "==> installing the CRDs into $(kubectl config current-context)"
 kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established crd/blobbackupinstances.dataprotection.blobbackup.io --timeout=60s
+kubectl wait --for=condition=Established crd/blobbackupinstances.dataprotection.blobbackup.io crd/blobrestores.dataprotection.blobbackup.io crd/backupvaultgrants.dataprotection.blobbackup.io --timeout=60s
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
 
 echo "==> starting the operator with its embedded vault emulator (log: $log)"

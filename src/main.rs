@@ -70,7 +70,8 @@ struct Cli {
 enum Command {
     /// Run the controller: reconcile BlobBackupInstance resources against Azure.
     Run(Box<RunArgs>),
-    /// Print the CustomResourceDefinitions (BlobBackupInstance, BackupVaultGrant) as YAML.
+    /// Print the CustomResourceDefinitions (BlobBackupInstance, BackupVaultGrant, BlobRestore) as
+    /// YAML.
     Crd(CrdArgs),
     /// Serve the local Azure Data Protection emulator (the article's vault and account).
     #[cfg(feature = "embedded-vault")]
@@ -79,7 +80,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct CrdArgs {
-    /// Only the CRD of this plural (blobbackupinstances, backupvaultgrants), as
+    /// Only the CRD of this plural (blobbackupinstances, backupvaultgrants, blobrestores), as
     /// crds/<PLURAL>.yaml holds it; default: every CRD, as one multi-document YAML.
     #[arg(value_name = "PLURAL")]
     plural: Option<String>,

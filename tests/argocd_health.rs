@@ -36,7 +36,7 @@ fn read(path: &Path) -> String {
 }
 
 /// Each kind's check: its script, its test file, its test data folder, its argocd-cm key.
-const CHECKS: [(&str, &str, &str, &str); 2] = [
+const CHECKS: [(&str, &str, &str, &str); 3] = [
     (
         "health.lua",
         "health_test.yaml",
@@ -48,6 +48,12 @@ const CHECKS: [(&str, &str, &str, &str); 2] = [
         "grant-health_test.yaml",
         "grant-testdata",
         "resource.customizations.health.dataprotection.blobbackup.io_BackupVaultGrant",
+    ),
+    (
+        "restore-health.lua",
+        "restore-health_test.yaml",
+        "restore-testdata",
+        "resource.customizations.health.dataprotection.blobbackup.io_BlobRestore",
     ),
 ];
 
@@ -128,19 +134,21 @@ fn every_testdata_file_is_a_case() {
 
 #[test]
 fn status_null_is_waiting_for_controller() {
-    let script = read(&argocd_dir().join("health.lua"));
     let resource = serde_json::json!({
         "metadata": {"name": "x", "generation": 1},
         "status": null,
     });
-    let got = run_health(&script, &resource).expect("script runs");
-    assert_eq!(
-        got,
-        HealthStatus {
-            status: "Progressing".into(),
-            message: "Waiting for controller".into(),
-        }
-    );
+    for (script, _, _, _) in CHECKS {
+        let got = run_health(&read(&argocd_dir().join(script)), &resource).expect("script runs");
+        assert_eq!(
+            got,
+            HealthStatus {
+                status: "Progressing".into(),
+                message: "Waiting for controller".into(),
+            },
+            "{script}"
+        );
+    }
 }
 
 #[test]

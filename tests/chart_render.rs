@@ -127,6 +127,10 @@ fn operator_rules() -> Value {
          "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobbackupinstances/status"],
          "verbs": ["patch"]},
+        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobrestores"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["dataprotection.blobbackup.io"], "resources": ["blobrestores/status"],
+         "verbs": ["patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }

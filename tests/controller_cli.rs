@@ -393,7 +393,7 @@ fn crd_prints_the_checked_in_definitions() {
         std::fs::read_to_string(format!("{}/crds/{plural}.yaml", env!("CARGO_MANIFEST_DIR")))
             .unwrap()
     };
-    let plurals = ["blobbackupinstances", "backupvaultgrants"];
+    let plurals = ["blobbackupinstances", "backupvaultgrants", "blobrestores"];
     for plural in plurals {
         let output = run(&["crd", plural], &[]);
         assert!(output.status.success(), "{}", stderr(&output));

@@ -338,6 +338,7 @@ async fn examples_go_ready_and_away_on_a_real_cluster() {
         service_account: envtest::ServiceAccount::new(&namespace, SERVICE_ACCOUNT),
         crds: vec![
             repo().join("crds/blobbackupinstances.yaml"),
+            repo().join("crds/blobrestores.yaml"),
             repo().join("crds/backupvaultgrants.yaml"),
         ],
     };

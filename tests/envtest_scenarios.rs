@@ -585,6 +585,110 @@ async fn the_launcher_stops_its_processes_and_removes_its_directory() {
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
+/// Runs kubectl as admin against the test's server, in the test's namespace; its output.
+async fn kubectl(c: &RealCluster, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    c.env
+        .write_kubeconfig(&kubeconfig, Identity::Admin)
+        .expect("kubeconfig");
+    let mut command = Command::new(tool("kubectl"));
+    command
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["-n", &c.ns])
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("kubectl task")
+        .expect("kubectl runs");
+    drop(dir);
+    output
+}
+
+/// `kubectl wait --for=condition=Ready bbr/<name>` returns once the restore has succeeded, and
+/// `kubectl get bbr` shows its phase, source and point: the kind, its status subresource
+/// (applied by the operator) and its printer columns as a real server serves them.
+#[tokio::test]
+async fn kubectl_waits_for_a_restore_to_be_ready() {
+    let Some(c) = cluster("restore-kubectl-wait", FAST).await else {
+        return;
+    };
+    let controller = c.controller(test_timing());
+    let mut backup = spec(&account("vaultedacct"), "BlobVaulted-Policy");
+    backup["vaultedBackup"] = json!({"containers": ["images"]});
+    c.create("vaulted", backup).await;
+    c.wait_ready("vaulted").await;
+
+    let restores: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        c.kube.clone(),
+        &c.ns,
+        &kube::core::ApiResource::erase::<blob_backup_operator::api::BlobRestore>(&()),
+    );
+    let restore = serde_json::from_value(json!({
+        "apiVersion": "dataprotection.blobbackup.io/v1alpha1",
+        "kind": "BlobRestore",
+        "metadata": {"name": "images-back"},
+        "spec": {"backupInstanceRef": {"name": "vaulted"}, "recoveryPoint": "latest"},
+    }))
+    .unwrap();
+    restores
+        .create(&kube::api::PostParams::default(), &restore)
+        .await
+        .expect("BlobRestore created");
+
+    let waited = kubectl(
+        &c,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "bbr/images-back",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}{}",
+        String::from_utf8_lossy(&waited.stdout),
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(String::from_utf8_lossy(&waited.stdout).contains("condition met"));
+
+    let listed = kubectl(&c, &["get", "bbr"]).await;
+    let table = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "SOURCE", "POINT", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..4],
+        ["images-back", "Succeeded", "vaulted", "rp-0"],
+        "{table}"
+    );
+
+    let object = restores.get("images-back").await.unwrap();
+    let status = &object.data["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert!(status["jobId"].is_string(), "{status}");
+    assert_eq!(c.azure(ops::TRIGGER_RESTORE), 1);
+    let reasons = c.event_reasons("images-back").await;
+    assert!(reasons.iter().any(|r| r == "Restored"), "{reasons:?}");
+    controller.stop().await;
+}
+
 // ---- ownership and vault grants (DESIGN.md section 9) ----
 
 /// The grants tier: a controller in `--vault-access grants` watching `namespace`, naming its

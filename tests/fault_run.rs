@@ -47,6 +47,7 @@ async fn twenty_instances_survive_faults_throttling_and_two_restarts() {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_blob-backup-operator")),
         timeout: Duration::from_secs(40),
         steady_state: false,
+        restores: 0,
         work_dir,
     };
     let report = benchmark::run(&options).await.unwrap();

@@ -320,24 +320,8 @@ impl BlobBackupInstanceStatus {
         fit(&mut self.protection_status, MAX_STATUS_STATE_LEN);
         fit(&mut self.protection_state, MAX_STATUS_STATE_LEN);
         fit(&mut self.provisioning_state, MAX_STATUS_STATE_LEN);
-        if let Some(op) = self.operation.as_mut() {
-            // A cut URL cannot be polled: the poll fails and the controller falls back to a
-            // GET of the instance. ARM's URLs are far shorter than the limit.
-            fit(&mut op.poll_url, MAX_POLL_URL_LEN);
-            if let Some(error) = op.error.as_mut() {
-                truncate_in_place(&mut error.code, MAX_STATUS_STATE_LEN);
-                truncate_in_place(&mut error.message, MAX_STATUS_MESSAGE_LEN);
-                error.recommended_actions.truncate(MAX_RECOMMENDED_ACTIONS);
-                for action in &mut error.recommended_actions {
-                    truncate_in_place(action, MAX_RECOMMENDED_ACTION_LEN);
-                }
-            }
-        }
-        for condition in &mut self.conditions {
-            truncate_in_place(&mut condition.type_, MAX_CONDITION_TYPE_LEN);
-            truncate_in_place(&mut condition.reason, MAX_CONDITION_REASON_LEN);
-            truncate_in_place(&mut condition.message, MAX_STATUS_MESSAGE_LEN);
-        }
+        fit_operation(self.operation.as_mut());
+        fit_conditions(&mut self.conditions);
     }
 }
 
@@ -552,13 +536,25 @@ impl BlobBackupInstanceSpec {
 }
 
 fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> {
-    const FIELD: &str = "spec.vaultedBackup.containers";
+    validate_container_list("spec.vaultedBackup.containers", containers)
+}
+
+/// Checks a list of container names in `field` (1 to 100 distinct valid names).
+pub(super) fn validate_container_list(
+    field: &'static str,
+    containers: &[String],
+) -> Result<Vec<String>, SpecError> {
     if containers.is_empty() || containers.len() > MAX_CONTAINERS {
         return Err(SpecError::new(
-            FIELD,
+            field,
             format!("it lists {} containers", containers.len()),
             format!(
-                "list 1 to {MAX_CONTAINERS} containers, or omit vaultedBackup for operational backup"
+                "list 1 to {MAX_CONTAINERS} containers, or omit {}",
+                if field == "spec.vaultedBackup.containers" {
+                    "vaultedBackup for operational backup"
+                } else {
+                    "the field for all containers"
+                }
             ),
         ));
     }
@@ -569,7 +565,7 @@ fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> 
             format!("item {index} ({name:?}) is malformed")
         } else if let Some(first) = containers[..index].iter().position(|c| c == name) {
             return Err(SpecError::new(
-                FIELD,
+                field,
                 format!("items {first} and {index} are both {name:?}"),
                 "list each container once",
             ));
@@ -577,7 +573,7 @@ fn validate_containers(containers: &[String]) -> Result<Vec<String>, SpecError> 
             continue;
         };
         return Err(SpecError::new(
-            FIELD,
+            field,
             problem,
             format!("{CONTAINER_SHAPE}; use the containers' names as Azure shows them"),
         ));

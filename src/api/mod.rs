@@ -7,9 +7,11 @@
 
 mod backup_vault_grant;
 mod blob_backup_instance;
+mod blob_restore;
 
 pub use backup_vault_grant::*;
 pub use blob_backup_instance::*;
+pub use blob_restore::*;
 
 use std::sync::LazyLock;
 
@@ -188,7 +190,8 @@ pub fn container_name_pattern() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureOperation {
-    /// What the operation does: Validate, Create, Update, Delete, StopProtection or Sync.
+    /// What the operation does: Validate, Create, Update, Delete, StopProtection or Sync (a
+    /// BlobBackupInstance); ValidateRestore or Restore (a BlobRestore).
     pub action: OperationAction,
 
     /// Pending (recorded before the request is sent: Azure may not have it), InProgress,
@@ -342,9 +345,44 @@ fn truncate_in_place(text: &mut String, max: usize) {
     text.push_str("...");
 }
 
-/// The CRD as YAML, as `blob-backup-operator crd` prints it and `crds/` holds it.
+/// Truncates a recorded operation's strings to the schema's limits.
+fn fit_operation(operation: Option<&mut AzureOperation>) {
+    let Some(op) = operation else {
+        return;
+    };
+    // A cut URL cannot be polled: the poll fails and the controller falls back to reading
+    // Azure. ARM's URLs are far shorter than the limit.
+    if let Some(url) = op.poll_url.as_mut() {
+        truncate_in_place(url, MAX_POLL_URL_LEN);
+    }
+    if let Some(error) = op.error.as_mut() {
+        truncate_in_place(&mut error.code, MAX_STATUS_STATE_LEN);
+        truncate_in_place(&mut error.message, MAX_STATUS_MESSAGE_LEN);
+        error.recommended_actions.truncate(MAX_RECOMMENDED_ACTIONS);
+        for action in &mut error.recommended_actions {
+            truncate_in_place(action, MAX_RECOMMENDED_ACTION_LEN);
+        }
+    }
+}
+
+/// Truncates conditions' strings to the schema's limits.
+fn fit_conditions(conditions: &mut [Condition]) {
+    for condition in conditions {
+        truncate_in_place(&mut condition.type_, MAX_CONDITION_TYPE_LEN);
+        truncate_in_place(&mut condition.reason, MAX_CONDITION_REASON_LEN);
+        truncate_in_place(&mut condition.message, MAX_STATUS_MESSAGE_LEN);
+    }
+}
+
+/// The BlobBackupInstance CRD as YAML, as `blob-backup-operator crd` prints it and
+/// `crds/blobbackupinstances.yaml` holds it.
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
-    serde_saphyr::to_string(&BlobBackupInstance::crd())
+    crd_yaml_of::<BlobBackupInstance>()
+}
+
+/// A kind's CRD as YAML (`blob-backup-operator crd <plural>`, `crds/<plural>.yaml`).
+pub fn crd_yaml_of<K: CustomResourceExt>() -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(&K::crd())
 }
 
 /// Every CRD of the operator as `(plural, YAML)`: `crds/<plural>.yaml` holds each, and
@@ -352,10 +390,8 @@ pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
 pub fn crd_yamls() -> Result<Vec<(&'static str, String)>, serde_saphyr::SerializeError> {
     Ok(vec![
         ("blobbackupinstances", crd_yaml()?),
-        (
-            "backupvaultgrants",
-            serde_saphyr::to_string(&BackupVaultGrant::crd())?,
-        ),
+        ("backupvaultgrants", crd_yaml_of::<BackupVaultGrant>()?),
+        ("blobrestores", crd_yaml_of::<BlobRestore>()?),
     ])
 }
 

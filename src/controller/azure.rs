@@ -172,7 +172,7 @@ pub(crate) fn observed_instance(resource: &BackupInstanceResource) -> ObservedIn
     }
 }
 
-fn polled_status(status: OperationStatus) -> PolledStatus {
+pub(crate) fn polled_status(status: OperationStatus) -> PolledStatus {
     match status {
         OperationStatus::InProgress { raw } => {
             debug!(status = %raw, "Azure operation still running");
@@ -257,6 +257,8 @@ pub(crate) fn throttled_operation(observation: &Observation) -> Option<&'static 
         AzureCall::Start(OperationAction::Delete) => ops::DELETE,
         AzureCall::Start(OperationAction::StopProtection) => ops::STOP_PROTECTION,
         AzureCall::Start(OperationAction::Sync) => ops::SYNC,
+        AzureCall::Start(OperationAction::ValidateRestore) => ops::VALIDATE_FOR_RESTORE,
+        AzureCall::Start(OperationAction::Restore) => ops::TRIGGER_RESTORE,
     })
 }
 

@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::events::{EventType as KubeEventType, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::decide::{
-    Action, AzureCall, EventSpec, EventType, Observation, Requeue, Settings, has_finalizer,
-};
+use super::decide::{Action, AzureCall, EventSpec, Observation, Requeue, Settings, has_finalizer};
 use super::events::Events;
 use super::grants::VaultGrants;
 use super::state::States;
@@ -262,23 +260,11 @@ impl Effects for KubeEffects<'_> {
             return;
         }
         let reference = obj.object_ref(&());
-        for spec in events {
-            let type_ = match spec.type_ {
-                EventType::Normal => KubeEventType::Normal,
-                EventType::Warning => KubeEventType::Warning,
-            };
-            let reason = spec.reason.as_str();
-            match self
-                .ctx
-                .events
-                .publish(&reference, type_, reason, &spec.note)
-                .await
-            {
-                Ok(()) => self.ctx.metrics.record_event(reason),
-                Err(error) => warn!(reason, %error, "cannot publish an event"),
-            }
-            info!(reason, "{}", spec.note);
-        }
+        let metrics = &self.ctx.metrics;
+        self.ctx
+            .events
+            .publish_all(&reference, events, metrics)
+            .await;
     }
 
     async fn call_azure(&mut self, action: &Action) -> Option<Observation> {

@@ -424,12 +424,13 @@ pub struct EventSpec {
     pub note: String,
 }
 
-/// The outcome of one decision.
+/// The outcome of one decision (of a BlobBackupInstance by default; the restore controller's
+/// has its own action and status).
 #[derive(Debug, Clone)]
-pub struct Decision {
-    pub action: Action,
+pub struct Decision<A = Action, S = BlobBackupInstanceStatus> {
+    pub action: A,
     /// The status to record, only when something a person cares about changed.
-    pub status: Option<BlobBackupInstanceStatus>,
+    pub status: Option<S>,
     pub events: Vec<EventSpec>,
     /// When to look again, should the reconcile stop after this step.
     pub requeue: Requeue,
@@ -549,6 +550,32 @@ reasons! {
     /// Condition and event. Azure answered something the operator cannot read. Report it with
     /// the message and the request ids in the operator's log.
     UnexpectedAzureResponse,
+    /// Condition and event. BlobRestore: the restore point is being checked against Azure
+    /// (restorable time ranges, or recovery points); the event says it is restorable. Wait.
+    CheckingRestorePoint,
+    /// Condition and event. BlobRestore: validateRestore is running in Azure. Wait.
+    ValidatingRestore,
+    /// Condition and event. BlobRestore: the restore was sent and Azure's restore job is running. Wait.
+    Restoring,
+    /// Condition (Ready=True) and event. BlobRestore: Azure's restore job completed. Nothing to do.
+    Restored,
+    /// Condition and event. BlobRestore: Azure's restore job failed or was cancelled; the message
+    /// has Azure's error. Fix it, then create a new BlobRestore (a restore is never repeated).
+    RestoreFailed,
+    /// Condition and event. BlobRestore: Azure refused the restore (validateRestore or the restore
+    /// request); the message has Azure's error. Fix what it says; the operator validates again
+    /// with backoff, and nothing is restored until Azure accepts.
+    RestoreRefused,
+    /// Condition and event. BlobRestore: the referenced BlobBackupInstance is missing or not
+    /// Ready. Make it Ready; the operator retries by itself, and no restore is sent meanwhile.
+    SourceNotReady,
+    /// Condition and event. BlobRestore: the point in time is outside the ranges Azure can restore
+    /// to, or the recovery point does not exist. Create a BlobRestore with a point Azure lists.
+    PointNotRestorable,
+    /// Condition and event. BlobRestore: the restore request went out but its answer did not come
+    /// back (the operator stopped, or the connection failed). It is never sent twice: look for the
+    /// restore job in the vault's Backup jobs, then delete this BlobRestore.
+    RestoreOutcomeUnknown,
     /// Condition and event. The backup instance carries the owner tags of another resource or
     /// cluster, named in the message: nothing is written to it, and deleting this resource
     /// leaves it untouched. Name another instance in spec.backupInstanceName, or delete the
@@ -576,7 +603,7 @@ const CODE_ALREADY_PROTECTED: &str = "UserErrorDppDatasourceAlreadyProtected";
 const CODE_MISSING_PERMISSIONS: &str = "UserErrorMissingRequiredPermissions";
 
 // Kubernetes caps event notes at 1 kB; long condition messages only clutter `kubectl get`.
-const MAX_NOTE: usize = 1024;
+pub(crate) const MAX_NOTE: usize = 1024;
 const MAX_MESSAGE: usize = MAX_STATUS_MESSAGE_LEN;
 
 /// Decides the next step for `obj`, given what Azure said in the previous step and what the
@@ -681,9 +708,104 @@ impl Mode<'_> {
     }
 }
 
+impl Timing {
+    /// Azure's wait, within the configured bounds (min/max rather than `clamp`, which panics
+    /// when the bounds cross).
+    pub(crate) fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(self.retry_after_default)
+            .min(self.retry_after_max)
+            .max(self.retry_after_min)
+    }
+
+    /// 10s, 10s, 20s, 40s, ... capped: the wait grows with the time already spent Stalled,
+    /// which the Stalled condition's lastTransitionTime (`stalled`, before this step)
+    /// records across restarts.
+    pub(crate) fn stalled_backoff(&self, stalled: Option<&Condition>, now: Timestamp) -> Duration {
+        let base = self.stalled_retry_base;
+        let max = self.stalled_retry_max.max(base);
+        let stalled_for = stalled
+            .filter(|c| c.status == ConditionStatus::True)
+            .and_then(|c| Duration::try_from(now.duration_since(c.last_transition_time.0)).ok())
+            .unwrap_or_default();
+        stalled_for.clamp(base, max)
+    }
+}
+
+/// One condition as a step sets it (every kind's conditions follow the same rules:
+/// `lastTransitionTime` moves only when the status flips; every condition carries the
+/// generation).
+pub(crate) struct ConditionChange<'m> {
+    pub status: ConditionStatus,
+    pub reason: Reason,
+    pub message: &'m str,
+    pub generation: Option<i64>,
+    pub now: Timestamp,
+}
+
+impl<'m> ConditionChange<'m> {
+    pub(crate) fn new(
+        status: ConditionStatus,
+        reason: Reason,
+        message: &'m str,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        }
+    }
+
+    /// Sets the condition `type_` in `conditions`.
+    pub(crate) fn apply(&self, conditions: &mut Vec<Condition>, type_: &str) {
+        let message = truncate(self.message, MAX_MESSAGE);
+        match conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != self.status {
+                    c.status = self.status;
+                    c.last_transition_time = Time(self.now);
+                }
+                c.reason = self.reason.as_str().to_owned();
+                c.message = message;
+                c.observed_generation = self.generation;
+            }
+            None => conditions.push(Condition {
+                type_: type_.to_owned(),
+                status: self.status,
+                reason: self.reason.as_str().to_owned(),
+                message,
+                observed_generation: self.generation,
+                last_transition_time: Time(self.now),
+            }),
+        }
+    }
+
+    /// Sets Ready, Reconciling and Stalled as `health` says (this change's status unused).
+    pub(crate) fn set_health(self, conditions: &mut Vec<Condition>, health: Health) {
+        use ConditionStatus::{False, True, Unknown};
+        let (ready, reconciling, stalled) = match health {
+            Health::Initializing => (Unknown, True, False),
+            Health::Progressing => (False, True, False),
+            Health::Ready => (True, False, False),
+            Health::Stalled => (False, False, True),
+        };
+        for (type_, status) in [
+            (condition_type::READY, ready),
+            (condition_type::RECONCILING, reconciling),
+            (condition_type::STALLED, stalled),
+        ] {
+            Self { status, ..self }.apply(conditions, type_);
+        }
+    }
+}
+
 /// The three kstatus-style conditions move together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
+pub(crate) enum Health {
     Initializing,
     Progressing,
     Ready,
@@ -794,40 +916,20 @@ impl<'a> Step<'a> {
 
     fn condition(&mut self, type_: &str, status: ConditionStatus, reason: Reason, message: &str) {
         let generation = self.obj.metadata.generation;
-        let message = truncate(message, MAX_MESSAGE);
-        let conditions = &mut self.status.conditions;
-        match conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) => {
-                if c.status != status {
-                    c.status = status;
-                    c.last_transition_time = Time(self.now);
-                }
-                c.reason = reason.as_str().to_owned();
-                c.message = message;
-                c.observed_generation = generation;
-            }
-            None => conditions.push(Condition {
-                type_: type_.to_owned(),
-                status,
-                reason: reason.as_str().to_owned(),
-                message,
-                observed_generation: generation,
-                last_transition_time: Time(self.now),
-            }),
-        }
+        let change = ConditionChange::new(status, reason, message, generation, self.now);
+        change.apply(&mut self.status.conditions, type_);
     }
 
     fn set_health(&mut self, health: Health, reason: Reason, message: &str) {
-        use ConditionStatus::{False, True, Unknown};
-        let (ready, reconciling, stalled) = match health {
-            Health::Initializing => (Unknown, True, False),
-            Health::Progressing => (False, True, False),
-            Health::Ready => (True, False, False),
-            Health::Stalled => (False, False, True),
-        };
-        self.condition(condition_type::READY, ready, reason, message);
-        self.condition(condition_type::RECONCILING, reconciling, reason, message);
-        self.condition(condition_type::STALLED, stalled, reason, message);
+        let generation = self.obj.metadata.generation;
+        let change = ConditionChange::new(
+            ConditionStatus::Unknown,
+            reason,
+            message,
+            generation,
+            self.now,
+        );
+        change.set_health(&mut self.status.conditions, health);
         self.health_set = true;
     }
 
@@ -901,25 +1003,13 @@ impl<'a> Step<'a> {
     /// Azure's wait, within the configured bounds (min/max rather than `clamp`, which panics
     /// when the bounds cross).
     fn clamp_retry(&self, retry_after: Option<Duration>) -> Duration {
-        retry_after
-            .unwrap_or(self.settings.timing.retry_after_default)
-            .min(self.settings.timing.retry_after_max)
-            .max(self.settings.timing.retry_after_min)
+        self.settings.timing.clamp_retry(retry_after)
     }
 
-    /// 10s, 10s, 20s, 40s, ... capped: the wait grows with the time already spent Stalled,
-    /// which the Stalled condition's lastTransitionTime records across restarts.
     fn stalled_backoff(&self) -> Duration {
-        let base = self.settings.timing.stalled_retry_base;
-        let max = self.settings.timing.stalled_retry_max.max(base);
-        let stalled_for = self
-            .old_condition(condition_type::STALLED)
-            .filter(|c| c.status == ConditionStatus::True)
-            .and_then(|c| {
-                Duration::try_from(self.now.duration_since(c.last_transition_time.0)).ok()
-            })
-            .unwrap_or_default();
-        stalled_for.clamp(base, max)
+        self.settings
+            .timing
+            .stalled_backoff(self.old_condition(condition_type::STALLED), self.now)
     }
 
     // ---- outcomes ----
@@ -986,14 +1076,7 @@ impl<'a> Step<'a> {
                 if operation == OperationAction::Create {
                     self.status.ownership = Some(Ownership::Created);
                 }
-                self.status.operation = Some(AzureOperation {
-                    action: operation,
-                    status: OperationPhase::Pending,
-                    poll_url: None,
-                    start_time: Some(Time(self.now)),
-                    end_time: None,
-                    error: None,
-                });
+                self.status.operation = Some(intent(operation, self.now));
                 self.progressing_for(mode, operation, action, requeue)
             }
             None => self.finish(action, requeue),
@@ -1580,6 +1663,7 @@ impl<'a> Step<'a> {
             OperationAction::Create | OperationAction::Update | OperationAction::Sync => {
                 Reason::OperationFailed
             }
+            OperationAction::ValidateRestore | OperationAction::Restore => Reason::RestoreRefused,
         };
         let (reason, message) = explain(fallback, error);
         if action == OperationAction::Validate {
@@ -1610,16 +1694,7 @@ impl<'a> Step<'a> {
                 self.finish(Action::None, requeue)
             }
             ErrorClass::Transient => {
-                let reason = if status == Some(429) {
-                    Reason::AzureThrottled
-                } else {
-                    Reason::AzureUnavailable
-                };
-                let message = format!(
-                    "Azure call failed transiently{}: {}; retrying",
-                    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-                    azure_text(&error.azure)
-                );
+                let (reason, message) = transient_reason(error);
                 self.set_health(Health::Progressing, reason, &message);
                 // No answer at all (connection reset, timeout): nobody asked us to wait long,
                 // so retry after twice the shortest wait instead of the no-Retry-After default.
@@ -1673,29 +1748,17 @@ impl<'a> Step<'a> {
 
     /// Records how the operation in flight ended.
     fn end_operation(&mut self, phase: OperationPhase, error: Option<&AzureErrorDetail>) {
-        if let Some(op) = self.status.operation.as_mut() {
-            op.status = phase;
-            op.end_time = Some(Time(self.now));
-            op.error = error.map(operation_error);
-        }
+        end_operation(self.status.operation.as_mut(), phase, error, self.now);
     }
 
     /// Records a call that failed for good as the last operation, so status shows it and a
     /// retry of the same operation keeps the Stalled clock running.
     fn record_failure(&mut self, call: AzureCall, error: &AzureErrorDetail) {
-        let now = Time(self.now);
         match call {
             AzureCall::Get => {}
             AzureCall::Poll => self.end_operation(OperationPhase::Failed, Some(error)),
             AzureCall::Start(action) => {
-                self.status.operation = Some(AzureOperation {
-                    action,
-                    status: OperationPhase::Failed,
-                    poll_url: None,
-                    start_time: Some(now.clone()),
-                    end_time: Some(now),
-                    error: Some(operation_error(error)),
-                });
+                self.status.operation = Some(failed_start(action, error, self.now));
             }
         }
     }
@@ -1777,6 +1840,14 @@ fn progress_message(mode: &Mode, action: OperationAction) -> (Reason, String) {
             Reason::Syncing,
             format!("Asking Azure to re-sync backup instance {name}"),
         ),
+        OperationAction::ValidateRestore => (
+            Reason::ValidatingRestore,
+            format!("Validating a restore of backup instance {name}"),
+        ),
+        OperationAction::Restore => (
+            Reason::Restoring,
+            format!("Restoring backup instance {name}"),
+        ),
     }
 }
 
@@ -1801,7 +1872,7 @@ fn spec_difference(target: &Target, instance: &ObservedInstance) -> Option<Strin
 }
 
 /// The reason and message for an Azure error, with the specifics of known codes.
-fn explain(fallback: Reason, error: &AzureErrorDetail) -> (Reason, String) {
+pub(crate) fn explain(fallback: Reason, error: &AzureErrorDetail) -> (Reason, String) {
     let code = error.code.as_str();
     if code.eq_ignore_ascii_case(CODE_ALREADY_PROTECTED) {
         let holder = arm_id_in(&error.message)
@@ -1832,8 +1903,66 @@ fn explain(fallback: Reason, error: &AzureErrorDetail) -> (Reason, String) {
     (fallback, azure_text(error))
 }
 
+/// Records how the operation in flight (`operation`) ended, at `now`.
+pub(crate) fn end_operation(
+    operation: Option<&mut AzureOperation>,
+    phase: OperationPhase,
+    error: Option<&AzureErrorDetail>,
+    now: Timestamp,
+) {
+    if let Some(op) = operation {
+        op.status = phase;
+        op.end_time = Some(Time(now));
+        op.error = error.map(operation_error);
+    }
+}
+
+/// The intent of an operation about to be sent at `now`: Pending (Azure may not have it).
+pub(crate) fn intent(action: OperationAction, now: Timestamp) -> AzureOperation {
+    AzureOperation {
+        action,
+        status: OperationPhase::Pending,
+        poll_url: None,
+        start_time: Some(Time(now)),
+        end_time: None,
+        error: None,
+    }
+}
+
+/// The record of an operation Azure refused at once (`now`).
+pub(crate) fn failed_start(
+    action: OperationAction,
+    error: &AzureErrorDetail,
+    now: Timestamp,
+) -> AzureOperation {
+    AzureOperation {
+        action,
+        status: OperationPhase::Failed,
+        poll_url: None,
+        start_time: Some(Time(now)),
+        end_time: Some(Time(now)),
+        error: Some(operation_error(error)),
+    }
+}
+
+/// The reason and message of a transient failure: throttled (429), or unavailable.
+pub(crate) fn transient_reason(error: &ObservedError) -> (Reason, String) {
+    let status = error.http_status;
+    let reason = if status == Some(429) {
+        Reason::AzureThrottled
+    } else {
+        Reason::AzureUnavailable
+    };
+    let message = format!(
+        "Azure call failed transiently{}: {}; retrying",
+        status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+        azure_text(&error.azure)
+    );
+    (reason, message)
+}
+
 /// "Azure: <code>: <message> Recommended action: <actions>".
-fn azure_text(error: &AzureErrorDetail) -> String {
+pub(crate) fn azure_text(error: &AzureErrorDetail) -> String {
     let mut text = match (error.code.is_empty(), error.message.is_empty()) {
         (true, true) => "Azure gave no details".to_owned(),
         (true, false) => format!("Azure: {}", error.message),
@@ -1847,7 +1976,7 @@ fn azure_text(error: &AzureErrorDetail) -> String {
     text
 }
 
-fn operation_error(error: &AzureErrorDetail) -> OperationError {
+pub(crate) fn operation_error(error: &AzureErrorDetail) -> OperationError {
     OperationError {
         code: error.code.clone(),
         message: truncate(&error.message, MAX_MESSAGE),

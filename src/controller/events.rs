@@ -6,8 +6,11 @@ use std::sync::Mutex;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tracing::{info, warn};
 
+use super::decide::{self, EventSpec};
 use super::state::lock;
+use crate::telemetry::Metrics;
 
 /// Events one [`Recorder`] publishes before a fresh one takes over. kube's Recorder keeps
 /// every Event it published for six minutes (to patch a repeat into a series) and sweeps
@@ -60,5 +63,27 @@ impl Events {
             secondary: None,
         };
         self.recorder().publish(&event, regarding).await
+    }
+
+    /// Publishes a decision's Events about `regarding`, each counted in `metrics` and logged;
+    /// a failure is logged, never fatal (the status says the same).
+    pub async fn publish_all(
+        &self,
+        regarding: &ObjectReference,
+        events: &[EventSpec],
+        metrics: &Metrics,
+    ) {
+        for spec in events {
+            let type_ = match spec.type_ {
+                decide::EventType::Normal => EventType::Normal,
+                decide::EventType::Warning => EventType::Warning,
+            };
+            let reason = spec.reason.as_str();
+            match self.publish(regarding, type_, reason, &spec.note).await {
+                Ok(()) => metrics.record_event(reason),
+                Err(error) => warn!(reason, %error, "cannot publish an event"),
+            }
+            info!(reason, "{}", spec.note);
+        }
     }
 }

@@ -38,6 +38,7 @@ pub mod kubernetes_version;
 pub mod leader;
 pub mod pacing;
 mod requeue;
+pub mod restore;
 pub mod state;
 pub mod status;
 pub mod steps;
@@ -442,6 +443,18 @@ pub async fn run(
         }
         std::future::pending::<()>().await
     };
+    // BlobRestore resources have a controller of their own, run and stopped with this one.
+    let (stop_restores, restores_stopped) = futures::channel::oneshot::channel::<()>();
+    let mut stop_restores = Some(stop_restores);
+    let restores = restore::run(
+        client.clone(),
+        arm.clone(),
+        config.clone(),
+        metrics.clone(),
+        vault_grants.clone(),
+        restores_stopped.map(|_| ()),
+    );
+    let mut restores_done = false;
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -513,21 +526,31 @@ pub async fn run(
     // Beats while this loop turns, so /healthz fails if it wedges.
     let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(controller, synced, grant_status);
+    tokio::pin!(controller, synced, grant_status, restores);
     let mut stop = Some(stop);
     loop {
         tokio::select! {
             () = &mut controller => break,
+            () = &mut restores, if !restores_done => restores_done = true,
             _ = heartbeat.tick() => health.heartbeat(),
             () = &mut shutdown, if stop.is_some() => {
                 info!("shutting down: letting the reconciles in flight finish");
                 if let Some(stop) = stop.take() {
                     let _ = stop.send(());
                 }
+                if let Some(stop) = stop_restores.take() {
+                    let _ = stop.send(());
+                }
             }
             () = &mut synced => {}
             () = &mut grant_status => {}
         }
+    }
+    if let Some(stop) = stop_restores.take() {
+        let _ = stop.send(());
+    }
+    if !restores_done {
+        restores.await;
     }
     health.set_watching(false);
     info!("controller stopped");

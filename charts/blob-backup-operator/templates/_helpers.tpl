@@ -112,6 +112,15 @@ The Secret mounted as a credential file for the auth modes that read one, as JSO
 - apiGroups: ["dataprotection.blobbackup.io"]
   resources: ["blobbackupinstances/status"]
   verbs: ["patch"]
+# - list, watch: the restore controller's watch; get: the fresh read every restore reconcile
+#   starts with (a restore is sent at most once: never decided on a stale copy). No patch: a
+#   BlobRestore has no finalizer.
+- apiGroups: ["dataprotection.blobbackup.io"]
+  resources: ["blobrestores"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["dataprotection.blobbackup.io"]
+  resources: ["blobrestores/status"]
+  verbs: ["patch"]
 # - create, patch: the events recorder (events.k8s.io/v1 only) creates Events and patches
 #   repeats into a series.
 - apiGroups: ["events.k8s.io"]

@@ -18,7 +18,7 @@ use super::error::{ArmError, AzureErrorDetail};
 use super::ids::{BackupInstanceId, VaultId};
 use super::models::{
     BackupInstance, BackupInstanceResource, BackupInstanceResourceList, CloudError,
-    OperationResource, PROPERTY_NAMES, RecoveryPointResourceList, SyncBackupInstanceRequest,
+    OperationResource, PROPERTY_NAMES, RecoveryPointResource, SyncBackupInstanceRequest,
     ValidateForBackupRequest, read_json,
 };
 use super::operation::{
@@ -26,6 +26,8 @@ use super::operation::{
     retry_after_from_headers,
 };
 use super::transport::{Oversize, redirect_host};
+
+mod restore;
 use super::{RequestObserver, operation_ids as ops};
 
 /// The default API version: the newest stable `Microsoft.DataProtection` version.
@@ -512,24 +514,8 @@ impl ArmClient {
         &self,
         id: &BackupInstanceId,
     ) -> Result<Option<jiff::Timestamp>, ArmError> {
-        let mut segments = id.path_segments();
-        segments.push("recoveryPoints");
-        let mut latest = None;
-        self.each_page(
-            ops::RECOVERY_POINTS_LIST,
-            self.url(&segments)?,
-            |page: RecoveryPointResourceList| {
-                latest = page
-                    .value
-                    .iter()
-                    .filter_map(|p| p.time())
-                    .chain(latest)
-                    .max();
-                page.next_link
-            },
-        )
-        .await?;
-        Ok(latest)
+        let points = self.recovery_points(id).await?;
+        Ok(points.iter().filter_map(RecoveryPointResource::time).max())
     }
 
     /// GETs `url` and each `nextLink` after it (on the ARM endpoint only), handing every page
@@ -665,6 +651,7 @@ impl ArmClient {
         let operation = poll_operation(&url);
         let response = self.send::<()>(operation, Method::GET, url, None).await?;
         let retry_after = retry_after_from_headers(&response.headers, SystemTime::now());
+        let job_id = job_id_of(&response.body);
         let status = match response.status {
             // 202 means still running; a body's status is kept only if it says so too.
             202 => {
@@ -682,6 +669,7 @@ impl ArmClient {
         Ok(Poll {
             status,
             retry_after,
+            job_id,
         })
     }
 
@@ -900,6 +888,25 @@ fn poll_body_status(response: &Response) -> Result<OperationStatus, ArmError> {
     })?;
     OperationStatus::from_operation_resource(&resource)
         .ok_or_else(|| response.decode_error("the operation status has no \"status\"".into()))
+}
+
+/// The job a poll answer names: `properties.jobId` (a status document) or `jobId` (an
+/// `OperationJobExtendedInfo`), property names in any casing.
+fn job_id_of(body: &[u8]) -> Option<String> {
+    fn field<'v>(value: &'v serde_json::Value, name: &str) -> Option<&'v serde_json::Value> {
+        value
+            .as_object()?
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    }
+    let document: serde_json::Value = serde_json::from_slice(body).ok()?;
+    field(&document, "properties")
+        .and_then(|properties| field(properties, "jobId"))
+        .or_else(|| field(&document, "jobId"))?
+        .as_str()
+        .filter(|id| !id.trim().is_empty())
+        .map(str::to_string)
 }
 
 /// The start of a long-running call from its first answer.

@@ -53,7 +53,7 @@ pub mod operation_ids {
     pub const OPERATION_RESULT: &str = "OperationResult_Get";
 
     /// Every operationId above (the metrics' known label values).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 14] = [
         VALIDATE_FOR_BACKUP,
         CREATE_OR_UPDATE,
         GET,
@@ -64,9 +64,21 @@ pub mod operation_ids {
         OPERATION_STATUS,
         OPERATION_RESULT,
         RECOVERY_POINTS_LIST,
+        FIND_RESTORABLE_TIME_RANGES,
+        VALIDATE_FOR_RESTORE,
+        TRIGGER_RESTORE,
+        JOBS_GET,
     ];
     /// GET the recovery points of a backup instance (each page).
     pub const RECOVERY_POINTS_LIST: &str = "RecoveryPoints_List";
+    /// POST `.../findRestorableTimeRanges`.
+    pub const FIND_RESTORABLE_TIME_RANGES: &str = "RestorableTimeRanges_Find";
+    /// POST `.../validateRestore`.
+    pub const VALIDATE_FOR_RESTORE: &str = "BackupInstances_ValidateForRestore";
+    /// POST `.../restore`.
+    pub const TRIGGER_RESTORE: &str = "BackupInstances_TriggerRestore";
+    /// GET `.../backupVaults/{vault}/backupJobs/{jobId}`.
+    pub const JOBS_GET: &str = "Jobs_Get";
 }
 
 /// Receives one report per HTTP request to ARM (telemetry implements it).

@@ -70,6 +70,21 @@ pub const SPEC_PROPERTY_NAMES: &[&str] = &[
     "jobId",
     "backupInstance",
     "syncType",
+    "restorableTimeRanges",
+    "sourceDataStoreType",
+    "recoveryPointId",
+    "restoreTargetInfo",
+    "sourceResourceId",
+    "recoveryOption",
+    "restoreLocation",
+    "restoreCriteria",
+    "minMatchingValue",
+    "maxMatchingValue",
+    "itemPath",
+    "isPathRelativeToBackupItem",
+    "subItemPathPrefix",
+    "restoreRequestObject",
+    "operation",
 ];
 
 /// The names of these models, for reading Azure's answers in any casing; `tags` keys are user
@@ -81,6 +96,9 @@ pub static PROPERTY_NAMES: std::sync::LazyLock<PropertyNames> =
 pub fn read_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> serde_json::Result<T> {
     PROPERTY_NAMES.from_slice(text)
 }
+
+mod restore;
+pub use restore::*;
 
 /// `datasourceType` of blobs in a storage account.
 pub const BLOB_DATASOURCE_TYPE: &str = "Microsoft.Storage/storageAccounts/blobServices";
@@ -157,6 +175,9 @@ pub struct RecoveryPointResource {
     /// The recovery point's ARM ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The recovery point's name, what a restore names it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Its properties (`AzureBackupDiscreteRecoveryPoint` for vaulted blob backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub properties: Option<RecoveryPointProperties>,
@@ -178,20 +199,30 @@ impl RecoveryPointResource {
     /// The time of the backup, when Azure gave one that reads as a date-time (Azure's own
     /// examples use `Z`; .NET may leave the zone out, which means UTC).
     pub fn time(&self) -> Option<jiff::Timestamp> {
-        let text = self
-            .properties
-            .as_ref()?
-            .recovery_point_time
-            .as_deref()?
-            .trim();
-        text.parse::<jiff::Timestamp>().ok().or_else(|| {
-            let civil: jiff::civil::DateTime = text.parse().ok()?;
-            civil
-                .to_zoned(jiff::tz::TimeZone::UTC)
-                .ok()
-                .map(|z| z.timestamp())
-        })
+        parse_azure_time(self.properties.as_ref()?.recovery_point_time.as_deref()?)
     }
+
+    /// The recovery point's name (what a restore names it by): `name`, else the last segment
+    /// of `id`.
+    pub fn point_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or_else(|| self.id.as_deref()?.rsplit('/').next())
+            .filter(|name| !name.is_empty())
+    }
+}
+
+/// A time as Azure prints it: RFC 3339 (its examples use `Z`), or without a zone, which .NET
+/// does and which means UTC.
+pub fn parse_azure_time(text: &str) -> Option<jiff::Timestamp> {
+    let text = text.trim();
+    text.parse::<jiff::Timestamp>().ok().or_else(|| {
+        let civil: jiff::civil::DateTime = text.parse().ok()?;
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
+    })
 }
 
 /// A backup instance (`BackupInstance`): what to protect, with which policy, and (read-only)
@@ -256,16 +287,7 @@ impl BackupInstance {
         policy: &PolicyId,
         vaulted_containers: Option<&[String]>,
     ) -> Self {
-        let data_source_info = Datasource {
-            datasource_type: Some(BLOB_DATASOURCE_TYPE.to_string()),
-            object_type: Some("Datasource".to_string()),
-            resource_id: account.to_string(),
-            resource_location: Some(location.to_string()),
-            resource_name: Some(account.name().to_string()),
-            resource_type: Some(STORAGE_ACCOUNT_RESOURCE_TYPE.to_string()),
-            resource_uri: Some(account.to_string()),
-            resource_properties: None,
-        };
+        let data_source_info = Datasource::for_blob_account(account, location);
         let data_source_set_info = Datasource {
             object_type: Some("DatasourceSet".to_string()),
             ..data_source_info.clone()
@@ -350,6 +372,23 @@ pub struct Datasource {
     /// Data-source specific properties (unused for blobs; kept as sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_properties: Option<Value>,
+}
+
+impl Datasource {
+    /// The blob service of `account` in `location` (`resourceUri` is the account ID, as the
+    /// examples send it).
+    pub fn for_blob_account(account: &StorageAccountId, location: &str) -> Self {
+        Self {
+            datasource_type: Some(BLOB_DATASOURCE_TYPE.to_string()),
+            object_type: Some("Datasource".to_string()),
+            resource_id: account.to_string(),
+            resource_location: Some(location.to_string()),
+            resource_name: Some(account.name().to_string()),
+            resource_type: Some(STORAGE_ACCOUNT_RESOURCE_TYPE.to_string()),
+            resource_uri: Some(account.to_string()),
+            resource_properties: None,
+        }
+    }
 }
 
 /// A data source set (`DatasourceSet`): the same wire shape as [`Datasource`], objectType
@@ -679,6 +718,7 @@ mod tests {
             serde_json::to_value(RecoveryPointResourceList {
                 value: vec![RecoveryPointResource {
                     id: Some("i".into()),
+                    name: Some("n".into()),
                     properties: Some(RecoveryPointProperties {
                         object_type: "o".into(),
                         recovery_point_time: Some("t".into()),
@@ -708,6 +748,32 @@ mod tests {
             serde_json::to_value(SyncBackupInstanceRequest {
                 sync_type: Some("s".into()),
             }),
+            serde_json::to_value(FindRestorableTimeRangesRequest {
+                source_data_store_type: "s".into(),
+                start_time: Some("t".into()),
+                end_time: Some("t".into()),
+            }),
+            serde_json::to_value(FindRestorableTimeRangesResponseResource {
+                properties: Some(FindRestorableTimeRangesResponse {
+                    restorable_time_ranges: vec![RestorableTimeRange {
+                        start_time: "t".into(),
+                        end_time: "t".into(),
+                        object_type: Some("o".into()),
+                    }],
+                    object_type: Some("o".into()),
+                }),
+            }),
+            serde_json::to_value(JobResource {
+                id: Some("i".into()),
+                name: Some("n".into()),
+                properties: Some(Job {
+                    status: Some("s".into()),
+                    operation: Some("o".into()),
+                    start_time: Some("t".into()),
+                    end_time: Some("t".into()),
+                    error_details: vec![user_error.clone()],
+                }),
+            }),
         ];
         for document in documents {
             let document = document.unwrap();
@@ -715,6 +781,40 @@ mod tests {
                 PROPERTY_NAMES.unknown_keys(&document),
                 Vec::<String>::new(),
                 "{document}"
+            );
+        }
+        // A restore's target spells datasourceInfo with a small s, where a backup instance
+        // has dataSourceInfo: the one name known in another casing (read back in either).
+        let account: StorageAccountId =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a"
+                .parse()
+                .unwrap();
+        let target = BlobRestoreTarget {
+            source: account.clone(),
+            target: account,
+            location: "l".into(),
+            containers: vec!["c".into()],
+            prefixes: vec!["c/p".into()],
+        };
+        for point in [
+            RestoreSource::PointInTime(jiff::Timestamp::UNIX_EPOCH),
+            RestoreSource::RecoveryPoint("r".into()),
+        ] {
+            let request = RestoreRequest::for_blobs(&point, &target);
+            let document = serde_json::to_value(ValidateRestoreRequest {
+                restore_request_object: request.clone(),
+            })
+            .unwrap();
+            assert_eq!(
+                PROPERTY_NAMES.unknown_keys(&document),
+                ["datasourceInfo", "datasourceSetInfo"],
+                "{document}"
+            );
+            assert_eq!(
+                read_json::<ValidateRestoreRequest>(document.to_string().as_bytes())
+                    .unwrap()
+                    .restore_request_object,
+                request
             );
         }
     }

@@ -26,17 +26,23 @@ pub enum OperationAction {
     StopProtection,
     // POST sync.
     Sync,
+    // POST validateRestore (a BlobRestore).
+    ValidateRestore,
+    // POST restore (a BlobRestore).
+    Restore,
 }
 
 impl OperationAction {
     /// Every action, in declaration order.
-    pub const ALL: [OperationAction; 6] = [
+    pub const ALL: [OperationAction; 8] = [
         OperationAction::Validate,
         OperationAction::Create,
         OperationAction::Update,
         OperationAction::Delete,
         OperationAction::StopProtection,
         OperationAction::Sync,
+        OperationAction::ValidateRestore,
+        OperationAction::Restore,
     ];
 
     /// The variant's name, as serde writes it (`Validate`, `StopProtection`, ...).
@@ -48,6 +54,8 @@ impl OperationAction {
             Self::Delete => "Delete",
             Self::StopProtection => "StopProtection",
             Self::Sync => "Sync",
+            Self::ValidateRestore => "ValidateRestore",
+            Self::Restore => "Restore",
         }
     }
 }
@@ -260,6 +268,9 @@ pub struct Poll {
     pub status: OperationStatus,
     /// Azure's `Retry-After` on this answer.
     pub retry_after: Option<Duration>,
+    /// The job the operation created (`properties.jobId` of a status document, `jobId` of an
+    /// `operationResults` answer), when the answer names one: a restore's job.
+    pub job_id: Option<String>,
 }
 
 /// A header's value, trimmed; `None` when absent, empty or not text.

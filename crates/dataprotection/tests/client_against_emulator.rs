@@ -12,6 +12,9 @@ use dataprotection::{
     BackupInstanceId, BackupInstanceResource, ErrorClass, LroStart, OperationHandle,
     OperationStatus, PolicyId, StorageAccountId, VaultId, operation_ids as ops,
 };
+use dataprotection::{
+    BlobRestoreTarget, JobState, OperationJobExtendedInfo, RestoreRequest, RestoreSource,
+};
 use url::Url;
 use vault_emulator::{
     DEFAULT_PRINCIPAL_ID, DEFAULT_STORAGE_ACCOUNT_ID, DEFAULT_SUBSCRIPTION, DEFAULT_VAULT_ID,
@@ -1221,6 +1224,200 @@ async fn malformed_and_empty_bodies_are_decode_errors_naming_the_operation() {
     ]);
     env.assert_counts(&expected);
 }
+
+/// A restore of `account`'s blobs in place.
+fn restore_in_place(account: &str, containers: &[&str], prefixes: &[&str]) -> BlobRestoreTarget {
+    BlobRestoreTarget {
+        source: account_id(account),
+        target: account_id(account),
+        location: "westus".into(),
+        containers: containers.iter().map(|c| c.to_string()).collect(),
+        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+impl Env {
+    /// Polls a restore's operation to success; the job it names.
+    async fn restore_job(&self, start: LroStart<OperationJobExtendedInfo>) -> String {
+        let (handle, _) = pending(start);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let poll = self
+                .client
+                .poll(&handle.poll_url, &poll_scope())
+                .await
+                .unwrap();
+            if poll.status.is_terminal() {
+                assert_eq!(poll.status, OperationStatus::Succeeded);
+                return poll.job_id.expect("a restore's operation names its job");
+            }
+            assert!(Instant::now() < deadline, "still {:?}", poll.status);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn job_state(&self, job: &str) -> JobState {
+        let job = self.client.job(&vault(), job).await.unwrap().expect("job");
+        job.properties.expect("properties").state()
+    }
+}
+
+#[tokio::test]
+async fn operational_restore_validates_runs_and_ends_in_a_completed_job() {
+    let env = Env::fast(V2026).await;
+    add_accounts(&env, &["opsacct"]);
+    let id = instance_id("bi-ops");
+    let before = jiff::Timestamp::now();
+    env.create(&id, &operational("opsacct")).await;
+    env.reset_counts();
+    let day = jiff::SignedDuration::from_hours(24);
+    // The range starts at the second after protection started: wait until it has begun.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ranges = loop {
+        let now = jiff::Timestamp::now();
+        let ranges = env
+            .client
+            .find_restorable_time_ranges(&id, now - day, now + day)
+            .await
+            .unwrap();
+        if !ranges.is_empty() || Instant::now() > deadline {
+            break ranges;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    env.reset_counts();
+    let start = dataprotection::parse_azure_time(&ranges[0].start_time).unwrap();
+    assert!(
+        start >= before - jiff::SignedDuration::from_secs(1),
+        "{start} {before}"
+    );
+    assert!(ranges[0].contains(start));
+    assert!(!ranges[0].contains(start - day));
+
+    let request = RestoreRequest::for_blobs(
+        &RestoreSource::PointInTime(start),
+        &restore_in_place("opsacct", &["images"], &["logs/2026/"]),
+    );
+    let validated = env.client.validate_restore(&id, &request).await.unwrap();
+    env.succeeds(&pending(validated).0).await;
+    let job = env
+        .restore_job(env.client.restore(&id, &request).await.unwrap())
+        .await;
+    assert_eq!(env.job_state(&job).await, JobState::Completed);
+
+    // A point before protection started is refused at once, and nothing runs.
+    let early = RestoreRequest::for_blobs(
+        &RestoreSource::PointInTime(start - day),
+        &restore_in_place("opsacct", &[], &[]),
+    );
+    let error = env.client.restore(&id, &early).await.unwrap_err();
+    let (operation, status, detail) = azure(&error);
+    assert_eq!((operation, status), (ops::TRIGGER_RESTORE, 400));
+    assert_eq!(detail.code, "UserErrorInvalidRecoveryPointInTime");
+    assert_eq!(error.class(), ErrorClass::NeedsPerson);
+    assert!(
+        env.client
+            .job(&vault(), "no-such-job")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    env.assert_counts(&[
+        (ops::VALIDATE_FOR_RESTORE, 202, 1),
+        (ops::TRIGGER_RESTORE, 202, 1),
+        (ops::TRIGGER_RESTORE, 400, 1),
+        (ops::OPERATION_STATUS, 200, 2),
+        (ops::JOBS_GET, 200, 1),
+        (ops::JOBS_GET, 404, 1),
+    ]);
+}
+
+#[tokio::test]
+async fn vaulted_restore_from_a_listed_recovery_point_and_a_failing_job() {
+    let env = Env::fast(V2026).await;
+    add_accounts(&env, &["vaultedacct", "otheracct"]);
+    let id = instance_id("bi-vaulted");
+    env.create(&id, &vaulted("vaultedacct", &["c1", "c2"]))
+        .await;
+    let points = env.client.recovery_points(&id).await.unwrap();
+    assert_eq!(points.len(), 1);
+    let point = RestoreSource::RecoveryPoint(points[0].point_name().unwrap().to_owned());
+
+    let request = RestoreRequest::for_blobs(
+        &point,
+        &restore_in_place("vaultedacct", &["c1"], &["c1/2026/"]),
+    );
+    let job = env
+        .restore_job(env.client.restore(&id, &request).await.unwrap())
+        .await;
+    assert_eq!(env.job_state(&job).await, JobState::Completed);
+
+    // The next job fails, with the error the admin API armed.
+    env.emulator
+        .admin()
+        .fail_next_restore("UserErrorTargetContainersExistOnAccount", "c1 exists");
+    let job = env
+        .restore_job(env.client.restore(&id, &request).await.unwrap())
+        .await;
+    match env.job_state(&job).await {
+        JobState::Failed(detail) => {
+            assert_eq!(detail.code, "UserErrorTargetContainersExistOnAccount");
+            assert_eq!(detail.message, "c1 exists");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Refused at once: an unknown recovery point; prefixes into another account; a container
+    // that is not backed up.
+    let refused = |point: &RestoreSource, target: BlobRestoreTarget| {
+        RestoreRequest::for_blobs(point, &target)
+    };
+    let elsewhere = BlobRestoreTarget {
+        target: account_id("otheracct"),
+        ..restore_in_place("vaultedacct", &["c1"], &["c1/2026/"])
+    };
+    for (request, code) in [
+        (
+            refused(
+                &RestoreSource::RecoveryPoint("rp-99".into()),
+                restore_in_place("vaultedacct", &[], &[]),
+            ),
+            "UserErrorRestorePointNotFoundInBackupVault",
+        ),
+        (refused(&point, elsewhere), INVALID_PARAMETER),
+        (
+            refused(&point, restore_in_place("vaultedacct", &["c9"], &[])),
+            INVALID_PARAMETER,
+        ),
+    ] {
+        let error = env
+            .client
+            .validate_restore(&id, &request)
+            .await
+            .unwrap_err();
+        assert_eq!(azure(&error).2.code, code);
+    }
+
+    // Without the vault's role on the target account, the validation fails (and says so).
+    let elsewhere = BlobRestoreTarget {
+        target: account_id("otheracct"),
+        ..restore_in_place("vaultedacct", &["c2"], &[])
+    };
+    env.emulator
+        .admin()
+        .revoke_role(&account_id("otheracct").to_string())
+        .unwrap();
+    let start = env
+        .client
+        .validate_restore(&id, &RestoreRequest::for_blobs(&point, &elsewhere))
+        .await
+        .unwrap();
+    let (status, _) = env.finish(&pending(start).0.poll_url).await;
+    assert_eq!(failed(status).code, MISSING_PERMISSIONS);
+}
+
+const INVALID_PARAMETER: &str = "UserErrorInvalidParameterInRequest";
 
 /// The owner tags go out in the PUT body and come back on GET; an api-version without tags
 /// refuses to send them before any request (Azure would drop them silently).

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use blob_backup_operator::api::{
-    BlobBackupInstance, BlobBackupInstanceSpec, ConditionStatus, DeletionPolicy, PolicyRef,
-    StorageAccountRef, VaultRef, condition_type,
+    BackupInstanceRef, BlobBackupInstance, BlobBackupInstanceSpec, BlobRestore, BlobRestoreSpec,
+    ConditionStatus, DeletionPolicy, PolicyRef, RestorePhase, StorageAccountRef, VaultRef,
+    condition_type,
 };
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -36,6 +37,9 @@ use crate::real_cluster;
 
 /// The calls one instance needs at least: validate + its poll, PUT + its poll, one GET.
 pub const MINIMUM_REQUESTS_PER_INSTANCE: f64 = 5.0;
+/// The calls one restore needs at least: the restorable ranges, validateRestore + its poll,
+/// restore + its poll, one GET of its job.
+pub const MINIMUM_REQUESTS_PER_RESTORE: f64 = 6.0;
 const WRITE_OPERATIONS: [&str; 5] = [
     "BackupInstances_ValidateForBackup",
     "BackupInstances_CreateOrUpdate",
@@ -87,6 +91,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Run the steady-state resync window after all are Ready.
     pub steady_state: bool,
+    /// BlobRestores created (one per instance, from the first) once all are Ready.
+    pub restores: usize,
     /// Where the operator's logs go.
     pub work_dir: PathBuf,
 }
@@ -162,9 +168,23 @@ pub struct Report {
     pub restarts: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unexpected_exits: Option<usize>,
+    /// With restores: how many, how many Succeeded, seconds from their creation until all
+    /// had, and Azure requests per restore against the minimum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restores: Option<RestoreReport>,
     /// Resources that never reached Ready, with their Ready reason (at most 20).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ready: Vec<String>,
+}
+
+/// What the restores of a run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub restores: usize,
+    pub succeeded: usize,
+    pub seconds_to_all_succeeded: f64,
+    pub azure_requests_per_restore: f64,
+    pub minimum_requests_per_restore: f64,
 }
 
 /// The knobs of the run, echoed in the report.
@@ -273,6 +293,25 @@ fn instance_name(index: usize) -> String {
     format!("bbi-{index:05}")
 }
 
+/// A restore of instance `index` to `point` (a time it has been protected at).
+fn restore(index: usize, point: jiff::Timestamp) -> BlobRestore {
+    let mut object = BlobRestore::new(
+        &format!("bbr-{index:05}"),
+        BlobRestoreSpec {
+            backup_instance_ref: BackupInstanceRef {
+                name: instance_name(index),
+            },
+            point_in_time: Some(point.to_string()),
+            recovery_point: None,
+            containers: None,
+            prefixes: None,
+            target_storage_account: None,
+        },
+    );
+    object.metadata.namespace = Some(NAMESPACE.to_owned());
+    object
+}
+
 fn resource(index: usize, subscriptions: usize) -> BlobBackupInstance {
     let mut object = BlobBackupInstance::new(
         &instance_name(index),
@@ -368,7 +407,14 @@ impl Cluster {
         }
     }
 
-    async fn create(&self, objects: Vec<BlobBackupInstance>) -> anyhow::Result<()> {
+    async fn create<K>(&self, objects: Vec<K>) -> anyhow::Result<()>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + std::fmt::Debug,
+    {
         match self {
             Self::Fake(fake) => {
                 for object in objects {
@@ -379,7 +425,7 @@ impl Cluster {
                 Ok(())
             }
             Self::Real { client, .. } => {
-                let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
+                let api: Api<K> = Api::namespaced(client.clone(), NAMESPACE);
                 let results: Vec<_> = futures::stream::iter(objects)
                     .map(|object| {
                         let api = api.clone();
@@ -406,6 +452,28 @@ impl Cluster {
             } => format!("envtest (kube-apiserver {})", env.version()),
             Self::Real { _envtest: None, .. } => "kubeconfig".to_owned(),
         }
+    }
+
+    /// How many BlobRestores have Succeeded.
+    async fn restores_succeeded(&self) -> anyhow::Result<usize> {
+        let phases: Vec<Option<RestorePhase>> = match self {
+            Self::Fake(fake) => fake
+                .list("blobrestores")
+                .into_iter()
+                .map(|o| serde_json::from_value(o["status"]["phase"].clone()).ok())
+                .collect(),
+            Self::Real { client, .. } => Api::<BlobRestore>::namespaced(client.clone(), NAMESPACE)
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .map(|r| r.status.and_then(|s| s.phase))
+                .collect(),
+        };
+        Ok(phases
+            .iter()
+            .filter(|p| **p == Some(RestorePhase::Succeeded))
+            .count())
     }
 
     fn fake(&self) -> Option<&FakeApiServer> {
@@ -460,7 +528,16 @@ impl Cluster {
 async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = BlobBackupInstance::crd();
+    for crd in [BlobBackupInstance::crd(), BlobRestore::crd()] {
+        install(&crds, crd).await?;
+    }
+    Ok(())
+}
+
+async fn install(
+    crds: &Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> anyhow::Result<()> {
     let name = crd.name_any();
     crds.patch(
         &name,
@@ -1017,6 +1094,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         None
     };
 
+    let restores = if options.restores > 0 && all_ready.is_some() {
+        Some(run_restores(options, &cluster, &admin).await?)
+    } else {
+        None
+    };
+
     // (name, state now, whether it ever was Ready)
     let snapshot: Vec<(String, Seen, bool)> = {
         let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -1131,6 +1214,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         panics: faulted.then_some(panics),
         restarts: faulted.then_some(restarts),
         unexpected_exits: faulted.then_some(operator.unexpected_exits),
+        restores,
         not_ready,
     };
     emulator.shutdown().await;
@@ -1138,6 +1222,39 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         fake.shutdown().await;
     }
     Ok(report)
+}
+
+/// Creates `options.restores` BlobRestores (of the first instances, to a second after all
+/// were Ready: in every instance's restorable range) and waits until all have Succeeded.
+async fn run_restores(
+    options: &Options,
+    cluster: &Cluster,
+    admin: &vault_emulator::EmulatorAdmin,
+) -> anyhow::Result<RestoreReport> {
+    let n = options.restores.min(options.instances);
+    // Restorable ranges start at a whole second after protection started.
+    let point = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    admin.reset_counts();
+    let started = Instant::now();
+    cluster
+        .create((1..=n).map(|i| restore(i, point)).collect())
+        .await?;
+    let deadline = started + options.timeout;
+    let mut succeeded = 0;
+    while succeeded < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        succeeded = cluster.restores_succeeded().await?;
+    }
+    let requests = total(&admin.request_counts(), |_, _| true);
+    let per_restore = requests as f64 / n.max(1) as f64;
+    Ok(RestoreReport {
+        restores: n,
+        succeeded,
+        seconds_to_all_succeeded: started.elapsed().as_secs_f64(),
+        azure_requests_per_restore: per_restore,
+        minimum_requests_per_restore: MINIMUM_REQUESTS_PER_RESTORE,
+    })
 }
 
 /// The report as an aligned two-column table.
@@ -1258,6 +1375,23 @@ pub fn table(report: &Report) -> String {
             row(key, v.to_string());
         }
     }
+    if let Some(r) = &report.restores {
+        row(
+            "restores (Succeeded)",
+            format!("{} ({})", r.restores, r.succeeded),
+        );
+        row(
+            "  seconds to all Succeeded",
+            format!("{:.2}", r.seconds_to_all_succeeded),
+        );
+        row(
+            "  Azure requests / restore (minimum)",
+            format!(
+                "{:.2} ({})",
+                r.azure_requests_per_restore, r.minimum_requests_per_restore
+            ),
+        );
+    }
     for name in &report.not_ready {
         row("not ready", name.clone());
     }
@@ -1322,6 +1456,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             steady_state: true,
             work_dir: PathBuf::new(),
+            restores: 0,
         };
         let wait = |n, s| cleanup_wait(&options(n, s), Duration::from_secs(1)).as_secs_f64();
         // 3,000 deletes: (3000 - 200) / 10 + 1 = 281 s, twice, plus a minute; not 2 minutes.

@@ -17,7 +17,7 @@
 //! [`FakeApiServer::client`] talks to it exactly as to a real apiserver, and a separate operator
 //! process can use it through [`FakeApiServer::write_kubeconfig`]. Objects are kept as JSON,
 //! keyed by resource, namespace and name; resources come from a small table
-//! ([`default_resources`]: `blobbackupinstances.dataprotection.blobbackup.io/v1alpha1`, core/v1
+//! ([`default_resources`]: `blobbackupinstances` and `blobrestores` of `dataprotection.blobbackup.io/v1alpha1`, core/v1
 //! and events.k8s.io/v1 `events`, `coordination.k8s.io/v1` `leases`, core/v1 `namespaces`).
 //!
 //! What behaves as in a real apiserver:
@@ -169,6 +169,17 @@ pub fn default_resources() -> Vec<ResourceType> {
                 "v1alpha1",
                 "blobbackupinstances",
                 "BlobBackupInstance",
+                true,
+                true,
+            )
+        },
+        ResourceType {
+            custom: true,
+            ..builtin(
+                "dataprotection.blobbackup.io",
+                "v1alpha1",
+                "blobrestores",
+                "BlobRestore",
                 true,
                 true,
             )

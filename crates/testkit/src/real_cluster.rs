@@ -38,6 +38,7 @@ pub fn envtest_options() -> Options {
         service_account: ServiceAccount::new(OPERATOR_NAMESPACE, OPERATOR_NAME),
         crds: vec![
             repo().join("crds/blobbackupinstances.yaml"),
+            repo().join("crds/blobrestores.yaml"),
             repo().join("crds/backupvaultgrants.yaml"),
         ],
     }

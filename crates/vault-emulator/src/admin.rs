@@ -127,6 +127,12 @@ impl EmulatorAdmin {
             .set_protection_error(instance_id, code, message, Instant::now())
     }
 
+    /// Makes the job of the next restore end `Failed` with this error (the restore request
+    /// itself is accepted, as Azure accepts one that fails later).
+    pub fn fail_next_restore(&self, code: &str, message: &str) {
+        self.shared.lock().fail_next_restore(code, message);
+    }
+
     /// Adds storage accounts (or replaces ones with the same id); returns how many.
     pub fn add_storage_accounts(
         &self,
@@ -248,6 +254,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/role-assignments", post(grant).delete(revoke))
         .route("/instances", get(instances).delete(delete_instance))
         .route("/protection-error", post(protection_error))
+        .route("/restore-failure", post(restore_failure))
         .route("/storage-accounts", post(storage_accounts))
         .route(
             "/external-protections",
@@ -259,7 +266,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
 
 async fn unknown_admin_route() -> AdminResult {
     Err(EmulatorError::NotFound(
-        "admin route; the admin API has /_emulator/ requests, reset, role-assignments, instances, protection-error, storage-accounts, external-protections and settings".into(),
+        "admin route; the admin API has /_emulator/ requests, reset, role-assignments, instances, protection-error, restore-failure, storage-accounts, external-protections and settings".into(),
     )
     .into())
 }
@@ -352,6 +359,19 @@ async fn protection_error(State(shared): State<Arc<Shared>>, body: Bytes) -> Adm
         None => admin.set_protection_error(&request.instance_id, &request.code)?,
     }
     ok(json!({"instanceId": request.instance_id, "code": request.code}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RestoreFailure {
+    code: String,
+    message: String,
+}
+
+async fn restore_failure(State(shared): State<Arc<Shared>>, body: Bytes) -> AdminResult {
+    let request: RestoreFailure = parse(&body)?;
+    admin(shared).fail_next_restore(&request.code, &request.message);
+    ok(json!({"code": request.code}))
 }
 
 /// One account or a list of them.

@@ -288,6 +288,9 @@ pub struct OperationResource {
     pub error: Option<ErrorBody>,
     pub start_time: String,
     pub end_time: String,
+    /// `OperationJobExtendedInfo` naming the job the operation created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Value>,
 }
 
 /// `OperationJobExtendedInfo` (2021-01-01 answers it without `objectType`).

@@ -130,7 +130,9 @@ fn outcome_reply(outcome: Outcome) -> Reply {
         }
         Outcome::Instance(instance) => Reply::json(StatusCode::OK, &instance),
         Outcome::InstancePage(page) => Reply::json(StatusCode::OK, &page),
-        Outcome::RecoveryPointPage(page) => Reply::json(StatusCode::OK, &page),
+        Outcome::RecoveryPointPage(page)
+        | Outcome::RestorableTimeRanges(page)
+        | Outcome::BackupJob(page) => Reply::json(StatusCode::OK, &page),
         Outcome::OperationStatus(status) => Reply::json(StatusCode::OK, &status),
         Outcome::InstanceResult(instance) => match instance {
             Some(instance) => Reply::json(StatusCode::OK, &instance),

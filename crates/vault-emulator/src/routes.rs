@@ -98,8 +98,17 @@ enum Route {
     StopProtection(KeyedId, String),
     Sync(KeyedId, String),
     RecoveryPoints(KeyedId, String),
-    OperationStatus { subscription: String, id: String },
-    OperationResult { subscription: String, id: String },
+    /// findRestorableTimeRanges, validateRestore or restore (by its operationId).
+    Restore(KeyedId, String, &'static str),
+    Job(KeyedId, String),
+    OperationStatus {
+        subscription: String,
+        id: String,
+    },
+    OperationResult {
+        subscription: String,
+        id: String,
+    },
     Unknown,
 }
 
@@ -140,6 +149,7 @@ impl Route {
             [a, name] if is(a, "backupInstances") && !name.is_empty() => {
                 Self::Instance(vault, (*name).to_owned())
             }
+            [a, id] if is(a, "backupJobs") && !id.is_empty() => Self::Job(vault, (*id).to_owned()),
             [a, name, action] if is(a, "backupInstances") && !name.is_empty() => {
                 if is(action, "recoveryPoints") {
                     Self::RecoveryPoints(vault, (*name).to_owned())
@@ -147,6 +157,8 @@ impl Route {
                     Self::StopProtection(vault, (*name).to_owned())
                 } else if is(action, "sync") {
                     Self::Sync(vault, (*name).to_owned())
+                } else if let Some(operation) = restore_operation(action) {
+                    Self::Restore(vault, (*name).to_owned(), operation)
                 } else {
                     Self::Unknown
                 }
@@ -166,6 +178,8 @@ impl Route {
             (Self::StopProtection(..), "POST") => operation_ids::STOP_PROTECTION,
             (Self::Sync(..), "POST") => operation_ids::SYNC,
             (Self::RecoveryPoints(..), "GET") => operation_ids::RECOVERY_POINTS_LIST,
+            (Self::Restore(.., operation), "POST") => operation,
+            (Self::Job(..), "GET") => operation_ids::JOBS_GET,
             (Self::OperationStatus { .. }, "GET") => operation_ids::OPERATION_STATUS,
             (Self::OperationResult { .. }, "GET") => operation_ids::OPERATION_RESULT,
             _ => return None,
@@ -178,7 +192,9 @@ impl Route {
             Self::Instance(vault, name) if matches!(*method, Method::PUT | Method::DELETE) => {
                 Some((vault, name))
             }
-            Self::StopProtection(vault, name) | Self::Sync(vault, name)
+            Self::StopProtection(vault, name)
+            | Self::Sync(vault, name)
+            | Self::Restore(vault, name, operation_ids::TRIGGER_RESTORE)
                 if *method == Method::POST =>
             {
                 Some((vault, name))
@@ -194,12 +210,29 @@ impl Route {
             | Self::Instance(v, _)
             | Self::StopProtection(v, _)
             | Self::Sync(v, _)
-            | Self::RecoveryPoints(v, _) => &v.subscription,
+            | Self::RecoveryPoints(v, _)
+            | Self::Restore(v, ..)
+            | Self::Job(v, _) => &v.subscription,
             Self::OperationStatus { subscription, .. }
             | Self::OperationResult { subscription, .. } => subscription,
             Self::Unknown => "",
         }
     }
+}
+
+/// The operationId of a restore action on a backup instance.
+fn restore_operation(action: &str) -> Option<&'static str> {
+    [
+        (
+            "findRestorableTimeRanges",
+            operation_ids::FIND_RESTORABLE_TIME_RANGES,
+        ),
+        ("validateRestore", operation_ids::VALIDATE_FOR_RESTORE),
+        ("restore", operation_ids::TRIGGER_RESTORE),
+    ]
+    .into_iter()
+    .find(|(name, _)| action.eq_ignore_ascii_case(name))
+    .map(|(_, operation)| operation)
 }
 
 /// Serves every non-admin request.
@@ -280,7 +313,7 @@ async fn respond(
             ErrorBody::arm(
                 "InvalidResourceType",
                 format!(
-                    "The resource type of '{}' could not be found in the namespace 'Microsoft.DataProtection' for api version '{api_version}'. The emulator serves validateForBackup, backupInstances (GET, PUT, DELETE, list, stopProtection and sync; the last two from 2025-07-01) and locations/{{location}}/operationStatus|operationResults.",
+                    "The resource type of '{}' could not be found in the namespace 'Microsoft.DataProtection' for api version '{api_version}'. The emulator serves validateForBackup, backupInstances (GET, PUT, DELETE, list, stopProtection and sync, the last two from 2025-07-01; recoveryPoints, findRestorableTimeRanges, validateRestore and restore), backupJobs/{{id}} and locations/{{location}}/operationStatus|operationResults.",
                     parts.uri.path()
                 ),
             ),
@@ -371,6 +404,14 @@ async fn respond(
             let token = query_param(query, "$skipToken");
             state.list_recovery_points(&ctx, vault, name, token.as_deref())
         }
+        Route::Restore(vault, name, operation) => match *operation {
+            operation_ids::FIND_RESTORABLE_TIME_RANGES => {
+                state.find_restorable_time_ranges(&ctx, vault, name, &body)
+            }
+            operation_ids::VALIDATE_FOR_RESTORE => state.validate_restore(&ctx, vault, name, &body),
+            _ => state.trigger_restore(&ctx, vault, name, &body),
+        },
+        Route::Job(vault, id) => state.get_job(&ctx, vault, id),
         Route::OperationStatus { subscription, id } => {
             state.operation_status(&ctx, subscription, id)
         }

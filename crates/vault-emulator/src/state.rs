@@ -24,6 +24,8 @@ use super::model::{
     ValidateForBackupRequest, already_protected, missing_permissions, parse_body,
 };
 
+mod restore;
+
 const INSTANCE_TYPE: &str = "Microsoft.DataProtection/backupVaults/backupInstances";
 const RECOVERY_POINT_TYPE: &str =
     "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints";
@@ -78,6 +80,10 @@ pub(crate) enum Outcome {
     InstancePage(BackupInstanceResourceList),
     /// A page of recovery points (the emulator has no model of them beyond this document).
     RecoveryPointPage(Value),
+    /// The restorable time ranges of an instance (a document, as the recovery points).
+    RestorableTimeRanges(Value),
+    /// A backup job (a document, as the recovery points).
+    BackupJob(Value),
     OperationStatus(OperationResource),
     /// The result of a finished create or update: the instance (`None`: gone since).
     InstanceResult(Option<BackupInstanceResource>),
@@ -247,6 +253,7 @@ pub(crate) struct State {
     rng: fastrand::Rng,
     /// First half of every operation id (Azure's ids are base64 of `guid;guid`).
     emulator_guid: uuid::Uuid,
+    restores: restore::Restores,
 }
 
 /// The ARM path of an operation's `kind` document (operationStatus or operationResults).
@@ -289,11 +296,28 @@ fn settle(instance: &mut Instance, now: Instant) -> bool {
         (OperationAction::StopProtection, None) => instance.phase = Phase::Stopped,
         (OperationAction::Sync, None) => instance.protection_error = None,
         (
-            OperationAction::StopProtection | OperationAction::Sync | OperationAction::Validate,
+            OperationAction::StopProtection
+            | OperationAction::Sync
+            | OperationAction::Validate
+            | OperationAction::ValidateRestore
+            | OperationAction::Restore,
             _,
         ) => {}
     }
     false
+}
+
+/// How many recovery points a vaulted instance has taken by `now` (one when protection was
+/// configured, one every [`BACKUP_INTERVAL`] since); 0 for operational ones. `rp-{n}` names
+/// the n-th, the newest [`RETAINED_RECOVERY_POINTS`] of them are kept.
+fn recovery_points_taken(instance: &Instance, now: Instant) -> u64 {
+    instance
+        .protected_since
+        .filter(|_| instance.vaulted)
+        .map_or(0, |since| {
+            let elapsed = now.saturating_duration_since(since);
+            (elapsed.as_secs() / BACKUP_INTERVAL.as_secs()).saturating_add(1)
+        })
 }
 
 /// The resource as GET shows it.
@@ -402,6 +426,7 @@ impl State {
             buckets: HashMap::new(),
             rng: fastrand::Rng::with_seed(config.behavior.faults.seed),
             emulator_guid: uuid::Uuid::new_v4(),
+            restores: restore::Restores::default(),
         };
         for vault in &config.vaults {
             let Ok(id) = parse_vault_id(&vault.id) else {
@@ -914,10 +939,7 @@ impl State {
             return Err(instance_not_found(vault, name));
         };
         let since = instance.protected_since.filter(|_| instance.vaulted);
-        let taken = since.map_or(0, |since| {
-            let elapsed = ctx.now.saturating_duration_since(since);
-            (elapsed.as_secs() / BACKUP_INTERVAL.as_secs()).saturating_add(1)
-        });
+        let taken = recovery_points_taken(instance, ctx.now);
         let skip: u64 = skip_token.and_then(|t| t.parse().ok()).unwrap_or(0);
         let listed = taken.min(RETAINED_RECOVERY_POINTS);
         let mut value = Vec::new();
@@ -1096,6 +1118,9 @@ impl State {
             error,
             start_time: start_time(op.start_wall),
             end_time: end,
+            // A restore names its job once Azure has created it.
+            properties: (done && op.failure.is_none() && op.kind == OperationAction::Restore)
+                .then(|| json!({"objectType": "OperationJobExtendedInfo", "jobId": op.job_id})),
         }))
     }
 
@@ -1121,9 +1146,11 @@ impl State {
                     self.live(&key, ctx.now).map(|i| view_at(i, ctx)),
                 ))
             }
-            OperationAction::Validate | OperationAction::StopProtection | OperationAction::Sync => {
-                Ok(Outcome::Job(job))
-            }
+            OperationAction::Validate
+            | OperationAction::StopProtection
+            | OperationAction::Sync
+            | OperationAction::ValidateRestore
+            | OperationAction::Restore => Ok(Outcome::Job(job)),
         }
     }
 

@@ -1419,6 +1419,110 @@ async fn bodies_use_the_official_field_names() {
     );
 }
 
+/// Restore answers in the official examples' field names: the restorable ranges, the restore's
+/// operation status naming its job, and the job itself (the required `AzureBackupJob`
+/// properties, no name the examples and the schema lack).
+#[tokio::test]
+async fn restore_bodies_use_the_official_field_names() {
+    let env = Env::fast().await;
+    let azure = |path: &str| fixture(&format!("azure/{path}"));
+    let created = env.put("ops", &instance("msblobbackup", None)).await;
+    env.finish(created.header("azure-asyncoperation")).await;
+    let ranges_url = env.vault_url("/backupInstances/ops/findRestorableTimeRanges", V2026);
+    let find = json!({"sourceDataStoreType": "OperationalStore"});
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ranges = loop {
+        let answer = env.call(Method::POST, &ranges_url, Some(&find)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        let found = &answer.body["properties"]["restorableTimeRanges"];
+        if found.as_array().is_some_and(|r| !r.is_empty()) || Instant::now() > deadline {
+            break answer.body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let example =
+        azure("2025-09-01/examples/BackupInstanceOperations/FindRestorableTimeRanges.json");
+    assert_eq!(keys(&ranges), keys(&example["responses"]["200"]["body"]));
+    let point = ranges["properties"]["restorableTimeRanges"][0]["endTime"].clone();
+
+    // The request in another casing (Azure binds property names case-insensitively).
+    let target = json!({"objectType": "Datasource", "resourceID": DEFAULT_STORAGE_ACCOUNT_ID,
+        "datasourceType": "Microsoft.Storage/storageAccounts/blobServices"});
+    let request = json!({
+        "objecttype": "AzureBackupRecoveryTimeBasedRestoreRequest",
+        "recoveryPointTime": point,
+        "sourceDataStoreType": "OperationalStore",
+        "sourceResourceId": DEFAULT_STORAGE_ACCOUNT_ID,
+        "restoreTargetInfo": {"objectType": "RestoreTargetInfo", "recoveryOption": "FailIfExists",
+            "restoreLocation": "westus", "datasourceinfo": target},
+    });
+    let url = env.vault_url("/backupInstances/ops/restore", V2026);
+    let accepted = env.call(Method::POST, &url, Some(&request)).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    let example = azure("2026-06-01/examples/BackupInstanceOperations/TriggerRestore.json");
+    let example_headers: BTreeSet<String> = example["responses"]["202"]["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    for header in &example_headers {
+        accepted.header(header);
+    }
+    let status = env.finish(accepted.header("azure-asyncoperation")).await;
+    assert_eq!(status["status"], "Succeeded");
+    assert_eq!(
+        status["properties"]["objectType"],
+        "OperationJobExtendedInfo"
+    );
+    let job_id = status["properties"]["jobId"].as_str().unwrap().to_owned();
+
+    let job = env
+        .get(&env.vault_url(&format!("/backupJobs/{job_id}"), V2026))
+        .await;
+    assert_eq!(job.status, StatusCode::OK, "{:?}", job.body);
+    assert_eq!(job.body["properties"]["operation"], "Restore");
+    assert_eq!(job.body["properties"]["status"], "Completed");
+    let ours = keys(&job.body);
+    let mut known =
+        keys(&azure("2026-06-01/examples/JobCRUD/GetJob.json")["responses"]["200"]["body"]);
+    // In the schema, not in the example (a running backup job): a finished job's end, and
+    // the errors of a failed one.
+    known.extend([
+        ".properties.endTime".to_owned(),
+        ".properties.errorDetails".to_owned(),
+    ]);
+    let foreign: Vec<_> = ours.difference(&known).collect();
+    assert!(
+        foreign.is_empty(),
+        "not in the example or schema: {foreign:?}"
+    );
+    for required in [
+        "activityID",
+        "backupInstanceFriendlyName",
+        "dataSourceId",
+        "dataSourceLocation",
+        "dataSourceName",
+        "dataSourceType",
+        "isUserTriggered",
+        "operation",
+        "operationCategory",
+        "progressEnabled",
+        "sourceResourceGroup",
+        "sourceSubscriptionID",
+        "startTime",
+        "status",
+        "subscriptionId",
+        "supportedActions",
+        "vaultName",
+    ] {
+        assert!(
+            ours.contains(&format!(".properties.{required}")),
+            "lacks {required}"
+        );
+    }
+}
+
 /// Tags are kept and returned as sent (the operator's ownership rests on them); 2021-01-01 has
 /// none: it neither takes nor returns them, and a PUT at it keeps the instance's tags.
 #[tokio::test]

@@ -1,0 +1,106 @@
+//! The Azure half of a restore step: performs a decided [`Action`] and turns the answer into
+//! the [`Observation`] the next decision reads.
+
+use dataprotection::{ArmClient, ArmError, LroStart, OperationJobExtendedInfo, Poll};
+
+use super::decide::{Action, Observation};
+use crate::api::OperationAction;
+use crate::controller::azure::{observed_error, polled_status};
+use crate::controller::decide::{AzureCall, PollHandle};
+
+/// Performs `action`; `None` for [`Action::None`].
+pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observation> {
+    let read_failed = |error: ArmError| Observation::Failed {
+        call: AzureCall::Get,
+        error: observed_error(&error),
+    };
+    Some(match action {
+        Action::None => return None,
+        Action::FindRanges { instance, from, to } => {
+            match arm.find_restorable_time_ranges(instance, *from, *to).await {
+                Ok(ranges) => Observation::Ranges(ranges),
+                Err(error) => read_failed(error),
+            }
+        }
+        Action::ListRecoveryPoints(instance) => match arm.recovery_points(instance).await {
+            Ok(points) => Observation::RecoveryPoints(
+                points
+                    .iter()
+                    .filter_map(|p| Some((p.point_name()?.to_owned(), p.time())))
+                    .collect(),
+            ),
+            Err(error) => read_failed(error),
+        },
+        Action::ValidateRestore { instance, request } => started(
+            OperationAction::ValidateRestore,
+            arm.validate_restore(instance, request).await,
+        ),
+        Action::Restore { instance, request } => started(
+            OperationAction::Restore,
+            arm.restore(instance, request).await,
+        ),
+        Action::Poll { url, instance } => polled(arm.poll(url, instance).await),
+        Action::GetJob { vault, job } => match arm.job(vault, job).await {
+            Ok(job) => Observation::Job(job.and_then(|j| j.properties).map(|j| j.state())),
+            Err(error) => read_failed(error),
+        },
+    })
+}
+
+fn started(
+    action: OperationAction,
+    answer: Result<LroStart<OperationJobExtendedInfo>, ArmError>,
+) -> Observation {
+    match answer {
+        Ok(LroStart::Done(body)) => Observation::Started {
+            action,
+            poll: None,
+            job_id: body.and_then(|b| b.job_id),
+        },
+        Ok(LroStart::Pending { handle, body }) => Observation::Started {
+            action,
+            poll: Some(PollHandle {
+                url: handle.poll_url,
+                retry_after: handle.retry_after,
+            }),
+            job_id: body.and_then(|b| b.job_id),
+        },
+        // Refused before anything left this process: Azure never saw the request.
+        Err(
+            error @ (ArmError::WriteGateClosed { .. }
+            | ArmError::Auth { .. }
+            | ArmError::Config { .. }),
+        ) => Observation::NotSent {
+            action,
+            message: error.to_string(),
+        },
+        Err(error) => Observation::Failed {
+            call: AzureCall::Start(action),
+            error: observed_error(&error),
+        },
+    }
+}
+
+fn polled(answer: Result<Poll, ArmError>) -> Observation {
+    match answer {
+        Ok(poll) => Observation::Polled {
+            status: polled_status(poll.status),
+            retry_after: poll.retry_after,
+            job_id: poll.job_id,
+        },
+        Err(
+            error @ (ArmError::ForeignPollUrl { .. }
+            | ArmError::PollPathRefused { .. }
+            | ArmError::Redirected { .. }
+            | ArmError::ResponseTooLarge { .. }),
+        ) => Observation::PollRefused {
+            message: format!(
+                "{error}. Check --arm-endpoint, and who else writes this resource's status"
+            ),
+        },
+        Err(error) => Observation::Failed {
+            call: AzureCall::Poll,
+            error: observed_error(&error),
+        },
+    }
+}

@@ -1,0 +1,346 @@
+//! The BlobRestore controller: reconciles `BlobRestore` resources (DESIGN.md section 10).
+//!
+//! - [`decide`](mod@decide): the pure decision, table-tested.
+//! - this module: the loop around it. Every reconcile reads the restore afresh (never the
+//!   watch cache: a copy older than the controller's own intent write could send a restore
+//!   twice), reads and [`authorise`]s its source, then runs decide → act steps. A write's
+//!   intent is written (server-side apply on the resourceVersion read, so a replica that
+//!   decided on a stale copy gets a 409 instead) and the leader fence checked before it goes
+//!   out; what Azure answered to a write is written before anything else happens.
+//! - A BlobRestore has no finalizer: deleting it never touches Azure (a restore cannot be
+//!   cancelled or undone).
+
+mod azure;
+pub mod decide;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action as ReconcileAction, Controller};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::decide::{EventSpec, Requeue, Timing};
+use super::events::Events;
+use super::grants::VaultGrants;
+use super::state::{States, key_of};
+use super::status::StatusWriter;
+use super::{ControllerConfig, Error, REPORTING_CONTROLLER, leader};
+use crate::api::{BlobBackupInstance, BlobRestore, BlobRestoreStatus, OperationPhase};
+use crate::telemetry::Metrics;
+use dataprotection::ArmClient;
+
+pub use decide::{Action, Observation, Source, SourceInstance, authorise};
+
+/// Decide/act steps one reconcile may take: check the point, validate, poll, restore, poll,
+/// follow the job; the bound keeps a misbehaving answer from spinning.
+const MAX_STEPS: usize = 12;
+
+/// Shared state of all restore reconciles.
+pub struct RestoreContext {
+    client: Client,
+    arm: ArmClient,
+    metrics: Metrics,
+    events: Events,
+    // What the shared status writer keeps per restore (a status it could not write).
+    states: States<BlobRestore>,
+    settings: Timing,
+    fence: leader::Fence,
+    // What the vault grants allow each source (`--vault-access`).
+    grants: VaultGrants,
+}
+
+impl RestoreContext {
+    /// The context of [`reconcile`] as `config` sets it up: its decision settings, Events
+    /// reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod), and Azure writes
+    /// only while its fence holds (checked before the intent is recorded, before the call, and
+    /// by the ARM client once it has the token); sources judged by what `grants` allow.
+    pub fn new(
+        client: Client,
+        arm: ArmClient,
+        metrics: Metrics,
+        config: &ControllerConfig,
+        grants: VaultGrants,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: REPORTING_CONTROLLER.to_owned(),
+            instance: config.reporting_instance.clone(),
+        };
+        let gate = config.fence.clone();
+        Self {
+            events: Events::new(client.clone(), reporter),
+            states: States::new(|_| false),
+            arm: arm.with_write_gate(Arc::new(move || gate.holds())),
+            client,
+            metrics,
+            settings: config.timing.clone(),
+            fence: config.fence.clone(),
+            grants,
+        }
+    }
+
+    async fn publish(&self, obj: &BlobRestore, events: &[EventSpec]) {
+        let reference = obj.object_ref(&());
+        self.events
+            .publish_all(&reference, events, &self.metrics)
+            .await;
+    }
+
+    /// Writes the status of restore `key` ([`StatusWriter::write`]): one that records an Azure
+    /// write's intent or answer (`precious`) is retried, and kept to be written first on the
+    /// next reconcile if it still cannot be.
+    async fn write_status(
+        &self,
+        api: &Api<BlobRestore>,
+        key: &ObjectRef<BlobRestore>,
+        obj: &BlobRestore,
+        precious: bool,
+    ) -> Result<BlobRestore, Error> {
+        self.writer(api, key).write(obj, precious).await
+    }
+
+    fn writer<'a>(
+        &'a self,
+        api: &'a Api<BlobRestore>,
+        key: &'a ObjectRef<BlobRestore>,
+    ) -> StatusWriter<'a, BlobRestore> {
+        StatusWriter {
+            api,
+            key,
+            states: &self.states,
+            metrics: &self.metrics,
+        }
+    }
+}
+
+/// Whether `current` records something of Azure's answer to a write that `persisted` lacks
+/// (a poll URL, a job, how the operation went): it must reach the API before anything else
+/// happens, and is kept to be written first should that fail. An intent (an operation still
+/// `Pending`) is no answer: if it cannot be written, nothing is sent, and it is decided again.
+fn records_answer(
+    persisted: Option<&BlobRestoreStatus>,
+    current: Option<&BlobRestoreStatus>,
+) -> bool {
+    let answer = |status: Option<&BlobRestoreStatus>| {
+        status.map(|s| {
+            (
+                s.operation.as_ref().and_then(|op| op.poll_url.clone()),
+                s.operation.as_ref().map(|op| op.status),
+                s.job_id.clone(),
+            )
+        })
+    };
+    let pending = current
+        .and_then(|s| s.operation.as_ref())
+        .is_some_and(|op| op.status == OperationPhase::Pending);
+    !pending && answer(current) != answer(persisted)
+}
+
+/// Reconciles one BlobRestore.
+pub async fn reconcile(
+    obj: Arc<BlobRestore>,
+    ctx: Arc<RestoreContext>,
+) -> Result<ReconcileAction, Error> {
+    let span = info_span!(
+        "restore",
+        resource = %obj.name_any(),
+        namespace = %obj.namespace().unwrap_or_default(),
+    );
+    let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    restore_steps(&obj, &namespace, &ctx).instrument(span).await
+}
+
+async fn restore_steps(
+    cached: &BlobRestore,
+    namespace: &str,
+    ctx: &RestoreContext,
+) -> Result<ReconcileAction, Error> {
+    let api: Api<BlobRestore> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(mut obj) = api.get_opt(&cached.name_any()).await.map_err(Error::Read)? else {
+        return Ok(ReconcileAction::await_change());
+    };
+    let key = key_of(&obj);
+    // Azure's answer to a write that could not be recorded: recorded before anything else.
+    if let Some(written) = ctx.writer(&api, &key).write_unwritten(&obj).await? {
+        obj = written;
+    }
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Nothing to undo in Azure; the object goes by itself (no finalizer).
+        return Ok(ReconcileAction::await_change());
+    }
+    let sources: Api<BlobBackupInstance> = Api::namespaced(ctx.client.clone(), namespace);
+    let source_name = &obj.spec.backup_instance_ref.name;
+    let source = sources.get_opt(source_name).await.map_err(Error::Read)?;
+    let access = source.as_ref().and_then(|s| ctx.grants.access_for(s));
+    let source = authorise(source_name, source.as_ref(), access.as_ref());
+
+    let mut persisted = obj.status.clone();
+    let mut observation = Observation::None;
+    let mut requeue = None;
+    for _ in 0..MAX_STEPS {
+        let decision = decide::decide(&obj, &source, &observation, Timestamp::now(), &ctx.settings);
+        if let Some(status) = decision.status {
+            obj.status = Some(status);
+        }
+        let intent = decision.action.operation().is_some();
+        // A replica whose leader term ended writes nothing more: the next leader takes over.
+        if intent && !ctx.fence.holds() {
+            return Ok(ReconcileAction::await_change());
+        }
+        let answered = records_answer(persisted.as_ref(), obj.status.as_ref());
+        if (intent || answered) && obj.status != persisted {
+            let written = ctx.write_status(&api, &key, &obj, answered).await?;
+            persisted = written.status.clone();
+            obj = written;
+        }
+        ctx.publish(&obj, &decision.events).await;
+        if decision.action == Action::None {
+            if decision.requeue == Requeue::After(Duration::ZERO) {
+                observation = Observation::None;
+                continue;
+            }
+            requeue = Some(decision.requeue);
+            break;
+        }
+        // The intent write may have taken long: the term may have ended meanwhile.
+        if intent && !ctx.fence.holds() {
+            return Ok(ReconcileAction::await_change());
+        }
+        observation = azure::perform(&ctx.arm, &decision.action)
+            .await
+            .unwrap_or(Observation::None);
+        // The client refused to send it because the term ended: the next leader goes on from
+        // the recorded intent.
+        if matches!(observation, Observation::NotSent { .. }) && !ctx.fence.holds() {
+            return Ok(ReconcileAction::await_change());
+        }
+    }
+    if obj.status != persisted {
+        let precious = records_answer(persisted.as_ref(), obj.status.as_ref());
+        ctx.write_status(&api, &key, &obj, precious).await?;
+    }
+    Ok(match requeue {
+        Some(Requeue::After(delay)) => ReconcileAction::requeue(delay),
+        Some(Requeue::AwaitChange) => ReconcileAction::await_change(),
+        // Out of steps: carry on soon, from the recorded state.
+        None => ReconcileAction::requeue(ctx.settings.retry_after_min),
+    })
+}
+
+/// What to do after a failed reconcile: look again soon (a conflict at once: someone wrote in
+/// between, and the next reconcile reads afresh).
+pub fn error_policy(
+    obj: Arc<BlobRestore>,
+    error: &Error,
+    ctx: Arc<RestoreContext>,
+) -> ReconcileAction {
+    let delay = if error.is_conflict() {
+        ctx.settings.retry_after_min
+    } else {
+        ctx.settings.retry_after_default
+    };
+    warn!(
+        resource = %obj.name_any(),
+        namespace = %obj.namespace().unwrap_or_default(),
+        retry_in = ?delay,
+        "restore reconcile failed: {error}"
+    );
+    ReconcileAction::requeue(delay)
+}
+
+/// Runs the BlobRestore controller until `shutdown` completes, then lets the reconciles in
+/// flight finish. Watches `BlobRestore` resources (in `config.watch_namespace`, or all) and
+/// reconciles one when it is created (its spec cannot change) and when a decision's requeue
+/// time comes; its Azure writes go out only while `config.fence` holds.
+pub async fn run(
+    client: Client,
+    arm: ArmClient,
+    config: ControllerConfig,
+    metrics: Metrics,
+    grants: VaultGrants,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let watch_client = config.watch_client.clone().unwrap_or(client.clone());
+    let api: Api<BlobRestore> = match config.watch_namespace.as_deref() {
+        Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
+        _ => Api::all(watch_client),
+    };
+    let ctx = Arc::new(RestoreContext::new(client, arm, metrics, &config, grants));
+    let (reader, writer) = reflector::store();
+    let triggers = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(triggers, reader)
+        .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            match result {
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    debug!(object = %obj, "restore gone before its reconcile")
+                }
+                Err(error) => warn!(%error, "watching BlobRestore resources failed; retrying"),
+            }
+            std::future::ready(())
+        })
+        .await;
+    info!("restore controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AzureOperation, OperationAction};
+
+    fn with(status: OperationPhase, url: Option<&str>, job: Option<&str>) -> BlobRestoreStatus {
+        BlobRestoreStatus {
+            operation: Some(AzureOperation {
+                action: OperationAction::Restore,
+                status,
+                poll_url: url.map(str::to_owned),
+                start_time: None,
+                end_time: None,
+                error: None,
+            }),
+            job_id: job.map(str::to_owned),
+            ..BlobRestoreStatus::default()
+        }
+    }
+
+    /// Azure's answer is kept until written (or the restore would be reported as sent with
+    /// its outcome unknown); an intent is not (kept and written later, it would report a
+    /// restore that was never sent as one whose outcome is unknown).
+    #[test]
+    fn only_azures_answers_are_kept_until_written() {
+        let validated = BlobRestoreStatus {
+            operation: Some(AzureOperation {
+                action: OperationAction::ValidateRestore,
+                ..with(OperationPhase::Succeeded, Some("https://arm/op/1"), None)
+                    .operation
+                    .unwrap()
+            }),
+            ..BlobRestoreStatus::default()
+        };
+        let intent = with(OperationPhase::Pending, None, None);
+        assert!(!records_answer(Some(&validated), Some(&intent)));
+        let accepted = with(OperationPhase::InProgress, Some("https://arm/op/2"), None);
+        assert!(records_answer(Some(&intent), Some(&accepted)));
+        let named = with(
+            OperationPhase::Succeeded,
+            Some("https://arm/op/2"),
+            Some("job"),
+        );
+        assert!(records_answer(Some(&accepted), Some(&named)));
+        assert!(!records_answer(Some(&named), Some(&named)));
+    }
+}
