@@ -42,8 +42,10 @@ pub struct Record<S> {
     status: u64,
     /// A status recording an Azure operation already sent that could not be written (its poll
     /// URL): written before anything else happens to the resource, or the operation would be
-    /// sent again. For the resource with this uid.
-    unwritten: Option<(String, S)>,
+    /// sent again. For the resource with this uid. Boxed: it is rarely set, and inline it
+    /// would make every record the size of a whole status (hundreds of bytes, times every
+    /// bucket of the map's table at 10,000 resources; BENCHMARKS.md, "Memory").
+    unwritten: Option<Box<(String, S)>>,
     /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
     read_fresh: bool,
 }
@@ -130,7 +132,7 @@ where
         lock(&self.records)
             .entry(key.clone())
             .or_default()
-            .unwritten = Some((uid, status));
+            .unwritten = Some(Box::new((uid, status)));
     }
 
     /// The status kept by [`Self::keep_unwritten`], taken out.
@@ -138,6 +140,7 @@ where
         lock(&self.records)
             .get_mut(key)
             .and_then(|record| record.unwritten.take())
+            .map(|unwritten| *unwritten)
     }
 
     /// Forgets a resource that is gone.
@@ -169,4 +172,23 @@ fn status_fingerprint<S: Serialize>(status: Option<&S>) -> u64 {
     // Serializing plain data into a writer that never fails cannot fail either.
     let _ = serde_json::to_writer(&mut writer, &status);
     writer.0.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::BlobBackupInstanceStatus;
+
+    /// Every resource has a record, and the map's table holds a slot of key and record for
+    /// each (rounded up to a power of two): a record as large as a status cost about 9 MB
+    /// at 10,000 resources.
+    #[test]
+    fn a_record_does_not_hold_a_status_inline() {
+        let record = std::mem::size_of::<Record<BlobBackupInstanceStatus>>();
+        let status = std::mem::size_of::<BlobBackupInstanceStatus>();
+        assert!(
+            record <= 64,
+            "a record takes {record} bytes (a status {status})"
+        );
+    }
 }
