@@ -780,3 +780,36 @@ fn a_restore_is_authorised_only_like_its_source() {
     let (reason, _) = refused(Some(&ready), None);
     assert_eq!(reason, Reason::SourceNotReady);
 }
+
+/// A point earlier in the current second has passed: the check of the clock is to the
+/// nanosecond, although status times have whole seconds (a point taken a moment ago was refused
+/// as "in the future" before, and stalled the restore for good).
+#[test]
+fn a_point_earlier_in_this_very_second_is_not_in_the_future() {
+    let clock: Timestamp = "2026-12-03T00:00:00.900Z".parse().unwrap();
+    let mut restore = restore_with(
+        json!({"backupInstanceRef": {"name": "msblobbackup"}, "pointInTime": "2026-12-03T00:00:00.500Z"}),
+    );
+    let decision = decide(
+        &restore,
+        &source(None),
+        &Observation::None,
+        clock,
+        &settings(),
+    );
+    assert!(
+        matches!(decision.action, Action::FindRanges { .. }),
+        "{:?}",
+        decision.action
+    );
+    // A point later in that second is still in the future.
+    restore.spec.point_in_time = Some("2026-12-03T00:00:00.950Z".to_owned());
+    let decision = decide(
+        &restore,
+        &source(None),
+        &Observation::None,
+        clock,
+        &settings(),
+    );
+    assert_eq!(decision.action, Action::None);
+}

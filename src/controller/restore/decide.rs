@@ -264,7 +264,11 @@ type Served<'s> = (&'s ValidatedRestore, &'s SourceInstance);
 
 struct Step<'a> {
     restore: &'a BlobRestore,
+    /// The time recorded in status: whole seconds.
     now: Timestamp,
+    /// The clock's time, to the nanosecond: a point in time of this very second has passed
+    /// or not by it, not by `now`.
+    clock: Timestamp,
     settings: &'a Timing,
     old: Option<&'a BlobRestoreStatus>,
     status: BlobRestoreStatus,
@@ -276,11 +280,13 @@ impl<'a> Step<'a> {
         let status = restore.status.clone().unwrap_or_default();
         let old = restore.status.as_ref();
         // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.
+        let clock = now;
         let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
         let events = Vec::new();
         Self {
             restore,
             now,
+            clock,
             settings,
             old,
             status,
@@ -299,7 +305,7 @@ impl<'a> Step<'a> {
         if self.status.phase.is_none() {
             self.status.phase = Some(RestorePhase::Pending);
         }
-        let spec = match self.restore.spec.validate(self.now) {
+        let spec = match self.restore.spec.validate(self.clock) {
             Ok(spec) => spec,
             Err(error) => return self.invalid_spec(&error),
         };
