@@ -2096,6 +2096,25 @@ fn a_put_that_waits_for_its_slot_costs_no_extra_status_write() {
     assert_eq!(world.status_writes, 3, "status writes");
 }
 
+/// A fresh resource whose validation waits for its slot in the budget writes no status before
+/// it: its first reconcile's Initializing would be decided again at the slot.
+#[test]
+fn a_validation_that_waits_for_its_slot_writes_nothing_before_it() {
+    let mut fresh = bbi();
+    fresh.metadata.finalizers = None;
+    let mut world = World::new(fresh);
+    world.budget_spent = true;
+    world.reconcile(&mut |action: &Action| panic!("unexpected {action:?}"));
+    assert!(world.obj.metadata.finalizers.is_some());
+    assert_eq!(world.status_writes, 0, "status writes while waiting");
+    world.budget_spent = false;
+    world.reconcile(&mut |action: &Action| match action {
+        Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    });
+    assert_eq!(VALIDATED_THEN_PUT_INTENDED[..2], world.trace);
+}
+
 /// A crash while the PUT runs loses its poll URL (kept in memory, never written): the restarted
 /// controller finds the PUT's intent Pending, GETs the instance, and takes the instance found
 /// as that PUT's outcome. No second PUT.

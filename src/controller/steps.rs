@@ -116,6 +116,9 @@ pub async fn run_steps<E: Effects>(
     if let Some(kept) = effects.take_kept(&obj) {
         obj.status = Some(kept);
     }
+    let initial = obj.status.clone();
+    // Whether Azure answered a call of this reconcile.
+    let mut learned = false;
     let mut observation = Observation::None;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
@@ -138,6 +141,11 @@ pub async fn run_steps<E: Effects>(
                             obj.status = Some(status);
                         }
                         effects.publish(&obj, &decision.events).await;
+                    } else if !learned {
+                        // Nothing learned from Azure: what this reconcile decided so far (a
+                        // first sight's Initializing) is decided again at the slot, and writing
+                        // it now would cost a status write for nothing a person needs.
+                        obj.status.clone_from(&initial);
                     }
                     requeue = Some(Requeue::After(wait));
                     break;
@@ -209,6 +217,7 @@ pub async fn run_steps<E: Effects>(
                     return Ok(Next::Abandon);
                 }
                 effects.answered(&obj, &observation, admission);
+                learned = true;
                 observation
             }
         };
