@@ -2117,7 +2117,8 @@ fn a_validation_that_waits_for_its_slot_writes_nothing_before_it() {
 
 /// A crash while the PUT runs loses its poll URL (kept in memory, never written): the restarted
 /// controller finds the PUT's intent Pending, GETs the instance, and takes the instance found
-/// as that PUT's outcome. No second PUT.
+/// as that PUT's outcome (the operation ends: no Create shown in flight on a Ready resource).
+/// No second PUT.
 #[test]
 fn a_crash_while_the_put_runs_sends_no_second_put() {
     let mut world = World::until_the_put_runs(false);
@@ -2143,9 +2144,9 @@ fn a_crash_while_the_put_runs_sends_no_second_put() {
         world.trace,
         [
             "GetInstance",
-            "write ConfiguringProtection Create Pending",
+            "write ConfiguringProtection Create Succeeded",
             "GetInstance",
-            "write ProtectionConfigured Create Pending",
+            "write ProtectionConfigured Create Succeeded",
         ]
     );
 }

@@ -1279,6 +1279,11 @@ impl<'a> Step<'a> {
         let tagged = match (self.owner(instance), mode) {
             (Owner::Us { tagged }, _) => {
                 self.status.ownership.get_or_insert(Ownership::Created);
+                // A creation recorded as intended (its poll URL was in the memory of a
+                // controller since restarted): the instance found is its outcome.
+                if self.intended(OperationAction::Create) {
+                    self.end_operation(OperationPhase::Succeeded, None);
+                }
                 tagged
             }
             (Owner::Other(owner), Mode::Apply(_)) => {
