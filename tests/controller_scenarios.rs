@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use testkit::fake_apiserver::{Subresource, Verb};
 use testkit::scenario::{
     ACCOUNT, Harness, NS, OTHER_VAULT, RESOURCE, RunningController, VAULT, WAIT, account,
-    add_accounts, condition, controller_config, emulator_config, has_finalizer, spec, test_timing,
+    add_accounts, condition, controller_config, emulator_config, has_finalizer, put_intended, spec,
+    test_timing, wait_until,
 };
 use vault_emulator::ThrottleSettings;
 
@@ -425,22 +426,19 @@ async fn a_second_operator_resumes_the_recorded_operation() {
     let h = Harness::start(emulator_config(Duration::from_millis(1500))).await;
     let first = h.controller(test_timing());
     h.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"));
-    let in_flight = h
-        .wait_for("msblobbackup", "Create in progress", |o| {
-            o["status"]["operation"]["action"] == "Create"
-                && o["status"]["operation"]["status"] == "InProgress"
-        })
+    h.wait_for("msblobbackup", "the PUT's intent", put_intended)
         .await;
-    let poll_url = in_flight["status"]["operation"]["pollUrl"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    wait_until("the PUT sent", || h.azure(ops::CREATE_OR_UPDATE) == 1).await;
+    // The API has the PUT's intent; its poll URL is in the first operator's memory only.
+    let in_flight = h.get("msblobbackup").unwrap();
+    assert!(put_intended(&in_flight));
+    assert_eq!(in_flight["status"]["operation"]["pollUrl"], Value::Null);
     first.kill().await;
-    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
 
     let second = h.controller(test_timing());
     let ready = h.wait_ready("msblobbackup").await;
-    assert_eq!(ready["status"]["operation"]["pollUrl"], poll_url.as_str());
+    // The second operator found the instance the intended PUT created, by a GET.
+    assert_eq!(ready["status"]["operation"]["action"], "Create");
     assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
     assert_eq!(
         h.azure(ops::VALIDATE_FOR_BACKUP),
@@ -527,11 +525,11 @@ async fn status_is_written_only_when_it_changes() {
         events,
         "no new events either"
     );
-    // A whole creation takes five writes, not one per step: the validation's intent, the
-    // validation started (its poll URL), the creation's intent (Validated=True), the creation
-    // started, Ready. An intent is written before each Azure write, so a crash never repeats
-    // or loses one.
-    assert_eq!(writes, 5, "status writes for a creation");
+    // A whole creation takes three writes, not one per step: the validation started
+    // (Validating, its poll URL; it changes nothing in Azure, so no intent before it), the
+    // creation's intent before the PUT (Creating, Validated=True; the PUT's poll URL stays in
+    // memory: after a crash the intent makes the next reconcile GET the instance), Ready.
+    assert_eq!(writes, 3, "status writes for a creation");
     controller.stop().await;
 }
 

@@ -1821,6 +1821,14 @@ struct World {
     status_writes: usize,
     calls: Vec<String>,
     events: Vec<Reason>,
+    /// The status kept in the controller's memory, with the API's status it was kept over:
+    /// a crash (a restart) forgets it.
+    kept: Option<(Option<BlobBackupInstanceStatus>, BlobBackupInstanceStatus)>,
+    /// Whether Azure's write budget is spent: a write waits for its slot.
+    budget_spent: bool,
+    /// Status writes (as `write <Ready's reason> <operation> <phase>`) and Azure calls, in
+    /// order.
+    trace: Vec<String>,
 }
 
 type Answer<'a> = dyn FnMut(&Action) -> Observation + Send + 'a;
@@ -1843,7 +1851,10 @@ impl Effects for Recording<'_, '_> {
     }
 
     fn admit_write(&mut self, _: &BudgetKey) -> Result<(), Duration> {
-        Ok(())
+        match self.world.budget_spent {
+            true => Err(Duration::from_secs(5)),
+            false => Ok(()),
+        }
     }
 
     async fn write_status(
@@ -1853,7 +1864,28 @@ impl Effects for Recording<'_, '_> {
     ) -> Result<BlobBackupInstance, Error> {
         self.world.status_writes += 1;
         self.world.obj.status = obj.status.clone();
+        let status = obj.status.as_ref().expect("a status to write");
+        let ready = status.conditions.iter().find(|c| c.type_ == READY);
+        let mut entry = format!("write {}", ready.map_or("", |c| c.reason.as_str()));
+        if let Some(op) = &status.operation {
+            entry.push_str(&format!(" {:?} {:?}", op.action, op.status));
+        }
+        self.world.trace.push(entry);
         Ok(self.world.obj.clone())
+    }
+
+    fn keep_status(
+        &mut self,
+        obj: &BlobBackupInstance,
+        persisted: Option<&BlobBackupInstanceStatus>,
+    ) {
+        let status = obj.status.clone().expect("a status to keep");
+        self.world.kept = Some((persisted.cloned(), status));
+    }
+
+    fn take_kept(&mut self, obj: &BlobBackupInstance) -> Option<BlobBackupInstanceStatus> {
+        let (over, status) = self.world.kept.take()?;
+        (over == obj.status).then_some(status)
     }
 
     async fn add_finalizer(
@@ -1880,9 +1912,9 @@ impl Effects for Recording<'_, '_> {
         ) {
             return None;
         }
-        self.world
-            .calls
-            .push(action_name(action).split(' ').next().unwrap().to_owned());
+        let call = action_name(action).split(' ').next().unwrap().to_owned();
+        self.world.trace.push(call.clone());
+        self.world.calls.push(call);
         Some((self.answer)(action))
     }
 
@@ -1890,6 +1922,19 @@ impl Effects for Recording<'_, '_> {
 }
 
 impl World {
+    fn new(obj: BlobBackupInstance) -> Self {
+        World {
+            obj,
+            now: now(),
+            status_writes: 0,
+            calls: Vec::new(),
+            events: Vec::new(),
+            kept: None,
+            budget_spent: false,
+            trace: Vec::new(),
+        }
+    }
+
     /// One reconcile by the controller's loop, Azure answering with `answer`.
     fn reconcile(&mut self, answer: &mut Answer<'_>) -> Requeue {
         let obj = self.obj.clone();
@@ -1910,17 +1955,27 @@ impl World {
     }
 }
 
+/// A creation's trace up to the PUT: Validating written once the validation runs (it changes
+/// nothing in Azure: no intent before it), then Creating with the PUT's intent.
+const VALIDATED_THEN_PUT_INTENDED: &[&str] = &[
+    "Validate",
+    "write Validating Validate InProgress",
+    "Poll",
+    "write Creating Create Pending",
+];
+/// Its trace from the PUT on: the PUT's poll URL stays in memory, Ready is one write.
+const PUT_TO_READY: &[&str] = &[
+    "Put",
+    "Poll",
+    "GetInstance",
+    "write ProtectionConfigured Create Succeeded",
+];
+
 #[test]
 fn whole_create_and_delete_flow_is_minimal() {
     let mut fresh = bbi();
     fresh.metadata.finalizers = None;
-    let mut world = World {
-        obj: fresh,
-        now: now(),
-        status_writes: 0,
-        calls: Vec::new(),
-        events: Vec::new(),
-    };
+    let mut world = World::new(fresh);
     let mut azure_answers = |action: &Action| match action {
         Action::Validate(_) => started(OperationAction::Validate, Some(10)),
         _ => panic!("unexpected {action:?}"),
@@ -1956,10 +2011,15 @@ fn whole_create_and_delete_flow_is_minimal() {
         (ready_cond.status, ready_cond.reason.as_str()),
         (True, "ProtectionConfigured")
     );
-    // 7 of the 10 decisions changed the status; the loop writes it once per reconcile (3)
-    // plus each intent before an Azure write (validate, PUT): 5. Polls that find the operation
-    // still running write nothing.
-    assert_eq!(world.status_writes, 5, "status writes");
+    // 7 of the 10 decisions changed the status; the loop writes three: Validating once the
+    // validation runs (it changes nothing in Azure: no intent before it), Creating with the
+    // PUT's intent before the PUT is sent (its poll URL stays in memory), Ready. Polls that
+    // find the operation still running write nothing.
+    assert_eq!(
+        world.trace,
+        [VALIDATED_THEN_PUT_INTENDED, PUT_TO_READY].concat()
+    );
+    assert_eq!(world.status_writes, 3, "status writes");
 
     let writes = world.status_writes;
     let mut azure_answers = |_: &Action| found(instance("ProtectionConfigured"));
@@ -1986,6 +2046,111 @@ fn whole_create_and_delete_flow_is_minimal() {
     assert!(world.obj.metadata.finalizers.is_none());
 }
 
+impl World {
+    /// A fresh resource through its first two reconciles: validated, then its PUT of a new
+    /// instance sent (Azure still running it) while `budget_spent` says whether that PUT must
+    /// first wait for a slot in Azure's write budget (then a third reconcile, at the slot,
+    /// sends it). Each reconcile comes 10 s after the last.
+    fn until_the_put_runs(budget_spent: bool) -> Self {
+        let mut world = World::new(bbi());
+        world.reconcile(&mut |action: &Action| match action {
+            Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+            _ => panic!("unexpected {action:?}"),
+        });
+        world.budget_spent = budget_spent;
+        let mut azure_answers = |action: &Action| match action {
+            Action::Poll { .. } => polled(PolledStatus::Succeeded),
+            Action::GetInstance(_) => Observation::Instance(None),
+            Action::Put { .. } => started(OperationAction::Create, Some(15)),
+            _ => panic!("unexpected {action:?}"),
+        };
+        for _ in 0..1 + usize::from(budget_spent) {
+            world.now += jiff::SignedDuration::from_secs(10);
+            world.reconcile(&mut azure_answers);
+            world.budget_spent = false;
+        }
+        world.now += jiff::SignedDuration::from_secs(10);
+        world
+    }
+}
+
+/// The PUT of a resource whose write waited for its slot in the budget: the validation's end
+/// is written with the PUT's intent when the wait starts (Creating), and the reconcile at the
+/// slot sends the PUT without writing that intent again: three status writes, like a PUT that
+/// did not wait. (Before: the intent was written again for its new time, and the poll URLs of
+/// the validation and the PUT: six.)
+#[test]
+fn a_put_that_waits_for_its_slot_costs_no_extra_status_write() {
+    let mut world = World::until_the_put_runs(true);
+    world.reconcile(&mut |action: &Action| match action {
+        Action::Poll { .. } => polled(PolledStatus::Succeeded),
+        Action::GetInstance(_) => found(instance("ProtectionConfigured")),
+        _ => panic!("unexpected {action:?}"),
+    });
+    // At the slot: the intent may have been sent before a crash; it was not.
+    let at_the_slot = ["GetInstance"].as_slice();
+    assert_eq!(
+        world.trace,
+        [VALIDATED_THEN_PUT_INTENDED, at_the_slot, PUT_TO_READY].concat()
+    );
+    assert_eq!(world.status_writes, 3, "status writes");
+}
+
+/// A fresh resource whose validation waits for its slot in the budget writes no status before
+/// it: its first reconcile's Initializing would be decided again at the slot.
+#[test]
+fn a_validation_that_waits_for_its_slot_writes_nothing_before_it() {
+    let mut fresh = bbi();
+    fresh.metadata.finalizers = None;
+    let mut world = World::new(fresh);
+    world.budget_spent = true;
+    world.reconcile(&mut |action: &Action| panic!("unexpected {action:?}"));
+    assert!(world.obj.metadata.finalizers.is_some());
+    assert_eq!(world.status_writes, 0, "status writes while waiting");
+    world.budget_spent = false;
+    world.reconcile(&mut |action: &Action| match action {
+        Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+        _ => panic!("unexpected {action:?}"),
+    });
+    assert_eq!(VALIDATED_THEN_PUT_INTENDED[..2], world.trace);
+}
+
+/// A crash while the PUT runs loses its poll URL (kept in memory, never written): the restarted
+/// controller finds the PUT's intent Pending, GETs the instance, and takes the instance found
+/// as that PUT's outcome (the operation ends: no Create shown in flight on a Ready resource).
+/// No second PUT.
+#[test]
+fn a_crash_while_the_put_runs_sends_no_second_put() {
+    let mut world = World::until_the_put_runs(false);
+    let intent = world.obj.status.clone().unwrap().operation.unwrap();
+    assert_eq!(
+        (intent.action, intent.status, intent.poll_url),
+        (OperationAction::Create, OperationPhase::Pending, None),
+        "the API holds the PUT's intent, not its poll URL"
+    );
+    world.kept = None;
+    world.trace.clear();
+    let mut azure_answers = |action: &Action| match action {
+        Action::GetInstance(_) => found(instance("ConfiguringProtection")),
+        _ => panic!("unexpected {action:?}"),
+    };
+    world.reconcile(&mut azure_answers);
+    let mut azure_answers = |action: &Action| match action {
+        Action::GetInstance(_) => found(instance("ProtectionConfigured")),
+        _ => panic!("unexpected {action:?}"),
+    };
+    world.reconcile(&mut azure_answers);
+    assert_eq!(
+        world.trace,
+        [
+            "GetInstance",
+            "write ConfiguringProtection Create Succeeded",
+            "GetInstance",
+            "write ProtectionConfigured Create Succeeded",
+        ]
+    );
+}
+
 #[test]
 fn a_deletion_with_a_forged_poll_url_still_completes() {
     // Someone wrote a poll URL of their choosing into the status of a resource being deleted.
@@ -1994,13 +2159,7 @@ fn a_deletion_with_a_forged_poll_url_still_completes() {
         poll_url: Some("https://management.azure.com/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv/secrets/x".into()),
         ..op(OperationAction::Delete, OperationPhase::InProgress)
     });
-    let world = |obj: &BlobBackupInstance| World {
-        obj: obj.clone(),
-        now: now(),
-        status_writes: 0,
-        calls: Vec::new(),
-        events: Vec::new(),
-    };
+    let world = |obj: &BlobBackupInstance| World::new(obj.clone());
     let refused = || {
         Observation::PollRefused {
         message: "refused to poll /subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv/secrets/x: it names providers \"Microsoft.KeyVault\"".into(),
@@ -2054,13 +2213,7 @@ fn reasons_are_camel_case_and_unique() {
 
 #[test]
 fn stalled_retries_back_off_and_recover_by_themselves() {
-    let mut world = World {
-        obj: bbi(),
-        now: now(),
-        status_writes: 0,
-        calls: Vec::new(),
-        events: Vec::new(),
-    };
+    let mut world = World::new(bbi());
     let validated_at_once = |action: &Action| match action {
         Action::GetInstance(_) => Observation::Instance(None),
         Action::Validate(_) => Observation::Started {

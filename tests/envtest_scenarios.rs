@@ -36,7 +36,7 @@ use testkit::real_cluster::{OPERATOR_NAME, OPERATOR_NAMESPACE, RealCluster};
 use testkit::scenario::{
     ACCOUNT, OTHER_VAULT, RESOURCE, Replica, ResourceWaits, VAULT, WAIT, account, add_accounts,
     arm_client, condition, controller_config_in, emulator_config, has_finalizer, is_write,
-    resource, spec, test_timing,
+    put_intended, resource, spec, test_timing, wait_until,
 };
 
 /// The emulator's world with operations of `latency`.
@@ -359,17 +359,19 @@ async fn a_controller_killed_mid_operation_is_resumed_without_a_second_put_or_de
     let first = c.controller(test_timing());
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
-    let creating = c
-        .wait_for("msblobbackup", "Create in progress", in_progress("Create"))
+    c.wait_for("msblobbackup", "the PUT's intent", put_intended)
         .await;
+    wait_until("the PUT sent", || c.azure(ops::CREATE_OR_UPDATE) == 1).await;
+    // The API has the PUT's intent; its poll URL is in the first controller's memory only.
+    let creating = c.get("msblobbackup").await.unwrap();
+    assert!(put_intended(&creating));
+    assert_eq!(creating["status"]["operation"]["pollUrl"], Value::Null);
     first.kill().await;
 
     let second = c.controller(test_timing());
     let ready = c.wait_ready("msblobbackup").await;
-    assert_eq!(
-        ready["status"]["operation"]["pollUrl"], creating["status"]["operation"]["pollUrl"],
-        "the recorded operation was resumed"
-    );
+    // The second controller found the instance the intended PUT created, by a GET.
+    assert_eq!(ready["status"]["operation"]["action"], "Create");
     assert_eq!(c.azure(ops::CREATE_OR_UPDATE), 1, "exactly one PUT");
     assert_eq!(
         c.azure(ops::VALIDATE_FOR_BACKUP),
@@ -991,11 +993,9 @@ async fn a_grant_removed_mid_operation_pauses_it_and_a_new_grant_resumes_it() {
     let controller = c.controller_with(grants_config(&c.ns, no_backoff_retries()));
     c.create("msblobbackup", spec(ACCOUNT, "BlobBackup-Policy"))
         .await;
-    c.wait_for("msblobbackup", "Create in progress", |o| {
-        o["status"]["operation"]["action"] == "Create"
-            && o["status"]["operation"]["status"] == "InProgress"
-    })
-    .await;
+    c.wait_for("msblobbackup", "the PUT's intent", put_intended)
+        .await;
+    wait_until("the PUT sent", || c.azure(ops::CREATE_OR_UPDATE) == 1).await;
     revoke(&c, &name).await;
     let stalled = c
         .wait_condition("msblobbackup", "Stalled", "True", "VaultNotGranted")

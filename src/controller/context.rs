@@ -17,7 +17,7 @@ use super::state::States;
 use super::status::StatusWriter;
 use super::steps::Effects;
 use super::{Error, REPORTING_CONTROLLER, WriteBudget, azure, finalizer, leader, pacing, requeue};
-use crate::api::{BlobBackupInstance, FINALIZER};
+use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus, FINALIZER};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
 
@@ -231,6 +231,22 @@ impl Effects for KubeEffects<'_> {
         precious: bool,
     ) -> Result<BlobBackupInstance, Error> {
         self.status_writer().write(obj, precious).await
+    }
+
+    fn keep_status(
+        &mut self,
+        obj: &BlobBackupInstance,
+        persisted: Option<&BlobBackupInstanceStatus>,
+    ) {
+        if let Some(status) = &obj.status {
+            self.ctx
+                .states
+                .keep(&self.key, obj, persisted, status.clone());
+        }
+    }
+
+    fn take_kept(&mut self, obj: &BlobBackupInstance) -> Option<BlobBackupInstanceStatus> {
+        self.ctx.states.take_kept(&self.key, obj)
     }
 
     async fn add_finalizer(

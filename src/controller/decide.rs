@@ -25,15 +25,18 @@
 //! ```
 //!
 //! `Decision::status` is `Some` only when something changed. The controller writes it before an
-//! Azure write (it records the intent: the instance's name and ID, the operation as `Pending`)
-//! and right after an operation started (its poll URL); other changes only at the end of a
-//! reconcile. After a crash, a `Pending` intent makes the next reconcile GET the instance before
-//! acting again: an instance found is the intended write's outcome.
+//! Azure write that can change something (it records the intent: the instance's name and ID, the
+//! operation as `Pending`; a validation changes nothing and records none) and right after an
+//! operation other than a PUT started (its poll URL); other changes only at the end of a
+//! reconcile. A started PUT's poll URL stays in the controller's memory: after a crash, a
+//! `Pending` intent makes the next reconcile GET the instance before acting again, and an
+//! instance found is the intended write's outcome.
 //!
-//! Everything the next step depends on is in the status (the operation in flight with its poll
-//! URL, the conditions), so a restarted controller resumes where the last one stopped. The
-//! controller must not reconcile on its own status writes (filter watch events by generation,
-//! letting finalizer and deletion changes through): requeue times here are the only clock.
+//! Everything the next step depends on is in the status (the intent or the operation in flight
+//! with its poll URL, the conditions), so a restarted controller resumes where the last one
+//! stopped. The controller must not reconcile on its own status writes (filter watch events by
+//! generation, letting finalizer and deletion changes through): requeue times here are the only
+//! clock.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -391,6 +394,13 @@ impl Action {
             Action::Sync(_) => Some(OperationAction::Sync),
             _ => None,
         }
+    }
+
+    /// Whether this action can change something in Azure. validateForBackup cannot: repeating
+    /// it after a crash is harmless, so it needs no intent recorded before it is sent.
+    pub fn changes_azure(&self) -> bool {
+        self.operation()
+            .is_some_and(|operation| operation != OperationAction::Validate)
     }
 }
 
@@ -1076,7 +1086,17 @@ impl<'a> Step<'a> {
                 if operation == OperationAction::Create {
                     self.status.ownership = Some(Ownership::Created);
                 }
-                self.status.operation = Some(intent(operation, self.now));
+                // The same intent already recorded (say, before the write waited for its slot
+                // in the budget) keeps its time: rewriting it for its time alone would cost a
+                // status write and say nothing new.
+                let mut recorded = intent(operation, self.now);
+                if let Some(op) = &self.status.operation
+                    && op.action == operation
+                    && op.status == OperationPhase::Pending
+                {
+                    recorded.start_time = op.start_time.clone();
+                }
+                self.status.operation = Some(recorded);
                 self.progressing_for(mode, operation, action, requeue)
             }
             None => self.finish(action, requeue),
@@ -1343,6 +1363,11 @@ impl<'a> Step<'a> {
         let tagged = match (self.owner(instance), mode) {
             (Owner::Us { tagged }, _) => {
                 self.status.ownership.get_or_insert(Ownership::Created);
+                // A creation recorded as intended (its poll URL was in the memory of a
+                // controller since restarted): the instance found is its outcome.
+                if self.intended(OperationAction::Create) {
+                    self.end_operation(OperationPhase::Succeeded, None);
+                }
                 tagged
             }
             (Owner::Other(owner), Mode::Apply(_)) => {

@@ -46,6 +46,10 @@ pub struct Record<S> {
     /// would make every record the size of a whole status (hundreds of bytes, times every
     /// bucket of the map's table at 10,000 resources; BENCHMARKS.md, "Memory").
     unwritten: Option<Box<(String, S)>>,
+    /// A status newer than the API's, kept in memory only (a started PUT's poll URL, whose
+    /// intent the API holds): used instead of the API's while that is still the status it was
+    /// kept over (by its fingerprint), for the resource with this uid. Boxed, as above.
+    kept: Option<Box<(String, u64, S)>>,
     /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
     read_fresh: bool,
 }
@@ -57,6 +61,7 @@ impl<S> Default for Record<S> {
             finalized: false,
             status: 0,
             unwritten: None,
+            kept: None,
             read_fresh: false,
         }
     }
@@ -143,6 +148,30 @@ where
             .map(|unwritten| *unwritten)
     }
 
+    /// Keeps `status`, newer than the API's `persisted`, in memory for the resource `obj`
+    /// (see [`Self::take_kept`]).
+    pub fn keep(
+        &self,
+        key: &ObjectRef<K>,
+        obj: &K,
+        persisted: Option<&K::Status>,
+        status: K::Status,
+    ) {
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        lock(&self.records).entry(key.clone()).or_default().kept =
+            Some(Box::new((uid, status_fingerprint(persisted), status)));
+    }
+
+    /// The status kept by [`Self::keep`], taken out, if `obj` is the same resource and the API
+    /// still holds the status it was kept over; `None` otherwise (someone else wrote since, or
+    /// the resource was recreated: the API's status says what to do).
+    pub fn take_kept(&self, key: &ObjectRef<K>, obj: &K) -> Option<K::Status> {
+        let (uid, over, status) = *lock(&self.records).get_mut(key)?.kept.take()?;
+        (obj.meta().uid.as_deref() == Some(uid.as_str())
+            && over == status_fingerprint(obj.status()))
+        .then_some(status)
+    }
+
     /// Forgets a resource that is gone.
     pub fn forget(&self, key: &ObjectRef<K>) {
         lock(&self.records).remove(key);
@@ -177,7 +206,10 @@ fn status_fingerprint<S: Serialize>(status: Option<&S>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::BlobBackupInstanceStatus;
+    use crate::api::{
+        BlobBackupInstance, BlobBackupInstanceSpec, BlobBackupInstanceStatus, DeletionPolicy,
+        PolicyRef, StorageAccountRef, VaultRef,
+    };
 
     /// Every resource has a record, and the map's table holds a slot of key and record for
     /// each (rounded up to a power of two): a record as large as a status cost about 9 MB
@@ -190,5 +222,54 @@ mod tests {
             record <= 64,
             "a record takes {record} bytes (a status {status})"
         );
+    }
+
+    fn resource(uid: &str, protection: &str) -> BlobBackupInstance {
+        // The spec plays no part here.
+        let spec = BlobBackupInstanceSpec {
+            vault: VaultRef { id: String::new() },
+            policy: PolicyRef {
+                name: None,
+                id: None,
+            },
+            storage_account: StorageAccountRef {
+                id: String::new(),
+                location: String::new(),
+            },
+            backup_instance_name: None,
+            vaulted_backup: None,
+            deletion_policy: DeletionPolicy::Delete,
+        };
+        let mut obj = BlobBackupInstance::new("bbi", spec);
+        obj.metadata.namespace = Some("ns".into());
+        obj.metadata.uid = Some(uid.into());
+        obj.status = Some(BlobBackupInstanceStatus {
+            protection_status: Some(protection.into()),
+            ..BlobBackupInstanceStatus::default()
+        });
+        obj
+    }
+
+    /// A status kept in memory is the resource's newest only while the API still holds the
+    /// status it was kept over, for the same resource; taken once.
+    #[test]
+    fn a_kept_status_is_used_only_over_the_status_it_was_kept_over() {
+        let states = States::<BlobBackupInstance>::new(|_| true);
+        let api = resource("uid-1", "written");
+        let key = key_of(&api);
+        let newer = resource("uid-1", "kept").status.unwrap();
+        let keep = || states.keep(&key, &api, api.status.as_ref(), newer.clone());
+
+        keep();
+        assert_eq!(states.take_kept(&key, &api), Some(newer.clone()));
+        assert_eq!(states.take_kept(&key, &api), None, "taken once");
+
+        keep();
+        let written_since = resource("uid-1", "someone else's");
+        assert_eq!(states.take_kept(&key, &written_since), None);
+        assert_eq!(states.take_kept(&key, &api), None, "dropped");
+
+        keep();
+        assert_eq!(states.take_kept(&key, &resource("uid-2", "written")), None);
     }
 }

@@ -15,7 +15,9 @@ use super::decide::{
     decide,
 };
 use super::pacing::BudgetKey;
-use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus};
+use crate::api::{
+    AzureOperation, BlobBackupInstance, BlobBackupInstanceStatus, OperationAction, OperationPhase,
+};
 
 /// Decide/act steps one reconcile may take before it requeues itself. The longest useful
 /// chain is add finalizer, GET, start an operation (then stop: the operation is recorded);
@@ -44,6 +46,19 @@ pub trait Effects: Send {
         obj: &BlobBackupInstance,
         precious: bool,
     ) -> impl Future<Output = Result<BlobBackupInstance, Error>> + Send;
+
+    /// Keeps `obj`'s status in memory instead of writing it: it differs from `persisted`, the
+    /// status the API holds, only by a PUT started from the intent `persisted` records (see
+    /// [`kept_in_memory`]). The next reconcile of the resource takes it ([`Self::take_kept`]).
+    fn keep_status(
+        &mut self,
+        obj: &BlobBackupInstance,
+        persisted: Option<&BlobBackupInstanceStatus>,
+    );
+
+    /// The status kept by [`Self::keep_status`] for `obj`, taken out, if `obj` (as the API
+    /// holds it) still has the status it was kept over; otherwise `None` (and it is dropped).
+    fn take_kept(&mut self, obj: &BlobBackupInstance) -> Option<BlobBackupInstanceStatus>;
 
     /// Adds the controller's finalizer; the resource as written (its status as stored).
     fn add_finalizer(
@@ -87,8 +102,9 @@ pub enum Next {
 }
 
 /// Runs up to [`MAX_STEPS`] observe → decide → act steps on `obj`, then records the status
-/// (once, and only if it changed; at once before an Azure write, its intent, and after an
-/// operation started, its poll URL) and says when to look again.
+/// (once, and only if it changed; at once before an Azure write that can change something, its
+/// intent, and after an operation other than a PUT started, its poll URL; a started PUT's poll
+/// URL only in memory) and says when to look again.
 pub async fn run_steps<E: Effects>(
     effects: &mut E,
     mut obj: BlobBackupInstance,
@@ -96,6 +112,13 @@ pub async fn run_steps<E: Effects>(
     access: &Access,
 ) -> Result<Next, Error> {
     let mut persisted = obj.status.clone();
+    // A PUT's poll URL kept in memory by an earlier reconcile: the API has its intent.
+    if let Some(kept) = effects.take_kept(&obj) {
+        obj.status = Some(kept);
+    }
+    let initial = obj.status.clone();
+    // Whether Azure answered a call of this reconcile.
+    let mut learned = false;
     let mut observation = Observation::None;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
@@ -118,6 +141,11 @@ pub async fn run_steps<E: Effects>(
                             obj.status = Some(status);
                         }
                         effects.publish(&obj, &decision.events).await;
+                    } else if !learned {
+                        // Nothing learned from Azure: what this reconcile decided so far (a
+                        // first sight's Initializing) is decided again at the slot, and writing
+                        // it now would cost a status write for nothing a person needs.
+                        obj.status.clone_from(&initial);
                     }
                     requeue = Some(Requeue::After(wait));
                     break;
@@ -127,16 +155,20 @@ pub async fn run_steps<E: Effects>(
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
-        // Before an Azure write, its intent (the instance's name and ID, the operation) goes
-        // to the API: after a crash the next reconcile looks at the instance before acting
-        // again. After an operation started, its poll URL goes to the API before anything else.
+        // Before an Azure write that can change something, its intent (the instance's name and
+        // ID, the operation) goes to the API: after a crash the next reconcile looks at the
+        // instance before acting again. A validation changes nothing and records no intent.
+        // After an operation started, its poll URL goes to the API before anything else,
+        // except a PUT's: its intent is there already, and the next reconcile after a crash
+        // finds its outcome with a GET.
         let intent = admission.is_some();
         // A replica whose leader term ended writes nothing more: the next leader takes over.
         if intent && !effects.leads() {
             return Ok(Next::Abandon);
         }
-        let started = records_new_operation(persisted.as_ref(), obj.status.as_ref());
-        if (intent || started)
+        let started = records_new_operation(persisted.as_ref(), obj.status.as_ref())
+            && !kept_in_memory(persisted.as_ref(), obj.status.as_ref());
+        if ((intent && decision.action.changes_azure()) || started)
             && let Some(status) = &obj.status
             && decide::status_changed(persisted.as_ref(), status)
         {
@@ -185,6 +217,7 @@ pub async fn run_steps<E: Effects>(
                     return Ok(Next::Abandon);
                 }
                 effects.answered(&obj, &observation, admission);
+                learned = true;
                 observation
             }
         };
@@ -193,7 +226,11 @@ pub async fn run_steps<E: Effects>(
     if let Some(status) = &obj.status
         && decide::status_changed(persisted.as_ref(), status)
     {
-        effects.write_status(&obj, false).await?;
+        if kept_in_memory(persisted.as_ref(), Some(status)) {
+            effects.keep_status(&obj, persisted.as_ref());
+        } else {
+            effects.write_status(&obj, false).await?;
+        }
     }
     // Out of steps: carry on soon, from the recorded state.
     Ok(Next::Requeue(requeue.unwrap_or(Requeue::After(
@@ -216,6 +253,34 @@ fn records_new_operation(
     now.is_some() && now != poll_url(persisted)
 }
 
+/// Whether `current` differs from `persisted` (the status the API holds) only by a PUT of a new
+/// instance started from the intent `persisted` records: then `current` may stay in memory
+/// (its poll URL) and cost no status write. A crash loses it, and that is safe: the next
+/// reconcile finds the intent `Pending` and GETs the instance before anything else; an instance
+/// found is that PUT's outcome, so no second PUT is sent.
+fn kept_in_memory(
+    persisted: Option<&BlobBackupInstanceStatus>,
+    current: Option<&BlobBackupInstanceStatus>,
+) -> bool {
+    let (Some(persisted), Some(current)) = (persisted, current) else {
+        return false;
+    };
+    let Some(intent) = &persisted.operation else {
+        return false;
+    };
+    let creating = |op: &AzureOperation| op.action == OperationAction::Create;
+    let started = decide::in_flight(current).is_some_and(creating);
+    if !(started && creating(intent) && intent.status == OperationPhase::Pending) {
+        return false;
+    }
+    // Nothing else changed: the conditions, names and all are the ones written with the intent.
+    let mut rest = current.clone();
+    rest.operation.clone_from(&persisted.operation);
+    rest.current_operation
+        .clone_from(&persisted.current_operation);
+    rest == *persisted
+}
+
 /// Whether the observation is an operation's end: a poll that found it finished, or a call
 /// Azure completed synchronously (validateForBackup may answer 200).
 fn operation_ended(observation: &Observation) -> bool {
@@ -229,7 +294,6 @@ fn operation_ended(observation: &Observation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AzureOperation, BlobBackupInstanceStatus, OperationAction, OperationPhase};
 
     fn with_operation(status: OperationPhase, url: Option<&str>) -> BlobBackupInstanceStatus {
         BlobBackupInstanceStatus {
@@ -256,6 +320,39 @@ mod tests {
         assert!(!records_new_operation(Some(&started), Some(&done)));
         let no_url = with_operation(OperationPhase::InProgress, None);
         assert!(!records_new_operation(None, Some(&no_url)));
+    }
+
+    /// Only a started PUT of a new instance, over its own Pending intent with nothing else
+    /// changed, stays in memory; every other operation's poll URL is written.
+    #[test]
+    fn only_a_started_create_over_its_intent_stays_in_memory() {
+        let url = Some("https://arm/op/1");
+        let of = |action, phase, url: Option<&str>| BlobBackupInstanceStatus {
+            operation: Some(AzureOperation {
+                action,
+                ..with_operation(phase, url).operation.unwrap()
+            }),
+            ..BlobBackupInstanceStatus::default()
+        };
+        let intent = of(OperationAction::Create, OperationPhase::Pending, None);
+        let running = of(OperationAction::Create, OperationPhase::InProgress, url);
+        assert!(kept_in_memory(Some(&intent), Some(&running)));
+        assert!(!kept_in_memory(None, Some(&running)), "no intent written");
+        assert!(!kept_in_memory(Some(&intent), Some(&intent)));
+        let mut more = running.clone();
+        more.protection_status = Some("ConfiguringProtection".into());
+        assert!(!kept_in_memory(Some(&intent), Some(&more)), "more news");
+        for action in [
+            OperationAction::Validate,
+            OperationAction::Update,
+            OperationAction::Delete,
+            OperationAction::StopProtection,
+            OperationAction::Sync,
+        ] {
+            let intent = of(action, OperationPhase::Pending, None);
+            let running = of(action, OperationPhase::InProgress, url);
+            assert!(!kept_in_memory(Some(&intent), Some(&running)), "{action:?}");
+        }
     }
 
     /// What a reconcile records when the next write must wait for the write budget: a

@@ -17,9 +17,11 @@ use super::process::ProcessCollector;
 use kube::runtime::reflector::Store;
 
 use crate::api::OperationAction as Action;
-use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, condition_type};
+use crate::api::{
+    BlobBackupInstance, BlobBackupInstanceStatus, ConditionStatus, OperationPhase, condition_type,
+};
 use crate::controller::Error as ReconcileError;
-use crate::controller::decide::{Reason, in_flight};
+use crate::controller::decide::Reason;
 use dataprotection::{RequestObserver, operation_ids};
 
 /// Label value used for anything outside a bounded set.
@@ -257,7 +259,16 @@ impl InstanceCounts {
                     ready_condition.map(|c| c.reason.as_str()),
                 ))
                 .or_default() += 1;
-            if let Some(op) = status.and_then(in_flight)
+            // Recorded as running, or as intended (a PUT of a new instance is recorded only
+            // so until its outcome is known: its poll URL stays in the controller's memory).
+            if let Some(op) = status
+                .and_then(|status| status.operation.as_ref())
+                .filter(|op| {
+                    matches!(
+                        op.status,
+                        OperationPhase::Pending | OperationPhase::InProgress
+                    )
+                })
                 && let Some((_, n)) = counts.in_flight.iter_mut().find(|(a, _)| *a == op.action)
             {
                 *n += 1;

@@ -396,6 +396,27 @@ impl Harness {
     }
 }
 
+/// Whether the resource's status records the intent of a PUT of its new instance, not yet
+/// answered: the controller writes it before the PUT is sent (the PUT's poll URL stays in its
+/// memory until the next status write).
+pub fn put_intended(object: &Value) -> bool {
+    object["status"]["operation"]["action"] == "Create"
+        && object["status"]["operation"]["status"] == "Pending"
+}
+
+/// Waits until `done` holds, looking every 20 ms, for what no watch reports (the emulator's
+/// request counts); panics naming `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not reached within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A future that completes once `stop` holds `true` (or its sender is gone): a shutdown signal
 /// that can be handed to several tasks, as `run` hands SIGTERM to the election and the controller.
 pub fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
