@@ -495,17 +495,12 @@ impl ArmClient {
     pub async fn list(&self, vault: &VaultId) -> Result<Vec<BackupInstanceResource>, ArmError> {
         let mut segments = vault.path_segments();
         segments.push("backupInstances");
-        let mut instances = Vec::new();
-        self.each_page(
+        self.all_pages(
             ops::LIST,
             self.url(&segments)?,
-            |page: BackupInstanceResourceList| {
-                instances.extend(page.value);
-                page.next_link
-            },
+            |page: BackupInstanceResourceList| (page.value, page.next_link),
         )
-        .await?;
-        Ok(instances)
+        .await
     }
 
     /// The time of the backup instance's latest recovery point (vaulted backup), reading
@@ -518,22 +513,25 @@ impl ArmClient {
         Ok(points.iter().filter_map(RecoveryPointResource::time).max())
     }
 
-    /// GETs `url` and each `nextLink` after it (on the ARM endpoint only), handing every page
-    /// to `on_page`, which returns the page's `nextLink`.
-    async fn each_page<P: DeserializeOwned>(
+    /// GETs `url` and each `nextLink` after it (on the ARM endpoint only) and returns the items
+    /// of every page; `split` takes a page apart into its items and its `nextLink`.
+    async fn all_pages<P: DeserializeOwned, T>(
         &self,
         operation: &'static str,
         mut url: Url,
-        mut on_page: impl FnMut(P) -> Option<String>,
-    ) -> Result<(), ArmError> {
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>, ArmError> {
+        let mut items = Vec::new();
         for _ in 0..MAX_LIST_PAGES {
             let response = self.send::<()>(operation, Method::GET, url, None).await?;
             if response.status != 200 {
                 return Err(response.unexpected());
             }
-            match on_page(response.json()?).as_deref().map(str::trim) {
+            let (page, next) = split(response.json()?);
+            items.extend(page);
+            match next.as_deref().map(str::trim) {
                 Some(next) if !next.is_empty() => url = self.checked_url(next)?,
-                _ => return Ok(()),
+                _ => return Ok(items),
             }
         }
         Err(ArmError::Decode {

@@ -56,17 +56,12 @@ impl ArmClient {
     ) -> Result<Vec<RecoveryPointResource>, ArmError> {
         let mut segments = id.path_segments();
         segments.push("recoveryPoints");
-        let mut points = Vec::new();
-        self.each_page(
+        self.all_pages(
             ops::RECOVERY_POINTS_LIST,
             self.url(&segments)?,
-            |page: RecoveryPointResourceList| {
-                points.extend(page.value);
-                page.next_link
-            },
+            |page: RecoveryPointResourceList| (page.value, page.next_link),
         )
-        .await?;
-        Ok(points)
+        .await
     }
 
     /// POST `.../validateRestore` with `{"restoreRequestObject": request}`: 200 done (with the
