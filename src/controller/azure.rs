@@ -80,20 +80,23 @@ fn poll_observation(result: Result<Poll, ArmError>) -> Observation {
             status: polled_status(poll.status),
             retry_after: poll.retry_after,
         },
-        Err(error @ (ArmError::ForeignPollUrl { .. } | ArmError::PollPathRefused { .. })) => {
-            Observation::PollRefused {
-                message: format!(
-                    "{error}. Check --arm-endpoint, and who else writes this resource's status"
-                ),
-            }
-        }
+        Err(error) => match poll_refusal(&error) {
+            Some(message) => Observation::PollRefused { message },
+            None => failed(AzureCall::Poll, error),
+        },
+    }
+}
+
+/// Why a poll URL will never answer usefully (so the operation is ended, not polled again), or
+/// `None` for a failure worth retrying. Shared by every controller that polls.
+pub(crate) fn poll_refusal(error: &ArmError) -> Option<String> {
+    match error {
+        ArmError::ForeignPollUrl { .. } | ArmError::PollPathRefused { .. } => Some(format!(
+            "{error}. Check --arm-endpoint, and who else writes this resource's status"
+        )),
         // Their messages say what to check.
-        Err(error @ (ArmError::Redirected { .. } | ArmError::ResponseTooLarge { .. })) => {
-            Observation::PollRefused {
-                message: error.to_string(),
-            }
-        }
-        Err(error) => failed(AzureCall::Poll, error),
+        ArmError::Redirected { .. } | ArmError::ResponseTooLarge { .. } => Some(error.to_string()),
+        _ => None,
     }
 }
 

@@ -5,7 +5,7 @@ use dataprotection::{ArmClient, ArmError, LroStart, OperationJobExtendedInfo, Po
 
 use super::decide::{Action, Observation};
 use crate::api::OperationAction;
-use crate::controller::azure::{observed_error, polled_status};
+use crate::controller::azure::{observed_error, poll_refusal, polled_status};
 use crate::controller::decide::{AzureCall, PollHandle};
 
 /// Performs `action`; `None` for [`Action::None`].
@@ -88,19 +88,12 @@ fn polled(answer: Result<Poll, ArmError>) -> Observation {
             retry_after: poll.retry_after,
             job_id: poll.job_id,
         },
-        Err(
-            error @ (ArmError::ForeignPollUrl { .. }
-            | ArmError::PollPathRefused { .. }
-            | ArmError::Redirected { .. }
-            | ArmError::ResponseTooLarge { .. }),
-        ) => Observation::PollRefused {
-            message: format!(
-                "{error}. Check --arm-endpoint, and who else writes this resource's status"
-            ),
-        },
-        Err(error) => Observation::Failed {
-            call: AzureCall::Poll,
-            error: observed_error(&error),
+        Err(error) => match poll_refusal(&error) {
+            Some(message) => Observation::PollRefused { message },
+            None => Observation::Failed {
+                call: AzureCall::Poll,
+                error: observed_error(&error),
+            },
         },
     }
 }
