@@ -176,6 +176,16 @@ impl VaultGrants {
         Self { stores: None }
     }
 
+    /// Returns once the grants and namespaces have been listed (at once when every vault is
+    /// open), or never if their watches have ended.
+    pub async fn listed(&self) {
+        if let Some((grants, namespaces)) = &self.stores
+            && grants.wait_until_ready().await.is_ok()
+        {
+            let _ = namespaces.wait_until_ready().await;
+        }
+    }
+
     /// The verdict for `obj` (see [`access`]); `None` until the grants and namespaces have been
     /// listed once: judging before would call every resource not granted for a moment after
     /// each start, with a status write and an Event each.

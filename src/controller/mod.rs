@@ -33,6 +33,7 @@ mod context;
 pub mod decide;
 mod events;
 mod finalizer;
+mod first_list;
 pub mod grants;
 pub mod kubernetes_version;
 pub mod leader;
@@ -307,6 +308,12 @@ async fn reconcile_steps(
     if let Some(written) = effects.write_unwritten(&obj).await? {
         obj = written;
     }
+    // Reconciles start with the first page of resources, maybe before the (smaller) grant
+    // and namespace lists have ended: worth a short wait rather than a requeue.
+    if ctx.grants.access_for(&obj).is_none() {
+        let wait = ctx.settings.timing.retry_after_min;
+        let _ = tokio::time::timeout(wait, ctx.grants.listed()).await;
+    }
     let Some(access) = ctx.grants.access_for(&obj) else {
         debug!("the vault grants are not listed yet; looking again shortly");
         ctx.requeue(&key, Requeue::After(ctx.settings.timing.retry_after_min));
@@ -475,7 +482,8 @@ pub async fn run(
     let predicate = predicates::generation
         .combine(other_finalizers)
         .combine(deletion_requested);
-    let triggers = watcher(api, watcher::Config::default())
+    let listed_health = health.clone();
+    let events = watcher(api, watcher::Config::default())
         .default_backoff()
         // The cache keeps every resource: without managedFields (which decisions never read
         // and which server-side apply makes as large as the status) it is about half the size.
@@ -484,15 +492,20 @@ pub async fn run(
         .modify(|obj| {
             obj.managed_fields_mut().clear();
             obj.annotations_mut().clear();
-        })
-        .reflect(writer)
-        .inspect_ok(move |event| match event {
-            watcher::Event::Delete(obj) => watch_ctx.forget(&key_of(obj)),
-            watcher::Event::InitDone => watch_ctx.forget_all_but(&watch_reader),
-            _ => {}
-        })
-        .applied_objects()
-        .predicate_filter(predicate, Default::default());
+        });
+    // Reconciles start with the first page of the first list; ready once it has ended.
+    let triggers = first_list::first_list_as_it_arrives(events, move || {
+        info!("watching BlobBackupInstance resources");
+        listed_health.set_watching(true);
+    })
+    .reflect(writer)
+    .inspect_ok(move |event| match event {
+        watcher::Event::Delete(obj) => watch_ctx.forget(&key_of(obj)),
+        watcher::Event::InitDone => watch_ctx.forget_all_but(&watch_reader),
+        _ => {}
+    })
+    .applied_objects()
+    .predicate_filter(predicate, Default::default());
 
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
     let controller = Controller::for_stream(triggers, reader.clone())
@@ -515,18 +528,11 @@ pub async fn run(
             }
             std::future::ready(())
         });
-    let synced = async {
-        if reader.wait_until_ready().await.is_ok() {
-            info!("watching BlobBackupInstance resources");
-            health.set_watching(true);
-        }
-        std::future::pending::<()>().await
-    };
 
     // Beats while this loop turns, so /healthz fails if it wedges.
     let mut heartbeat = tokio::time::interval(health.heartbeat_interval());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(controller, synced, grant_status, restores);
+    tokio::pin!(controller, grant_status, restores);
     let mut stop = Some(stop);
     loop {
         tokio::select! {
@@ -542,7 +548,6 @@ pub async fn run(
                     let _ = stop.send(());
                 }
             }
-            () = &mut synced => {}
             () = &mut grant_status => {}
         }
     }

@@ -510,14 +510,17 @@ impl Cluster {
         let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
         api.delete_collection(&DeleteParams::default(), &Default::default())
             .await?;
-        let mut left = usize::MAX;
-        while started.elapsed() < wait {
-            left = api.list(&Default::default()).await?.items.len();
+        // Listed at least once, however long the delete call took.
+        let left = loop {
+            let left = api.list(&Default::default()).await?.items.len();
             if left == 0 {
                 return Ok(started.elapsed());
             }
+            if started.elapsed() >= wait {
+                break left;
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        };
         bail!(
             "{left} resources in namespace {NAMESPACE} were still there after {:.0} s (sized from N and the delete budget; --timeout-seconds does not change it)",
             wait.as_secs_f64()
