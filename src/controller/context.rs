@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
@@ -131,13 +131,6 @@ impl Context {
     pub(super) fn forget(&self, key: &ObjectRef<BlobBackupInstance>) {
         self.states.forget(key);
         self.requeues.cancel(key);
-    }
-
-    /// Forgets every resource the watch no longer lists (deleted while it was not watching).
-    pub(super) fn forget_all_but(&self, store: &Store<BlobBackupInstance>) {
-        let listed = |key: &ObjectRef<BlobBackupInstance>| store.get(key).is_some();
-        self.states.retain(listed);
-        self.requeues.retain(listed);
     }
 
     /// Schedules the resource's next reconcile (see [`requeue`]).

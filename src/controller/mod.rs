@@ -33,10 +33,10 @@ mod context;
 pub mod decide;
 mod events;
 mod finalizer;
-mod first_list;
 pub mod grants;
 pub mod kubernetes_version;
 pub mod leader;
+mod listing;
 pub mod pacing;
 mod requeue;
 pub mod restore;
@@ -478,7 +478,6 @@ pub async fn run(
     // the loop, dropped after it: however it ends, on shutdown or when a leader term is lost).
     let _gauges = ctx.metrics.watch_instances(reader.clone());
     let watch_ctx = ctx.clone();
-    let watch_reader = reader.clone();
     let predicate = predicates::generation
         .combine(other_finalizers)
         .combine(deletion_requested);
@@ -494,15 +493,15 @@ pub async fn run(
             obj.annotations_mut().clear();
         });
     // Reconciles start with the first page of the first list; ready once it has ended.
-    let triggers = first_list::first_list_as_it_arrives(events, move || {
+    let triggers = listing::apply_lists_as_they_arrive(events, reader.clone(), move || {
         info!("watching BlobBackupInstance resources");
         listed_health.set_watching(true);
     })
     .reflect(writer)
-    .inspect_ok(move |event| match event {
-        watcher::Event::Delete(obj) => watch_ctx.forget(&key_of(obj)),
-        watcher::Event::InitDone => watch_ctx.forget_all_but(&watch_reader),
-        _ => {}
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(obj) = event {
+            watch_ctx.forget(&key_of(obj));
+        }
     })
     .applied_objects()
     .predicate_filter(predicate, Default::default());

@@ -176,11 +176,6 @@ where
     pub fn forget(&self, key: &ObjectRef<K>) {
         lock(&self.records).remove(key);
     }
-
-    /// Forgets every resource `keep` refuses.
-    pub fn retain(&self, keep: impl Fn(&ObjectRef<K>) -> bool) {
-        lock(&self.records).retain(|key, _| keep(key));
-    }
 }
 
 /// A hash of the status as the API would serialize it (no allocation): enough to tell whether

@@ -771,6 +771,11 @@ impl Operator {
 
     /// Spawns the operator and waits until its `/readyz` answers 200.
     async fn start(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.until_started(false).await.map(|_| ())
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
         self.metrics_port = free_port()?;
         let log = self
             .log_dir
@@ -795,13 +800,39 @@ impl Operator {
             .with_context(|| format!("cannot start {}", self.binary.display()))?;
         self.child = Some(child);
         self.logs.push(log);
+        Ok(())
+    }
+
+    /// Looks every 5 ms, from the spawn, until `/readyz` answers 200 and (with `reconciled`)
+    /// `bbo_reconcile_total` is above 0, each looked at until it first holds: how long after
+    /// the spawn `/readyz` first answered 200, and the first reconcile ended. Neither waits
+    /// for the other (reconciles may start before the watch has listed everything).
+    async fn until_started(
+        &mut self,
+        reconciled: bool,
+    ) -> anyhow::Result<(Duration, Option<Duration>)> {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics_port);
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ready = None;
+        let mut first_reconcile = None;
         while Instant::now() < deadline {
-            if let Ok(response) = self.http.get(&url).send().await
+            if ready.is_none()
+                && let Ok(response) = self.http.get(&url).send().await
                 && response.status().is_success()
             {
-                return Ok(());
+                ready = Some(self.spawned.elapsed());
+            }
+            if reconciled
+                && first_reconcile.is_none()
+                && let Ok(text) = self.metrics().await
+                && metric_sum(&text, "bbo_reconcile_total") > 0
+            {
+                first_reconcile = Some(self.spawned.elapsed());
+            }
+            if let Some(ready) = ready
+                && (!reconciled || first_reconcile.is_some())
+            {
+                return Ok((ready, first_reconcile));
             }
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -814,9 +845,12 @@ impl Operator {
                         .unwrap_or_default()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        bail!("the operator did not become ready within 60 s at {url}")
+        match ready {
+            None => bail!("the operator did not become ready within 60 s at {url}"),
+            Some(_) => bail!("the restarted operator finished no reconcile within 60 s"),
+        }
     }
 
     fn sample(&mut self) -> u64 {
@@ -871,16 +905,11 @@ impl Operator {
     /// reconcile has finished (polled every 5 ms).
     async fn restart_timed(&mut self) -> anyhow::Result<(Duration, Duration)> {
         self.kill().await?;
-        self.start().await?;
-        let ready = self.spawned.elapsed();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if metric_sum(&self.metrics().await?, "bbo_reconcile_total") > 0 {
-                return Ok((ready, self.spawned.elapsed()));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        self.spawn()?;
+        match self.until_started(true).await? {
+            (ready, Some(first_reconcile)) => Ok((ready, first_reconcile)),
+            (_, None) => bail!("until_started(true) returned without a first reconcile"),
         }
-        bail!("the restarted operator finished no reconcile within 60 s")
     }
 
     /// SIGKILL, after taking its memory, CPU and Kubernetes write figures.
