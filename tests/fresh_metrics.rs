@@ -74,6 +74,8 @@ async fn a_fresh_process_serves_every_series_with_zeros() {
             r#"bbo_reconcile_total{result="error"}"#,
             r#"bbo_operations_in_flight{action="Create"}"#,
             r#"bbo_instances{protection_status="ProtectionConfigured"}"#,
+            r#"bbo_instances{protection_status="NotReconciled"}"#,
+            r#"bbo_instances_by_reason{reason="NotReconciled"}"#,
             r#"bbo_instances_ready{ready="true"}"#,
             "bbo_status_writes_total",
             "bbo_metadata_writes_total",

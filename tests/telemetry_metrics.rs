@@ -261,7 +261,7 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     watch.set("ns/b", Some("configuringprotection"), false, None, None);
     watch.set("ns/c", Some("ProtectionConfigured"), true, None, None);
     let text = openmetrics(&m);
-    assert_eq!(status(&text, "Unknown"), 1.0);
+    assert_eq!(status(&text, "NotReconciled"), 1.0);
     assert_eq!(
         status(&text, "ConfiguringProtection"),
         1.0,
@@ -277,7 +277,7 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
     watch.delete("ns/c");
     watch.delete("ns/never-seen");
     let text = openmetrics(&m);
-    assert_eq!(status(&text, "Unknown"), 0.0);
+    assert_eq!(status(&text, "NotReconciled"), 0.0);
     assert_eq!(status(&text, "ConfiguringProtection"), 0.0);
     assert_eq!(status(&text, "ProtectionConfigured"), 2.0);
     assert_eq!((ready(&text, true), ready(&text, false)), (2.0, 0.0));
@@ -303,7 +303,10 @@ fn instance_gauges_follow_each_resource_and_stay_bounded() {
         .lines()
         .filter(|l| l.starts_with("bbo_instances{"))
         .count();
-    assert_eq!(instance_series, 10, "8 known statuses + Unknown + Other");
+    assert_eq!(
+        instance_series, 11,
+        "8 known statuses + Unknown + NotReconciled + Other"
+    );
     assert!(!text.contains("ns/"), "resource keys never become labels");
 }
 
@@ -328,7 +331,7 @@ fn resources_count_by_their_ready_reason() {
     watch.set("ns/c", None, false, Some("no such reason"), None);
     watch.set("ns/d", None, false, None, None);
     assert_eq!(by_reason("MissingPermissions"), 2.0);
-    assert_eq!((by_reason("Other"), by_reason("Unknown")), (1.0, 1.0));
+    assert_eq!((by_reason("Other"), by_reason("NotReconciled")), (1.0, 1.0));
     watch.set(
         "ns/a",
         Some("ProtectionConfigured"),
@@ -339,6 +342,40 @@ fn resources_count_by_their_ready_reason() {
     watch.delete("ns/b");
     assert_eq!(by_reason("MissingPermissions"), 0.0);
     assert_eq!(by_reason("ProtectionConfigured"), 1.0);
+}
+
+/// A resource the operator has not reconciled yet (no Ready condition: every one, right after a
+/// start) is `NotReconciled`, never `Unknown`, which an alert may watch: `Unknown` is a
+/// reconciled resource Azure has reported no protection status for.
+#[test]
+fn resources_not_reconciled_yet_are_not_unknown() {
+    let m = Metrics::new();
+    let value = |series: String| {
+        sample(&openmetrics(&m), &series).unwrap_or_else(|| panic!("no series {series}"))
+    };
+    let status = |s: &str| value(format!(r#"bbo_instances{{protection_status="{s}"}}"#));
+    let by_reason = |r: &str| value(format!(r#"bbo_instances_by_reason{{reason="{r}"}}"#));
+    assert_eq!(
+        (status("NotReconciled"), by_reason("NotReconciled")),
+        (0.0, 0.0),
+        "known from the first scrape"
+    );
+    let mut watch = Watch::of(&m);
+    watch.set("ns/new", None, false, None, None);
+    watch.set("ns/newer", None, false, None, None);
+    assert_eq!((status("NotReconciled"), status("Unknown")), (2.0, 0.0));
+    assert_eq!(by_reason("NotReconciled"), 2.0);
+    assert!(
+        !openmetrics(&m).contains(r#"bbo_instances_by_reason{reason="Unknown"}"#),
+        "a Ready condition always has a reason: no Unknown one"
+    );
+    // Reconciled: Ready=Unknown (Initializing) written, Azure has said nothing yet.
+    watch.set("ns/new", None, false, Some("Initializing"), None);
+    assert_eq!((status("NotReconciled"), status("Unknown")), (1.0, 1.0));
+    assert_eq!(
+        (by_reason("NotReconciled"), by_reason("Initializing")),
+        (1.0, 1.0)
+    );
 }
 
 #[test]

@@ -26,8 +26,13 @@ use dataprotection::{RequestObserver, operation_ids};
 
 /// Label value used for anything outside a bounded set.
 const OTHER: &str = "Other";
-/// Protection status label of a resource Azure has not reported a status for (yet).
+/// Protection status label of a resource the operator has reconciled but Azure has not
+/// reported a status for (yet).
 const UNKNOWN: &str = "Unknown";
+/// Label of a resource the operator has not reconciled yet (its status has no Ready condition),
+/// in `bbo_instances` and `bbo_instances_by_reason`: every resource is one right after a start,
+/// which an alert on `Unknown` must not take for trouble.
+const NOT_RECONCILED: &str = "NotReconciled";
 /// Azure's `protectionStatus.status` values (the spec's `Status` enum plus the two values real
 /// services return, `NotProtected` and `ProtectionError`); anything else is counted as `Other`.
 const PROTECTION_STATUSES: [&str; 8] = [
@@ -228,13 +233,17 @@ impl InstanceCounts {
             keys.map(|key| (key, 0)).collect::<BTreeMap<_, _>>()
         };
         let mut counts = Self {
-            instances: zero(&mut PROTECTION_STATUSES.into_iter().chain([UNKNOWN, OTHER])),
+            instances: zero(&mut PROTECTION_STATUSES.into_iter().chain([
+                UNKNOWN,
+                NOT_RECONCILED,
+                OTHER,
+            ])),
             ready: [(true, 0), (false, 0)].into(),
             by_reason: zero(
                 &mut Reason::ALL
                     .iter()
                     .map(|reason| reason.as_str())
-                    .chain([UNKNOWN, OTHER]),
+                    .chain([NOT_RECONCILED, OTHER]),
             ),
             in_flight: Action::ALL.into_iter().map(|action| (action, 0)).collect(),
         };
@@ -244,21 +253,19 @@ impl InstanceCounts {
                     .iter()
                     .find(|c| c.type_ == condition_type::READY)
             });
-            let protection = status.and_then(|s| s.protection_status.as_deref());
-            *counts
-                .instances
-                .entry(protection_status_label(protection))
-                .or_default() += 1;
+            let protection = match status.and_then(|s| s.protection_status.as_deref()) {
+                Some(protection) => protection_status_label(protection),
+                None if ready_condition.is_some() => UNKNOWN,
+                None => NOT_RECONCILED,
+            };
+            *counts.instances.entry(protection).or_default() += 1;
             *counts
                 .ready
                 .entry(ready_condition.is_some_and(|c| c.status == ConditionStatus::True))
                 .or_default() += 1;
-            *counts
-                .by_reason
-                .entry(condition_reason_label(
-                    ready_condition.map(|c| c.reason.as_str()),
-                ))
-                .or_default() += 1;
+            let reason =
+                ready_condition.map_or(NOT_RECONCILED, |c| condition_reason_label(&c.reason));
+            *counts.by_reason.entry(reason).or_default() += 1;
             // Recorded as running, or as intended (a PUT of a new instance is recorded only
             // so until its outcome is known: its poll URL stays in the controller's memory).
             if let Some(op) = status
@@ -657,21 +664,16 @@ impl RequestObserver for Metrics {
 }
 
 /// Azure's status as a bounded label: a known value in its canonical casing, else `Other`.
-fn protection_status_label(status: Option<&str>) -> &'static str {
-    let Some(status) = status.map(str::trim) else {
-        return UNKNOWN;
-    };
+fn protection_status_label(status: &str) -> &'static str {
+    let status = status.trim();
     PROTECTION_STATUSES
         .into_iter()
         .find(|known| known.eq_ignore_ascii_case(status))
         .unwrap_or(OTHER)
 }
 
-/// A Ready reason as a bounded label: a known [`Reason`], `Unknown` without one, else `Other`.
-fn condition_reason_label(reason: Option<&str>) -> &'static str {
-    let Some(reason) = reason else {
-        return UNKNOWN;
-    };
+/// A Ready reason as a bounded label: a known [`Reason`], else `Other`.
+fn condition_reason_label(reason: &str) -> &'static str {
     Reason::ALL
         .iter()
         .map(|known| known.as_str())
@@ -686,16 +688,15 @@ mod tests {
     #[test]
     fn protection_status_is_bounded_and_canonical() {
         assert_eq!(
-            protection_status_label(Some("protectionconfigured")),
+            protection_status_label("protectionconfigured"),
             "ProtectionConfigured"
         );
         assert_eq!(
-            protection_status_label(Some(" ProtectionError ")),
+            protection_status_label(" ProtectionError "),
             "ProtectionError"
         );
-        assert_eq!(protection_status_label(Some("BrandNewState")), "Other");
-        assert_eq!(protection_status_label(Some("")), "Other");
-        assert_eq!(protection_status_label(None), "Unknown");
+        assert_eq!(protection_status_label("BrandNewState"), "Other");
+        assert_eq!(protection_status_label(""), "Other");
     }
 
     #[test]

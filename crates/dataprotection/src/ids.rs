@@ -1,5 +1,6 @@
 //! Azure Resource Manager IDs of the resources the operator touches: Backup vaults, their
-//! backup policies and backup instances, and storage accounts.
+//! backup policies and backup instances, and storage accounts; and `ProviderPath`, any URL path
+//! under a resource provider (what a poll URL names), read with the same grammar.
 //!
 //! ARM compares the fixed segments of an ID (`resourceGroups`, `providers`, `backupVaults`, ...)
 //! and the names in it case-insensitively, so parsing accepts any casing and equality ignores
@@ -110,55 +111,116 @@ fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
+/// The segments of an ARM path, read front to back: the one reader of ARM path grammar (fixed
+/// words in any casing, names checked by `name_problem`, errors naming the segment by its
+/// position), for the ID types and for `ProviderPath` alike.
+struct Cursor {
+    segments: Vec<String>,
+    next: usize,
+}
+
+impl Cursor {
+    /// Splits `input` (`/seg/seg/...`, one trailing `/` allowed) into segments; with `decode`,
+    /// each segment is percent-decoded as ARM decodes a URL path, and one that decodes to a slash
+    /// or a backslash is refused (ARM could take it for a separator).
+    fn new(input: &str, decode: bool) -> Result<Self, String> {
+        let Some(path) = input.trim().strip_prefix('/') else {
+            return Err("it does not start with \"/subscriptions/\"".into());
+        };
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let mut segments = Vec::new();
+        for (index, raw) in path.split('/').enumerate() {
+            let position = index + 1;
+            if !decode {
+                segments.push(raw.to_owned());
+                continue;
+            }
+            let decoded = percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| format!("segment {position} ({raw:?}) is not UTF-8 once decoded"))?;
+            if decoded.contains(['/', '\\']) {
+                return Err(format!(
+                    "segment {position} ({raw:?}) has an encoded slash or backslash"
+                ));
+            }
+            segments.push(decoded.into_owned());
+        }
+        Ok(Self { segments, next: 0 })
+    }
+
+    fn is_done(&self) -> bool {
+        self.next >= self.segments.len()
+    }
+
+    /// Whether the next segment is `word` (in any casing).
+    fn next_is(&self, word: &str) -> bool {
+        self.segments
+            .get(self.next)
+            .is_some_and(|s| s.eq_ignore_ascii_case(word))
+    }
+
+    /// Takes the next segment; `missing` says what belonged there when there is none.
+    fn take(&mut self, missing: impl FnOnce() -> String) -> Result<(usize, &str), String> {
+        let index = self.next;
+        let Some(actual) = self.segments.get(index) else {
+            return Err(format!(
+                "it ends after segment {index}; {} is missing",
+                missing()
+            ));
+        };
+        self.next += 1;
+        Ok((index + 1, actual))
+    }
+
+    /// Takes the fixed word `word`, in any casing.
+    fn fixed(&mut self, word: &str) -> Result<(), String> {
+        match self.take(|| format!("\"{word}\""))? {
+            (_, actual) if actual.eq_ignore_ascii_case(word) => Ok(()),
+            (position, actual) => Err(format!(
+                "segment {position} is {actual:?} where \"{word}\" belongs"
+            )),
+        }
+    }
+
+    /// Takes a name (`what` says of what) that can stand in an ID.
+    fn name(&mut self, what: &str) -> Result<String, String> {
+        let (position, actual) = self.take(|| format!("the {what}"))?;
+        match name_problem(actual) {
+            Some(problem) => Err(format!(
+                "the {what} (segment {position}, {actual:?}) {problem}"
+            )),
+            None => Ok(actual.to_owned()),
+        }
+    }
+
+    /// The segments not taken yet.
+    fn rest(&self) -> &[String] {
+        self.segments.get(self.next..).unwrap_or_default()
+    }
+}
+
 impl Template {
     fn segments(&self) -> impl Iterator<Item = &Seg> {
         SCOPE.iter().chain(self.rest.iter())
     }
 
     /// Parses `input` against the template and returns the names, in order.
-    fn parse<'a>(&self, input: &'a str) -> Result<Vec<&'a str>, IdError> {
+    fn parse(&self, input: &str) -> Result<Vec<String>, IdError> {
         let fail = |problem: String| IdError {
             kind: self.kind,
             input: input.to_string(),
             problem,
             expected: self.shape,
         };
-        let trimmed = input.trim();
-        let Some(path) = trimmed.strip_prefix('/') else {
-            return Err(fail("it does not start with \"/subscriptions/\"".into()));
-        };
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let mut found = path.split('/');
+        let mut path = Cursor::new(input, false).map_err(fail)?;
         let mut names = Vec::new();
-        for (index, seg) in self.segments().enumerate() {
-            let position = index + 1;
-            let Some(actual) = found.next() else {
-                let missing = match seg {
-                    Fixed(word) => format!("\"{word}\""),
-                    Name(what) => format!("the {what}"),
-                };
-                return Err(fail(format!(
-                    "it ends after segment {index}; {missing} is missing"
-                )));
-            };
+        for seg in self.segments() {
             match seg {
-                Fixed(word) if actual.eq_ignore_ascii_case(word) => {}
-                Fixed(word) => {
-                    return Err(fail(format!(
-                        "segment {position} is {actual:?} where \"{word}\" belongs"
-                    )));
-                }
-                Name(what) => match name_problem(actual) {
-                    Some(problem) => {
-                        return Err(fail(format!(
-                            "the {what} (segment {position}, {actual:?}) {problem}"
-                        )));
-                    }
-                    None => names.push(actual),
-                },
+                Fixed(word) => path.fixed(word).map_err(fail)?,
+                Name(what) => names.push(path.name(what).map_err(fail)?),
             }
         }
-        let rest: Vec<&str> = found.collect();
+        let rest = path.rest();
         if !rest.is_empty() {
             return Err(fail(format!(
                 "unexpected segments after the {}: {:?}",
@@ -173,6 +235,101 @@ impl Template {
             )));
         }
         Ok(names)
+    }
+}
+
+/// The shape of a path under a resource provider ([`ProviderPath`]).
+pub const PROVIDER_PATH_SHAPE: &str = "/subscriptions/{subscriptionId}[/resourceGroups/{resourceGroupName}]/providers/{namespace}[/{type}/{name}]...[/{action}]";
+
+/// One `{type}/{name}` pair of a [`ProviderPath`], e.g. `backupVaults/{vaultName}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceSegment {
+    /// The resource type, as given (compare it case-insensitively).
+    pub kind: String,
+    /// The resource's name, percent-decoded.
+    pub name: String,
+}
+
+/// A URL path ARM routes to a resource provider, parsed: a subscription, maybe a resource
+/// group, the provider's namespace, then `{type}/{name}` pairs and maybe a last `{action}`.
+/// Read with the grammar of the ID types (fixed words in any casing, names that can stand in
+/// an ID), after percent-decoding each segment; what a path may name is the caller's check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderPath {
+    subscription: String,
+    resource_group: Option<String>,
+    namespace: String,
+    resources: Vec<ResourceSegment>,
+    action: Option<String>,
+}
+
+impl ProviderPath {
+    /// Parses the path of a URL (percent-encoded, as `url::Url::path` gives it).
+    pub fn parse_url_path(path: &str) -> Result<Self, IdError> {
+        let fail = |problem: String| IdError {
+            kind: "ARM provider path",
+            input: path.to_string(),
+            problem,
+            expected: PROVIDER_PATH_SHAPE,
+        };
+        let mut cursor = Cursor::new(path, true).map_err(fail)?;
+        Self::read(&mut cursor).map_err(fail)
+    }
+
+    fn read(path: &mut Cursor) -> Result<Self, String> {
+        path.fixed("subscriptions")?;
+        let subscription = path.name("subscription ID")?;
+        let resource_group = if path.next_is("resourceGroups") {
+            path.fixed("resourceGroups")?;
+            Some(path.name("resource group name")?)
+        } else {
+            None
+        };
+        path.fixed("providers")?;
+        let namespace = path.name("resource provider namespace")?;
+        let mut resources = Vec::new();
+        let mut action = None;
+        while !path.is_done() {
+            let kind = path.name("resource type or action")?;
+            if path.is_done() {
+                action = Some(kind);
+            } else {
+                let name = path.name(&format!("name after {kind}"))?;
+                resources.push(ResourceSegment { kind, name });
+            }
+        }
+        Ok(Self {
+            subscription,
+            resource_group,
+            namespace,
+            resources,
+            action,
+        })
+    }
+
+    /// The subscription ID.
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    /// The resource group, when the path is in one.
+    pub fn resource_group(&self) -> Option<&str> {
+        self.resource_group.as_deref()
+    }
+
+    /// The resource provider's namespace, as given (e.g. `Microsoft.DataProtection`).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The `{type}/{name}` pairs after the namespace, in order.
+    pub fn resources(&self) -> &[ResourceSegment] {
+        &self.resources
+    }
+
+    /// The last segment when it has no name after it (e.g. `listKeys`).
+    pub fn action(&self) -> Option<&str> {
+        self.action.as_deref()
     }
 }
 
@@ -272,8 +429,8 @@ macro_rules! scoped_id {
                 Ok(Self::from_names(&names))
             }
 
-            fn from_names(names: &[&str]) -> Self {
-                let name = |i: usize| names.get(i).copied().unwrap_or_default().to_string();
+            fn from_names(names: &[String]) -> Self {
+                let name = |i: usize| names.get(i).cloned().unwrap_or_default();
                 Self {
                     subscription: name(0),
                     resource_group: name(1),
@@ -367,7 +524,7 @@ macro_rules! vault_child {
                 let names = $template.parse(input)?;
                 Ok(Self {
                     vault: VaultId::from_names(&names),
-                    name: names.get(3).copied().unwrap_or_default().to_string(),
+                    name: names.get(3).cloned().unwrap_or_default(),
                 })
             }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 
 use super::error::AzureErrorDetail;
-use super::ids::BackupInstanceId;
+use super::ids::{BackupInstanceId, ProviderPath, ResourceSegment};
 use super::models::OperationResource;
 
 /// What a long-running operation does: the one operation-kind type of the client, the
@@ -174,41 +174,9 @@ const OPERATION_KINDS: [&str; 4] = [
 ///   (Azure's examples of a blob PUT: the configure-protection deployment in the vault's group)
 pub fn operation_path_problem(path: &str, instance: &BackupInstanceId) -> Option<String> {
     let vault = instance.vault();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let mut path = Segments(&segments);
-    let checked = (|| {
-        let lower = segments.join("/").to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") {
-            // ARM could decode them into segments of their own.
-            return Err("it has an encoded slash or backslash".to_owned());
-        }
-        path.take("subscriptions", Some(vault.subscription()))?;
-        let in_group = path.next_is("resourceGroups");
-        if in_group {
-            path.take("resourceGroups", Some(vault.resource_group()))?;
-            if path
-                .0
-                .get(1)
-                .is_some_and(|p| same(p, "Microsoft.Resources"))
-            {
-                path.take("providers", Some("Microsoft.Resources"))?;
-                path.take("deployments", None)?;
-                return path.operation(&["operationStatuses"]);
-            }
-        }
-        path.take("providers", Some("Microsoft.DataProtection"))?;
-        if !in_group {
-            path.take("locations", None)?;
-        } else if path.next_is("backupVaults") {
-            path.take("backupVaults", Some(vault.name()))?;
-            if path.next_is("backupInstances") {
-                path.take("backupInstances", Some(instance.name()))?;
-            }
-        } else if path.next_is("backupInstances") {
-            path.take("backupInstances", Some(instance.name()))?;
-        }
-        path.operation(&OPERATION_KINDS)
-    })();
+    let checked = ProviderPath::parse_url_path(path)
+        .map_err(|error| error.problem)
+        .and_then(|path| operation_of(&path, instance));
     checked.err().map(|problem| {
         format!(
             "{problem}; only operations of vault {} in subscription {} are polled (Microsoft.DataProtection operationStatus, operationResults or operations URLs)",
@@ -218,45 +186,95 @@ pub fn operation_path_problem(path: &str, instance: &BackupInstanceId) -> Option
     })
 }
 
+const DATA_PROTECTION: &str = "Microsoft.DataProtection";
+
+/// Whether `path` (parsed by `ids`, which knows ARM's grammar) is one of the shapes of
+/// [`operation_path_problem`] for `instance`.
+fn operation_of(path: &ProviderPath, instance: &BackupInstanceId) -> Result<(), String> {
+    let vault = instance.vault();
+    named("subscriptions", path.subscription(), vault.subscription())?;
+    let mut rest = Resources {
+        resources: path.resources(),
+        action: path.action(),
+    };
+    match path.resource_group() {
+        None => {
+            named("providers", path.namespace(), DATA_PROTECTION)?;
+            rest.take("locations", None)?;
+        }
+        Some(group) => {
+            named("resourceGroups", group, vault.resource_group())?;
+            if same(path.namespace(), "Microsoft.Resources") {
+                rest.take("deployments", None)?;
+                return rest.operation(&["operationStatuses"]);
+            }
+            named("providers", path.namespace(), DATA_PROTECTION)?;
+            if rest.next_is("backupVaults") {
+                rest.take("backupVaults", Some(vault.name()))?;
+            }
+            if rest.next_is("backupInstances") {
+                rest.take("backupInstances", Some(instance.name()))?;
+            }
+        }
+    }
+    rest.operation(&OPERATION_KINDS)
+}
+
 fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// The segments of a path not yet checked.
-struct Segments<'p>(&'p [&'p str]);
+/// That the segment after `segment` names `wanted` (in any casing).
+fn named(segment: &str, named: &str, wanted: &str) -> Result<(), String> {
+    if same(named, wanted) {
+        Ok(())
+    } else {
+        Err(format!("it names {segment} {named:?} instead of {wanted}"))
+    }
+}
 
-impl Segments<'_> {
-    fn next_is(&self, name: &str) -> bool {
-        self.0.first().is_some_and(|s| same(s, name))
+/// The `{type}/{name}` pairs of a path not yet checked, and its action.
+struct Resources<'p> {
+    resources: &'p [ResourceSegment],
+    action: Option<&'p str>,
+}
+
+impl Resources<'_> {
+    fn next_is(&self, kind: &str) -> bool {
+        self.resources.first().is_some_and(|r| same(&r.kind, kind))
     }
 
-    /// Takes `{name}/{value}`: `name` in any casing, then `value` (in any casing, or anything
-    /// not empty when `None`).
-    fn take(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
-        match self.0 {
-            [segment, named, tail @ ..] if same(segment, name) => {
-                if named.is_empty() || value.is_some_and(|v| !same(named, v)) {
-                    let wanted = value
-                        .map(|v| format!(" instead of {v}"))
-                        .unwrap_or_default();
-                    return Err(format!("it names {name} {named:?}{wanted}"));
+    /// Takes `{kind}/{name}`: `kind` in any casing, then `name` (in any casing, or any name
+    /// when `None`).
+    fn take(&mut self, kind: &str, name: Option<&str>) -> Result<(), String> {
+        match self.resources {
+            [first, tail @ ..] if same(&first.kind, kind) => {
+                if let Some(wanted) = name {
+                    named(kind, &first.name, wanted)?;
                 }
-                self.0 = tail;
+                self.resources = tail;
                 Ok(())
             }
-            _ => Err(format!("it has no {name}/{{name}} where one belongs")),
+            _ => Err(format!("it has no {kind}/{{name}} where one belongs")),
         }
     }
 
     /// The rest is `{kind}/{id}`, `kind` one of `kinds`.
     fn operation(&self, kinds: &[&str]) -> Result<(), String> {
-        match self.0 {
-            [kind, id] if kinds.iter().any(|k| same(kind, k)) && !id.is_empty() => Ok(()),
-            rest => Err(format!(
-                "it ends in {:?}, not in {{{}}}/{{id}}",
-                rest.join("/"),
-                kinds.join("|")
-            )),
+        match (self.resources, self.action) {
+            ([last], None) if kinds.iter().any(|k| same(&last.kind, k)) => Ok(()),
+            (resources, action) => {
+                let rest: Vec<&str> = resources
+                    .iter()
+                    .flat_map(|r| [r.kind.as_str(), r.name.as_str()])
+                    .chain(action)
+                    .collect();
+                Err(format!(
+                    "it ends in {:?}, not in {{{}}}/{{id}}",
+                    rest.join("/"),
+                    kinds.join("|")
+                ))
+            }
         }
     }
 }
@@ -443,6 +461,8 @@ mod tests {
             format!("{dp}/backupVaults/testBkpVault/backupInstances/MSBLOB-1/operationResults/op"),
             format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1/operationStatuses/08"),
             format!("{dp}/backupInstances/msblob-1/operationResults/op"),
+            // Read as ARM reads it: percent-decoded.
+            format!("{dp}/backupVaults/test%42kpVault/operationStatus/ZmMz%3D%3D"),
             format!("{dp}/backupVaults/testBkpVault/operations/op"),
             format!(
                 "{rg}/providers/Microsoft.Resources/deployments/ConfigureProtection-2097/operationStatuses/0858"
@@ -462,14 +482,18 @@ mod tests {
             (format!("{sub}/resourceGroups/rg2/providers/Microsoft.Storage/storageAccounts/sa/listKeys"), "resourceGroups \"rg2\""),
             (format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1"), "ends in \"\""),
             (format!("{dp}/backupVaults/testBkpVault/backupInstances/msblob-1/operationResults/x/more"), "ends in \"operationResults/x/more\""),
-            (format!("{dp}/backupVaults/testBkpVault/operationStatus/"), "ends in \"operationStatus/\""),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/"), "ends in \"operationStatus\""),
+            (format!("{dp}/backupVaults/testBkpVault//operationStatus/x"), "the resource type or action (segment 9, \"\") is empty"),
             (format!("{dp}/backupVaults/testBkpVault"), "ends in \"\""),
             (format!("{sub}/providers/Microsoft.DataProtection/operationStatus/x"), "no locations"),
             (format!("{rg}/providers/Microsoft.Resources/deployments/d"), "ends in \"\""),
             (format!("{rg}/providers/Microsoft.Resources/deployments/d/operationStatus/x"), "not in {operationStatuses}"),
             (format!("{dp}/backupVaults/testBkpVault/operationStatus/..%2F..%2Fsecrets"), "encoded slash"),
-            ("/providers/Microsoft.DataProtection/operations".to_owned(), "no subscriptions"),
-            (String::new(), "no subscriptions"),
+            ("/providers/Microsoft.DataProtection/operations".to_owned(), "segment 1 is \"providers\" where \"subscriptions\" belongs"),
+            (String::new(), "does not start with \"/subscriptions/\""),
+            (format!("{rg}/providers"), "the resource provider namespace is missing"),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/%FF"), "segment 10 (\"%FF\") is not UTF-8"),
+            (format!("{dp}/backupVaults/testBkpVault/operationStatus/a%3Fb"), "(segment 10, \"a?b\") contains one of"),
         ] {
             let problem = operation_path_problem(&refused, &instance)
                 .unwrap_or_else(|| panic!("{refused} was accepted"));

@@ -1109,7 +1109,7 @@ async fn poll_urls_must_be_operations_of_the_instances_vault() {
         ),
         (
             format!("subscriptions/{SUB}/resourceGroups/TestBkpVaultRG"),
-            "no providers",
+            "segment 4; \"providers\" is missing",
         ),
         // An operation of another subscription's, or another vault's.
         (

@@ -1,16 +1,22 @@
-//! The emulator's own wire model: what it reads from requests and what it answers, in the
-//! spec's property casing. Requests bind case-insensitively (Azure's Json.NET does; the
-//! article itself sends `datasourceinfo`) through `dataprotection::json_casing`.
+//! What the emulator reads and writes beyond the client's models (`dataprotection::models`,
+//! which it uses for every body of the same shape): how a request's backup instance is read as
+//! the service reads it, and the error bodies as Azure writes them. Requests bind
+//! case-insensitively (Azure's Json.NET does; the article itself sends `datasourceinfo`)
+//! through `dataprotection::json_casing`.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use dataprotection::SPEC_PROPERTY_NAMES;
 use dataprotection::json_casing::PropertyNames;
+use dataprotection::models::{BackupDatasourceParameters, BackupInstance};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The property names of this model that the client's models lack, in spec casing.
+/// The property names of requests that the client's models keep as JSON (data store
+/// parameters, auto-protection rules, identity details), in spec casing: read in any casing
+/// and echoed in the spec's.
 const OWN_PROPERTY_NAMES: &[&str] = &[
     "dataStoreType",
     "resourceGroupId",
@@ -44,186 +50,63 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T,
     PROPERTY_NAMES.from_slice(text).map_err(|e| e.to_string())
 }
 
-/// `BackupInstanceResource`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BackupInstanceResource {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub resource_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<BTreeMap<String, String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub properties: Option<BackupInstance>,
+/// The required properties of a backup instance, as JSON pointers into its (canonical)
+/// `properties` and as the service names them when one is missing.
+const REQUIRED_INSTANCE_PROPERTIES: [(&str, &str); 3] = [
+    ("/dataSourceInfo", "dataSourceInfo"),
+    ("/dataSourceInfo/resourceID", "dataSourceInfo.resourceID"),
+    ("/policyInfo/policyId", "policyInfo.policyId"),
+];
+
+/// Why the backup instance of a request cannot be read.
+#[derive(Debug, PartialEq)]
+pub(crate) enum InstanceProblem {
+    /// A required property is missing (the service's user error names it).
+    Missing(&'static str),
+    /// The body does not bind to the model (ARM's `InvalidRequestContent`).
+    Invalid(String),
 }
 
-/// `BackupInstance` (the resource's `properties`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct BackupInstance {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub friendly_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_source_info: Option<Datasource>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_source_set_info: Option<Datasource>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_info: Option<PolicyInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protection_status: Option<ProtectionStatusDetails>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub current_protection_state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protection_error_details: Option<UserFacingError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provisioning_state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub validation_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity_details: Option<IdentityDetails>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_guard_operation_requests: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-}
-
-impl BackupInstance {
-    /// Drops what a client may echo back but cannot set (ARM ignores read-only properties).
-    pub fn without_read_only(mut self) -> Self {
-        self.protection_status = None;
-        self.current_protection_state = None;
-        self.protection_error_details = None;
-        self.provisioning_state = None;
-        if let Some(policy) = &mut self.policy_info {
-            policy.policy_version = None;
+/// Reads the `properties` of a backup instance in a request (already in spec casing, as
+/// `parse_body` gives it) into the client's model: a missing required property is named first,
+/// as the service does, then what a client may echo back but cannot set is dropped (ARM
+/// ignores read-only properties).
+pub(crate) fn read_backup_instance(properties: Value) -> Result<BackupInstance, InstanceProblem> {
+    for (pointer, name) in REQUIRED_INSTANCE_PROPERTIES {
+        if properties.pointer(pointer).is_none_or(Value::is_null) {
+            return Err(InstanceProblem::Missing(name));
         }
-        self
     }
+    let mut instance: BackupInstance = PROPERTY_NAMES
+        .from_value(properties)
+        .map_err(|e| InstanceProblem::Invalid(e.to_string()))?;
+    instance.protection_status = None;
+    instance.current_protection_state = None;
+    instance.protection_error_details = None;
+    instance.provisioning_state = None;
+    instance.policy_info.policy_version = None;
+    Ok(instance)
 }
 
-/// `Datasource` / `DatasourceSet`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Datasource {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datasource_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-    #[serde(rename = "resourceID", skip_serializing_if = "Option::is_none")]
-    pub resource_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_location: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_uri: Option<String>,
+/// Whether a request asks for auto-protection rules (`BlobBackupDatasourceParameters
+/// ForAutoProtection`, which the client keeps as JSON).
+pub(crate) fn asks_auto_protection(parameters: &BackupDatasourceParameters) -> bool {
+    matches!(parameters, BackupDatasourceParameters::Other(value)
+        if value.get("autoProtectionSettings").is_some_and(|v| !v.is_null()))
 }
 
-/// `PolicyInfo`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PolicyInfo {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_parameters: Option<PolicyParameters>,
+/// One of the emulator's errors as the client's model reads it (where the client's model
+/// holds one: a backup instance's protection status, an operation's status).
+pub(crate) fn as_read<T: DeserializeOwned>(error: &impl Serialize) -> Option<T> {
+    PROPERTY_NAMES
+        .from_value(serde_json::to_value(error).ok()?)
+        .ok()
 }
 
-/// `PolicyParameters`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PolicyParameters {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_store_parameters_list: Option<Vec<DataStoreParameters>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup_datasource_parameters_list: Option<Vec<BackupDatasourceParameters>>,
-}
-
-/// `AzureOperationalStoreParameters` (the only `DataStoreParameters` subtype).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct DataStoreParameters {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_store_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_group_id: Option<String>,
-}
-
-/// The blob subtypes of `BackupDatasourceParameters` in one shape: a fixed container list
-/// (`BlobBackupDatasourceParameters`, `AdlsBlobBackupDatasourceParameters`) or
-/// auto-protection rules (`…ForAutoProtection`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct BackupDatasourceParameters {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub containers_list: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_protection_settings: Option<AutoProtectionSettings>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-}
-
-/// `BlobBackupRuleBasedAutoProtectionSettings`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AutoProtectionSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules: Option<Vec<AutoProtectionRule>>,
-}
-
-/// `BlobBackupAutoProtectionRule`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AutoProtectionRule {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub rule_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<String>,
-}
-
-/// `IdentityDetails`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct IdentityDetails {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub use_system_assigned_identity: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_assigned_identity_arm_url: Option<String>,
-}
-
-/// `ProtectionStatusDetails`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ProtectionStatusDetails {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_details: Option<UserFacingError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-}
-
-/// `ValidateForBackupRequest`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ValidateForBackupRequest {
-    pub backup_instance: Option<BackupInstance>,
-}
+// The error bodies below stay the emulator's own, beside the client's `ErrorBody`,
+// `UserFacingError` and `InnerError`: Azure writes explicit nulls in them (`"details": null`,
+// `"innerError": null`, `"target": null`, in the article's transcripts the emulator is held
+// to), which the client's read model, where absent and null are both `None`, cannot write.
 
 /// `UserFacingError`, field order as the article's transcripts show it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -275,40 +158,6 @@ pub struct AdditionalInfo {
     #[serde(rename = "type")]
     pub info_type: String,
     pub info: UserFacingError,
-}
-
-/// `OperationResource` (the Azure-AsyncOperation status document).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OperationResource {
-    pub id: String,
-    pub name: String,
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
-    pub start_time: String,
-    pub end_time: String,
-    /// `OperationJobExtendedInfo` naming the job the operation created.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub properties: Option<Value>,
-}
-
-/// `OperationJobExtendedInfo` (2021-01-01 answers it without `objectType`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OperationJobExtendedInfo {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_type: Option<String>,
-    pub job_id: String,
-}
-
-/// `BackupInstanceResourceList`.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackupInstanceResourceList {
-    pub value: Vec<BackupInstanceResource>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_link: Option<String>,
 }
 
 impl ErrorBody {
@@ -409,88 +258,111 @@ pub(crate) fn missing_permissions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn request_keys_bind_in_any_casing_and_serialize_in_spec_casing() {
         let body = br#"{"PROPERTIES":{"datasourceinfo":{"resourceid":"/x","DATASOURCETYPE":"t"},
             "policyinfo":{"policyid":"/p","policyparameters":{"backupdatasourceparameterslist":
-            [{"objecttype":"BlobBackupDatasourceParameters","containerslist":["c1"]}]}},
+            [{"objecttype":"BlobBackupDatasourceParameters","containerslist":["c1"]},
+             {"objectType":"BlobBackupDatasourceParametersForAutoProtection",
+              "AUTOPROTECTIONSETTINGS":{"ENABLED":true,"rules":[{"MODE":"Exclude","Pattern":"x"}]}}],
+             "datastoreparameterslist":[{"DATASTORETYPE":"OperationalStore","resourcegroupid":"/g"}]}},
+            "identitydetails":{"usesystemassignedidentity":true},
             "objecttype":"BackupInstance","unknownField":1},"tags":{"MixedCase":"v"}}"#;
-        let parsed: BackupInstanceResource = parse_body(body).unwrap();
-        let props = parsed.properties.clone().unwrap();
+        let mut request: Value = parse_body(body).unwrap();
+        assert_eq!(request["tags"]["MixedCase"], "v");
+        let props = read_backup_instance(request["properties"].take()).unwrap();
+        assert_eq!(props.data_source_info.resource_id, "/x");
+        assert_eq!(props.vaulted_containers(), Some(&["c1".to_owned()][..]));
+        let params = props.policy_info.policy_parameters.as_ref().unwrap();
+        let params = params.backup_datasource_parameters_list.as_deref().unwrap();
         assert_eq!(
-            props.data_source_info.unwrap().resource_id.as_deref(),
-            Some("/x")
+            params.iter().map(asks_auto_protection).collect::<Vec<_>>(),
+            [false, true]
         );
-        let json = serde_json::to_value(&parsed).unwrap();
-        assert!(json["properties"]["dataSourceInfo"]["resourceID"].is_string());
+        // What the client keeps as JSON is echoed in the spec's casing too; what neither knows
+        // is dropped.
+        let json = serde_json::to_value(&props).unwrap();
         assert_eq!(
-            json["properties"]["policyInfo"]["policyParameters"]["backupDatasourceParametersList"]
-                [0]["containersList"][0],
-            "c1"
+            PROPERTY_NAMES.unknown_keys(&json),
+            Vec::<String>::new(),
+            "{json}"
         );
-        assert_eq!(json["tags"]["MixedCase"], "v");
+        assert_eq!(
+            json["policyInfo"]["policyParameters"]["backupDatasourceParametersList"][1]["autoProtectionSettings"]
+                ["rules"][0]["pattern"],
+            "x"
+        );
+        assert_eq!(json["identityDetails"]["useSystemAssignedIdentity"], true);
     }
 
     #[test]
-    fn every_serialized_key_is_known_so_it_binds_back() {
-        let info = UserFacingError::new("C", "m", "a");
-        let full = BackupInstanceResource {
-            id: Some("i".into()),
-            properties: Some(BackupInstance {
-                friendly_name: Some("f".into()),
-                data_source_info: Some(Datasource {
-                    datasource_type: Some("t".into()),
-                    object_type: Some("Datasource".into()),
-                    resource_id: Some("r".into()),
-                    resource_location: Some("l".into()),
-                    resource_name: Some("n".into()),
-                    resource_type: Some("t".into()),
-                    resource_uri: Some("u".into()),
-                }),
-                policy_info: Some(PolicyInfo {
-                    policy_id: Some("p".into()),
-                    policy_version: Some("1".into()),
-                    policy_parameters: Some(PolicyParameters {
-                        data_store_parameters_list: Some(vec![DataStoreParameters {
-                            object_type: Some("o".into()),
-                            data_store_type: Some("d".into()),
-                            resource_group_id: Some("g".into()),
-                        }]),
-                        backup_datasource_parameters_list: Some(vec![BackupDatasourceParameters {
-                            containers_list: Some(vec!["c".into()]),
-                            auto_protection_settings: Some(AutoProtectionSettings {
-                                enabled: Some(true),
-                                object_type: Some("o".into()),
-                                rules: Some(vec![AutoProtectionRule {
-                                    object_type: Some("o".into()),
-                                    mode: Some("Exclude".into()),
-                                    rule_type: Some("Prefix".into()),
-                                    pattern: Some("x".into()),
-                                }]),
-                            }),
-                            object_type: Some("o".into()),
-                        }]),
-                    }),
-                }),
-                protection_status: Some(ProtectionStatusDetails {
-                    error_details: Some(info.clone()),
-                    status: Some("s".into()),
-                }),
-                protection_error_details: Some(info),
-                identity_details: Some(IdentityDetails {
-                    use_system_assigned_identity: Some(true),
-                    user_assigned_identity_arm_url: Some("u".into()),
-                }),
-                ..BackupInstance::default()
-            }),
-            ..BackupInstanceResource::default()
-        };
-        let unknown = PROPERTY_NAMES.unknown_keys(&serde_json::to_value(&full).unwrap());
-        // `ActivityId` is a key of UserFacingError.properties, a map of user data.
+    fn a_missing_required_property_is_named_and_read_only_ones_are_dropped() {
+        let full = json!({
+            "dataSourceInfo": {"resourceID": "/x"},
+            "policyInfo": {"policyId": "/p", "policyVersion": "3"},
+            "protectionStatus": {"status": "ProtectionConfigured"},
+            "currentProtectionState": "ProtectionConfigured",
+            "provisioningState": "Succeeded"
+        });
+        let read = read_backup_instance(full.clone()).unwrap();
+        assert_eq!(read.protection_status, None);
+        assert_eq!(read.current_protection_state, None);
+        assert_eq!(read.provisioning_state, None);
+        assert_eq!(read.policy_info.policy_version, None);
+        assert_eq!(read.object_type, "BackupInstance");
+        for (pointer, missing) in [
+            ("/dataSourceInfo", "dataSourceInfo"),
+            ("/dataSourceInfo/resourceID", "dataSourceInfo.resourceID"),
+            ("/policyInfo", "policyInfo.policyId"),
+            ("/policyInfo/policyId", "policyInfo.policyId"),
+        ] {
+            let mut body = full.clone();
+            *body.pointer_mut(pointer).unwrap() = Value::Null;
+            assert_eq!(
+                read_backup_instance(body),
+                Err(InstanceProblem::Missing(missing)),
+                "{pointer}"
+            );
+        }
+        let mut body = full;
+        body["policyInfo"]["policyParameters"] = json!("not an object");
+        assert!(matches!(
+            read_backup_instance(body),
+            Err(InstanceProblem::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_errors_read_back_into_the_clients_model() {
+        let failure = missing_permissions("Configure Protection", "p", "/a", "act");
+        let read: dataprotection::models::ErrorBody = as_read(&failure).unwrap();
+        let info = read.user_facing_error().unwrap();
+        assert_eq!(
+            info.code.as_deref(),
+            Some("UserErrorMissingRequiredPermissions")
+        );
+        assert!(
+            info.inner_error
+                .unwrap()
+                .detailed_message()
+                .unwrap()
+                .contains("Configure Protection failed")
+        );
+        assert_eq!(
+            serde_json::to_value(&read).unwrap(),
+            serde_json::to_value(&failure).unwrap(),
+            "an operation's error reads back whole"
+        );
+        let error = UserFacingError::new("C", "m", "act").recommend("r");
+        let read: dataprotection::models::UserFacingError = as_read(&error).unwrap();
+        assert_eq!(read.recommended_action, Some(vec!["r".to_owned()]));
+        let unknown = PROPERTY_NAMES.unknown_keys(&serde_json::to_value(&failure).unwrap());
+        // `ActivityId` and `DetailedNonLocalisedMessage` are keys of maps of user data.
         assert_eq!(
             unknown,
-            ["ActivityId", "ActivityId"],
+            ["DetailedNonLocalisedMessage", "ActivityId"],
             "not in the property names"
         );
     }

@@ -70,6 +70,9 @@ const OPERATION_PATTERN: [&str; 8] = [
     ANY,
 ];
 
+// Not `dataprotection::ids::ProviderPath`: that parser refuses names the operator must never
+// send (whitespace, `?`, `%`), while the emulator, like ARM, routes them and lets the
+// provider's checks answer.
 /// Matches `segments` against `pattern` (literal segments compared case-insensitively,
 /// `ANY` captures a non-empty segment); returns the captures.
 fn match_segments<'a>(segments: &[&'a str], pattern: &[&str]) -> Option<Vec<&'a str>> {

@@ -19,9 +19,12 @@ use super::config::{
 };
 use super::keys::{KeyedId, parse_policy_id, parse_storage_account_id, parse_vault_id};
 use super::model::{
-    BackupInstance, BackupInstanceResource, BackupInstanceResourceList, ErrorBody,
-    OperationJobExtendedInfo, OperationResource, ProtectionStatusDetails, UserFacingError,
-    ValidateForBackupRequest, already_protected, missing_permissions, parse_body,
+    ErrorBody, InstanceProblem, UserFacingError, already_protected, as_read, asks_auto_protection,
+    missing_permissions, parse_body, read_backup_instance,
+};
+use dataprotection::models::{
+    BackupInstance, BackupInstanceResource, BackupInstanceResourceList, OperationJobExtendedInfo,
+    OperationResource, ProtectionStatusDetails,
 };
 
 mod restore;
@@ -378,6 +381,7 @@ fn view(instance: &Instance) -> BackupInstanceResource {
         Some(OperationAction::Delete) => (base.0, base.1, "Deleting", base.3),
         _ => base,
     };
+    let error = error.as_ref().and_then(as_read);
     props.protection_status = Some(ProtectionStatusDetails {
         error_details: error.clone(),
         status: Some(status.to_owned()),
@@ -589,16 +593,8 @@ impl State {
         let vault_key = vault_id.key.as_str();
         let bad = |code: &'static str, message: String| Refusal::UserError { code, message };
         let not_found = Refusal::ReferenceNotFound;
-        let datasource = props
-            .data_source_info
-            .as_ref()
-            .ok_or_else(|| bad(INVALID_PARAMETER, "dataSourceInfo is required.".into()))?;
-        let resource_id = datasource.resource_id.as_deref().ok_or_else(|| {
-            bad(
-                INVALID_PARAMETER,
-                "dataSourceInfo.resourceID is required.".into(),
-            )
-        })?;
+        let datasource = &props.data_source_info;
+        let resource_id = datasource.resource_id.as_str();
         let datasource_type = datasource.datasource_type.as_deref().unwrap_or_default();
         if !BLOB_DATASOURCE_TYPES
             .iter()
@@ -612,11 +608,7 @@ impl State {
                 ),
             ));
         }
-        let policy_id = props
-            .policy_info
-            .as_ref()
-            .and_then(|p| p.policy_id.as_deref())
-            .ok_or_else(|| bad(INVALID_PARAMETER, "policyInfo.policyId is required.".into()))?;
+        let policy_id = props.policy_info.policy_id.as_str();
         let (policy_vault, policy_name) =
             parse_policy_id(policy_id).map_err(|m| bad(INVALID_PARAMETER, m))?;
         let account_id =
@@ -785,12 +777,8 @@ impl State {
     /// POST validateForBackup.
     pub fn validate_for_backup(&mut self, ctx: &Ctx, vault: &KeyedId, body: &[u8]) -> Verdict {
         self.vault(vault)?;
-        let request: ValidateForBackupRequest =
-            parse_body(body).map_err(Refusal::InvalidContent)?;
-        let props = request
-            .backup_instance
-            .ok_or_else(|| Refusal::InvalidContent("backupInstance is required".into()))?
-            .without_read_only();
+        let mut request: Value = parse_body(body).map_err(Refusal::InvalidContent)?;
+        let props = request_instance(&mut request, "backupInstance")?;
         let checked = self.check(ctx, vault, &props, None)?;
         let op = self.start_operation(
             ctx,
@@ -805,11 +793,11 @@ impl State {
     /// PUT backupInstances/{name}.
     pub fn put_instance(&mut self, ctx: &Ctx, vault: &KeyedId, name: &str, body: &[u8]) -> Verdict {
         let vault_display = self.vault(vault)?.id.display.clone();
-        let resource: BackupInstanceResource = parse_body(body).map_err(Refusal::InvalidContent)?;
-        let mut props = resource
-            .properties
-            .ok_or_else(|| Refusal::InvalidContent("properties is required".into()))?
-            .without_read_only();
+        let mut request: Value = parse_body(body).map_err(Refusal::InvalidContent)?;
+        let mut props = request_instance(&mut request, "properties")?;
+        // What is left: the resource's envelope (`tags`; `id`, `name` and `type` are ignored).
+        let resource: BackupInstanceResource =
+            serde_json::from_value(request).map_err(|e| Refusal::InvalidContent(e.to_string()))?;
         let key = instance_key(&vault.key, name);
         let checked = self.check(ctx, vault, &props, Some(&key))?;
         // Versions without tags ignore any sent: the instance keeps the ones it has.
@@ -819,9 +807,6 @@ impl State {
             self.live(&key, ctx.now)
                 .and_then(|existing| existing.tags.clone())
         };
-        if props.object_type.is_none() {
-            props.object_type = Some("BackupInstance".to_owned());
-        }
         if props.friendly_name.is_none() {
             props.friendly_name = Some(checked.account_name.clone());
         }
@@ -1112,15 +1097,22 @@ impl State {
             ),
         };
         Ok(Outcome::OperationStatus(OperationResource {
-            id: operation_path(op, "operationStatus", id),
-            name: id.to_owned(),
-            status: status.to_owned(),
-            error,
-            start_time: start_time(op.start_wall),
-            end_time: end,
+            id: Some(operation_path(op, "operationStatus", id)),
+            name: Some(id.to_owned()),
+            status: Some(status.to_owned()),
+            error: error.as_ref().and_then(as_read),
+            start_time: Some(start_time(op.start_wall)),
+            end_time: Some(end),
             // A restore names its job once Azure has created it.
             properties: (done && op.failure.is_none() && op.kind == OperationAction::Restore)
-                .then(|| json!({"objectType": "OperationJobExtendedInfo", "jobId": op.job_id})),
+                .then(|| {
+                    serde_json::to_value(OperationJobExtendedInfo {
+                        object_type: Some("OperationJobExtendedInfo".to_owned()),
+                        job_id: Some(op.job_id.clone()),
+                    })
+                    .ok()
+                })
+                .flatten(),
         }))
     }
 
@@ -1136,7 +1128,7 @@ impl State {
         let job = OperationJobExtendedInfo {
             object_type: (ctx.api_version != "2021-01-01")
                 .then(|| "OperationJobExtendedInfo".to_owned()),
-            job_id: op.job_id.clone(),
+            job_id: Some(op.job_id.clone()),
         };
         match op.kind {
             OperationAction::Delete => Ok(Outcome::Gone),
@@ -1331,17 +1323,17 @@ fn check_tier(
 ) -> Result<(), (&'static str, String)> {
     let params = props
         .policy_info
+        .policy_parameters
         .as_ref()
-        .and_then(|p| p.policy_parameters.as_ref())
         .and_then(|p| p.backup_datasource_parameters_list.as_deref())
         .unwrap_or_default();
     let mut containers = None;
     let mut auto_protection = false;
     for p in params {
-        if let Some(list) = &p.containers_list {
+        if let Some(list) = p.containers() {
             containers.get_or_insert_with(Vec::new).extend(list.iter());
         }
-        auto_protection |= p.auto_protection_settings.is_some();
+        auto_protection |= asks_auto_protection(p);
     }
     if let Some(list) = &containers {
         if list.is_empty() || list.iter().any(|c| c.trim().is_empty()) {
@@ -1377,6 +1369,23 @@ fn check_tier(
         )),
         _ => Ok(()),
     }
+}
+
+/// Takes the backup instance at `field` of a request body (`properties` of a PUT,
+/// `backupInstance` of validateForBackup) and reads it as the service does.
+fn request_instance(request: &mut Value, field: &str) -> Result<BackupInstance, Refusal> {
+    let properties = request
+        .get_mut(field)
+        .map(Value::take)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| Refusal::InvalidContent(format!("{field} is required")))?;
+    read_backup_instance(properties).map_err(|problem| match problem {
+        InstanceProblem::Missing(name) => Refusal::UserError {
+            code: INVALID_PARAMETER,
+            message: format!("{name} is required."),
+        },
+        InstanceProblem::Invalid(detail) => Refusal::InvalidContent(detail),
+    })
 }
 
 fn instance_not_found(vault: &KeyedId, name: &str) -> Refusal {

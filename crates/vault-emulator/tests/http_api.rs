@@ -1352,9 +1352,19 @@ async fn bodies_use_the_official_field_names() {
         ],
         "/responses/200/body",
     );
-    env.put("ops", &instance("msblobbackup", None)).await;
-    env.put("vlt", &instance("vaulted", Some(&["c1", "c2"])))
-        .await;
+    // The PUT's answer is the instance too (the examples of a PUT answer as a GET does).
+    for created in [
+        env.put("ops", &instance("msblobbackup", None)).await,
+        env.put("vlt", &instance("vaulted", Some(&["c1", "c2"])))
+            .await,
+    ] {
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let foreign: Vec<_> = keys(&created.body)
+            .into_iter()
+            .filter(|k| !instance_examples.contains(k))
+            .collect();
+        assert!(foreign.is_empty(), "PUT: not in the examples: {foreign:?}");
+    }
     for name in ["ops", "vlt"] {
         let got = env.get(&env.instance_url(name, V2026)).await.body;
         let ours = keys(&got);
@@ -1390,6 +1400,16 @@ async fn bodies_use_the_official_field_names() {
         .filter(|k| !k.starts_with(".value[]."))
         .collect();
     assert!(list_top.is_subset(&list_examples), "{list_top:?}");
+    let listed_instances: BTreeSet<String> = keys(&listed)
+        .iter()
+        .filter_map(|k| k.strip_prefix(".value[]"))
+        .map(str::to_owned)
+        .collect();
+    let foreign: Vec<_> = listed_instances.difference(&instance_examples).collect();
+    assert!(
+        foreign.is_empty(),
+        "listed: not in the examples: {foreign:?}"
+    );
 
     let status_examples = example_keys(
         &[

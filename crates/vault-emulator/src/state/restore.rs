@@ -294,14 +294,9 @@ impl State {
         let source_key = instance.account_key.clone();
         let containers: Vec<String> = instance
             .props
-            .policy_info
-            .iter()
-            .filter_map(|p| p.policy_parameters.as_ref())
-            .filter_map(|p| p.backup_datasource_parameters_list.as_ref())
-            .flatten()
-            .filter_map(|p| p.containers_list.clone())
-            .flatten()
-            .collect();
+            .vaulted_containers()
+            .map(<[String]>::to_vec)
+            .unwrap_or_default();
         if let Some(source) = &request.source_resource_id
             && !source
                 .trim_end_matches('/')
