@@ -16,7 +16,7 @@ use super::grants::VaultGrants;
 use super::state::States;
 use super::status::StatusWriter;
 use super::steps::Effects;
-use super::{Error, REPORTING_CONTROLLER, WriteBudget, azure, finalizer, leader, pacing, requeue};
+use super::{Error, REPORTING_CONTROLLER, azure, finalizer, leader, pacing, requeue};
 use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus, FINALIZER};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
@@ -29,7 +29,7 @@ pub struct Context {
     events: Events,
     pub(super) settings: Settings,
     states: States<BlobBackupInstance>,
-    writes: pacing::WritePacer,
+    writes: Arc<pacing::WritePacer>,
     pub(super) requeues: Arc<requeue::Requeues<BlobBackupInstance>>,
     fence: leader::Fence,
     pub(super) grants: VaultGrants,
@@ -43,35 +43,22 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// The write pacer's key of a resource.
-fn pacer_key(key: &ObjectRef<BlobBackupInstance>) -> String {
-    format!(
-        "{}/{}",
-        key.namespace.as_deref().unwrap_or_default(),
-        key.name
-    )
-}
-
 impl Context {
     /// The context of [`super::reconcile`]: Kubernetes and Azure clients, metrics, decision
-    /// settings, the write budget, Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
+    /// settings, the copy of Azure's write budgets (`writes`, shared with the BlobRestore
+    /// controller), Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
         settings: Settings,
-        write_budget: &WriteBudget,
+        writes: Arc<pacing::WritePacer>,
         reporting_instance: Option<String>,
     ) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance: reporting_instance,
         };
-        let writes = pacing::WritePacer::new(
-            write_budget.burst,
-            write_budget.refill,
-            settings.timing.retry_after_max,
-        );
         Self {
             events: Events::new(client.clone(), reporter),
             client,
@@ -220,9 +207,11 @@ impl Effects for KubeEffects<'_> {
         &mut self,
         budget: &pacing::BudgetKey,
     ) -> Result<pacing::Admission, std::time::Duration> {
-        self.ctx
-            .writes
-            .admit(budget, &pacer_key(&self.key), tokio::time::Instant::now())
+        self.ctx.writes.admit(
+            budget,
+            &pacing::slot_key(&self.key),
+            tokio::time::Instant::now(),
+        )
     }
 
     async fn write_status(
@@ -299,26 +288,25 @@ impl Effects for KubeEffects<'_> {
         if matches!(observation, Observation::Instance(_)) {
             ctx.metrics.record_check(obj);
         }
-        // This write's own answer's figure of the writes left in the budget it spent.
-        if let Some(admission) = &admission
-            && let Some(remaining) = self.remaining.take()
-        {
-            ctx.writes.reported_remaining(remaining, admission);
-        }
         if let Some(operation) = azure::throttled_operation(observation) {
             ctx.metrics.record_throttling_wait(operation);
-            if let Observation::Failed {
-                call: AzureCall::Start(_),
-                error,
-            } = observation
-                && let Some(admission) = &admission
-            {
-                let retry_after = error
-                    .retry_after
-                    .unwrap_or(ctx.settings.timing.retry_after_min);
-                ctx.writes
-                    .throttled(admission.budget(), retry_after, tokio::time::Instant::now());
-            }
+        }
+        if let Some(admission) = &admission {
+            // This write's own answer's figure of the writes left in the budget it spent, and
+            // whether Azure throttled it.
+            let throttled = match observation {
+                Observation::Failed {
+                    call: AzureCall::Start(_),
+                    error,
+                } => azure::throttled_for(error, ctx.settings.timing.retry_after_min),
+                _ => None,
+            };
+            ctx.writes.answered(
+                admission,
+                self.remaining.take(),
+                throttled,
+                tokio::time::Instant::now(),
+            );
         }
     }
 }

@@ -7,6 +7,10 @@
 //!   intent is written (server-side apply on the resourceVersion read, so a replica that
 //!   decided on a stale copy gets a 409 instead) and the leader fence checked before it goes
 //!   out; what Azure answered to a write is written before anything else happens.
+//! - Every POST (findRestorableTimeRanges, validateRestore, restore) first takes a slot in its
+//!   subscription's write budget, the copy the BlobBackupInstance controller paces its writes
+//!   by ([`WritePacer`]: ARM's budget is the subscription's, whoever spends it); without a free
+//!   slot the restore is requeued for its reserved one, with nothing recorded of the write.
 //! - A BlobRestore has no finalizer: deleting it never touches Azure (a restore cannot be
 //!   cancelled or undone).
 
@@ -25,15 +29,20 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decide::{EventSpec, Requeue, Timing};
+use super::azure::throttled_for;
+use super::decide::{EventSpec, Requeue, Timing, end_operation};
 use super::events::Events;
 use super::grants::VaultGrants;
+use super::pacing::{WritePacer, slot_key};
 use super::state::{States, key_of};
 use super::status::StatusWriter;
 use super::{ControllerConfig, Error, REPORTING_CONTROLLER, leader};
-use crate::api::{BlobBackupInstance, BlobRestore, BlobRestoreStatus, OperationPhase};
+use crate::api::{
+    BlobBackupInstance, BlobRestore, BlobRestoreStatus, OperationAction, OperationPhase,
+};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
 
@@ -55,19 +64,24 @@ pub struct RestoreContext {
     fence: leader::Fence,
     // What the vault grants allow each source (`--vault-access`).
     grants: VaultGrants,
+    // The copy of Azure's write budgets, shared with the BlobBackupInstance controller.
+    writes: Arc<WritePacer>,
 }
 
 impl RestoreContext {
     /// The context of [`reconcile`] as `config` sets it up: its decision settings, Events
     /// reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod), and Azure writes
     /// only while its fence holds (checked before the intent is recorded, before the call, and
-    /// by the ARM client once it has the token); sources judged by what `grants` allow.
+    /// by the ARM client once it has the token); sources judged by what `grants` allow; its
+    /// POSTs paced by `writes`, the copy of the write budgets the BlobBackupInstance
+    /// controller's writes spend too.
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
         config: &ControllerConfig,
         grants: VaultGrants,
+        writes: Arc<WritePacer>,
     ) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
@@ -83,6 +97,7 @@ impl RestoreContext {
             settings: config.timing.clone(),
             fence: config.fence.clone(),
             grants,
+            writes,
         }
     }
 
@@ -185,7 +200,34 @@ async fn restore_steps(
     let mut observation = Observation::None;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
-        let decision = decide::decide(&obj, &source, &observation, Timestamp::now(), &ctx.settings);
+        let now = Timestamp::now();
+        let decision = decide::decide(&obj, &source, &observation, now, &ctx.settings);
+        // A POST waits for its slot in its subscription's write budget, before anything of it
+        // is recorded: the decision's status holds the write's intent, and an intent recorded
+        // for a write never sent would read as one whose outcome is unknown (a restore's is
+        // never sent again). What the steps before it decided is written below.
+        let admission = match decision.action.budget() {
+            None => None,
+            Some(budget) => match ctx.writes.admit(&budget, &slot_key(&key), Instant::now()) {
+                Ok(admission) => Some(admission),
+                Err(wait) => {
+                    debug!(?wait, "waiting for a slot in Azure's write budget");
+                    // A restore comes only from a validation that succeeded: when Azure just
+                    // said so, that is recorded, or the slot would be spent validating again.
+                    if matches!(decision.action, Action::Restore { .. }) {
+                        let validation = obj
+                            .status
+                            .as_mut()
+                            .and_then(|s| s.operation.as_mut())
+                            .filter(|op| op.action == OperationAction::ValidateRestore);
+                        let second = Timestamp::from_second(now.as_second()).unwrap_or(now);
+                        end_operation(validation, OperationPhase::Succeeded, None, second);
+                    }
+                    requeue = Some(Requeue::After(wait));
+                    break;
+                }
+            },
+        };
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
@@ -213,9 +255,22 @@ async fn restore_steps(
         if intent && !ctx.fence.holds() {
             return Ok(ReconcileAction::await_change());
         }
-        observation = azure::perform(&ctx.arm, &decision.action)
-            .await
-            .unwrap_or(Observation::None);
+        let Some(performed) = azure::perform(&ctx.arm, &decision.action).await else {
+            observation = Observation::None;
+            continue;
+        };
+        observation = performed.observation;
+        // The write's own answer: the writes its budget has left, and whether it was throttled.
+        if let Some(admission) = &admission {
+            let throttled = match &observation {
+                Observation::Failed { error, .. } => {
+                    throttled_for(error, ctx.settings.retry_after_min)
+                }
+                _ => None,
+            };
+            ctx.writes
+                .answered(admission, performed.remaining, throttled, Instant::now());
+        }
         // The client refused to send it because the term ended: the next leader goes on from
         // the recorded intent.
         if matches!(observation, Observation::NotSent { .. }) && !ctx.fence.holds() {
@@ -258,13 +313,15 @@ pub fn error_policy(
 /// Runs the BlobRestore controller until `shutdown` completes, then lets the reconciles in
 /// flight finish. Watches `BlobRestore` resources (in `config.watch_namespace`, or all) and
 /// reconciles one when it is created (its spec cannot change) and when a decision's requeue
-/// time comes; its Azure writes go out only while `config.fence` holds.
+/// time comes; its Azure writes go out only while `config.fence` holds, each in a slot of
+/// `writes` (the write budgets' copy the BlobBackupInstance controller spends too).
 pub async fn run(
     client: Client,
     arm: ArmClient,
     config: ControllerConfig,
     metrics: Metrics,
     grants: VaultGrants,
+    writes: Arc<WritePacer>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let watch_client = config.watch_client.clone().unwrap_or(client.clone());
@@ -272,7 +329,9 @@ pub async fn run(
         Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
         _ => Api::all(watch_client),
     };
-    let ctx = Arc::new(RestoreContext::new(client, arm, metrics, &config, grants));
+    let ctx = Arc::new(RestoreContext::new(
+        client, arm, metrics, &config, grants, writes,
+    ));
     let (reader, writer) = reflector::store();
     let triggers = watcher(api, watcher::Config::default())
         .default_backoff()
