@@ -238,6 +238,14 @@ impl Effects for KubeEffects<'_> {
         self.ctx.states.take_kept(&self.key, obj)
     }
 
+    fn remember_unsent(&mut self, obj: &BlobBackupInstance) {
+        self.ctx.states.remember_unsent(&self.key, obj);
+    }
+
+    fn take_unsent(&mut self, obj: &BlobBackupInstance) -> bool {
+        self.ctx.states.take_unsent(&self.key, obj)
+    }
+
     async fn add_finalizer(
         &mut self,
         obj: &BlobBackupInstance,
