@@ -113,18 +113,23 @@ impl Context {
         self.states.read_fresh_next(key);
     }
 
-    /// Forgets a resource that is gone: what we remembered of it, its requeue. (Its gauges
-    /// are counted from the watch's store: nothing to forget there.)
+    /// Forgets a resource that is gone, everywhere it is kept: its record, its requeue, the
+    /// slot it waits for in the write budget. The one call for it: a new per-resource map is
+    /// forgotten here. (Its gauges are counted from the watch's store: nothing to forget
+    /// there.)
     pub(super) fn forget(&self, key: &ObjectRef<BlobBackupInstance>) {
         self.states.forget(key);
         self.requeues.cancel(key);
+        self.writes.forget(&pacing::slot_key(key));
     }
 
-    /// Forgets every resource the watch no longer lists (deleted while it was not watching).
+    /// Forgets, as [`Self::forget`] does, every resource the watch no longer lists (deleted
+    /// while it was not watching).
     pub(super) fn forget_all_but(&self, store: &Store<BlobBackupInstance>) {
         let listed = |key: &ObjectRef<BlobBackupInstance>| store.get(key).is_some();
         self.states.retain(listed);
         self.requeues.retain(listed);
+        self.writes.retain(listed);
     }
 
     /// Schedules the resource's next reconcile (see [`requeue`]).
@@ -316,5 +321,91 @@ impl Effects for KubeEffects<'_> {
                 tokio::time::Instant::now(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::runtime::reflector;
+
+    use super::*;
+    use crate::api::BlobRestore;
+    use dataprotection::{ArmConfig, AuthConfig, WriteKind};
+
+    /// A context whose clients never connect (nothing here calls out), with a write budget
+    /// of one write: the second waits in a slot.
+    fn context() -> Context {
+        dataprotection::install_crypto_provider();
+        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+            .expect("a client");
+        let http = dataprotection::default_http_client().unwrap();
+        let credential =
+            dataprotection::credential(&AuthConfig::fixed_token("token"), http.clone()).unwrap();
+        let config = ArmConfig::new("http://127.0.0.1:9".parse().unwrap(), "2025-09-01");
+        let arm = ArmClient::new(config, http, credential, None).unwrap();
+        let second = Duration::from_secs(1);
+        let writes = Arc::new(pacing::WritePacer::new(1, second, second));
+        Context::new(
+            client,
+            arm,
+            Metrics::new(),
+            Settings::default(),
+            writes,
+            None,
+        )
+    }
+
+    /// `key` remembered in every per-resource map: a record, a requeue, a slot it waits for.
+    fn remember_everywhere(ctx: &Context, key: &ObjectRef<BlobBackupInstance>) {
+        let mut obj = BlobBackupInstance::new(
+            &key.name,
+            serde_json::from_value(serde_json::json!({
+                "vault": {"id": ""}, "policy": {}, "storageAccount": {"id": "", "location": ""}
+            }))
+            .unwrap(),
+        );
+        obj.metadata.uid = Some(format!("uid-{}", key.name));
+        ctx.states.remember_write(key, &obj);
+        ctx.requeue(key, Requeue::After(Duration::from_secs(60)));
+        let budget = pacing::BudgetKey::new("s", WriteKind::Writes);
+        let now = tokio::time::Instant::now();
+        let _ = ctx.writes.admit(&budget, "someone else", now);
+        assert!(
+            ctx.writes
+                .admit(&budget, &pacing::slot_key(key), now)
+                .is_err()
+        );
+    }
+
+    /// Everything kept of a resource, in the three maps.
+    fn kept(ctx: &Context) -> (usize, usize, usize) {
+        (ctx.states.len(), ctx.requeues.len(), ctx.writes.waiting())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_resource_leaves_nothing_behind() {
+        let ctx = context();
+        let key = ObjectRef::new("gone").within("ns");
+        remember_everywhere(&ctx, &key);
+        assert_eq!(kept(&ctx), (1, 1, 1));
+        ctx.forget(&key);
+        assert_eq!(kept(&ctx), (0, 0, 0));
+
+        // Deleted while the watch was down: the relist does the same, and leaves another
+        // kind's slot of the same name alone.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        remember_everywhere(&ctx, &key);
+        let restore = pacing::slot_key(&ObjectRef::<BlobRestore>::new("gone").within("ns"));
+        let budget = pacing::BudgetKey::new("s", WriteKind::Writes);
+        assert!(
+            ctx.writes
+                .admit(&budget, &restore, tokio::time::Instant::now())
+                .is_err()
+        );
+        let (store, _writer) = reflector::store::<BlobBackupInstance>();
+        ctx.forget_all_but(&store);
+        assert_eq!(kept(&ctx), (0, 0, 1), "the BlobRestore's slot stays");
     }
 }

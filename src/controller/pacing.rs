@@ -274,6 +274,48 @@ impl WritePacer {
     }
 }
 
+impl WritePacer {
+    /// Forgets the slot the resource `key` ([`slot_key`]) waits for, in whichever bucket: it
+    /// is gone. The write it counted stays counted (a gap in the queue, never a write too
+    /// many).
+    pub fn forget(&self, key: &str) {
+        for bucket in super::lock(&self.state).buckets.values_mut() {
+            bucket.slots.remove(key);
+        }
+    }
+
+    /// Forgets the slots of every resource of kind `K` that `keep` refuses (the watch no longer
+    /// lists it); other kinds' slots stay.
+    pub fn retain<K: Resource<DynamicType = ()>>(&self, keep: impl Fn(&ObjectRef<K>) -> bool) {
+        let prefix = format!("{}/", K::kind(&()));
+        // Names and namespaces hold no '/', so a slot key splits back into its parts.
+        let listed = |key: &str| match key.strip_prefix(&prefix).and_then(|k| k.split_once('/')) {
+            Some((namespace, name)) => {
+                let key = ObjectRef::new(name);
+                keep(&match namespace {
+                    "" => key,
+                    namespace => key.within(namespace),
+                })
+            }
+            None => true,
+        };
+        for bucket in super::lock(&self.state).buckets.values_mut() {
+            bucket.slots.retain(|key, _| listed(key));
+        }
+    }
+
+    /// Resources waiting for a slot, in every bucket.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        let state = super::lock(&self.state);
+        state
+            .buckets
+            .values()
+            .map(|bucket| bucket.slots.len())
+            .sum()
+    }
+}
+
 impl State {
     /// The copy of `budget`'s bucket, made full on its first use.
     fn bucket(&mut self, budget: &BudgetKey, now: Instant) -> &mut Bucket {

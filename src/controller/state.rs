@@ -196,6 +196,12 @@ where
         })
     }
 
+    /// Resources with a record.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.records).len()
+    }
+
     /// Forgets a resource that is gone.
     pub fn forget(&self, key: &ObjectRef<K>) {
         lock(&self.records).remove(key);
