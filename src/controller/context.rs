@@ -324,6 +324,22 @@ impl Effects for KubeEffects<'_> {
     }
 }
 
+/// A Kubernetes and an ARM client that never connect, for tests of what the controllers keep
+/// (the contexts need clients; nothing calls out). Inside a Tokio runtime.
+#[cfg(test)]
+pub(super) fn offline_clients() -> (Client, ArmClient) {
+    use dataprotection::{ArmConfig, AuthConfig};
+    dataprotection::install_crypto_provider();
+    let nowhere = "http://127.0.0.1:9";
+    let client = Client::try_from(kube::Config::new(nowhere.parse().unwrap())).expect("a client");
+    let http = dataprotection::default_http_client().unwrap();
+    let credential =
+        dataprotection::credential(&AuthConfig::fixed_token("token"), http.clone()).unwrap();
+    let config = ArmConfig::new(nowhere.parse().unwrap(), "2025-09-01");
+    let arm = ArmClient::new(config, http, credential, None).unwrap();
+    (client, arm)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -332,19 +348,12 @@ mod tests {
 
     use super::*;
     use crate::api::BlobRestore;
-    use dataprotection::{ArmConfig, AuthConfig, WriteKind};
+    use dataprotection::WriteKind;
 
     /// A context whose clients never connect (nothing here calls out), with a write budget
     /// of one write: the second waits in a slot.
     fn context() -> Context {
-        dataprotection::install_crypto_provider();
-        let client = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
-            .expect("a client");
-        let http = dataprotection::default_http_client().unwrap();
-        let credential =
-            dataprotection::credential(&AuthConfig::fixed_token("token"), http.clone()).unwrap();
-        let config = ArmConfig::new("http://127.0.0.1:9".parse().unwrap(), "2025-09-01");
-        let arm = ArmClient::new(config, http, credential, None).unwrap();
+        let (client, arm) = offline_clients();
         let second = Duration::from_secs(1);
         let writes = Arc::new(pacing::WritePacer::new(1, second, second));
         Context::new(

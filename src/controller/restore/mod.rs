@@ -21,12 +21,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action as ReconcileAction, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::time::Instant;
@@ -121,6 +121,20 @@ impl RestoreContext {
         self.writer(api, key).write(obj, precious).await
     }
 
+    /// Forgets a restore that is gone, everywhere it is kept: its record (a status it could
+    /// not write) and the slot it waits for in the write budget. (Its requeue is kube's.)
+    fn forget(&self, key: &ObjectRef<BlobRestore>) {
+        self.states.forget(key);
+        self.writes.forget(&slot_key(key));
+    }
+
+    /// Forgets, as [`Self::forget`] does, every restore the watch no longer lists.
+    fn forget_all_but(&self, store: &Store<BlobRestore>) {
+        let listed = |key: &ObjectRef<BlobRestore>| store.get(key).is_some();
+        self.states.retain(listed);
+        self.writes.retain(listed);
+    }
+
     fn writer<'a>(
         &'a self,
         api: &'a Api<BlobRestore>,
@@ -179,6 +193,7 @@ async fn restore_steps(
 ) -> Result<ReconcileAction, Error> {
     let api: Api<BlobRestore> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(mut obj) = api.get_opt(&cached.name_any()).await.map_err(Error::Read)? else {
+        ctx.forget(&key_of(cached));
         return Ok(ReconcileAction::await_change());
     };
     let key = key_of(&obj);
@@ -333,9 +348,15 @@ pub async fn run(
         client, arm, metrics, &config, grants, writes,
     ));
     let (reader, writer) = reflector::store();
+    let (watch_ctx, watch_reader) = (ctx.clone(), reader.clone());
     let triggers = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(move |event| match event {
+            watcher::Event::Delete(obj) => watch_ctx.forget(&key_of(obj)),
+            watcher::Event::InitDone => watch_ctx.forget_all_but(&watch_reader),
+            _ => {}
+        })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     Controller::for_stream(triggers, reader)
@@ -359,7 +380,63 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AzureOperation, OperationAction};
+    use crate::api::AzureOperation;
+    use crate::controller::pacing::BudgetKey;
+    use dataprotection::WriteKind;
+
+    /// A deleted restore leaves nothing: neither its record nor the slot it waited for; a
+    /// relist that no longer lists it does the same, and leaves another kind's slot alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_restore_leaves_nothing_behind() {
+        let (client, arm) = crate::controller::context::offline_clients();
+        let second = Duration::from_secs(1);
+        let writes = Arc::new(WritePacer::new(1, second, second));
+        let config = ControllerConfig::default();
+        let ctx = RestoreContext::new(
+            client,
+            arm,
+            Metrics::new(),
+            &config,
+            VaultGrants::open(),
+            writes.clone(),
+        );
+        let key = ObjectRef::<BlobRestore>::new("gone").within("ns");
+        let budget = BudgetKey::new("s", WriteKind::Writes);
+        let remember = || {
+            let mut obj = BlobRestore::new(
+                "gone",
+                serde_json::from_value(serde_json::json!({
+                    "backupInstanceRef": {"name": "bbi"}, "recoveryPoint": "latest"
+                }))
+                .unwrap(),
+            );
+            obj.metadata.uid = Some("uid".into());
+            ctx.states.remember_write(&key, &obj);
+            let now = Instant::now();
+            let _ = writes.admit(&budget, "someone else", now);
+            assert!(writes.admit(&budget, &slot_key(&key), now).is_err());
+        };
+        remember();
+        assert_eq!((ctx.states.len(), writes.waiting()), (1, 1));
+        ctx.forget(&key);
+        assert_eq!((ctx.states.len(), writes.waiting()), (0, 0));
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        remember();
+        let backup = ObjectRef::<BlobBackupInstance>::new("gone").within("ns");
+        assert!(
+            writes
+                .admit(&budget, &slot_key(&backup), Instant::now())
+                .is_err()
+        );
+        let (store, _writer) = reflector::store::<BlobRestore>();
+        ctx.forget_all_but(&store);
+        assert_eq!(
+            (ctx.states.len(), writes.waiting()),
+            (0, 1),
+            "the backup's slot stays"
+        );
+    }
 
     fn with(status: OperationPhase, url: Option<&str>, job: Option<&str>) -> BlobRestoreStatus {
         BlobRestoreStatus {
