@@ -396,6 +396,33 @@ async fn a_restore_waits_for_its_slot_in_the_budget_the_backups_spent() {
     controller.stop().await;
 }
 
+/// The validation takes the budget's last write; the restore waits for its slot (in an hour).
+/// The validation's success is recorded meanwhile, without the restore's intent, so the
+/// reconcile at the slot restores at once (instead of polling the validation again, or, had
+/// Azure answered it at once, validating again with the slot).
+#[tokio::test]
+async fn a_validation_that_succeeded_is_recorded_while_the_restore_waits() {
+    let (h, controller) = paced_restore(3, Duration::from_secs(3600)).await;
+    let waiting = wait_restore(
+        &h,
+        "images-back",
+        "the validation recorded Succeeded",
+        |o| {
+            let op = &o["status"]["operation"];
+            op["action"] == "ValidateRestore" && op["status"] == "Succeeded"
+        },
+    )
+    .await;
+    assert_eq!(h.azure(ops::VALIDATE_FOR_RESTORE), 1, "validations sent");
+    assert_eq!(h.azure(ops::TRIGGER_RESTORE), 0, "restores sent");
+    assert_eq!(
+        waiting["status"]["phase"], "Validating",
+        "{}",
+        waiting["status"]
+    );
+    controller.stop().await;
+}
+
 /// A restore whose validation and restore each wait for a slot (one write a second after the
 /// backup's two) runs to Succeeded with each POST sent once, reconciled at its slots rather
 /// than polling the budget.
