@@ -133,7 +133,10 @@ pub async fn run_steps<E: Effects>(
     let initial = obj.status.clone();
     // Whether Azure answered a call of this reconcile.
     let mut learned = false;
-    // Whether the status left at the end records the intent of the write that waited.
+    // Whether this reconcile sent an Azure write that can change something.
+    let mut wrote = false;
+    // Whether the status left at the end records the intent of the write that waited, and no
+    // write went out before it.
     let mut unsent = false;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
@@ -162,14 +165,15 @@ pub async fn run_steps<E: Effects>(
                         // it now would cost a status write for nothing a person needs.
                         obj.status.clone_from(&initial);
                     }
-                    unsent = decision.action.operation().is_some_and(|action| {
-                        obj.status
-                            .as_ref()
-                            .and_then(|s| s.operation.as_ref())
-                            .is_some_and(|op| {
-                                op.action == action && op.status == OperationPhase::Pending
-                            })
-                    });
+                    unsent = !wrote
+                        && decision.action.operation().is_some_and(|action| {
+                            obj.status
+                                .as_ref()
+                                .and_then(|s| s.operation.as_ref())
+                                .is_some_and(|op| {
+                                    op.action == action && op.status == OperationPhase::Pending
+                                })
+                        });
                     requeue = Some(Requeue::After(wait));
                     break;
                 }
@@ -220,6 +224,7 @@ pub async fn run_steps<E: Effects>(
                 if intent && !effects.leads() {
                     return Ok(Next::Abandon);
                 }
+                wrote |= intent && action.changes_azure();
                 let Some(observation) = effects.call_azure(action).await else {
                     requeue = Some(decision.requeue);
                     break;

@@ -234,7 +234,10 @@ async fn restore_steps(
                             .status
                             .as_mut()
                             .and_then(|s| s.operation.as_mut())
-                            .filter(|op| op.action == OperationAction::ValidateRestore);
+                            .filter(|op| {
+                                op.action == OperationAction::ValidateRestore
+                                    && op.status != OperationPhase::Succeeded
+                            });
                         let second = Timestamp::from_second(now.as_second()).unwrap_or(now);
                         end_operation(validation, OperationPhase::Succeeded, None, second);
                     }
