@@ -630,6 +630,34 @@ async fn every_example_goes_ready_and_deletes_per_its_policy() {
     controller.stop().await;
 }
 
+/// A PUT that waits for its slot in the write budget (one write, the next 3 s on) costs no
+/// extra GET: the controller knows the intent it recorded when the wait began was not sent,
+/// so it sends the PUT at the slot as it would have without the wait; the one GET is the one
+/// that sees the instance protected. (Before: a GET at the slot too, 6 requests, not 5.)
+#[tokio::test]
+async fn a_put_that_waited_for_its_slot_costs_no_extra_get() {
+    let h = Harness::start(emulator_config(Duration::from_millis(100))).await;
+    let config = ControllerConfig {
+        write_budget: WriteBudget {
+            burst: 1,
+            refill: Duration::from_secs(3),
+        },
+        // The intent may be this old and still be sent without a GET.
+        timing: Timing {
+            retry_after_max: Duration::from_secs(10),
+            ..test_timing()
+        },
+        ..controller_config(test_timing(), "test")
+    };
+    let controller = h.controller_configured(config, dataprotection::DEFAULT_API_VERSION);
+    h.create(RESOURCE, spec(ACCOUNT, "BlobBackup-Policy"));
+    h.wait_ready(RESOURCE).await;
+    assert_eq!(h.azure(ops::VALIDATE_FOR_BACKUP), 1);
+    assert_eq!(h.azure(ops::CREATE_OR_UPDATE), 1);
+    assert_eq!(h.azure(ops::GET), 1, "GETs of the instance");
+    controller.stop().await;
+}
+
 /// Another client of the subscription spent most of Azure's write budget. Once a write is
 /// answered with the writes left (`x-ms-ratelimit-remaining-subscription-writes`), the
 /// controller spaces the rest at its own refill rate instead of spending its larger burst,

@@ -578,12 +578,41 @@ fn create_flow_rows() {
     .events(&[]);
     row(
         "the intended PUT never landed: PUT without validating again",
-        put_intended,
+        put_intended.clone(),
         Observation::Instance(None),
     )
     .action("Put Create")
     .operation(OperationAction::Create, OperationPhase::Pending);
+    // Intents this controller recorded and did not send (they waited for their slot in the
+    // budget), which its memory says.
+    let r = row(
+        "a PUT intended and not sent: sent without looking first, its intent as recorded",
+        put_intended.clone(),
+        Observation::Unsent,
+    )
+    .action("Put Create")
+    .operation(OperationAction::Create, OperationPhase::Pending);
+    assert_eq!(r.d.status, None, "the intent is not written again");
+    let mut long_ago = put_intended;
+    if let Some(op) = long_ago.status.as_mut().and_then(|s| s.operation.as_mut()) {
+        let max = jiff::SignedDuration::try_from(Settings::default().timing.retry_after_max);
+        op.start_time = Some(Time(
+            now() - max.unwrap() - jiff::SignedDuration::from_secs(1),
+        ));
+    }
+    row(
+        "a PUT intended longer than retry_after_max ago and not sent: look at the instance first",
+        long_ago,
+        Observation::Unsent,
+    )
+    .action("GetInstance");
     let validate_intended = after(bbi(), &[Observation::Instance(None)]);
+    row(
+        "a validation intended and not sent: looked at as after a restart",
+        validate_intended.clone(),
+        Observation::Unsent,
+    )
+    .action("GetInstance");
     row(
         "restart with a validation intended: look at the instance first",
         validate_intended.clone(),
@@ -1824,6 +1853,9 @@ struct World {
     /// The status kept in the controller's memory, with the API's status it was kept over:
     /// a crash (a restart) forgets it.
     kept: Option<(Option<BlobBackupInstanceStatus>, BlobBackupInstanceStatus)>,
+    /// The API's status whose intent the controller remembers as not sent: a crash (a
+    /// restart) forgets it.
+    unsent: Option<Option<BlobBackupInstanceStatus>>,
     /// Whether Azure's write budget is spent: a write waits for its slot.
     budget_spent: bool,
     /// Status writes (as `write <Ready's reason> <operation> <phase>`) and Azure calls, in
@@ -1888,6 +1920,17 @@ impl Effects for Recording<'_, '_> {
         (over == obj.status).then_some(status)
     }
 
+    fn remember_unsent(&mut self, obj: &BlobBackupInstance) {
+        self.world.unsent = Some(obj.status.clone());
+    }
+
+    fn take_unsent(&mut self, obj: &BlobBackupInstance) -> bool {
+        self.world
+            .unsent
+            .take()
+            .is_some_and(|over| over == obj.status)
+    }
+
     async fn add_finalizer(
         &mut self,
         _obj: &BlobBackupInstance,
@@ -1930,6 +1973,7 @@ impl World {
             calls: Vec::new(),
             events: Vec::new(),
             kept: None,
+            unsent: None,
             budget_spent: false,
             trace: Vec::new(),
         }
@@ -2078,22 +2122,61 @@ impl World {
 /// is written with the PUT's intent when the wait starts (Creating), and the reconcile at the
 /// slot sends the PUT without writing that intent again: three status writes, like a PUT that
 /// did not wait. (Before: the intent was written again for its new time, and the poll URLs of
-/// the validation and the PUT: six.)
+/// the validation and the PUT: six.) Nor does it GET the instance first: the controller knows
+/// the intent was not sent, so the five Azure calls of a PUT that did not wait. (Before: six,
+/// a GET at the slot.)
 #[test]
-fn a_put_that_waits_for_its_slot_costs_no_extra_status_write() {
+fn a_put_that_waits_for_its_slot_costs_no_extra_status_write_nor_get() {
     let mut world = World::until_the_put_runs(true);
     world.reconcile(&mut |action: &Action| match action {
         Action::Poll { .. } => polled(PolledStatus::Succeeded),
         Action::GetInstance(_) => found(instance("ProtectionConfigured")),
         _ => panic!("unexpected {action:?}"),
     });
-    // At the slot: the intent may have been sent before a crash; it was not.
-    let at_the_slot = ["GetInstance"].as_slice();
     assert_eq!(
         world.trace,
-        [VALIDATED_THEN_PUT_INTENDED, at_the_slot, PUT_TO_READY].concat()
+        [VALIDATED_THEN_PUT_INTENDED, PUT_TO_READY].concat()
     );
     assert_eq!(world.status_writes, 3, "status writes");
+    assert_eq!(world.calls.len(), 5, "Azure calls: {:?}", world.calls);
+}
+
+/// When the controller cannot know the intent was not sent, the GET before the PUT stays: a
+/// restart during the wait (the intent may have gone out before a crash), or a wait longer
+/// than `retry_after_max` (the view the PUT was decided on is older than any a PUT without a
+/// wait acts on).
+#[test]
+fn a_waited_put_looks_at_the_instance_first_after_a_restart_or_a_long_wait() {
+    let settings = Settings::default();
+    let long = jiff::SignedDuration::try_from(settings.timing.retry_after_max).unwrap();
+    for (case, restart, wait) in [
+        ("restarted", true, jiff::SignedDuration::ZERO),
+        ("waited long", false, long),
+    ] {
+        let mut world = World::new(bbi());
+        world.reconcile(&mut |action: &Action| match action {
+            Action::Validate(_) => started(OperationAction::Validate, Some(10)),
+            _ => panic!("unexpected {action:?}"),
+        });
+        world.budget_spent = true;
+        world.now += jiff::SignedDuration::from_secs(10);
+        world.reconcile(&mut |action: &Action| match action {
+            Action::Poll { .. } => polled(PolledStatus::Succeeded),
+            _ => panic!("{case}: unexpected {action:?}"),
+        });
+        world.budget_spent = false;
+        if restart {
+            world.unsent = None;
+        }
+        world.now += wait + jiff::SignedDuration::from_secs(1);
+        world.calls.clear();
+        world.reconcile(&mut |action: &Action| match action {
+            Action::GetInstance(_) => Observation::Instance(None),
+            Action::Put { .. } => started(OperationAction::Create, Some(15)),
+            _ => panic!("{case}: unexpected {action:?}"),
+        });
+        assert_eq!(world.calls, ["GetInstance", "Put"], "{case}");
+    }
 }
 
 /// A fresh resource whose validation waits for its slot in the budget writes no status before

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use blob_backup_operator::controller::{ControllerConfig, WriteBudget};
 use dataprotection::operation_ids as ops;
 use serde_json::{Value, json};
 use testkit::fake_apiserver::Verb;
 use testkit::scenario::{
     Harness, NS, Replica, RunningController, WAIT, account, add_accounts, condition,
-    emulator_config, reasons, spec, test_timing,
+    controller_config, emulator_config, reasons, spec, test_timing,
 };
 
 const RESTORES: &str = "blobrestores";
@@ -349,5 +350,92 @@ async fn an_operational_restore_to_a_point_in_time_succeeds() {
     .await;
     assert_eq!(done["status"]["phase"], "Succeeded");
     assert_one_restore(&h);
+    controller.stop().await;
+}
+
+/// [`backed_up`] under a controller whose copy of the subscription's write budget holds
+/// `burst` writes, one more every `refill` (the one both controllers spend), with the restore
+/// "images-back" of the latest point created once the backup is Ready.
+async fn paced_restore(burst: u32, refill: Duration) -> (Harness, RunningController) {
+    let h = vaulted_backup(Duration::from_millis(100)).await;
+    let config = ControllerConfig {
+        write_budget: WriteBudget { burst, refill },
+        ..controller_config(test_timing(), "test")
+    };
+    let controller = h.controller_configured(config, dataprotection::DEFAULT_API_VERSION);
+    create_backup(&h);
+    h.wait_ready("vaulted").await;
+    create_restore(&h, "images-back", latest_images());
+    (h, controller)
+}
+
+/// The backup's validation and PUT spend the whole budget (two writes, the next in an hour):
+/// the restore's validation waits for its slot in the same budget. Nothing of it is sent or
+/// recorded (an intent recorded for a write never sent would read as "maybe sent"), what was
+/// learned before it is (the restore point), and the restore is not reconciled again before
+/// its slot. (Before: the restore controller sent its POSTs unpaced, at once.)
+#[tokio::test]
+async fn a_restore_waits_for_its_slot_in_the_budget_the_backups_spent() {
+    let (h, controller) = paced_restore(2, Duration::from_secs(3600)).await;
+    let waiting = wait_restore(&h, "images-back", "the restore point recorded", |o| {
+        o["status"]["restorePoint"].is_string()
+    })
+    .await;
+    assert_eq!(h.azure(ops::VALIDATE_FOR_RESTORE), 0, "validations sent");
+    assert_eq!(h.azure(ops::TRIGGER_RESTORE), 0, "restores sent");
+    assert!(
+        waiting["status"]["operation"].is_null(),
+        "no intent recorded for a write not sent: {}",
+        waiting["status"]
+    );
+    assert_eq!(
+        reads(&h, "images-back"),
+        1,
+        "reconciled again before its slot"
+    );
+    controller.stop().await;
+}
+
+/// The validation takes the budget's last write; the restore waits for its slot (in an hour).
+/// The validation's success is recorded meanwhile, without the restore's intent, so the
+/// reconcile at the slot restores at once (instead of polling the validation again, or, had
+/// Azure answered it at once, validating again with the slot).
+#[tokio::test]
+async fn a_validation_that_succeeded_is_recorded_while_the_restore_waits() {
+    let (h, controller) = paced_restore(3, Duration::from_secs(3600)).await;
+    let waiting = wait_restore(
+        &h,
+        "images-back",
+        "the validation recorded Succeeded",
+        |o| {
+            let op = &o["status"]["operation"];
+            op["action"] == "ValidateRestore" && op["status"] == "Succeeded"
+        },
+    )
+    .await;
+    assert_eq!(h.azure(ops::VALIDATE_FOR_RESTORE), 1, "validations sent");
+    assert_eq!(h.azure(ops::TRIGGER_RESTORE), 0, "restores sent");
+    assert_eq!(
+        waiting["status"]["phase"], "Validating",
+        "{}",
+        waiting["status"]
+    );
+    controller.stop().await;
+}
+
+/// A restore whose validation and restore each wait for a slot (one write a second after the
+/// backup's two) runs to Succeeded with each POST sent once, reconciled at its slots rather
+/// than polling the budget.
+#[tokio::test]
+async fn a_restore_that_waited_for_its_slots_is_sent_once() {
+    let (h, controller) = paced_restore(2, Duration::from_secs(1)).await;
+    wait_restore(&h, "images-back", "Ready=True (Restored)", |o| {
+        has_condition(o, "Ready", "True", "Restored")
+    })
+    .await;
+    assert_one_restore(&h);
+    // Requeued every retry_after_min (50 ms) instead, it would be some 40.
+    let reconciles = reads(&h, "images-back");
+    assert!(reconciles <= 15, "{reconciles} reconciles");
     controller.stop().await;
 }

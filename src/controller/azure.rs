@@ -1,6 +1,8 @@
 //! The Azure half of a reconcile step: performs a decided [`Action`] with the ARM client and
 //! turns the answer into the [`Observation`] the next decision reads.
 
+use std::time::Duration;
+
 use tracing::{debug, warn};
 
 use crate::api::OperationAction;
@@ -15,10 +17,11 @@ use super::decide::{
     PollHandle, PolledStatus, Target,
 };
 
-/// What an Azure call said: the observation, and for a write, what its answer said is left
-/// of the budget it spent (`x-ms-ratelimit-remaining-subscription-writes` or `-deletes`).
-pub(crate) struct Performed {
-    pub observation: Observation,
+/// What an Azure call said: the observation (of either controller's kind), and for a write,
+/// what its answer said is left of the budget it spent
+/// (`x-ms-ratelimit-remaining-subscription-writes` or `-deletes`).
+pub(crate) struct Performed<O = Observation> {
+    pub observation: O,
     pub remaining: Option<u64>,
 }
 
@@ -239,6 +242,13 @@ fn log_failure(error: &ArmError) {
         ),
         other => warn!("Azure call failed: {other}"),
     }
+}
+
+/// How long Azure's 429 (`error`, answering a write) says the write's budget is empty: its
+/// `Retry-After`, or `retry_after_min` without one; `None` for any other error. Shared by
+/// every controller that writes.
+pub(crate) fn throttled_for(error: &ObservedError, retry_after_min: Duration) -> Option<Duration> {
+    (error.http_status == Some(429)).then(|| error.retry_after.unwrap_or(retry_after_min))
 }
 
 /// The operationId of a call that failed with a 429, for the throttling metric.

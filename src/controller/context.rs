@@ -16,7 +16,7 @@ use super::grants::VaultGrants;
 use super::state::States;
 use super::status::StatusWriter;
 use super::steps::Effects;
-use super::{Error, REPORTING_CONTROLLER, WriteBudget, azure, finalizer, leader, pacing, requeue};
+use super::{Error, REPORTING_CONTROLLER, azure, finalizer, leader, pacing, requeue};
 use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus, FINALIZER};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
@@ -29,7 +29,7 @@ pub struct Context {
     events: Events,
     pub(super) settings: Settings,
     states: States<BlobBackupInstance>,
-    writes: pacing::WritePacer,
+    writes: Arc<pacing::WritePacer>,
     pub(super) requeues: Arc<requeue::Requeues<BlobBackupInstance>>,
     fence: leader::Fence,
     pub(super) grants: VaultGrants,
@@ -43,35 +43,22 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// The write pacer's key of a resource.
-fn pacer_key(key: &ObjectRef<BlobBackupInstance>) -> String {
-    format!(
-        "{}/{}",
-        key.namespace.as_deref().unwrap_or_default(),
-        key.name
-    )
-}
-
 impl Context {
     /// The context of [`super::reconcile`]: Kubernetes and Azure clients, metrics, decision
-    /// settings, the write budget, Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
+    /// settings, the copy of Azure's write budgets (`writes`, shared with the BlobRestore
+    /// controller), Events reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod).
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
         settings: Settings,
-        write_budget: &WriteBudget,
+        writes: Arc<pacing::WritePacer>,
         reporting_instance: Option<String>,
     ) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance: reporting_instance,
         };
-        let writes = pacing::WritePacer::new(
-            write_budget.burst,
-            write_budget.refill,
-            settings.timing.retry_after_max,
-        );
         Self {
             events: Events::new(client.clone(), reporter),
             client,
@@ -126,11 +113,14 @@ impl Context {
         self.states.read_fresh_next(key);
     }
 
-    /// Forgets a resource that is gone: what we remembered of it, its requeue. (Its gauges
-    /// are counted from the watch's store: nothing to forget there.)
+    /// Forgets a resource that is gone, everywhere it is kept: its record, its requeue, the
+    /// slot it waits for in the write budget. The one call for it: a new per-resource map is
+    /// forgotten here. (Its gauges are counted from the watch's store: nothing to forget
+    /// there.)
     pub(super) fn forget(&self, key: &ObjectRef<BlobBackupInstance>) {
         self.states.forget(key);
         self.requeues.cancel(key);
+        self.writes.forget(&pacing::slot_key(key));
     }
 
     /// Schedules the resource's next reconcile (see [`requeue`]).
@@ -213,9 +203,11 @@ impl Effects for KubeEffects<'_> {
         &mut self,
         budget: &pacing::BudgetKey,
     ) -> Result<pacing::Admission, std::time::Duration> {
-        self.ctx
-            .writes
-            .admit(budget, &pacer_key(&self.key), tokio::time::Instant::now())
+        self.ctx.writes.admit(
+            budget,
+            &pacing::slot_key(&self.key),
+            tokio::time::Instant::now(),
+        )
     }
 
     async fn write_status(
@@ -240,6 +232,14 @@ impl Effects for KubeEffects<'_> {
 
     fn take_kept(&mut self, obj: &BlobBackupInstance) -> Option<BlobBackupInstanceStatus> {
         self.ctx.states.take_kept(&self.key, obj)
+    }
+
+    fn remember_unsent(&mut self, obj: &BlobBackupInstance) {
+        self.ctx.states.remember_unsent(&self.key, obj);
+    }
+
+    fn take_unsent(&mut self, obj: &BlobBackupInstance) -> bool {
+        self.ctx.states.take_unsent(&self.key, obj)
     }
 
     async fn add_finalizer(
@@ -292,26 +292,116 @@ impl Effects for KubeEffects<'_> {
         if matches!(observation, Observation::Instance(_)) {
             ctx.metrics.record_check(obj);
         }
-        // This write's own answer's figure of the writes left in the budget it spent.
-        if let Some(admission) = &admission
-            && let Some(remaining) = self.remaining.take()
-        {
-            ctx.writes.reported_remaining(remaining, admission);
-        }
         if let Some(operation) = azure::throttled_operation(observation) {
             ctx.metrics.record_throttling_wait(operation);
-            if let Observation::Failed {
-                call: AzureCall::Start(_),
-                error,
-            } = observation
-                && let Some(admission) = &admission
-            {
-                let retry_after = error
-                    .retry_after
-                    .unwrap_or(ctx.settings.timing.retry_after_min);
-                ctx.writes
-                    .throttled(admission.budget(), retry_after, tokio::time::Instant::now());
-            }
         }
+        if let Some(admission) = &admission {
+            // This write's own answer's figure of the writes left in the budget it spent, and
+            // whether Azure throttled it.
+            let throttled = match observation {
+                Observation::Failed {
+                    call: AzureCall::Start(_),
+                    error,
+                } => azure::throttled_for(error, ctx.settings.timing.retry_after_min),
+                _ => None,
+            };
+            ctx.writes.answered(
+                admission,
+                self.remaining.take(),
+                throttled,
+                tokio::time::Instant::now(),
+            );
+        }
+    }
+}
+
+/// A Kubernetes and an ARM client that never connect, for tests of what the controllers keep
+/// (the contexts need clients; nothing calls out). Inside a Tokio runtime.
+#[cfg(test)]
+pub(super) fn offline_clients() -> (Client, ArmClient) {
+    use dataprotection::{ArmConfig, AuthConfig};
+    dataprotection::install_crypto_provider();
+    let nowhere = "http://127.0.0.1:9";
+    let client = Client::try_from(kube::Config::new(nowhere.parse().unwrap())).expect("a client");
+    let http = dataprotection::default_http_client().unwrap();
+    let credential =
+        dataprotection::credential(&AuthConfig::fixed_token("token"), http.clone()).unwrap();
+    let config = ArmConfig::new(nowhere.parse().unwrap(), "2025-09-01");
+    let arm = ArmClient::new(config, http, credential, None).unwrap();
+    (client, arm)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::BlobRestore;
+    use dataprotection::WriteKind;
+
+    /// A context whose clients never connect (nothing here calls out), with a write budget
+    /// of one write: the second waits in a slot.
+    fn context() -> Context {
+        let (client, arm) = offline_clients();
+        let second = Duration::from_secs(1);
+        let writes = Arc::new(pacing::WritePacer::new(1, second, second));
+        Context::new(
+            client,
+            arm,
+            Metrics::new(),
+            Settings::default(),
+            writes,
+            None,
+        )
+    }
+
+    /// `key` remembered in every per-resource map: a record, a requeue, a slot it waits for.
+    fn remember_everywhere(ctx: &Context, key: &ObjectRef<BlobBackupInstance>) {
+        let mut obj = BlobBackupInstance::new(
+            &key.name,
+            serde_json::from_value(serde_json::json!({
+                "vault": {"id": ""}, "policy": {}, "storageAccount": {"id": "", "location": ""}
+            }))
+            .unwrap(),
+        );
+        obj.metadata.uid = Some(format!("uid-{}", key.name));
+        ctx.states.remember_write(key, &obj);
+        ctx.requeue(key, Requeue::After(Duration::from_secs(60)));
+        let budget = pacing::BudgetKey::new("s", WriteKind::Writes);
+        let now = tokio::time::Instant::now();
+        let _ = ctx.writes.admit(&budget, "someone else", now);
+        assert!(
+            ctx.writes
+                .admit(&budget, &pacing::slot_key(key), now)
+                .is_err()
+        );
+    }
+
+    /// Everything kept of a resource, in the three maps.
+    fn kept(ctx: &Context) -> (usize, usize, usize) {
+        (ctx.states.len(), ctx.requeues.len(), ctx.writes.waiting())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_resource_leaves_nothing_behind() {
+        let ctx = context();
+        let key = ObjectRef::new("gone").within("ns");
+        remember_everywhere(&ctx, &key);
+        assert_eq!(kept(&ctx), (1, 1, 1));
+        ctx.forget(&key);
+        assert_eq!(kept(&ctx), (0, 0, 0));
+
+        // Another kind's slot of the same name stays.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        remember_everywhere(&ctx, &key);
+        let restore = pacing::slot_key(&ObjectRef::<BlobRestore>::new("gone").within("ns"));
+        let budget = pacing::BudgetKey::new("s", WriteKind::Writes);
+        assert!(
+            ctx.writes
+                .admit(&budget, &restore, tokio::time::Instant::now())
+                .is_err()
+        );
+        ctx.forget(&key);
+        assert_eq!(kept(&ctx), (0, 0, 1), "the BlobRestore's slot stays");
     }
 }

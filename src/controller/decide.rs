@@ -201,6 +201,10 @@ enum Owner {
 pub enum Observation {
     /// Nothing yet in this reconcile.
     None,
+    /// Nothing yet in this reconcile, but the intent the status records was not sent: this
+    /// controller recorded it, waited for its write's slot in the budget, and has not
+    /// restarted since (the fact lives in its memory only).
+    Unsent,
     /// The answer to `Action::GetInstance`: the instance, or `None` when Azure said 404.
     Instance(Option<ObservedInstance>),
     /// A long-running operation was accepted. `poll` is `None` when it completed at once
@@ -1200,6 +1204,7 @@ impl<'a> Step<'a> {
     fn apply(self, mode: &Mode, observation: &Observation) -> Decision {
         match observation {
             Observation::None => self.next_from_status(mode),
+            Observation::Unsent => self.unsent(mode),
             Observation::Instance(instance) => self.on_instance(mode, instance.as_ref()),
             Observation::Started { action, poll } => self.on_started(mode, *action, poll.as_ref()),
             Observation::Polled {
@@ -1278,6 +1283,35 @@ impl<'a> Step<'a> {
             }
             _ => self.get(mode),
         }
+    }
+
+    /// The intent recorded was not sent (it waited for its slot in the write budget). A
+    /// creation intended after a validation of this spec is sent without looking at the
+    /// instance first, as it would have been without the wait, if it was recorded no longer
+    /// than `retry_after_max` ago: the view of Azure it was decided on is then no older than
+    /// the one a PUT right after a validation's poll acts on (Azure's `Retry-After` may
+    /// space those polls that far apart). The GET before a PUT only proves what a crash could
+    /// have left unknown (whether the intended PUT went out), and this controller knows.
+    /// Anything else is looked at as after any reconcile.
+    fn unsent(self, mode: &Mode) -> Decision {
+        let recorded = self
+            .status
+            .operation
+            .as_ref()
+            .and_then(|op| op.start_time.as_ref())
+            .map(|time| time.0);
+        let fresh = recorded.is_some_and(|at| {
+            Duration::try_from(self.now.duration_since(at))
+                .is_ok_and(|age| age <= self.settings.timing.retry_after_max)
+        });
+        if let Mode::Apply(target) = mode
+            && fresh
+            && self.intended(OperationAction::Create)
+            && self.validated_for_this_generation()
+        {
+            return self.put(target, OperationAction::Create, &BTreeMap::new());
+        }
+        self.next_from_status(mode)
     }
 
     /// Keeps the conditions saying what the operation in flight is doing (they may be stale

@@ -453,12 +453,19 @@ pub async fn run(
     // BlobRestore resources have a controller of their own, run and stopped with this one.
     let (stop_restores, restores_stopped) = futures::channel::oneshot::channel::<()>();
     let mut stop_restores = Some(stop_restores);
+    // One copy of Azure's write budgets for both controllers: they spend the same ones.
+    let writes = Arc::new(pacing::WritePacer::new(
+        config.write_budget.burst,
+        config.write_budget.refill,
+        config.timing.retry_after_max,
+    ));
     let restores = restore::run(
         client.clone(),
         arm.clone(),
         config.clone(),
         metrics.clone(),
         vault_grants.clone(),
+        writes.clone(),
         restores_stopped.map(|_| ()),
     );
     let mut restores_done = false;
@@ -468,7 +475,7 @@ pub async fn run(
             arm,
             metrics,
             settings,
-            &config.write_budget,
+            writes,
             config.reporting_instance.clone(),
         )
         .with_fence(config.fence.clone())

@@ -22,6 +22,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use dataprotection::WriteKind;
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
 use super::decide::Action;
@@ -69,7 +71,19 @@ impl BudgetKey {
     }
 }
 
-/// The client-side copies of Azure's write buckets, shared by all reconciles.
+/// The key of the resource `key` (of kind `K`) among the slots: its kind, namespace and name,
+/// so that a BlobRestore and a BlobBackupInstance of one name wait for slots of their own.
+pub fn slot_key<K: Resource<DynamicType = ()>>(key: &ObjectRef<K>) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        key.namespace.as_deref().unwrap_or_default(),
+        key.name
+    )
+}
+
+/// The client-side copies of Azure's write buckets, shared by all reconciles of both
+/// controllers (BlobBackupInstance and BlobRestore): one process, one copy of each bucket.
 #[derive(Debug)]
 pub struct WritePacer {
     /// Time one token takes to come back.
@@ -226,6 +240,24 @@ impl WritePacer {
         }
     }
 
+    /// Azure's answer to the write `admission` let through: the writes its budget has left,
+    /// when the answer said (`remaining`), and, when it was a 429, its `Retry-After`
+    /// (`throttled`).
+    pub fn answered(
+        &self,
+        admission: &Admission,
+        remaining: Option<u64>,
+        throttled: Option<Duration>,
+        now: Instant,
+    ) {
+        if let Some(remaining) = remaining {
+            self.reported_remaining(remaining, admission);
+        }
+        if let Some(retry_after) = throttled {
+            self.throttled(admission.budget(), retry_after, now);
+        }
+    }
+
     /// Azure answered a write spending `budget` with 429: that budget is empty for
     /// `retry_after` (at most `max_throttle`: any header value is accepted), then refills at
     /// the usual rate.
@@ -239,6 +271,28 @@ impl WritePacer {
         if let Some(until) = now.checked_add(wait) {
             bucket.full_at = bucket.full_at.max(until);
         }
+    }
+}
+
+impl WritePacer {
+    /// Forgets the slot the resource `key` ([`slot_key`]) waits for, in whichever bucket: it
+    /// is gone. The write it counted stays counted (a gap in the queue, never a write too
+    /// many).
+    pub fn forget(&self, key: &str) {
+        for bucket in super::lock(&self.state).buckets.values_mut() {
+            bucket.slots.remove(key);
+        }
+    }
+
+    /// Resources waiting for a slot, in every bucket.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        let state = super::lock(&self.state);
+        state
+            .buckets
+            .values()
+            .map(|bucket| bucket.slots.len())
+            .sum()
     }
 }
 
@@ -496,5 +550,42 @@ mod tests {
         // Nothing was left after the first: the two since come after it, then the next.
         p.reported_remaining(0, &first);
         assert_eq!(p.admit(&a, "a3", Instant::now()).map(|_| ()), Err(ms(200)));
+    }
+
+    /// The backup's writes and the restore's POSTs of one subscription spend one budget, each
+    /// resource waiting in a slot of its own (a BlobRestore and a BlobBackupInstance may share
+    /// a name); another subscription's restore goes at once.
+    #[test]
+    fn backup_and_restore_writes_of_a_subscription_share_one_budget() {
+        use crate::api::{BlobBackupInstance, BlobRestore};
+        use crate::controller::restore;
+        use dataprotection::ids::BackupInstanceId;
+        let id = |subscription: &str| {
+            BackupInstanceId::parse(&format!(
+                "/subscriptions/{subscription}/resourceGroups/rg/providers/Microsoft.DataProtection/backupVaults/v/backupInstances/bi"
+            ))
+            .unwrap()
+        };
+        let find_ranges = |subscription| restore::Action::FindRanges {
+            instance: id(subscription),
+            from: jiff::Timestamp::UNIX_EPOCH,
+            to: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let backup = BudgetKey::of(&Action::Sync(id("AB12"))).unwrap();
+        let restore = find_ranges("ab12").budget().unwrap();
+        assert_eq!(backup, restore);
+        let elsewhere = find_ranges("cd34").budget().unwrap();
+
+        let t0 = Instant::now();
+        let p = pacer(1, 10);
+        let backup_slot = slot_key(&ObjectRef::<BlobBackupInstance>::new("x").within("ns"));
+        let restore_slot = slot_key(&ObjectRef::<BlobRestore>::new("x").within("ns"));
+        assert_ne!(backup_slot, restore_slot);
+        assert!(p.admit(&backup, &backup_slot, t0).is_ok());
+        assert_eq!(
+            p.admit(&restore, &restore_slot, t0).map(|_| ()),
+            Err(Duration::from_millis(100))
+        );
+        assert!(p.admit(&elsewhere, &restore_slot, t0).is_ok());
     }
 }

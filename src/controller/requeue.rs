@@ -76,6 +76,12 @@ impl<K: Resource<DynamicType = ()>> Requeues<K> {
         }
     }
 
+    /// Resources with a requeue pending.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.state().slots.len()
+    }
+
     /// The resources whose requeue is due, as they fall due, for `Controller::reconcile_on`.
     /// It never ends; there must be one such stream at a time.
     pub fn due(self: Arc<Self>) -> impl Stream<Item = ObjectRef<K>> + Send

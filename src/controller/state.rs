@@ -52,6 +52,9 @@ pub struct Record<S> {
     kept: Option<Box<(String, u64, S)>>,
     /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
     read_fresh: bool,
+    /// The status of our last write (`status`) records the intent of a write not sent: it
+    /// waits for its slot in Azure's write budget.
+    unsent: bool,
 }
 
 impl<S> Default for Record<S> {
@@ -63,6 +66,7 @@ impl<S> Default for Record<S> {
             unwritten: None,
             kept: None,
             read_fresh: false,
+            unsent: false,
         }
     }
 }
@@ -172,6 +176,32 @@ where
         .then_some(status)
     }
 
+    /// Remembers that `obj`'s status, the one we last wrote, records the intent of a write that
+    /// was not sent (see [`Self::take_unsent`]). Nothing when it is not the one we last wrote.
+    pub fn remember_unsent(&self, key: &ObjectRef<K>, obj: &K) {
+        if let Some(record) = lock(&self.records).get_mut(key) {
+            record.unsent = obj.meta().uid.as_deref() == Some(record.uid.as_str())
+                && record.status == status_fingerprint(obj.status());
+        }
+    }
+
+    /// Whether `obj` (as the API holds it) is the same resource, with the same status, that
+    /// [`Self::remember_unsent`] remembered: then its intent was not sent. Taken out: asked
+    /// once, at the reconcile that sends the write (or waits again).
+    pub fn take_unsent(&self, key: &ObjectRef<K>, obj: &K) -> bool {
+        lock(&self.records).get_mut(key).is_some_and(|record| {
+            std::mem::take(&mut record.unsent)
+                && obj.meta().uid.as_deref() == Some(record.uid.as_str())
+                && record.status == status_fingerprint(obj.status())
+        })
+    }
+
+    /// Resources with a record.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.records).len()
+    }
+
     /// Forgets a resource that is gone.
     pub fn forget(&self, key: &ObjectRef<K>) {
         lock(&self.records).remove(key);
@@ -266,5 +296,29 @@ mod tests {
 
         keep();
         assert_eq!(states.take_kept(&key, &resource("uid-2", "written")), None);
+    }
+
+    /// An unsent intent is remembered only over our own last write, and believed only while
+    /// the API still holds that status, for the same resource; taken once.
+    #[test]
+    fn an_unsent_intent_is_believed_only_over_our_last_write() {
+        let states = States::<BlobBackupInstance>::new(|_| true);
+        let written = resource("uid-1", "intent");
+        let key = key_of(&written);
+        states.remember_unsent(&key, &written);
+        assert!(!states.take_unsent(&key, &written), "never written by us");
+
+        states.remember_write(&key, &written);
+        states.remember_unsent(&key, &written);
+        assert!(states.take_unsent(&key, &written));
+        assert!(!states.take_unsent(&key, &written), "taken once");
+
+        states.remember_unsent(&key, &resource("uid-1", "not what we wrote"));
+        assert!(!states.take_unsent(&key, &written));
+
+        states.remember_unsent(&key, &written);
+        assert!(!states.take_unsent(&key, &resource("uid-1", "someone else's")));
+        states.remember_unsent(&key, &written);
+        assert!(!states.take_unsent(&key, &resource("uid-2", "intent")));
     }
 }

@@ -60,6 +60,15 @@ pub trait Effects: Send {
     /// holds it) still has the status it was kept over; otherwise `None` (and it is dropped).
     fn take_kept(&mut self, obj: &BlobBackupInstance) -> Option<BlobBackupInstanceStatus>;
 
+    /// Remembers that `obj`'s status, as just written (or left), records the intent of a write
+    /// that was not sent: it waits for its slot in the budget. In memory only: a restart
+    /// forgets it, and the intent then reads as possibly sent.
+    fn remember_unsent(&mut self, obj: &BlobBackupInstance);
+
+    /// Whether `obj` (as the API holds it) has the status [`Self::remember_unsent`] remembered;
+    /// taken out.
+    fn take_unsent(&mut self, obj: &BlobBackupInstance) -> bool;
+
     /// Adds the controller's finalizer; the resource as written (its status as stored).
     fn add_finalizer(
         &mut self,
@@ -112,6 +121,11 @@ pub async fn run_steps<E: Effects>(
     access: &Access,
 ) -> Result<Next, Error> {
     let mut persisted = obj.status.clone();
+    // An intent recorded by an earlier reconcile that waited for its slot, and not sent.
+    let mut observation = match effects.take_unsent(&obj) {
+        true => Observation::Unsent,
+        false => Observation::None,
+    };
     // A PUT's poll URL kept in memory by an earlier reconcile: the API has its intent.
     if let Some(kept) = effects.take_kept(&obj) {
         obj.status = Some(kept);
@@ -119,7 +133,11 @@ pub async fn run_steps<E: Effects>(
     let initial = obj.status.clone();
     // Whether Azure answered a call of this reconcile.
     let mut learned = false;
-    let mut observation = Observation::None;
+    // Whether this reconcile sent an Azure write that can change something.
+    let mut wrote = false;
+    // Whether the status left at the end records the intent of the write that waited, and no
+    // write went out before it.
+    let mut unsent = false;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
         let decision = decide(&obj, &observation, effects.now(), settings, access);
@@ -147,6 +165,15 @@ pub async fn run_steps<E: Effects>(
                         // it now would cost a status write for nothing a person needs.
                         obj.status.clone_from(&initial);
                     }
+                    unsent = !wrote
+                        && decision.action.operation().is_some_and(|action| {
+                            obj.status
+                                .as_ref()
+                                .and_then(|s| s.operation.as_ref())
+                                .is_some_and(|op| {
+                                    op.action == action && op.status == OperationPhase::Pending
+                                })
+                        });
                     requeue = Some(Requeue::After(wait));
                     break;
                 }
@@ -197,6 +224,7 @@ pub async fn run_steps<E: Effects>(
                 if intent && !effects.leads() {
                     return Ok(Next::Abandon);
                 }
+                wrote |= intent && action.changes_azure();
                 let Some(observation) = effects.call_azure(action).await else {
                     requeue = Some(decision.requeue);
                     break;
@@ -229,8 +257,11 @@ pub async fn run_steps<E: Effects>(
         if kept_in_memory(persisted.as_ref(), Some(status)) {
             effects.keep_status(&obj, persisted.as_ref());
         } else {
-            effects.write_status(&obj, false).await?;
+            obj = effects.write_status(&obj, false).await?;
         }
+    }
+    if unsent {
+        effects.remember_unsent(&obj);
     }
     // Out of steps: carry on soon, from the recorded state.
     Ok(Next::Requeue(requeue.unwrap_or(Requeue::After(

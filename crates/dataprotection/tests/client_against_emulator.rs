@@ -1299,10 +1299,15 @@ async fn operational_restore_validates_runs_and_ends_in_a_completed_job() {
         &RestoreSource::PointInTime(start),
         &restore_in_place("opsacct", &["images"], &["logs/2026/"]),
     );
-    let validated = env.client.validate_restore(&id, &request).await.unwrap();
+    let validated = env
+        .client
+        .validate_restore(&id, &request)
+        .await
+        .result
+        .unwrap();
     env.succeeds(&pending(validated).0).await;
     let job = env
-        .restore_job(env.client.restore(&id, &request).await.unwrap())
+        .restore_job(env.client.restore(&id, &request).await.result.unwrap())
         .await;
     assert_eq!(env.job_state(&job).await, JobState::Completed);
 
@@ -1311,7 +1316,7 @@ async fn operational_restore_validates_runs_and_ends_in_a_completed_job() {
         &RestoreSource::PointInTime(start - day),
         &restore_in_place("opsacct", &[], &[]),
     );
-    let error = env.client.restore(&id, &early).await.unwrap_err();
+    let error = env.client.restore(&id, &early).await.result.unwrap_err();
     let (operation, status, detail) = azure(&error);
     assert_eq!((operation, status), (ops::TRIGGER_RESTORE, 400));
     assert_eq!(detail.code, "UserErrorInvalidRecoveryPointInTime");
@@ -1349,7 +1354,7 @@ async fn vaulted_restore_from_a_listed_recovery_point_and_a_failing_job() {
         &restore_in_place("vaultedacct", &["c1"], &["c1/2026/"]),
     );
     let job = env
-        .restore_job(env.client.restore(&id, &request).await.unwrap())
+        .restore_job(env.client.restore(&id, &request).await.result.unwrap())
         .await;
     assert_eq!(env.job_state(&job).await, JobState::Completed);
 
@@ -1358,7 +1363,7 @@ async fn vaulted_restore_from_a_listed_recovery_point_and_a_failing_job() {
         .admin()
         .fail_next_restore("UserErrorTargetContainersExistOnAccount", "c1 exists");
     let job = env
-        .restore_job(env.client.restore(&id, &request).await.unwrap())
+        .restore_job(env.client.restore(&id, &request).await.result.unwrap())
         .await;
     match env.job_state(&job).await {
         JobState::Failed(detail) => {
@@ -1395,6 +1400,7 @@ async fn vaulted_restore_from_a_listed_recovery_point_and_a_failing_job() {
             .client
             .validate_restore(&id, &request)
             .await
+            .result
             .unwrap_err();
         assert_eq!(azure(&error).2.code, code);
     }
@@ -1412,6 +1418,7 @@ async fn vaulted_restore_from_a_listed_recovery_point_and_a_failing_job() {
         .client
         .validate_restore(&id, &RestoreRequest::for_blobs(&point, &elsewhere))
         .await
+        .result
         .unwrap();
     let (status, _) = env.finish(&pending(start).0.poll_url).await;
     assert_eq!(failed(status).code, MISSING_PERMISSIONS);

@@ -1,20 +1,21 @@
 //! The Azure half of a restore step: performs a decided [`Action`] and turns the answer into
 //! the [`Observation`] the next decision reads.
 
-use dataprotection::{ArmClient, ArmError, LroStart, OperationJobExtendedInfo, Poll};
+use dataprotection::{ArmClient, ArmError, LroStart, OperationJobExtendedInfo, Poll, WriteAnswer};
 
 use super::decide::{Action, Observation};
 use crate::api::OperationAction;
-use crate::controller::azure::{observed_error, poll_refusal, polled_status};
+use crate::controller::azure::{Performed, observed_error, poll_refusal, polled_status};
 use crate::controller::decide::{AzureCall, PollHandle};
 
-/// Performs `action`; `None` for [`Action::None`].
-pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observation> {
+/// Performs `action`; `None` for [`Action::None`]. A write's answer says what is left of its
+/// budget; findRestorableTimeRanges' figure is not read (its copy counts it all the same).
+pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Performed<Observation>> {
     let read_failed = |error: ArmError| Observation::Failed {
         call: AzureCall::Get,
         error: observed_error(&error),
     };
-    Some(match action {
+    let observation = match action {
         Action::None => return None,
         Action::FindRanges { instance, from, to } => {
             match arm.find_restorable_time_ranges(instance, *from, *to).await {
@@ -31,23 +32,41 @@ pub(crate) async fn perform(arm: &ArmClient, action: &Action) -> Option<Observat
             ),
             Err(error) => read_failed(error),
         },
-        Action::ValidateRestore { instance, request } => started(
-            OperationAction::ValidateRestore,
-            arm.validate_restore(instance, request).await,
-        ),
-        Action::Restore { instance, request } => started(
-            OperationAction::Restore,
-            arm.restore(instance, request).await,
-        ),
+        Action::ValidateRestore { instance, request } => {
+            return Some(started(
+                OperationAction::ValidateRestore,
+                arm.validate_restore(instance, request).await,
+            ));
+        }
+        Action::Restore { instance, request } => {
+            return Some(started(
+                OperationAction::Restore,
+                arm.restore(instance, request).await,
+            ));
+        }
         Action::Poll { url, instance } => polled(arm.poll(url, instance).await),
         Action::GetJob { vault, job } => match arm.job(vault, job).await {
             Ok(job) => Observation::Job(job.and_then(|j| j.properties).map(|j| j.state())),
             Err(error) => read_failed(error),
         },
+    };
+    Some(Performed {
+        observation,
+        remaining: None,
     })
 }
 
 fn started(
+    action: OperationAction,
+    answer: WriteAnswer<OperationJobExtendedInfo>,
+) -> Performed<Observation> {
+    Performed {
+        observation: started_observation(action, answer.result),
+        remaining: answer.remaining,
+    }
+}
+
+fn started_observation(
     action: OperationAction,
     answer: Result<LroStart<OperationJobExtendedInfo>, ArmError>,
 ) -> Observation {

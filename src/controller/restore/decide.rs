@@ -27,10 +27,11 @@ use crate::controller::decide::{
     explain, failed_start, intent, transient_reason,
 };
 use crate::controller::grants::{NotAuthorised, authorise_source};
+use crate::controller::pacing::BudgetKey;
 use dataprotection::ids::{BackupInstanceId, StorageAccountId, VaultId};
 use dataprotection::{
     AzureErrorDetail, BlobRestoreTarget, JobState, RestorableTimeRange, RestoreRequest,
-    RestoreSource,
+    RestoreSource, WriteKind,
 };
 
 /// How far before the point in time the restorable ranges are asked for.
@@ -240,6 +241,24 @@ impl Action {
             Action::ValidateRestore { .. } => Some(OperationAction::ValidateRestore),
             Action::Restore { .. } => Some(OperationAction::Restore),
             _ => None,
+        }
+    }
+
+    /// The write budget this action spends: its vault's subscription's writes for each POST
+    /// (findRestorableTimeRanges too: ARM counts every request but a GET as a write, and
+    /// answers it with `x-ms-ratelimit-remaining-subscription-writes`); `None` for reads.
+    pub fn budget(&self) -> Option<BudgetKey> {
+        match self {
+            Action::FindRanges { instance, .. }
+            | Action::ValidateRestore { instance, .. }
+            | Action::Restore { instance, .. } => Some(BudgetKey::new(
+                instance.vault().subscription(),
+                WriteKind::Writes,
+            )),
+            Action::None
+            | Action::ListRecoveryPoints(_)
+            | Action::Poll { .. }
+            | Action::GetJob { .. } => None,
         }
     }
 }

@@ -7,6 +7,10 @@
 //!   intent is written (server-side apply on the resourceVersion read, so a replica that
 //!   decided on a stale copy gets a 409 instead) and the leader fence checked before it goes
 //!   out; what Azure answered to a write is written before anything else happens.
+//! - Every POST (findRestorableTimeRanges, validateRestore, restore) first takes a slot in its
+//!   subscription's write budget, the copy the BlobBackupInstance controller paces its writes
+//!   by ([`WritePacer`]: ARM's budget is the subscription's, whoever spends it); without a free
+//!   slot the restore is requeued for its reserved one, with nothing recorded of the write.
 //! - A BlobRestore has no finalizer: deleting it never touches Azure (a restore cannot be
 //!   cancelled or undone).
 
@@ -17,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action as ReconcileAction, Controller};
@@ -25,15 +29,21 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decide::{EventSpec, Requeue, Timing};
+use super::azure::throttled_for;
+use super::decide::{EventSpec, Requeue, Timing, end_operation};
 use super::events::Events;
 use super::grants::VaultGrants;
+use super::listing::apply_lists_as_they_arrive;
+use super::pacing::{WritePacer, slot_key};
 use super::state::{States, key_of};
 use super::status::StatusWriter;
 use super::{ControllerConfig, Error, REPORTING_CONTROLLER, leader};
-use crate::api::{BlobBackupInstance, BlobRestore, BlobRestoreStatus, OperationPhase};
+use crate::api::{
+    BlobBackupInstance, BlobRestore, BlobRestoreStatus, OperationAction, OperationPhase,
+};
 use crate::telemetry::Metrics;
 use dataprotection::ArmClient;
 
@@ -55,19 +65,24 @@ pub struct RestoreContext {
     fence: leader::Fence,
     // What the vault grants allow each source (`--vault-access`).
     grants: VaultGrants,
+    // The copy of Azure's write budgets, shared with the BlobBackupInstance controller.
+    writes: Arc<WritePacer>,
 }
 
 impl RestoreContext {
     /// The context of [`reconcile`] as `config` sets it up: its decision settings, Events
     /// reported as [`REPORTING_CONTROLLER`] (`reporting_instance`: the pod), and Azure writes
     /// only while its fence holds (checked before the intent is recorded, before the call, and
-    /// by the ARM client once it has the token); sources judged by what `grants` allow.
+    /// by the ARM client once it has the token); sources judged by what `grants` allow; its
+    /// POSTs paced by `writes`, the copy of the write budgets the BlobBackupInstance
+    /// controller's writes spend too.
     pub fn new(
         client: Client,
         arm: ArmClient,
         metrics: Metrics,
         config: &ControllerConfig,
         grants: VaultGrants,
+        writes: Arc<WritePacer>,
     ) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
@@ -83,6 +98,7 @@ impl RestoreContext {
             settings: config.timing.clone(),
             fence: config.fence.clone(),
             grants,
+            writes,
         }
     }
 
@@ -104,6 +120,13 @@ impl RestoreContext {
         precious: bool,
     ) -> Result<BlobRestore, Error> {
         self.writer(api, key).write(obj, precious).await
+    }
+
+    /// Forgets a restore that is gone, everywhere it is kept: its record (a status it could
+    /// not write) and the slot it waits for in the write budget. (Its requeue is kube's.)
+    fn forget(&self, key: &ObjectRef<BlobRestore>) {
+        self.states.forget(key);
+        self.writes.forget(&slot_key(key));
     }
 
     fn writer<'a>(
@@ -164,6 +187,7 @@ async fn restore_steps(
 ) -> Result<ReconcileAction, Error> {
     let api: Api<BlobRestore> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(mut obj) = api.get_opt(&cached.name_any()).await.map_err(Error::Read)? else {
+        ctx.forget(&key_of(cached));
         return Ok(ReconcileAction::await_change());
     };
     let key = key_of(&obj);
@@ -185,7 +209,37 @@ async fn restore_steps(
     let mut observation = Observation::None;
     let mut requeue = None;
     for _ in 0..MAX_STEPS {
-        let decision = decide::decide(&obj, &source, &observation, Timestamp::now(), &ctx.settings);
+        let now = Timestamp::now();
+        let decision = decide::decide(&obj, &source, &observation, now, &ctx.settings);
+        // A POST waits for its slot in its subscription's write budget, before anything of it
+        // is recorded: the decision's status holds the write's intent, and an intent recorded
+        // for a write never sent would read as one whose outcome is unknown (a restore's is
+        // never sent again). What the steps before it decided is written below.
+        let admission = match decision.action.budget() {
+            None => None,
+            Some(budget) => match ctx.writes.admit(&budget, &slot_key(&key), Instant::now()) {
+                Ok(admission) => Some(admission),
+                Err(wait) => {
+                    debug!(?wait, "waiting for a slot in Azure's write budget");
+                    // A restore comes only from a validation that succeeded: when Azure just
+                    // said so, that is recorded, or the slot would be spent validating again.
+                    if matches!(decision.action, Action::Restore { .. }) {
+                        let validation = obj
+                            .status
+                            .as_mut()
+                            .and_then(|s| s.operation.as_mut())
+                            .filter(|op| {
+                                op.action == OperationAction::ValidateRestore
+                                    && op.status != OperationPhase::Succeeded
+                            });
+                        let second = Timestamp::from_second(now.as_second()).unwrap_or(now);
+                        end_operation(validation, OperationPhase::Succeeded, None, second);
+                    }
+                    requeue = Some(Requeue::After(wait));
+                    break;
+                }
+            },
+        };
         if let Some(status) = decision.status {
             obj.status = Some(status);
         }
@@ -213,9 +267,22 @@ async fn restore_steps(
         if intent && !ctx.fence.holds() {
             return Ok(ReconcileAction::await_change());
         }
-        observation = azure::perform(&ctx.arm, &decision.action)
-            .await
-            .unwrap_or(Observation::None);
+        let Some(performed) = azure::perform(&ctx.arm, &decision.action).await else {
+            observation = Observation::None;
+            continue;
+        };
+        observation = performed.observation;
+        // The write's own answer: the writes its budget has left, and whether it was throttled.
+        if let Some(admission) = &admission {
+            let throttled = match &observation {
+                Observation::Failed { error, .. } => {
+                    throttled_for(error, ctx.settings.retry_after_min)
+                }
+                _ => None,
+            };
+            ctx.writes
+                .answered(admission, performed.remaining, throttled, Instant::now());
+        }
         // The client refused to send it because the term ended: the next leader goes on from
         // the recorded intent.
         if matches!(observation, Observation::NotSent { .. }) && !ctx.fence.holds() {
@@ -258,13 +325,15 @@ pub fn error_policy(
 /// Runs the BlobRestore controller until `shutdown` completes, then lets the reconciles in
 /// flight finish. Watches `BlobRestore` resources (in `config.watch_namespace`, or all) and
 /// reconciles one when it is created (its spec cannot change) and when a decision's requeue
-/// time comes; its Azure writes go out only while `config.fence` holds.
+/// time comes; its Azure writes go out only while `config.fence` holds, each in a slot of
+/// `writes` (the write budgets' copy the BlobBackupInstance controller spends too).
 pub async fn run(
     client: Client,
     arm: ArmClient,
     config: ControllerConfig,
     metrics: Metrics,
     grants: VaultGrants,
+    writes: Arc<WritePacer>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let watch_client = config.watch_client.clone().unwrap_or(client.clone());
@@ -272,11 +341,21 @@ pub async fn run(
         Some(namespace) if !namespace.is_empty() => Api::namespaced(watch_client, namespace),
         _ => Api::all(watch_client),
     };
-    let ctx = Arc::new(RestoreContext::new(client, arm, metrics, &config, grants));
+    let ctx = Arc::new(RestoreContext::new(
+        client, arm, metrics, &config, grants, writes,
+    ));
     let (reader, writer) = reflector::store();
-    let triggers = watcher(api, watcher::Config::default())
-        .default_backoff()
+    let watch_ctx = ctx.clone();
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    // As for backups: reconciles start with the first page, and a restore deleted while the
+    // watch was down gets a Delete at the relist's end.
+    let triggers = apply_lists_as_they_arrive(events, reader.clone(), || {})
         .reflect(writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(obj) = event {
+                watch_ctx.forget(&key_of(obj));
+            }
+        })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     Controller::for_stream(triggers, reader)
@@ -300,7 +379,63 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AzureOperation, OperationAction};
+    use crate::api::AzureOperation;
+    use crate::controller::pacing::BudgetKey;
+    use dataprotection::WriteKind;
+
+    /// A deleted restore leaves nothing: neither its record nor the slot it waited for; a
+    /// relist that no longer lists it does the same, and leaves another kind's slot alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_restore_leaves_nothing_behind() {
+        let (client, arm) = crate::controller::context::offline_clients();
+        let second = Duration::from_secs(1);
+        let writes = Arc::new(WritePacer::new(1, second, second));
+        let config = ControllerConfig::default();
+        let ctx = RestoreContext::new(
+            client,
+            arm,
+            Metrics::new(),
+            &config,
+            VaultGrants::open(),
+            writes.clone(),
+        );
+        let key = ObjectRef::<BlobRestore>::new("gone").within("ns");
+        let budget = BudgetKey::new("s", WriteKind::Writes);
+        let remember = || {
+            let mut obj = BlobRestore::new(
+                "gone",
+                serde_json::from_value(serde_json::json!({
+                    "backupInstanceRef": {"name": "bbi"}, "recoveryPoint": "latest"
+                }))
+                .unwrap(),
+            );
+            obj.metadata.uid = Some("uid".into());
+            ctx.states.remember_write(&key, &obj);
+            let now = Instant::now();
+            let _ = writes.admit(&budget, "someone else", now);
+            assert!(writes.admit(&budget, &slot_key(&key), now).is_err());
+        };
+        remember();
+        assert_eq!((ctx.states.len(), writes.waiting()), (1, 1));
+        ctx.forget(&key);
+        assert_eq!((ctx.states.len(), writes.waiting()), (0, 0));
+
+        // A backup of the same name keeps its slot.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        remember();
+        let backup = ObjectRef::<BlobBackupInstance>::new("gone").within("ns");
+        assert!(
+            writes
+                .admit(&budget, &slot_key(&backup), Instant::now())
+                .is_err()
+        );
+        ctx.forget(&key);
+        assert_eq!(
+            (ctx.states.len(), writes.waiting()),
+            (0, 1),
+            "the backup's slot stays"
+        );
+    }
 
     fn with(status: OperationPhase, url: Option<&str>, job: Option<&str>) -> BlobRestoreStatus {
         BlobRestoreStatus {

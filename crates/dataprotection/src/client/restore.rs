@@ -3,7 +3,7 @@
 
 use http::Method;
 
-use super::{ArmClient, Body, LroStart};
+use super::{ArmClient, Body, WriteAnswer};
 use crate::error::ArmError;
 use crate::ids::{BackupInstanceId, VaultId};
 use crate::models::{
@@ -65,12 +65,13 @@ impl ArmClient {
     }
 
     /// POST `.../validateRestore` with `{"restoreRequestObject": request}`: 200 done (with the
-    /// job Azure names), 202 pending; a 400 is Azure refusing the restore.
+    /// job Azure names), 202 pending; a 400 is Azure refusing the restore. A POST spends the
+    /// subscription's write budget like any ARM write: the answer says what is left of it.
     pub async fn validate_restore(
         &self,
         id: &BackupInstanceId,
         request: &RestoreRequest,
-    ) -> Result<LroStart<OperationJobExtendedInfo>, ArmError> {
+    ) -> WriteAnswer<OperationJobExtendedInfo> {
         let body = ValidateRestoreRequest {
             restore_request_object: request.clone(),
         };
@@ -84,18 +85,17 @@ impl ArmClient {
             Body::Resource,
         )
         .await
-        // The restore controller does not pace its few writes, so the budget figure is unused.
-        .result
     }
 
     /// POST `.../restore` with `request`: 200 done (the body names the job), 202 pending (the
     /// operation's status names the job once it succeeded). Send it once: every answer but an
-    /// error before Azure took the request may mean a restore is running.
+    /// error before Azure took the request may mean a restore is running. It spends the
+    /// subscription's write budget; the answer says what is left of it.
     pub async fn restore(
         &self,
         id: &BackupInstanceId,
         request: &RestoreRequest,
-    ) -> Result<LroStart<OperationJobExtendedInfo>, ArmError> {
+    ) -> WriteAnswer<OperationJobExtendedInfo> {
         let mut segments = id.path_segments();
         segments.push("restore");
         self.start(
@@ -106,7 +106,6 @@ impl ArmClient {
             Body::Resource,
         )
         .await
-        .result
     }
 
     /// GET `.../backupVaults/{vault}/backupJobs/{job}`; `job` is the job's name or its full
