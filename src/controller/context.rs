@@ -15,7 +15,7 @@ use super::events::Events;
 use super::grants::VaultGrants;
 use super::state::States;
 use super::status::StatusWriter;
-use super::steps::Effects;
+use super::steps::{self, Effects};
 use super::{Error, REPORTING_CONTROLLER, azure, finalizer, leader, pacing, requeue};
 use crate::api::{BlobBackupInstance, BlobBackupInstanceStatus, FINALIZER};
 use crate::telemetry::Metrics;
@@ -226,12 +226,14 @@ impl Effects for KubeEffects<'_> {
         if let Some(status) = &obj.status {
             self.ctx
                 .states
-                .keep(&self.key, obj, persisted, status.clone());
+                .keep(&self.key, obj, persisted, steps::kept_part(status));
         }
     }
 
     fn take_kept(&mut self, obj: &BlobBackupInstance) -> Option<BlobBackupInstanceStatus> {
-        self.ctx.states.take_kept(&self.key, obj)
+        // Taken only while the API still holds the status it was kept over.
+        let part = self.ctx.states.take_kept(&self.key, obj)?;
+        Some(steps::with_kept_part(obj.status.as_ref(), part))
     }
 
     fn remember_unsent(&mut self, obj: &BlobBackupInstance) {

@@ -47,8 +47,9 @@ pub struct Record<S> {
     /// bucket of the map's table at 10,000 resources; BENCHMARKS.md, "Memory").
     unwritten: Option<Box<(String, S)>>,
     /// A status newer than the API's, kept in memory only (a started PUT's poll URL, whose
-    /// intent the API holds): used instead of the API's while that is still the status it was
-    /// kept over (by its fingerprint), for the resource with this uid. Boxed, as above.
+    /// intent the API holds; the caller may keep only the part that differs): used instead of
+    /// the API's while that is still the status it was kept over (by its fingerprint), for the
+    /// resource with this uid. Boxed, as above.
     kept: Option<Box<(String, u64, S)>>,
     /// Set by a conflict: the watch cache is behind someone's write, so read afresh.
     read_fresh: bool,
