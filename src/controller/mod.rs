@@ -29,6 +29,7 @@
 //! ```
 
 mod azure;
+mod changes;
 mod context;
 pub mod decide;
 mod events;
@@ -500,7 +501,7 @@ pub async fn run(
             obj.annotations_mut().clear();
         });
     // Reconciles start with the first page of the first list; ready once it has ended.
-    let triggers = listing::apply_lists_as_they_arrive(events, reader.clone(), move || {
+    let events = listing::apply_lists_as_they_arrive(events, reader.clone(), move || {
         info!("watching BlobBackupInstance resources");
         listed_health.set_watching(true);
     })
@@ -509,9 +510,8 @@ pub async fn run(
         if let watcher::Event::Delete(obj) = event {
             watch_ctx.forget(&key_of(obj));
         }
-    })
-    .applied_objects()
-    .predicate_filter(predicate, Default::default());
+    });
+    let triggers = changes::changed(events, predicate).applied_objects();
 
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
     let controller = Controller::for_stream(triggers, reader.clone())

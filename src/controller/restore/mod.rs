@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::azure::throttled_for;
+use super::changes::changed;
 use super::decide::{EventSpec, Requeue, Timing, end_operation};
 use super::events::Events;
 use super::grants::VaultGrants;
@@ -349,15 +350,14 @@ pub async fn run(
     let events = watcher(api, watcher::Config::default()).default_backoff();
     // As for backups: reconciles start with the first page, and a restore deleted while the
     // watch was down gets a Delete at the relist's end.
-    let triggers = apply_lists_as_they_arrive(events, reader.clone(), || {})
+    let events = apply_lists_as_they_arrive(events, reader.clone(), || {})
         .reflect(writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(obj) = event {
                 watch_ctx.forget(&key_of(obj));
             }
-        })
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        });
+    let triggers = changed(events, predicates::generation).applied_objects();
     Controller::for_stream(triggers, reader)
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(shutdown)
