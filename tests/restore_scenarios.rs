@@ -16,6 +16,7 @@ use testkit::scenario::{
     Harness, NS, Replica, RunningController, WAIT, account, add_accounts, condition,
     controller_config, emulator_config, reasons, spec, test_timing,
 };
+use vault_emulator::ThrottleSettings;
 
 const RESTORES: &str = "blobrestores";
 
@@ -437,5 +438,28 @@ async fn a_restore_that_waited_for_its_slots_is_sent_once() {
     // Requeued every retry_after_min (50 ms) instead, it would be some 40.
     let reconciles = reads(&h, "images-back");
     assert!(reconciles <= 15, "{reconciles} reconciles");
+    controller.stop().await;
+}
+
+/// A 429 on a restore's POST counts in `bbo_throttling_waits_total` under its operation, as a
+/// backup's does (before, only the backups' were counted).
+#[tokio::test]
+async fn a_throttled_restore_post_counts_in_the_throttling_metric() {
+    let (h, controller) = backed_up(Duration::from_millis(100)).await;
+    // Azure's bucket holds one write, the next in 1,000 s; the controller's copy holds the
+    // default 200: the validation goes through, the restore is refused with a 429.
+    h.emulator
+        .admin()
+        .set_throttle(Some(ThrottleSettings {
+            budget: 1,
+            refill_per_second: 0.001,
+        }))
+        .unwrap();
+    create_restore(&h, "images-back", latest_images());
+    h.wait_metrics(&[&format!(
+        r#"bbo_throttling_waits_total{{operation="{}"}} 1"#,
+        ops::TRIGGER_RESTORE
+    )])
+    .await;
     controller.stop().await;
 }

@@ -244,6 +244,20 @@ impl Action {
         }
     }
 
+    /// The ARM operation the action calls, for the metrics (`None` for `None`).
+    pub fn operation_id(&self) -> Option<&'static str> {
+        use dataprotection::operation_ids as ops;
+        Some(match self {
+            Action::None => return None,
+            Action::FindRanges { .. } => ops::FIND_RESTORABLE_TIME_RANGES,
+            Action::ListRecoveryPoints(_) => ops::RECOVERY_POINTS_LIST,
+            Action::ValidateRestore { .. } => ops::VALIDATE_FOR_RESTORE,
+            Action::Restore { .. } => ops::TRIGGER_RESTORE,
+            Action::Poll { .. } => ops::OPERATION_STATUS,
+            Action::GetJob { .. } => ops::JOBS_GET,
+        })
+    }
+
     /// The write budget this action spends: its vault's subscription's writes for each POST
     /// (findRestorableTimeRanges too: ARM counts every request but a GET as a write, and
     /// answers it with `x-ms-ratelimit-remaining-subscription-writes`); `None` for reads.

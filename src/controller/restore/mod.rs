@@ -273,6 +273,13 @@ async fn restore_steps(
             continue;
         };
         observation = performed.observation;
+        // A 429 counts in bbo_throttling_waits_total, as the backups' do.
+        if let Observation::Failed { error, .. } = &observation
+            && error.http_status == Some(429)
+            && let Some(operation) = decision.action.operation_id()
+        {
+            ctx.metrics.record_throttling_wait(operation);
+        }
         // The write's own answer: the writes its budget has left, and whether it was throttled.
         if let Some(admission) = &admission {
             let throttled = match &observation {
