@@ -273,21 +273,18 @@ async fn restore_steps(
             continue;
         };
         observation = performed.observation;
-        // A 429 counts in bbo_throttling_waits_total, as the backups' do.
-        if let Observation::Failed { error, .. } = &observation
-            && error.http_status == Some(429)
+        // A 429 counts in bbo_throttling_waits_total, as the backups' do, and goes to the
+        // pacer with a write's answer (the writes its budget has left).
+        let throttled = match &observation {
+            Observation::Failed { error, .. } => throttled_for(error, ctx.settings.retry_after_min),
+            _ => None,
+        };
+        if throttled.is_some()
             && let Some(operation) = decision.action.operation_id()
         {
             ctx.metrics.record_throttling_wait(operation);
         }
-        // The write's own answer: the writes its budget has left, and whether it was throttled.
         if let Some(admission) = &admission {
-            let throttled = match &observation {
-                Observation::Failed { error, .. } => {
-                    throttled_for(error, ctx.settings.retry_after_min)
-                }
-                _ => None,
-            };
             ctx.writes
                 .answered(admission, performed.remaining, throttled, Instant::now());
         }
