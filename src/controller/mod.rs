@@ -311,11 +311,15 @@ async fn reconcile_steps(
     }
     // Reconciles start with the first page of resources, maybe before the (smaller) grant
     // and namespace lists have ended: worth a short wait rather than a requeue.
-    if ctx.grants.access_for(&obj).is_none() {
-        let wait = ctx.settings.timing.retry_after_min;
-        let _ = tokio::time::timeout(wait, ctx.grants.listed()).await;
-    }
-    let Some(access) = ctx.grants.access_for(&obj) else {
+    let access = match ctx.grants.access_for(&obj) {
+        Some(access) => Some(access),
+        None => {
+            let wait = ctx.settings.timing.retry_after_min;
+            let _ = tokio::time::timeout(wait, ctx.grants.listed()).await;
+            ctx.grants.access_for(&obj)
+        }
+    };
+    let Some(access) = access else {
         debug!("the vault grants are not listed yet; looking again shortly");
         ctx.requeue(&key, Requeue::After(ctx.settings.timing.retry_after_min));
         return Ok(ReconcileAction::await_change());
