@@ -39,18 +39,15 @@ where
         listing: None,
     };
     let mut on_listed = Some(on_listed);
-    events.flat_map(move |event| {
-        let passed: Vec<watcher::Result<Event<K>>> = match event {
-            Ok(event) => {
-                let (events, listed) = lists.next(event, &cache);
-                if listed && let Some(on_listed) = on_listed.take() {
-                    on_listed();
-                }
-                events.into_iter().map(Ok).collect()
+    events.flat_map(move |event| match event {
+        Ok(event) => {
+            let (events, listed) = lists.next(event, &cache);
+            if listed && let Some(on_listed) = on_listed.take() {
+                on_listed();
             }
-            Err(error) => vec![Err(error)],
-        };
-        stream::iter(passed)
+            stream::iter(events).map(Ok).left_stream()
+        }
+        Err(error) => stream::iter([Err(error)]).right_stream(),
     })
 }
 
