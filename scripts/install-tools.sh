@@ -19,7 +19,11 @@ bin_dir="${repo_root}/.tools/bin"
 have_versions() {
   [[ -x "${bin_dir}/helm" && -x "${bin_dir}/kubectl" ]] || return 1
   [[ "$("${bin_dir}/helm" version --template '{{.Version}}' 2>/dev/null)" == "${HELM_VERSION}" ]] || return 1
-  "${bin_dir}/kubectl" version --client 2>/dev/null | grep -qx "Client Version: ${KUBECTL_VERSION}"
+  # Read the whole output before matching: `kubectl ... | grep -q` under pipefail fails now and
+  # then, because grep exits at the first match and kubectl dies of SIGPIPE on its next line.
+  local kubectl_says
+  kubectl_says="$("${bin_dir}/kubectl" version --client 2>/dev/null)" || return 1
+  [[ $'\n'"${kubectl_says}"$'\n' == *$'\n'"Client Version: ${KUBECTL_VERSION}"$'\n'* ]]
 }
 
 if have_versions; then
