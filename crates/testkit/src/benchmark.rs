@@ -619,6 +619,9 @@ fn seen(object: &BlobBackupInstance) -> Seen {
 struct Tracker {
     objects: HashMap<String, Seen>,
     ready_at: HashMap<String, Instant>,
+    /// Each Ready resource's backup instance id, and the GETs of it the emulator had served
+    /// when the resource was first seen Ready: every GET after that is a resync.
+    gets_at_ready: HashMap<String, (String, u64)>,
 }
 
 impl Tracker {
@@ -632,6 +635,7 @@ impl Tracker {
 fn watch(
     api: Api<BlobBackupInstance>,
     tracker: Arc<Mutex<Tracker>>,
+    emulator: vault_emulator::EmulatorAdmin,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut stream = watcher(api, watcher::Config::default())
@@ -644,11 +648,19 @@ fn watch(
             let state = seen(&object);
             let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
             let name = object.name_any();
-            if state.ready {
-                tracker
-                    .ready_at
-                    .entry(name.clone())
-                    .or_insert_with(Instant::now);
+            if state.ready && !tracker.ready_at.contains_key(&name) {
+                tracker.ready_at.insert(name.clone(), Instant::now());
+                // Ready is written after the GET that found the instance protected, and a
+                // resync comes a whole --resync-interval later: read here, the count holds
+                // every GET that made the resource Ready and no resync.
+                let id = object
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.backup_instance_id.clone());
+                if let Some(id) = id {
+                    let gets = emulator.gets_served(&id);
+                    tracker.gets_at_ready.insert(name.clone(), (id, gets));
+                }
             }
             tracker.objects.insert(name, state);
         }
@@ -1041,7 +1053,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let idle_rss_kib = operator.peak_rss_kib;
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
-    let watch_task = watch(Api::namespaced(client.clone(), NAMESPACE), tracker.clone());
+    let watch_task = watch(
+        Api::namespaced(client.clone(), NAMESPACE),
+        tracker.clone(),
+        admin.clone(),
+    );
 
     let mut rng = fastrand::Rng::with_seed(options.faults.as_ref().map_or(0, |f| f.seed));
     let draw = |rng: &mut fastrand::Rng, plan: &FaultPlan| {
@@ -1100,24 +1116,19 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         operator.start().await?;
         restarts += 1;
     }
-    // The resync estimate below stops where the counts were read.
-    let counted_at = Instant::now();
-    let counts = admin.request_counts();
+    // Resources Ready early are resynced (one GET each --resync-interval) while the rest
+    // converge: the GETs the emulator served each instance since its resource was seen Ready,
+    // read at the same moment as the counts.
+    let (counts, resync_gets) = {
+        let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let (counts, gets_now) = admin.request_counts_and_gets_served(
+            tracker.gets_at_ready.values().map(|(id, _)| id.as_str()),
+        );
+        let gets_at_ready: u64 = tracker.gets_at_ready.values().map(|(_, gets)| gets).sum();
+        (counts, gets_now.saturating_sub(gets_at_ready))
+    };
     let k8s_writes = kube_writes(&cluster, &operator).await;
     let until_ready_rss_kib = operator.peak_rss_kib;
-    // Resources Ready early are resynced (one GET each --resync-interval) while the rest
-    // converge; requeues are exact, so their number follows from the Ready times. It is an
-    // estimate: a resync that is due but still queued behind other reconciles is subtracted
-    // without having been served, so at N=10,000 the figure can come out a hair under 5.
-    let resync_gets: u64 = {
-        let now = counted_at;
-        let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker
-            .ready_at
-            .values()
-            .map(|at| (now.duration_since(*at).as_secs_f64() / options.resync.as_secs_f64()) as u64)
-            .sum()
-    };
     // A second PUT or DELETE of an instance while its operation runs: the operator lost track
     // of the operation it started.
     let duplicate_writes = options.faults.as_ref().map(|_| {

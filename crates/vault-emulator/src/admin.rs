@@ -19,7 +19,8 @@ use super::config::{
     FaultSettings, InProgressSpelling, ServiceBehavior, StorageAccountConfig, ThrottleSettings,
     duration_text,
 };
-use super::shared::Shared;
+use super::shared::{Shared, Tally};
+use super::state::instance_id_key;
 
 /// Test and demo controls of a running emulator. Cheap to clone.
 #[derive(Clone)]
@@ -64,6 +65,7 @@ impl EmulatorAdmin {
     pub fn request_count(&self, operation_id: &str) -> u64 {
         self.shared
             .counts()
+            .by_operation
             .get(operation_id)
             .map_or(0, |by_status| by_status.values().sum())
     }
@@ -71,11 +73,33 @@ impl EmulatorAdmin {
     /// Requests by operation id and status code (0 counts dropped connections); requests that
     /// match no operation are counted under `Unknown`.
     pub fn request_counts(&self) -> BTreeMap<String, BTreeMap<u16, u64>> {
+        by_operation(&self.shared.counts())
+    }
+
+    /// `BackupInstances_Get` requests answered 200 for the instance named by an ARM id (any
+    /// casing) since the counts were last reset; injected faults and 429s are not among them.
+    pub fn gets_served(&self, instance_id: &str) -> u64 {
+        let key = instance_id_key(instance_id);
         self.shared
             .counts()
-            .iter()
-            .map(|(op, by_status)| ((*op).to_owned(), by_status.clone()))
-            .collect()
+            .gets_served
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// [`Self::request_counts`] and the sum of [`Self::gets_served`] over `instance_ids`, read
+    /// at the same moment: no request is counted in one and not the other.
+    pub fn request_counts_and_gets_served<'a>(
+        &self,
+        instance_ids: impl IntoIterator<Item = &'a str>,
+    ) -> (BTreeMap<String, BTreeMap<u16, u64>>, u64) {
+        let counts = self.shared.counts();
+        let gets = instance_ids
+            .into_iter()
+            .filter_map(|id| counts.gets_served.get(&instance_id_key(id)))
+            .sum();
+        (by_operation(&counts), gets)
     }
 
     /// Every backup instance, as `BackupInstances_Get` would answer it.
@@ -204,7 +228,7 @@ impl EmulatorAdmin {
 
     /// Clears the request counts and the in-flight write counts.
     pub fn reset_counts(&self) {
-        self.shared.counts().clear();
+        *self.shared.counts() = Tally::default();
         self.shared.in_flight_writes().clear();
     }
 
@@ -213,6 +237,14 @@ impl EmulatorAdmin {
         self.shared.reset_state();
         self.reset_counts();
     }
+}
+
+fn by_operation(tally: &Tally) -> BTreeMap<String, BTreeMap<u16, u64>> {
+    tally
+        .by_operation
+        .iter()
+        .map(|(op, by_status)| ((*op).to_owned(), by_status.clone()))
+        .collect()
 }
 
 // ----- HTTP -----

@@ -17,7 +17,7 @@ use super::keys::KeyedId;
 use super::model::ErrorBody;
 use super::reply::{self, Answer, Reply};
 use super::shared::{DropConnection, RequestIds, Shared};
-use super::state::{Budget, Ctx, Fault, Refusal};
+use super::state::{Budget, Ctx, Fault, Refusal, instance_key};
 use dataprotection::ids::VaultId;
 use dataprotection::operation_ids;
 
@@ -189,6 +189,16 @@ impl Route {
         })
     }
 
+    /// The key of the backup instance a GET of it reads.
+    fn read_instance(&self, method: &Method) -> Option<String> {
+        match self {
+            Self::Instance(vault, name) if *method == Method::GET => {
+                Some(instance_key(&vault.key, name))
+            }
+            _ => None,
+        }
+    }
+
     /// The backup instance a write names (PUT, DELETE, stopProtection, sync).
     fn written_instance(&self, method: &Method) -> Option<(&KeyedId, &str)> {
         match self {
@@ -260,10 +270,13 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
     if in_flight {
         shared.count_in_flight_write(name);
     }
+    // The instance a GET reads, counted when the service (not an injected fault) answers 200.
+    let read_instance = route.read_instance(&parts.method);
+    let mut served_get = None;
     let fault = shared.lock().roll_fault(name);
     let reply = match fault {
         Some(Fault::Drop) => {
-            shared.count(name, 0);
+            shared.count(name, 0, None);
             let mut response = Response::default();
             response.extensions_mut().insert(DropConnection);
             return response;
@@ -290,12 +303,14 @@ pub(crate) async fn arm(State(shared): State<Arc<Shared>>, request: Request) -> 
             if let Some(Fault::Slow(delay)) = slow {
                 tokio::time::sleep(delay).await;
             }
-            respond(&shared, &parts, route, operation, body, &ids)
+            let reply = respond(&shared, &parts, route, operation, body, &ids)
                 .await
-                .unwrap_or_else(|error| error)
+                .unwrap_or_else(|error| error);
+            served_get = read_instance.filter(|_| reply.status == StatusCode::OK);
+            reply
         }
     };
-    shared.count(name, reply.status.as_u16());
+    shared.count(name, reply.status.as_u16(), served_get);
     reply.into_response()
 }
 

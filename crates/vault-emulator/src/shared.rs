@@ -2,7 +2,7 @@
 //! request counts, and the marks the listener reads off a response. The listener builds it;
 //! routes and admin only use it, so no module imports its user.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -34,12 +34,22 @@ impl RequestIds {
 /// Request counts by operation id and status code (0: connection dropped).
 pub(crate) type Counts = BTreeMap<&'static str, BTreeMap<u16, u64>>;
 
+/// What the emulator counts of the requests it answers, under one mutex so a reader sees both
+/// figures at the same moment.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub by_operation: Counts,
+    /// `BackupInstances_Get` answered 200, by instance key (`state::instance_key`): a
+    /// benchmark tells the GETs made after an instance went Ready (resyncs) from the others.
+    pub gets_served: HashMap<String, u64>,
+}
+
 /// What every handler shares.
 pub(crate) struct Shared {
     config: EmulatorConfig,
     local_addr: SocketAddr,
     state: Mutex<State>,
-    counts: Mutex<Counts>,
+    counts: Mutex<Tally>,
     /// Writes that named a backup instance while an operation on it still ran, by operation
     /// id: counts, not a log, so a long benchmark run holds a few numbers, not every request.
     in_flight_writes: Mutex<BTreeMap<&'static str, u64>>,
@@ -57,7 +67,7 @@ impl Shared {
     pub fn new(config: EmulatorConfig, local_addr: SocketAddr) -> Self {
         Self {
             state: Mutex::new(State::new(&config)),
-            counts: Mutex::new(Counts::new()),
+            counts: Mutex::new(Tally::default()),
             in_flight_writes: Mutex::new(BTreeMap::new()),
             config,
             local_addr,
@@ -68,7 +78,7 @@ impl Shared {
         relock(&self.state)
     }
 
-    pub fn counts(&self) -> MutexGuard<'_, Counts> {
+    pub fn counts(&self) -> MutexGuard<'_, Tally> {
         relock(&self.counts)
     }
 
@@ -76,13 +86,19 @@ impl Shared {
         relock(&self.in_flight_writes)
     }
 
-    pub fn count(&self, operation: &'static str, status: u16) {
-        *self
-            .counts()
+    /// Counts an answer; `served_get` is the key of the instance a `BackupInstances_Get`
+    /// answered 200 for.
+    pub fn count(&self, operation: &'static str, status: u16, served_get: Option<String>) {
+        let mut counts = self.counts();
+        *counts
+            .by_operation
             .entry(operation)
             .or_default()
             .entry(status)
             .or_default() += 1;
+        if let Some(key) = served_get {
+            *counts.gets_served.entry(key).or_default() += 1;
+        }
     }
 
     /// Counts a write of `operation` that arrived while an operation on its instance ran.

@@ -271,6 +271,14 @@ pub(crate) fn instance_key(vault_key: &str, name: &str) -> String {
     format!("{vault_key}/backupinstances/{}", name.to_ascii_lowercase())
 }
 
+/// The key of the instance an ARM id names (any casing): [`instance_key`]'s spelling.
+pub(crate) fn instance_id_key(instance_id: &str) -> String {
+    format!(
+        "/{}",
+        instance_id.trim().trim_matches('/').to_ascii_lowercase()
+    )
+}
+
 /// `2021-07-07T12:48:50.3432229Z`, as the status documents print `startTime`.
 fn start_time(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S%.7fZ").to_string()
@@ -1225,10 +1233,7 @@ impl State {
         instance_id: &str,
         now: Instant,
     ) -> Result<(String, &mut Instance), EmulatorError> {
-        let key = format!(
-            "/{}",
-            instance_id.trim().trim_matches('/').to_ascii_lowercase()
-        );
+        let key = instance_id_key(instance_id);
         match self.live(&key, now) {
             Some(instance) => Ok((key, instance)),
             None => Err(EmulatorError::NotFound(format!(

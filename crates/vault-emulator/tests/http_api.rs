@@ -1203,9 +1203,40 @@ async fn admin_counts_reset_and_out_of_band_delete() {
     let admin = env.emulator.admin();
     assert_eq!(admin.request_count("BackupInstances_CreateOrUpdate"), 1);
     assert_eq!(admin.request_count("BackupInstances_Get"), 1);
+    assert_eq!(admin.gets_served(&id), 1);
+    env.get(&env.instance_url("bi", V2026)).await;
+    env.get(&env.instance_url("other", V2026)).await;
+    assert_eq!(
+        admin.gets_served(&id.to_ascii_uppercase()),
+        2,
+        "any casing of the id; a 404 is not served"
+    );
+    let (counts, gets) = admin.request_counts_and_gets_served([id.as_str(), "/nowhere"]);
+    assert_eq!(
+        counts["BackupInstances_Get"],
+        BTreeMap::from([(200, 2), (404, 1)])
+    );
+    assert_eq!(gets, 2);
+    admin
+        .set_faults(FaultSettings {
+            malformed_body: 1.0,
+            ..FaultSettings::default()
+        })
+        .unwrap();
+    let injected = env
+        .http
+        .get(env.instance_url("bi", V2026))
+        .bearer_auth(env.emulator.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(injected.status(), StatusCode::OK);
+    assert_eq!(admin.gets_served(&id), 2, "an injected 200 is not served");
+    admin.set_faults(FaultSettings::default()).unwrap();
     let reset = env.admin(Method::POST, "reset?scope=counts", None).await;
     assert_eq!(reset.status, StatusCode::OK);
     assert!(admin.request_counts().is_empty());
+    assert_eq!(admin.gets_served(&id), 0);
     assert_eq!(admin.instances().len(), 1, "counts-only reset keeps state");
 
     let deleted = env
