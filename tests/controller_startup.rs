@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use blob_backup_operator::controller::ControllerConfig;
 use blob_backup_operator::controller::decide::Timing;
+use blob_backup_operator::controller::{ControllerConfig, LIST_PAGE_SIZE};
 use testkit::fake_apiserver::Verb;
 use testkit::scenario::{Harness, RESOURCE, controller_config, spec, test_timing, wait_until};
 
-/// kube's watcher lists 500 resources a page.
-const PAGE: usize = 500;
+/// The resources of one list page.
+const PAGE: usize = LIST_PAGE_SIZE as usize;
 
 fn name(i: usize) -> String {
     format!("r{i:04}")

@@ -22,6 +22,10 @@ use kube::Resource;
 use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 
+/// The watch's list page size: the first reconcile waits for the first page, so it is half of
+/// kube's (and client-go's) 500, at the cost of twice the list requests.
+pub const LIST_PAGE_SIZE: u32 = 250;
+
 /// The watch's `events` with its lists applied as they arrive (see the module's docs).
 /// `cache` is the store the returned events are reflected into; `on_listed` is called once,
 /// when the first list has ended.

@@ -63,6 +63,7 @@ use dataprotection::ArmClient;
 
 pub use context::{Context, KubeEffects};
 use decide::{AzureApi, Requeue, Settings, Timing};
+pub use listing::LIST_PAGE_SIZE;
 use state::{key_of, lock};
 pub use status::apply_status;
 use steps::Next;
@@ -494,7 +495,8 @@ pub async fn run(
         .combine(other_finalizers)
         .combine(deletion_requested);
     let listed_health = health.clone();
-    let events = watcher(api, watcher::Config::default())
+    let listed_in_pages = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+    let events = watcher(api, listed_in_pages)
         .default_backoff()
         // The cache keeps every resource: without managedFields (which decisions never read
         // and which server-side apply makes as large as the status) it is about half the size.

@@ -37,7 +37,7 @@ use super::changes::changed;
 use super::decide::{EventSpec, Requeue, Timing, end_operation};
 use super::events::Events;
 use super::grants::VaultGrants;
-use super::listing::apply_lists_as_they_arrive;
+use super::listing::{LIST_PAGE_SIZE, apply_lists_as_they_arrive};
 use super::pacing::{WritePacer, slot_key};
 use super::state::{States, key_of};
 use super::status::StatusWriter;
@@ -351,7 +351,8 @@ pub async fn run(
     ));
     let (reader, writer) = reflector::store();
     let watch_ctx = ctx.clone();
-    let events = watcher(api, watcher::Config::default()).default_backoff();
+    let events =
+        watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE)).default_backoff();
     // As for backups: reconciles start with the first page, and a restore deleted while the
     // watch was down gets a Delete at the relist's end.
     let events = apply_lists_as_they_arrive(events, reader.clone(), || {})
