@@ -17,14 +17,56 @@
 
 use std::collections::HashSet;
 
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use kube::Resource;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::{Predicate, WatchStreamExt};
+
+use super::changes::changed;
 
 /// The watch's list page size: the first reconcile waits for the first page, so it is half of
 /// kube's (and client-go's) 500, at the cost of twice the list requests.
 pub const LIST_PAGE_SIZE: u32 = 250;
+
+/// The watch's configuration, for both controllers: lists in pages of [`LIST_PAGE_SIZE`].
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
+/// A controller's reconcile triggers from its watch's `events`, as both controllers take them:
+/// the lists applied as they arrive ([`apply_lists_as_they_arrive`], `on_listed` once the
+/// first has ended) and reflected into `writer` (whose reader is `cache`); each Delete handed
+/// to `on_deleted`, to forget what is kept of the resource; and only the resources `predicate`
+/// sees change ([`changed`]).
+pub fn reconcile_triggers<K, S>(
+    events: S,
+    cache: Store<K>,
+    writer: Writer<K>,
+    on_listed: impl FnOnce() + Send,
+    on_deleted: impl Fn(&K) + Send,
+    predicate: impl Predicate<K> + Send,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()>
+        + Lookup<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    S: Stream<Item = watcher::Result<Event<K>>> + Send,
+{
+    let events = apply_lists_as_they_arrive(events, cache, on_listed)
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if let Event::Delete(obj) = event {
+                on_deleted(obj);
+            }
+        });
+    changed(events, predicate).applied_objects()
+}
 
 /// The watch's `events` with its lists applied as they arrive (see the module's docs).
 /// `cache` is the store the returned events are reflected into; `on_listed` is called once,

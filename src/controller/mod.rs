@@ -49,7 +49,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{self, Action as ReconcileAction, Controller};
 use kube::runtime::reflector;
@@ -495,8 +495,7 @@ pub async fn run(
         .combine(other_finalizers)
         .combine(deletion_requested);
     let listed_health = health.clone();
-    let listed_in_pages = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-    let events = watcher(api, listed_in_pages)
+    let events = watcher(api, listing::watch_config())
         .default_backoff()
         // The cache keeps every resource: without managedFields (which decisions never read
         // and which server-side apply makes as large as the status) it is about half the size.
@@ -507,17 +506,17 @@ pub async fn run(
             obj.annotations_mut().clear();
         });
     // Reconciles start with the first page of the first list; ready once it has ended.
-    let events = listing::apply_lists_as_they_arrive(events, reader.clone(), move || {
-        info!("watching BlobBackupInstance resources");
-        listed_health.set_watching(true);
-    })
-    .reflect(writer)
-    .inspect_ok(move |event| {
-        if let watcher::Event::Delete(obj) = event {
-            watch_ctx.forget(&key_of(obj));
-        }
-    });
-    let triggers = changes::changed(events, predicate).applied_objects();
+    let triggers = listing::reconcile_triggers(
+        events,
+        reader.clone(),
+        writer,
+        move || {
+            info!("watching BlobBackupInstance resources");
+            listed_health.set_watching(true);
+        },
+        move |obj| watch_ctx.forget(&key_of(obj)),
+        predicate,
+    );
 
     let (stop, stopped) = futures::channel::oneshot::channel::<()>();
     let controller = Controller::for_stream(triggers, reader.clone())

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action as ReconcileAction, Controller};
@@ -33,11 +33,10 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::azure::throttled_for;
-use super::changes::changed;
 use super::decide::{EventSpec, Requeue, Timing, end_operation};
 use super::events::Events;
 use super::grants::VaultGrants;
-use super::listing::{LIST_PAGE_SIZE, apply_lists_as_they_arrive};
+use super::listing::{reconcile_triggers, watch_config};
 use super::pacing::{WritePacer, slot_key};
 use super::state::{States, key_of};
 use super::status::StatusWriter;
@@ -351,18 +350,17 @@ pub async fn run(
     ));
     let (reader, writer) = reflector::store();
     let watch_ctx = ctx.clone();
-    let events =
-        watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE)).default_backoff();
+    let events = watcher(api, watch_config()).default_backoff();
     // As for backups: reconciles start with the first page, and a restore deleted while the
     // watch was down gets a Delete at the relist's end.
-    let events = apply_lists_as_they_arrive(events, reader.clone(), || {})
-        .reflect(writer)
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(obj) = event {
-                watch_ctx.forget(&key_of(obj));
-            }
-        });
-    let triggers = changed(events, predicates::generation).applied_objects();
+    let triggers = reconcile_triggers(
+        events,
+        reader.clone(),
+        writer,
+        || {},
+        move |obj| watch_ctx.forget(&key_of(obj)),
+        predicates::generation,
+    );
     Controller::for_stream(triggers, reader)
         .with_config(controller::Config::default().concurrency(config.concurrency.max(1)))
         .graceful_shutdown_on(shutdown)
