@@ -888,8 +888,7 @@ impl<'a> Step<'a> {
         settings: &'a Settings,
         access: &'a Access,
     ) -> Self {
-        // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.
-        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let now = whole_second(now);
         let old = obj.status.as_ref();
         Self {
             obj,
@@ -1960,6 +1959,12 @@ pub(crate) fn explain(fallback: Reason, error: &AzureErrorDetail) -> (Reason, St
         return (Reason::MissingPermissions, message);
     }
     (fallback, azure_text(error))
+}
+
+/// `now` to the whole second. Kubernetes times have whole seconds; keeping the status's times
+/// so makes re-reads compare equal. Shared by every controller that writes a status.
+pub(crate) fn whole_second(now: Timestamp) -> Timestamp {
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// Records how the operation in flight (`operation`) ended, at `now`.

@@ -33,7 +33,7 @@ use crate::api::{
 use dataprotection::ids::{PolicyId, VaultId};
 
 use super::FIELD_MANAGER;
-use super::decide::Access;
+use super::decide::{Access, whole_second};
 
 /// Which vaults a namespace may use (`run --vault-access`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -375,7 +375,7 @@ pub fn grant_status(
         .find(|c| c.type_ == condition_type::READY)
     {
         Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+        _ => Time(whole_second(now)),
     };
     BackupVaultGrantStatus {
         observed_generation: generation,

@@ -24,7 +24,7 @@ use crate::api::{
 use crate::controller::decide::{
     Access, AzureCall, ConditionChange, ErrorClass, EventSpec, EventType, Health, MAX_NOTE,
     ObservedError, PollHandle, PolledStatus, Reason, Requeue, Timing, azure_text, end_operation,
-    explain, failed_start, intent, transient_reason,
+    explain, failed_start, intent, transient_reason, whole_second,
 };
 use crate::controller::grants::{NotAuthorised, authorise_source};
 use crate::controller::pacing::BudgetKey;
@@ -312,9 +312,8 @@ impl<'a> Step<'a> {
     fn new(restore: &'a BlobRestore, now: Timestamp, settings: &'a Timing) -> Self {
         let status = restore.status.clone().unwrap_or_default();
         let old = restore.status.as_ref();
-        // Kubernetes times have whole seconds; keeping ours so makes re-reads compare equal.
         let clock = now;
-        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let now = whole_second(now);
         let events = Vec::new();
         Self {
             restore,

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::azure::throttled_for;
-use super::decide::{EventSpec, Requeue, Timing, end_operation};
+use super::decide::{EventSpec, Requeue, Timing, end_operation, whole_second};
 use super::events::Events;
 use super::grants::VaultGrants;
 use super::listing::{reconcile_triggers, watch_config};
@@ -232,8 +232,12 @@ async fn restore_steps(
                                 op.action == OperationAction::ValidateRestore
                                     && op.status != OperationPhase::Succeeded
                             });
-                        let second = Timestamp::from_second(now.as_second()).unwrap_or(now);
-                        end_operation(validation, OperationPhase::Succeeded, None, second);
+                        end_operation(
+                            validation,
+                            OperationPhase::Succeeded,
+                            None,
+                            whole_second(now),
+                        );
                     }
                     requeue = Some(Requeue::After(wait));
                     break;
