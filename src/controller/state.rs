@@ -181,8 +181,7 @@ where
     /// was not sent (see [`Self::take_unsent`]). Nothing when it is not the one we last wrote.
     pub fn remember_unsent(&self, key: &ObjectRef<K>, obj: &K) {
         if let Some(record) = lock(&self.records).get_mut(key) {
-            record.unsent = obj.meta().uid.as_deref() == Some(record.uid.as_str())
-                && record.status == status_fingerprint(obj.status());
+            record.unsent = holds_our_last_write(record, obj);
         }
     }
 
@@ -191,9 +190,7 @@ where
     /// once, at the reconcile that sends the write (or waits again).
     pub fn take_unsent(&self, key: &ObjectRef<K>, obj: &K) -> bool {
         lock(&self.records).get_mut(key).is_some_and(|record| {
-            std::mem::take(&mut record.unsent)
-                && obj.meta().uid.as_deref() == Some(record.uid.as_str())
-                && record.status == status_fingerprint(obj.status())
+            std::mem::take(&mut record.unsent) && holds_our_last_write(record, obj)
         })
     }
 
@@ -207,6 +204,16 @@ where
     pub fn forget(&self, key: &ObjectRef<K>) {
         lock(&self.records).remove(key);
     }
+}
+
+/// Whether `obj` is the resource of `record`'s last write (same uid), with the status written.
+fn holds_our_last_write<K>(record: &Record<K::Status>, obj: &K) -> bool
+where
+    K: Resource + HasStatus,
+    K::Status: Serialize,
+{
+    obj.meta().uid.as_deref() == Some(record.uid.as_str())
+        && record.status == status_fingerprint(obj.status())
 }
 
 /// A hash of the status as the API would serialize it (no allocation): enough to tell whether
