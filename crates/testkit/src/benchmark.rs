@@ -661,17 +661,17 @@ fn seen(object: &BlobBackupInstance) -> Seen {
 #[derive(Default)]
 struct Tracker {
     objects: HashMap<String, Seen>,
-    ready_at: HashMap<String, Instant>,
-    /// Each Ready resource's backup instance id, and the GETs of it the emulator had served
-    /// when the resource was first seen Ready: every GET after that is a resync.
-    gets_at_ready: HashMap<String, (String, u64)>,
+    /// The resources seen Ready, each with its backup instance's id and the GETs of it the
+    /// emulator had served then (`None`: no id in its status): every GET after that is a
+    /// resync.
+    ready: HashMap<String, Option<(String, u64)>>,
 }
 
 impl Tracker {
     /// Resources that have reached Ready (a later transient failure may have turned them
     /// Ready=False again; they are still counted).
     fn reached_ready(&self) -> usize {
-        self.ready_at.len()
+        self.ready.len()
     }
 }
 
@@ -691,19 +691,19 @@ fn watch(
             let state = seen(&object);
             let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
             let name = object.name_any();
-            if state.ready && !tracker.ready_at.contains_key(&name) {
-                tracker.ready_at.insert(name.clone(), Instant::now());
+            if state.ready && !tracker.ready.contains_key(&name) {
                 // Ready is written after the GET that found the instance protected, and a
                 // resync comes a whole --resync-interval later: read here, the count holds
                 // every GET that made the resource Ready and no resync.
-                let id = object
+                let served = object
                     .status
                     .as_ref()
-                    .and_then(|s| s.backup_instance_id.clone());
-                if let Some(id) = id {
-                    let gets = emulator.gets_served(&id);
-                    tracker.gets_at_ready.insert(name.clone(), (id, gets));
-                }
+                    .and_then(|s| s.backup_instance_id.clone())
+                    .map(|id| {
+                        let gets = emulator.gets_served(&id);
+                        (id, gets)
+                    });
+                tracker.ready.insert(name.clone(), served);
             }
             tracker.objects.insert(name, state);
         }
@@ -1165,9 +1165,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let (counts, resync_gets) = {
         let tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
         let (counts, gets_now) = admin.request_counts_and_gets_served(
-            tracker.gets_at_ready.values().map(|(id, _)| id.as_str()),
+            tracker.ready.values().flatten().map(|(id, _)| id.as_str()),
         );
-        let gets_at_ready: u64 = tracker.gets_at_ready.values().map(|(_, gets)| gets).sum();
+        let gets_at_ready: u64 = tracker.ready.values().flatten().map(|(_, gets)| gets).sum();
         (counts, gets_now.saturating_sub(gets_at_ready))
     };
     let k8s_writes = kube_writes(&cluster, &operator).await;
@@ -1213,7 +1213,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         tracker
             .objects
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone(), tracker.ready_at.contains_key(k)))
+            .map(|(k, v)| (k.clone(), v.clone(), tracker.ready.contains_key(k)))
             .collect()
     };
     let ready = snapshot.iter().filter(|(_, _, reached)| *reached).count();
