@@ -444,17 +444,11 @@ impl Cluster {
             }
             Self::Real { client, .. } => {
                 let api: Api<K> = Api::namespaced(client.clone(), NAMESPACE);
-                let results: Vec<_> = futures::stream::iter(objects)
-                    .map(|object| {
-                        let api = api.clone();
-                        async move { api.create(&PostParams::default(), &object).await }
-                    })
-                    .buffer_unordered(32)
-                    .collect()
-                    .await;
-                for result in results {
-                    result?;
-                }
+                all_answered(objects, |object| {
+                    let api = api.clone();
+                    async move { api.create(&PostParams::default(), &object).await }
+                })
+                .await?;
                 Ok(())
             }
         }
@@ -526,7 +520,7 @@ impl Cluster {
         };
         let started = Instant::now();
         let api: Api<BlobBackupInstance> = Api::namespaced(client.clone(), NAMESPACE);
-        // One DELETE each, 32 at a time, as they were created: a delete-collection call is
+        // One DELETE each, as they were created: a delete-collection call is
         // served one object at a time (`--delete-collection-workers` is 1 by default), took
         // about the API server's 60 s request timeout at N=3,000, and failed past it, so it
         // measured the API server rather than the operator.
@@ -537,22 +531,16 @@ impl Cluster {
             .into_iter()
             .map(|object| object.name_any())
             .collect();
-        let results: Vec<_> = futures::stream::iter(names)
-            .map(|name| {
-                let api = api.clone();
-                async move { api.delete(&name, &DeleteParams::default()).await }
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        for result in results {
-            match result {
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                other => {
-                    other?;
+        all_answered(names, |name| {
+            let api = api.clone();
+            async move {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    other => other.map(|_| ()),
                 }
             }
-        }
+        })
+        .await?;
         let deletes_sent = started.elapsed();
         // Listed at least once, however long the deletes took. One name a look: a full list
         // of thousands every half second would load the API server the operator is using.
@@ -575,6 +563,27 @@ impl Cluster {
             wait.as_secs_f64()
         )
     }
+}
+
+/// Requests the harness has in flight at once to a real API server (creates, deletes).
+const IN_FLIGHT: usize = 32;
+
+/// `call` for each of `items`, [`IN_FLIGHT`] at a time; the first error once all have answered.
+async fn all_answered<T, R, F>(
+    items: impl IntoIterator<Item = T>,
+    call: impl FnMut(T) -> F,
+) -> Result<(), kube::Error>
+where
+    F: std::future::Future<Output = Result<R, kube::Error>>,
+{
+    let results: Vec<_> = futures::stream::iter(items)
+        .map(call)
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    results
+        .into_iter()
+        .try_for_each(|result| result.map(|_| ()))
 }
 
 /// How long deleting every resource took.
